@@ -1,0 +1,3 @@
+"""Parla: a self-hosted voice-cloning speech server."""
+
+__version__ = "0.1.0"

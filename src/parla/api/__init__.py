@@ -1,0 +1,1 @@
+"""HTTP routers: thin translations between requests and services."""

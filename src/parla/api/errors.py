@@ -1,0 +1,67 @@
+"""Every error leaves as JSON with a ``detail`` string (the seeds' convention) and an OpenAI-style
+``error`` object, so both kinds of client can read it. No request ever gets a bare 500 page."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from parla.engines.base import EngineUnavailableError
+from parla.errors import ParlaError
+
+log = logging.getLogger(__name__)
+
+_TYPES = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error", 422: "invalid_request_error"}
+
+
+def error_body(status: int, detail: str, param: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "detail": detail,
+        "error": {"message": detail, "type": _TYPES.get(status, "server_error"), "param": param, "code": None},
+        **extra,
+    }
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | None]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return 400, "the request body is not valid JSON", None
+    parts = []
+    param = None
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")]
+        param = param or (loc[0] if loc else None)
+        parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', 'invalid')}")
+    return 422, "; ".join(parts) or "invalid request", param
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ParlaError)
+    async def _parla(_: Request, exc: ParlaError) -> JSONResponse:
+        return JSONResponse(error_body(exc.status_code, exc.detail, exc.param), status_code=exc.status_code)
+
+    @app.exception_handler(EngineUnavailableError)
+    async def _unavailable(_: Request, exc: EngineUnavailableError) -> JSONResponse:
+        return JSONResponse(error_body(503, str(exc)), status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        status, detail, param = _validation_message(exc)
+        return JSONResponse(error_body(status, detail, param, errors=jsonable_encoder(exc.errors()) if status == 422 else []),
+                            status_code=status)  # fmt: skip
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))  # fmt: skip
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}: {exc}"), status_code=500)

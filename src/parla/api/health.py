@@ -1,0 +1,45 @@
+"""``GET /health`` and ``GET /``: one answer carrying every seed's fields (DESIGN, "Clashes")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from parla import __version__
+from parla.api.deps import ServicesDep
+
+router = APIRouter(tags=["Health"])
+
+
+@router.get("/health", summary="Health and engine status")
+async def health(services: ServicesDep) -> dict[str, Any]:
+    engines = [e.status().describe() for e in services.engines]
+    default = services.engines.get(services.settings.default_engine).status()
+    return {
+        "status": "healthy" if default.available else "degraded",
+        "model_loaded": default.loaded,
+        "device": default.device,
+        "dependencies_available": default.available,
+        "gpu_available": False,
+        "vram_used_mb": 0.0,
+        "version": __version__,
+        "default_engine": default.name,
+        "engines": engines,
+        "broken_engines": services.engines.broken,
+    }
+
+
+@router.get("/", summary="Service information")
+async def root(services: ServicesDep) -> dict[str, Any]:
+    default = services.engines.get(services.settings.default_engine)
+    return {
+        "message": "Parla speech server - ready",
+        "status": "success",
+        "name": "parla",
+        "version": __version__,
+        "model": default.name,
+        "model_description": default.description,
+        "engines": services.engines.names(),
+        "docs": "/docs",
+    }

@@ -1,0 +1,126 @@
+"""The OpenAI audio API: ``/v1/audio/speech``, ``/v1/models``, ``/v1/audio/voices``.
+
+Clients built for OpenAI (the official SDK, SillyTavern, Open WebUI, Home Assistant) work
+unchanged. Audio always streams: bytes leave as soon as the first piece is synthesised.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from parla.api.deps import ServicesDep
+from parla.audio.encode import CONTENT_TYPES, AudioFormat
+from parla.errors import NotFoundError
+from parla.services.speech import OPENAI_MODELS, SpeechPlan, SpeechService
+
+router = APIRouter(tags=["OpenAI"])
+
+
+class VoiceObject(BaseModel):
+    id: str
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI's speech request, plus Parla's optional ``seed``, ``language`` and ``parameters``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field("tts-1", description="tts-1, tts-1-hd, gpt-4o-mini-tts (default engine) or an engine name.")
+    input: str = Field(..., min_length=1, description="The text to speak.")
+    voice: str | VoiceObject | None = Field(None, description="A voice name or id; OpenAI names work.")
+    response_format: AudioFormat = "mp3"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    instructions: str | None = Field(None, description="Style instructions, used by engines that can.")
+    stream_format: Literal["audio", "sse"] = "audio"
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Same seed, same audio.")
+    language: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Engine parameters (see /v1/models).")
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(event)}\n\n".encode()
+
+
+async def _sse_stream(speech: SpeechService, plan: SpeechPlan) -> AsyncIterator[bytes]:
+    total = 0
+    async for data in speech.encoded(plan):
+        if data:
+            total += len(data)
+            yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+    words = len(plan.text.split())
+    yield _sse(
+        {
+            "type": "speech.audio.done",
+            "usage": {"input_tokens": words, "output_tokens": total // 1000, "total_tokens": words + total // 1000},
+        }
+    )
+
+
+@router.post("/v1/audio/speech", summary="Generate speech (OpenAI)")
+async def create_speech(body: SpeechRequest, services: ServicesDep) -> StreamingResponse:
+    voice = body.voice.id if isinstance(body.voice, VoiceObject) else body.voice
+    plan = services.speech.prepare(
+        text=body.input,
+        voice=voice,
+        model=body.model,
+        fmt=body.response_format,
+        speed=body.speed,
+        seed=body.seed,
+        language=body.language,
+        instructions=body.instructions,
+        parameters=body.parameters,
+        source="openai",
+    )
+    headers = {"X-Generation-Id": plan.id, "X-Seed": str(plan.seed)}
+    if body.stream_format == "sse":
+        return StreamingResponse(_sse_stream(services.speech, plan), media_type="text/event-stream", headers=headers)
+    headers["Content-Disposition"] = f'attachment; filename="speech.{body.response_format}"'
+    return StreamingResponse(
+        services.speech.encoded(plan), media_type=CONTENT_TYPES[body.response_format], headers=headers
+    )
+
+
+def _model(model_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 1_700_000_000, "owned_by": "parla", **extra}
+
+
+@router.get("/v1/models", summary="List models (OpenAI)")
+async def list_models(services: ServicesDep) -> dict[str, Any]:
+    default = services.settings.default_engine
+    data = [_model(m, engine=default, description=f"OpenAI name for the default engine ({default})")
+            for m in OPENAI_MODELS]  # fmt: skip
+    for engine in services.engines:
+        status = engine.status()
+        data.append(
+            _model(
+                engine.name,
+                engine=engine.name,
+                description=engine.description,
+                available=status.available,
+                reason=status.reason,
+                capabilities=engine.capabilities.describe(),
+            )
+        )
+    return {"object": "list", "data": data}
+
+
+@router.get("/v1/models/{model_id}", summary="One model (OpenAI)")
+async def get_model(model_id: str, services: ServicesDep) -> dict[str, Any]:
+    for model in (await list_models(services))["data"]:
+        if model["id"] == model_id:
+            return dict(model)
+    raise NotFoundError(f"unknown model {model_id!r}", param="model")
+
+
+@router.get("/v1/audio/voices", summary="List voices")
+async def list_voices(services: ServicesDep) -> dict[str, Any]:
+    voices = services.voices.list()
+    return {"object": "list", "voices": voices, "data": voices}
+

@@ -1,0 +1,56 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from parla import __version__
+from parla.api import errors, health, openai
+from parla.services import Services
+from parla.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """Build the app. ``services`` may be given (tests, the CLI); otherwise built on start-up."""
+    settings = settings or (services.settings if services else get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = services is None
+        app.state.services = services or await asyncio.to_thread(Services.build, settings)
+        # Load the default engine on its own thread, in the background: /health answers at once,
+        # and the first request queues behind the load instead of racing it.
+        runner = app.state.services.engines.runner(settings.default_engine)
+        preload = asyncio.ensure_future(runner.call(app.state.services.engines.get(settings.default_engine).load))
+        preload.add_done_callback(lambda f: f.cancelled() or f.exception() and log.warning("preload: %s", f.exception()))
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.services.close()
+
+    app = FastAPI(
+        title="Parla",
+        version=__version__,
+        description="Self-hosted voice-cloning speech server with the OpenAI audio API.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Generation-Id", "X-Seed"],
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(openai.router)
+    return app

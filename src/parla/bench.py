@@ -1,0 +1,244 @@
+"""``parla bench speech``: the server against raw Piper, measured in one run.
+
+Raw Piper runs in this process; the server runs as a child process (``parla serve``) so its
+memory is its own. Measurements alternate between the two so that drift in machine load
+cancels out instead of favouring one side.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from parla.audio.decode import decode_audio
+
+SHORT = "The quick brown fox jumps over the lazy dog."
+PARAGRAPH = (
+    "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
+    "The rainbow is a division of white light into many beautiful colors. "
+    "These take the shape of a long round arch, with its path high above, and its two ends "
+    "apparently beyond the horizon."
+)
+LOAD_TEXTS = [
+    "There is, according to legend, a boiling pot of gold at one end. People look, but no one ever finds it.",
+    "When a man looks for something beyond his reach, his friends say he is looking for the pot of gold.",
+    "Throughout the centuries people have explained the rainbow in various ways. Some have accepted it as a miracle.",
+    "The Hebrews took it as a token that there would be no more universal floods. The Greeks had a different idea.",
+    "Since then physicists have found that it is not reflection, but refraction by the raindrops.",
+    "The difference in the rainbow depends considerably upon the size of the drops. Larger drops make brighter bows.",
+    "The actual primary rainbow observed is said to be the effect of superimposition of a number of bows.",
+    "If the red of the second bow falls upon the green of the first, the result is to give a bow with an abnormally wide yellow band.",
+]
+PCM_RATE = 24_000
+
+
+@dataclass
+class Timing:
+    first: list[float] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
+    audio: list[float] = field(default_factory=list)
+
+    def add(self, first: float, total: float, audio: float) -> None:
+        self.first.append(first)
+        self.total.append(total)
+        self.audio.append(audio)
+
+    @property
+    def ttfa(self) -> float:
+        return statistics.median(self.first)
+
+    @property
+    def elapsed(self) -> float:
+        return statistics.median(self.total)
+
+    @property
+    def rtf(self) -> float:
+        return statistics.median(t / a for t, a in zip(self.total, self.audio, strict=True))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _memory_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process in MiB, from /proc."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+@contextmanager
+def _server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="parla-bench-") as data:
+        env = {**os.environ, "PARLA_DATA_DIR": data, "PARLA_LOG_LEVEL": "warning", "PARLA_DATABASE_URL": ""}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "parla", "serve", "--port", str(port)], env=env, stdin=subprocess.DEVNULL
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).json().get("model_loaded"):
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the server did not start")
+                time.sleep(0.2)
+            yield url, proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def _http_speech(client: httpx.Client, url: str, text: str, fmt: str) -> tuple[float, float, float]:
+    """(time to first byte, total time, seconds of audio) of one streamed request."""
+    start = time.perf_counter()
+    first = 0.0
+    parts = []
+    body = {"model": "tts-1", "input": text, "voice": "joe", "response_format": fmt, "seed": 7}
+    with client.stream("POST", f"{url}/v1/audio/speech", json=body, timeout=120) as response:
+        response.raise_for_status()
+        for part in response.iter_bytes():
+            if part and not first:
+                first = time.perf_counter() - start
+            parts.append(part)
+    total = time.perf_counter() - start
+    data = b"".join(parts)
+    if fmt == "pcm":
+        return first, total, len(data) / 2 / PCM_RATE
+    samples, rate = decode_audio(data)
+    return first, total, samples.size / rate
+
+
+class _RawPiper:
+    """Piper as its own package uses it, with nothing of Parla's in the way."""
+
+    def __init__(self) -> None:
+        from piper import PiperVoice
+
+        from parla.engines.piper import bundled_model
+
+        model, config = bundled_model()
+        self.voice = PiperVoice.load(model, config_path=config)
+
+    def speak(self, text: str) -> tuple[float, float, float]:
+        start = time.perf_counter()
+        first = 0.0
+        samples = 0
+        rate = 22050
+        for chunk in self.voice.synthesize(text):
+            if not first:
+                first = time.perf_counter() - start
+            samples += chunk.audio_float_array.size
+            rate = chunk.sample_rate
+        return first, time.perf_counter() - start, samples / rate
+
+
+def run_speech_bench(*, rounds: int, clients: int, fmt: str, console: Console) -> None:
+    console.print(f"[bold]parla bench speech[/bold]: {rounds} alternating rounds, {clients} clients, format {fmt}")
+    raw = _RawPiper()
+    raw.speak(SHORT)  # warm-up: first run allocates onnxruntime's arenas
+    results: dict[tuple[str, str], Timing] = {}
+    with _server() as (url, proc), httpx.Client() as client:
+        _http_speech(client, url, SHORT, fmt)
+        rss_idle, _ = _memory_mb(proc.pid)
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("sequential", total=rounds * 4)
+            for r in range(rounds):
+                for name, text in (("short", SHORT), ("paragraph", PARAGRAPH)):
+                    order = ("raw", "http") if r % 2 == 0 else ("http", "raw")
+                    for side in order:
+                        time.sleep(0.05)  # let onnxruntime's spinning threads settle (NOTES.md)
+                        m = raw.speak(text) if side == "raw" else _http_speech(client, url, text, fmt)
+                        results.setdefault((name, side), Timing()).add(*m)
+                        bar.advance(task)
+        rss_seq, _ = _memory_mb(proc.pid)
+
+        # Throughput: raw Piper speaking the texts one after another (the best it does on a
+        # small CPU) against `clients` simultaneous HTTP requests; twice, to see memory stay flat.
+        texts = [LOAD_TEXTS[i % len(LOAD_TEXTS)] for i in range(clients)]
+        start = time.perf_counter()
+        raw_audio = sum(raw.speak(t)[2] for t in texts)
+        raw_throughput = raw_audio / (time.perf_counter() - start)
+        load_runs = []
+        rss_after = []
+        for _ in range(2):
+            latencies: list[float] = [0.0] * clients
+            firsts: list[float] = [0.0] * clients
+            audio: list[float] = [0.0] * clients
+            barrier = threading.Barrier(clients)
+
+            def worker(i: int) -> None:
+                with httpx.Client() as c:
+                    barrier.wait()
+                    firsts[i], latencies[i], audio[i] = _http_speech(c, url, texts[i], fmt)
+
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - start
+            load_runs.append((sum(audio) / wall, latencies, firsts))
+            rss_after.append(_memory_mb(proc.pid)[0])
+        _, rss_peak = _memory_mb(proc.pid)
+
+    table = Table(title="single requests (median)", show_lines=False)
+    for col in ("text", "raw first audio", "http first audio", "ratio", "raw total", "http total", "ratio",
+                "raw RTF", "http RTF"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for name in ("short", "paragraph"):
+        r, h = results[(name, "raw")], results[(name, "http")]
+        table.add_row(
+            name,
+            f"{r.ttfa * 1000:.0f} ms", f"{h.ttfa * 1000:.0f} ms", f"{h.ttfa / r.ttfa:.2f}x",
+            f"{r.elapsed * 1000:.0f} ms", f"{h.elapsed * 1000:.0f} ms", f"{h.elapsed / r.elapsed:.2f}x",
+            f"{r.rtf:.3f}", f"{h.rtf:.3f}",
+        )  # fmt: skip
+    console.print(table)
+
+    load = Table(title=f"{clients} concurrent clients")
+    for col in ("run", "audio s / wall s", "vs raw sequential", "p50 latency", "p95 latency", "p50 first audio"):
+        load.add_column(col, justify="right")
+    load.add_row("raw Piper, sequential", f"{raw_throughput:.1f}", "1.00x", "-", "-", "-")
+    for i, (throughput, latencies, firsts) in enumerate(load_runs, start=1):
+        lat = sorted(latencies)
+        load.add_row(
+            f"http #{i}",
+            f"{throughput:.1f}",
+            f"{throughput / raw_throughput:.2f}x",
+            f"{statistics.median(lat):.2f} s",
+            f"{lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]:.2f} s",
+            f"{statistics.median(firsts):.2f} s",
+        )
+    console.print(load)
+
+    mem = Table(title="server memory (RSS, MiB)")
+    for col in ("idle (model loaded)", "after sequential", "after load #1", "after load #2", "peak"):
+        mem.add_column(col, justify="right")
+    mem.add_row(f"{rss_idle:.0f}", f"{rss_seq:.0f}", f"{rss_after[0]:.0f}", f"{rss_after[1]:.0f}", f"{rss_peak:.0f}")
+    console.print(mem)

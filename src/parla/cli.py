@@ -1,0 +1,125 @@
+"""The ``parla`` command: serve, say, voices, engines, bench."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from parla.audio.encode import FORMATS
+from parla.errors import ParlaError
+from parla.settings import Settings
+
+app = typer.Typer(help="Parla: a self-hosted voice-cloning speech server.", no_args_is_help=True)
+bench_app = typer.Typer(help="Measure speed and memory; prints a table.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+err = Console(stderr=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default PARLA_HOST or 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default PARLA_PORT or 8000).")] = None,
+) -> None:
+    """Start the HTTP server."""
+    import uvicorn
+
+    from parla.app import create_app
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@app.command()
+def say(
+    text: Annotated[str, typer.Argument(help="Text to speak; '-' reads standard input.")],
+    voice: Annotated[str | None, typer.Option(help="Voice name or id.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")] = "mp3",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write; stdout if absent.")] = None,
+    model: Annotated[str | None, typer.Option(help="Engine or OpenAI model name.")] = None,
+    speed: Annotated[float, typer.Option(help="0.25 to 4.0.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same audio.")] = None,
+) -> None:
+    """Speak TEXT into an audio file (or standard output)."""
+    from parla.services import Services
+
+    if text == "-":
+        text = sys.stdin.read()
+    services = Services.build(Settings())
+    try:
+        plan = services.speech.prepare(
+            text=text, voice=voice, model=model, fmt=fmt, speed=speed, seed=seed, source="cli"
+        )
+        with Progress(
+            TextColumn("speaking"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+            console=err, transient=True, disable=output is None and not err.is_terminal,
+        ) as bar:  # fmt: skip
+            task = bar.add_task("speak", total=len(plan.pieces))
+            audio = asyncio.run(
+                services.speech.render(plan, lambda done, _total: bar.update(task, completed=done))
+            )
+    except ParlaError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(2) from None
+    finally:
+        services.close()
+    if output is None:
+        sys.stdout.buffer.write(audio)
+        sys.stdout.buffer.flush()
+    else:
+        output.write_bytes(audio)
+        err.print(f"wrote {output} ({len(audio)} bytes, seed {plan.seed})")
+
+
+@app.command()
+def voices() -> None:
+    """List the voices."""
+    from parla.services.voices import VoiceCatalog
+
+    table = Table("name", "gender", "description")
+    for v in VoiceCatalog().list():
+        table.add_row(v["name"], v["gender"], v["description"])
+    Console().print(table)
+
+
+@app.command()
+def engines() -> None:
+    """List the engines and whether they can run here."""
+    from parla.engines.registry import EngineRegistry
+
+    registry = EngineRegistry.from_entry_points(Settings())
+    table = Table("engine", "available", "sample rate", "description / reason")
+    for engine in registry:
+        status = engine.status()
+        table.add_row(
+            engine.name,
+            "yes" if status.available else "no",
+            str(engine.capabilities.sample_rate),
+            engine.description if status.available else f"[yellow]{status.reason}[/yellow]",
+        )
+    for name, reason in registry.broken.items():
+        table.add_row(name, "no", "-", f"[red]{reason}[/red]")
+    Console().print(table)
+
+
+@bench_app.command("speech")
+def bench_speech(
+    rounds: Annotated[int, typer.Option(help="Alternating rounds per measurement.")] = 5,
+    clients: Annotated[int, typer.Option(help="Concurrent clients in the load test.")] = 8,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Response format for HTTP requests.")] = "pcm",
+) -> None:
+    """Raw in-process Piper against the HTTP endpoint: time to first audio, total, RTF, concurrency, memory."""
+    from parla.bench import run_speech_bench
+
+    run_speech_bench(rounds=rounds, clients=clients, fmt=fmt, console=Console())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,228 @@
+"""The engine seam: every speech engine, local or remote, is an ``Engine``.
+
+An engine turns a ``SynthesisRequest`` into an iterator of ``AudioChunk``. It knows nothing of
+HTTP, the database or files beyond the voice's reference audio. Synthesis is blocking; callers run
+it off the event loop (see ``parla.engines.runner``), one request at a time per engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from parla.settings import Settings
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """A piece of mono float32 audio in [-1, 1]."""
+
+    samples: npt.NDArray[np.float32]
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return self.samples.size / self.sample_rate
+
+
+@dataclass(frozen=True)
+class Param:
+    """One engine parameter a request may set, with its default and allowed range."""
+
+    name: str
+    type: type[Any]
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    description: str = ""
+
+    def coerce(self, value: Any) -> Any:
+        """Check and convert a client's value; raises ``ValueError`` naming the problem."""
+        expected = self.type
+        if expected is float and isinstance(value, int | float) and not isinstance(value, bool):
+            value = float(value)
+        elif expected is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            raise ValueError(
+                f"parameter {self.name!r} must be of type {expected.__name__}, not {type(value).__name__}"
+            )
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"parameter {self.name!r} must be at least {self.minimum}, got {value}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"parameter {self.name!r} must be at most {self.maximum}, got {value}")
+        return value
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type.__name__,
+            "default": self.default,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "description": self.description,
+        }
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do; shown to clients and used to route requests."""
+
+    sample_rate: int
+    languages: tuple[str, ...] = ("en",)
+    streaming: bool = True
+    cloning: bool = False
+    dialogue: bool = False
+    nonverbal: bool = False
+    instructions: bool = False
+    parameters: tuple[Param, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "sample_rate": self.sample_rate,
+            "languages": list(self.languages),
+            "streaming": self.streaming,
+            "cloning": self.cloning,
+            "dialogue": self.dialogue,
+            "nonverbal": self.nonverbal,
+            "instructions": self.instructions,
+            "parameters": [p.describe() for p in self.parameters],
+        }
+
+
+@dataclass(frozen=True)
+class VoiceRef:
+    """The voice a request speaks in, as an engine needs it.
+
+    ``presets`` holds per-engine settings of a built-in voice (e.g. Piper's noise scales);
+    ``samples`` are reference recordings with their transcripts for cloning engines and the
+    mock engine, which copies them.
+    """
+
+    name: str
+    samples: tuple[tuple[Path, str | None], ...] = ()
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    language: str = "en"
+
+    def preset(self, engine: str) -> Mapping[str, Any]:
+        return self.presets.get(engine, {})
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One piece of text to speak. ``parameters`` are already checked by ``Engine.resolve_parameters``."""
+
+    text: str
+    voice: VoiceRef
+    speed: float = 1.0
+    seed: int | None = None
+    language: str = "en"
+    instructions: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    name: str
+    available: bool
+    loaded: bool
+    device: str
+    reason: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "available": self.available,
+            "loaded": self.loaded,
+            "device": self.device,
+            "reason": self.reason,
+        }
+
+
+class EngineUnavailableError(RuntimeError):
+    """The engine cannot run here (missing dependency, binary or weights); the message says why."""
+
+
+class Engine(ABC):
+    """Base class of all speech engines. Subclasses set ``name``, ``description`` and ``capabilities``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities]
+    device: ClassVar[str] = "cpu"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._load_lock = threading.Lock()
+        self._loaded = False
+
+    # -- availability and lifecycle -------------------------------------------------------------
+
+    def unavailable_reason(self) -> str | None:
+        """Why this engine cannot run here, or ``None`` when it can. Must be cheap."""
+        return None
+
+    def load(self) -> None:
+        """Load the model (idempotent, thread-safe). Raises ``EngineUnavailableError``."""
+        with self._load_lock:
+            if self._loaded:
+                return
+            reason = self.unavailable_reason()
+            if reason:
+                raise EngineUnavailableError(f"engine {self.name!r} is unavailable: {reason}")
+            self._load()
+            self._loaded = True
+
+    def unload(self) -> None:
+        with self._load_lock:
+            if self._loaded:
+                self._unload()
+            self._loaded = False
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def _load(self) -> None:
+        """Subclasses load their model here."""
+
+    def _unload(self) -> None:
+        """Subclasses free their model here."""
+
+    def status(self) -> EngineStatus:
+        reason = self.unavailable_reason()
+        return EngineStatus(self.name, reason is None, self._loaded, self.device, reason)
+
+    # -- synthesis -------------------------------------------------------------------------------
+
+    def resolve_parameters(
+        self, given: Mapping[str, Any] | None, preset: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The engine's defaults, overlaid by a voice's preset, overlaid by the client's values.
+
+        Unknown names are ignored (seed 000: "all parameters accepted"); a wrong type or an
+        out-of-range value raises ``ValueError`` naming the parameter.
+        """
+        specs = {p.name: p for p in self.capabilities.parameters}
+        resolved = {p.name: p.default for p in self.capabilities.parameters}
+        for source in (preset or {}, given or {}):
+            for key, value in source.items():
+                if key in specs and value is not None:
+                    resolved[key] = specs[key].coerce(value)
+        return resolved
+
+    @abstractmethod
+    def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        """Speak ``request.text``, yielding audio as it is made. Blocking; called off the event loop."""
+
+    def synthesize_dialogue(self, turns: Sequence[SynthesisRequest]) -> Iterator[AudioChunk]:
+        """Speak turns in order. Engines with native dialogue override this."""
+        for turn in turns:
+            yield from self.synthesize(turn)

@@ -1,0 +1,59 @@
+"""espeak-ng: formant synthesis in about a hundred languages, when the ``espeak-ng`` binary is installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+from parla.audio.decode import AudioDecodeError, decode_audio
+from parla.engines.base import AudioChunk, Capabilities, Engine, EngineUnavailableError, Param, SynthesisRequest
+
+BASE_WPM = 175
+"""espeak-ng's default rate in words per minute; a request's speed multiplies it."""
+
+
+class EspeakEngine(Engine):
+    name = "espeak"
+    description = "espeak-ng formant synthesis (many languages; needs the espeak-ng program)."
+    capabilities = Capabilities(
+        sample_rate=22050,
+        languages=("en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "sv", "fi", "cs", "tr", "hi", "zh"),
+        streaming=True,
+        parameters=(
+            Param("pitch", int, 50, 0, 99, "Base pitch (espeak-ng -p)."),
+            Param("voice", str, "", description="An espeak-ng voice such as en-us+f3; empty picks by language."),
+        ),
+    )
+
+    def binary(self) -> str | None:
+        return shutil.which(self.settings.espeak_binary)
+
+    def unavailable_reason(self) -> str | None:
+        if self.binary() is None:
+            return f"{self.settings.espeak_binary!r} was not found (apt-get install espeak-ng)"
+        return None
+
+    def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        self.load()
+        binary = self.binary()
+        if binary is None:
+            raise EngineUnavailableError(self.unavailable_reason() or "espeak-ng missing")
+        voice = str(request.parameters.get("voice") or "") or request.language or "en-us"
+        if voice == "en":
+            voice = "en-us"
+        wpm = max(80, min(450, round(BASE_WPM * request.speed)))
+        pitch = int(request.parameters.get("pitch", 50))
+        result = subprocess.run(
+            [binary, "--stdout", "-v", voice, "-s", str(wpm), "-p", str(pitch), "--", request.text],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0 or not result.stdout:
+            raise RuntimeError(f"espeak-ng failed: {result.stderr.decode(errors='replace').strip()}")
+        try:
+            samples, rate = decode_audio(result.stdout, self.capabilities.sample_rate)
+        except AudioDecodeError as exc:
+            raise RuntimeError(f"espeak-ng produced unreadable audio: {exc}") from exc
+        yield AudioChunk(samples, rate)

@@ -1,0 +1,37 @@
+"""The mock engine of seed 000: zero compute, for tests and UI development.
+
+Single-speaker synthesis copies the voice's reference file; dialogue concatenates the voice files
+(the base class's turn-by-turn dialogue does exactly that). A voice without a file gives silence
+as long as the text would take to read. All parameters are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from parla.audio.decode import decode_audio
+from parla.engines.base import AudioChunk, Capabilities, Engine, SynthesisRequest
+
+SECONDS_PER_CHAR = 0.065
+"""Reading pace used for the silence of a voice without a file (about 15 characters a second)."""
+
+
+class MockEngine(Engine):
+    name = "mock"
+    description = "Mock engine (seed 000): copies the voice file, concatenates voice files for dialogue."
+    capabilities = Capabilities(sample_rate=22050, languages=("*",), streaming=True, dialogue=True)
+
+    def resolve_parameters(self, given: object, preset: object = None) -> dict[str, object]:
+        return {}
+
+    def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        rate = self.capabilities.sample_rate
+        if request.voice.samples:
+            path, _ = request.voice.samples[0]
+            samples, _ = decode_audio(path, rate)
+            yield AudioChunk(samples, rate)
+            return
+        seconds = max(0.2, len(request.text) * SECONDS_PER_CHAR / request.speed)
+        yield AudioChunk(np.zeros(int(seconds * rate), dtype=np.float32), rate)

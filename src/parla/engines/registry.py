@@ -1,0 +1,72 @@
+"""Engines are found through the ``parla.engines`` entry points, built-ins included, so a
+third-party package adds an engine by declaring one."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from importlib.metadata import entry_points
+from typing import Any
+
+from parla.engines.base import Engine
+from parla.engines.runner import EngineRunner
+from parla.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "parla.engines"
+
+
+class UnknownEngineError(KeyError):
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.known = sorted(known)
+
+    def __str__(self) -> str:
+        return f"unknown engine {self.name!r}; available: {', '.join(self.known)}"
+
+
+class EngineRegistry:
+    def __init__(self, engines: Iterable[Engine]) -> None:
+        self._engines = {e.name: e for e in engines}
+        self._runners = {name: EngineRunner(e) for name, e in self._engines.items()}
+        self.broken: dict[str, str] = {}
+        """Entry points that failed to import, with the reason (shown by /health)."""
+
+    @classmethod
+    def from_entry_points(cls, settings: Settings) -> EngineRegistry:
+        engines: list[Engine] = []
+        broken: dict[str, str] = {}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                engine_cls: Any = ep.load()
+                engines.append(engine_cls(settings))
+            except Exception as exc:  # a broken plugin must not take the server down
+                log.warning("engine %s failed to load: %s", ep.name, exc)
+                broken[ep.name] = f"{type(exc).__name__}: {exc}"
+        registry = cls(engines)
+        registry.broken = broken
+        return registry
+
+    def names(self) -> list[str]:
+        return sorted(self._engines)
+
+    def get(self, name: str) -> Engine:
+        try:
+            return self._engines[name]
+        except KeyError:
+            raise UnknownEngineError(name, self._engines) from None
+
+    def runner(self, name: str) -> EngineRunner:
+        self.get(name)
+        return self._runners[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._engines[name] for name in self.names())
+
+    def shutdown(self) -> None:
+        for runner in self._runners.values():
+            runner.shutdown()
+        for engine in self._engines.values():
+            engine.unload()

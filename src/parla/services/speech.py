@@ -1,0 +1,254 @@
+"""Speech: text in, audio out, every synthesis recorded.
+
+``prepare`` checks a request and decides everything (engine, voice, pieces, parameters, seed)
+before any audio is made, so bad input fails fast with a clear error. ``encoded`` then streams
+the encoded bytes as the engine produces audio, writes the file and records the generation once
+the last byte is out; a request that stops halfway leaves no file and no row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parla.audio.encode import FORMATS, finalize_wav, open_encoder, output_sample_rate
+from parla.engines.base import AudioChunk, Engine, SynthesisRequest, VoiceRef
+from parla.engines.registry import EngineRegistry, UnknownEngineError
+from parla.engines.runner import EngineRunner
+from parla.errors import InvalidInputError, ServiceUnavailableError, TooLargeError
+from parla.services.voices import VoiceCatalog
+from parla.settings import Settings
+from parla.store.blobs import LocalBlobStore
+from parla.store.db import Database
+from parla.store.models import Generation, new_id
+from parla.text import normalize_text, split_for_speech
+
+log = logging.getLogger(__name__)
+
+OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+"""OpenAI model names; they select the default engine."""
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+
+Progress = Callable[[int, int], None]
+"""Called with (pieces done, pieces in all) as synthesis advances."""
+
+
+@dataclass(frozen=True)
+class SpeechPlan:
+    """A checked request: everything needed to synthesise, decided up front."""
+
+    id: str
+    text: str
+    pieces: list[str]
+    engine: Engine
+    runner: EngineRunner
+    voice: VoiceRef
+    model: str
+    format: str
+    speed: float
+    seed: int
+    language: str
+    instructions: str | None
+    parameters: dict[str, Any]
+    source: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def requests(self) -> list[SynthesisRequest]:
+        return [
+            SynthesisRequest(
+                text=piece,
+                voice=self.voice,
+                speed=self.speed,
+                seed=self.seed,
+                language=self.language,
+                instructions=self.instructions,
+                parameters=self.parameters,
+            )
+            for piece in self.pieces
+        ]
+
+    def synthesize(self, progress: Progress | None = None) -> Iterator[AudioChunk]:
+        """All pieces in order (blocking; runs on the engine's thread). ``progress(done, total)``
+        is called after each piece."""
+        requests = self.requests()
+        for done, request in enumerate(requests, start=1):
+            yield from self.engine.synthesize(request)
+            if progress:
+                progress(done, len(requests))
+
+
+class SpeechService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        registry: EngineRegistry,
+        voices: VoiceCatalog,
+        db: Database,
+        blobs: LocalBlobStore,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.voices = voices
+        self.db = db
+        self.blobs = blobs
+
+    def engine_for_model(self, model: str | None) -> Engine:
+        """``tts-1`` and friends (or nothing) mean the default engine; otherwise an engine name."""
+        name = model or self.settings.default_engine
+        if name in OPENAI_MODELS or name == "parla":
+            name = self.settings.default_engine
+        try:
+            return self.registry.get(name)
+        except UnknownEngineError as exc:
+            known = [*OPENAI_MODELS, *exc.known]
+            raise InvalidInputError(
+                f"unknown model {model!r}; available: {', '.join(known)}", param="model"
+            ) from None
+
+    def prepare(
+        self,
+        *,
+        text: str,
+        voice: str | None = None,
+        model: str | None = None,
+        fmt: str = "mp3",
+        speed: float = 1.0,
+        seed: int | None = None,
+        language: str | None = None,
+        instructions: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        source: str = "api",
+    ) -> SpeechPlan:
+        if not text or not text.strip():
+            raise InvalidInputError("input is empty: give some text to speak", param="input")
+        if len(text) > self.settings.max_input_chars:
+            raise TooLargeError(
+                f"input is {len(text)} characters; the limit is {self.settings.max_input_chars}",
+                param="input",
+            )
+        if fmt not in FORMATS:
+            raise InvalidInputError(
+                f"unknown response_format {fmt!r}; choose one of {', '.join(FORMATS)}", param="response_format"
+            )
+        if not MIN_SPEED <= speed <= MAX_SPEED:
+            raise InvalidInputError(
+                f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {speed}", param="speed"
+            )
+        engine = self.engine_for_model(model)
+        reason = engine.unavailable_reason()
+        if reason:
+            raise ServiceUnavailableError(f"engine {engine.name!r} is unavailable: {reason}")
+        voice_ref = self.voices.resolve(voice or self.settings.default_voice)
+        try:
+            params = engine.resolve_parameters(parameters, voice_ref.preset(engine.name))
+        except ValueError as exc:
+            raise InvalidInputError(str(exc), param="parameters") from None
+        pieces = split_for_speech(normalize_text(text))
+        if not pieces:
+            raise InvalidInputError("input has nothing to speak (no words in it)", param="input")
+        return SpeechPlan(
+            id=new_id(),
+            text=text,
+            pieces=pieces,
+            engine=engine,
+            runner=self.registry.runner(engine.name),
+            voice=voice_ref,
+            model=model or engine.name,
+            format=fmt,
+            speed=speed,
+            # A seed is always chosen, so any generation can be reproduced from its record.
+            seed=seed if seed is not None else secrets.randbelow(2**31),
+            language=language or voice_ref.language,
+            instructions=instructions,
+            parameters=params,
+            source=source,
+        )
+
+    async def audio(self, plan: SpeechPlan, progress: Progress | None = None) -> AsyncIterator[AudioChunk]:
+        """Raw audio chunks as the engine makes them (no encoding, no record)."""
+        async for chunk in plan.runner.stream(lambda: plan.synthesize(progress)):
+            yield chunk
+
+    async def encoded(self, plan: SpeechPlan, progress: Progress | None = None) -> AsyncIterator[bytes]:
+        """Encoded bytes as they are ready; on completion the file is kept and the generation recorded."""
+        started = time.perf_counter()
+        first_audio: float | None = None
+        writer = self.blobs.writer(f"generations/{plan.id}.{plan.format}") if self.settings.save_outputs else None
+        encoder = None
+        committed: Path | None = None
+        rate = 0
+        n_samples = 0
+        try:
+            async for chunk in self.audio(plan, progress):
+                if encoder is None:
+                    encoder, rate = open_encoder(plan.format, chunk.sample_rate), chunk.sample_rate
+                data = encoder.encode(chunk.samples)
+                n_samples += chunk.samples.size
+                if data:
+                    if first_audio is None:
+                        first_audio = time.perf_counter() - started
+                    if writer:
+                        writer.write(data)
+                    yield data
+            if encoder is None:
+                raise RuntimeError(f"engine {plan.engine.name!r} produced no audio")
+            tail = encoder.close()
+            if writer:
+                writer.write(tail)
+            if first_audio is None:
+                first_audio = time.perf_counter() - started
+            yield tail
+            if writer:
+                committed = writer.commit()
+                if plan.format == "wav":
+                    finalize_wav(str(committed))
+            elapsed = time.perf_counter() - started
+            await asyncio.to_thread(
+                self._record, plan, output_sample_rate(plan.format, rate), n_samples / rate, elapsed,
+                first_audio, committed is not None,
+            )  # fmt: skip
+        except BaseException:
+            if writer:
+                writer.abort()
+            if committed is not None:  # the row failed: the file must not outlive its record
+                committed.unlink(missing_ok=True)
+            raise
+
+    async def render(self, plan: SpeechPlan, progress: Progress | None = None) -> bytes:
+        """The whole encoded file at once (CLI, tests, non-streaming callers)."""
+        return b"".join([part async for part in self.encoded(plan, progress)])
+
+    def _record(
+        self, plan: SpeechPlan, rate: int, duration: float, elapsed: float, first_audio: float, saved: bool
+    ) -> None:
+        with self.db.session() as session:
+            session.add(
+                Generation(
+                    id=plan.id,
+                    text=plan.text,
+                    voice=plan.voice.name,
+                    engine=plan.engine.name,
+                    model=plan.model,
+                    parameters={
+                        **plan.parameters,
+                        "speed": plan.speed,
+                        "language": plan.language,
+                        **({"instructions": plan.instructions} if plan.instructions else {}),
+                    },
+                    seed=plan.seed,
+                    format=plan.format,
+                    sample_rate=rate,
+                    duration_s=duration,
+                    elapsed_s=elapsed,
+                    first_audio_s=first_audio,
+                    file=f"generations/{plan.id}.{plan.format}" if saved else None,
+                    source=plan.source,
+                )
+            )

@@ -1,0 +1,66 @@
+"""Parla's settings: one object, read from the environment (prefix ``PARLA_``, nesting with ``__``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Each field reads ``PARLA_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PARLA_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    """Address the HTTP server binds to. Loopback unless told otherwise."""
+    port: int = Field(default=8000, ge=1, le=65535)
+    """TCP port of the HTTP server."""
+    data_dir: Path = Path("./data")
+    """Where the database, voices, generated audio and caches live."""
+    database_url: str | None = None
+    """SQLAlchemy URL. Empty means SQLite at ``<data_dir>/parla.db``; PostgreSQL e.g.
+    ``postgresql+psycopg://user@host:5432/parla``."""
+    default_engine: str = "piper"
+    """Engine used when a request names none (or names an OpenAI model such as ``tts-1``)."""
+    default_voice: str = "alloy"
+    """Voice used when a request names none."""
+    max_input_chars: int = Field(default=100_000, ge=1)
+    """Longest text accepted by a generation request, in characters."""
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    """Largest audio upload accepted, in bytes."""
+    cors_origins: Annotated[list[str], NoDecode] = ["*"]
+    """Origins allowed by CORS: a comma-separated list, ``*`` for any."""
+    log_level: LogLevel = "info"
+    """Logging verbosity of the server."""
+    espeak_binary: str = "espeak-ng"
+    """The espeak-ng executable used by the ``espeak`` engine (a name on PATH or a path)."""
+    piper_model_path: Path | None = None
+    """A Piper ``.onnx`` voice to use instead of the bundled one (its ``.onnx.json`` beside it)."""
+    save_outputs: bool = True
+    """Keep the audio of every generation under ``<data_dir>/generations``."""
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'parla.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

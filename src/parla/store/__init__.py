@@ -1,0 +1,7 @@
+"""Persistence: SQL rows (SQLAlchemy, migrated by Alembic) and audio blobs (files)."""
+
+from parla.store.blobs import BlobWriter, LocalBlobStore
+from parla.store.db import Database
+from parla.store.models import Base, Generation
+
+__all__ = ["Base", "BlobWriter", "Database", "Generation", "LocalBlobStore"]

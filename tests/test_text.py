@@ -1,0 +1,82 @@
+"""Text normalisation reads like a person would; splitting keeps every word, first piece short."""
+
+from __future__ import annotations
+
+import pytest
+
+from parla.text import normalize_text, split_for_speech, split_sentences
+from parla.text.split import MAX_PIECE_CHARS
+
+
+@pytest.mark.parametrize(
+    ("written", "spoken"),
+    [
+        ("It costs $3.50.", "It costs three dollars and fifty cents."),
+        ("A €1 coin and £20", "A one euro coin and twenty pounds"),
+        ("$2.5 million", "two point five million dollars"),
+        ("On 2024-01-15 we met.", "On January fifteenth, twenty twenty-four we met."),
+        ("Born 12/25/1999.", "Born December twenty-fifth, nineteen ninety-nine."),
+        ("See you Jan 5th", "See you January fifth"),
+        ("Meet at 3:30 pm.", "Meet at three thirty P M."),
+        ("Wake at 7am", "Wake at seven A M"),
+        ("It's 10:05 now", "It's ten oh five now"),
+        ("the 21st time", "the twenty-first time"),
+        ("12.5% more", "twelve point five percent more"),
+        ("1,234 people", "one thousand two hundred and thirty-four people"),
+        ("In 1999 and the 1990s", "In nineteen ninety-nine and the nineteen nineties"),
+        ("It was -5 °C", "It was minus five degrees Celsius"),
+        ("Dr. Smith met Mr. Jones", "Doctor Smith met Mister Jones"),
+        ("No. 5 on Main St. is near St. Paul.", "number five on Main Street is near Saint Paul."),
+        ("fruit, e.g. apples", "fruit, for example apples"),
+        ("R&D", "R and D"),
+        ("Visit https://example.com/docs.", "Visit example dot com slash docs."),
+        ("Mail jane.doe@example.org today", "Mail jane dot doe at example dot org today"),
+        ("I said no. Then I left.", "I said no. Then I left."),
+    ],
+)
+def test_normalisation_reads_like_a_person(written: str, spoken: str) -> None:
+    assert normalize_text(written) == spoken
+
+
+def test_plain_prose_is_unchanged() -> None:
+    prose = "The boy was there when the sun rose. A rod is used to catch pink salmon."
+    assert normalize_text(prose) == prose
+
+
+def test_sentences_split_at_ends_and_paragraphs() -> None:
+    text = 'He said "Go!" Then he left. Really?\n\nA new paragraph without a stop\n\nAnd another.'
+    assert split_sentences(text) == [
+        'He said "Go!"',
+        "Then he left.",
+        "Really?",
+        "A new paragraph without a stop",
+        "And another.",
+    ]
+
+
+def test_first_piece_is_cut_at_a_clause_boundary() -> None:
+    text = (
+        "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
+        "The rainbow is a division of white light into many beautiful colors."
+    )
+    pieces = split_for_speech(text)
+    assert pieces[0] == "When the sunlight strikes raindrops in the air,"
+    assert pieces[1] == "they act as a prism and form a rainbow."
+    assert " ".join(pieces).split() == text.split()
+
+
+def test_short_first_sentence_is_not_cut() -> None:
+    assert split_for_speech("Hello, world. How are you?") == ["Hello, world.", "How are you?"]
+
+
+def test_long_sentences_are_cut_below_the_limit_keeping_every_word() -> None:
+    clause = "and then the long road went on past the hills, "
+    text = ("It began " + clause * 40).strip() + " until it ended."
+    pieces = split_for_speech(text)
+    assert len(pieces) > 3
+    assert all(len(p) <= MAX_PIECE_CHARS for p in pieces)
+    assert " ".join(pieces).split() == text.split()
+
+
+def test_text_without_words_has_no_pieces() -> None:
+    assert split_for_speech("  ... !!! ") == []
