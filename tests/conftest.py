@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(data_dir=tmp_path_factory.mktemp("data"), database_url=None, _env_file=None)  # type: ignore[call-arg]
+    return Settings(data_dir=tmp_path_factory.mktemp("data"), database_url=None, _env_file=None)
 
 
 @pytest.fixture(scope="session")

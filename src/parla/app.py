@@ -18,6 +18,12 @@ from parla.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
+def _report_preload(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        # Not fatal: the engine reports itself unavailable in /health and requests get a 503.
+        log.warning("could not preload the default engine: %s", future.exception())
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Build the app. ``services`` may be given (tests, the CLI); otherwise built on start-up."""
     settings = settings or (services.settings if services else get_settings())
@@ -30,7 +36,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # and the first request queues behind the load instead of racing it.
         runner = app.state.services.engines.runner(settings.default_engine)
         preload = asyncio.ensure_future(runner.call(app.state.services.engines.get(settings.default_engine).load))
-        preload.add_done_callback(lambda f: f.cancelled() or f.exception() and log.warning("preload: %s", f.exception()))
+        preload.add_done_callback(_report_preload)
         try:
             yield
         finally:

@@ -7,13 +7,13 @@ cancels out instead of favouring one side.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +42,7 @@ LOAD_TEXTS = [
     "Since then physicists have found that it is not reflection, but refraction by the raindrops.",
     "The difference in the rainbow depends considerably upon the size of the drops. Larger drops make brighter bows.",
     "The actual primary rainbow observed is said to be the effect of superimposition of a number of bows.",
-    "If the red of the second bow falls upon the green of the first, the result is to give a bow with an abnormally wide yellow band.",
+    "If the red of the second bow falls upon the green of the first, the result is a bow with a wide yellow band.",
 ]
 PCM_RATE = 24_000
 
@@ -113,12 +113,13 @@ def _server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
             proc.wait(timeout=30)
 
 
-def _http_speech(client: httpx.Client, url: str, text: str, fmt: str) -> tuple[float, float, float]:
+def _http_speech(client: httpx.Client, url: str, text: str, fmt: str, seed: int) -> tuple[float, float, float]:
     """(time to first byte, total time, seconds of audio) of one streamed request."""
     start = time.perf_counter()
     first = 0.0
     parts = []
-    body = {"model": "tts-1", "input": text, "voice": "joe", "response_format": fmt, "seed": 7}
+    # A new seed each time, so the server's audio varies as raw Piper's does from run to run.
+    body = {"model": "tts-1", "input": text, "voice": "joe", "response_format": fmt, "seed": seed}
     with client.stream("POST", f"{url}/v1/audio/speech", json=body, timeout=120) as response:
         response.raise_for_status()
         for part in response.iter_bytes():
@@ -131,6 +132,33 @@ def _http_speech(client: httpx.Client, url: str, text: str, fmt: str) -> tuple[f
         return first, total, len(data) / 2 / PCM_RATE
     samples, rate = decode_audio(data)
     return first, total, samples.size / rate
+
+
+async def _concurrent_load(url: str, texts: list[str], fmt: str) -> tuple[float, list[float], list[float]]:
+    """All texts requested at once from one event loop (a light client, so the measurement is
+    of the server and not of client threads competing for the same cores).
+    Returns (seconds of audio per wall second, latencies, times to first audio)."""
+
+    async def one(client: httpx.AsyncClient, i: int) -> tuple[float, float, float]:
+        start = time.perf_counter()
+        first = 0.0
+        size = 0
+        body = {"model": "tts-1", "input": texts[i], "voice": "joe", "response_format": "pcm", "seed": i}
+        async with client.stream("POST", f"{url}/v1/audio/speech", json=body, timeout=300) as response:
+            response.raise_for_status()
+            async for part in response.aiter_bytes():
+                if part and not first:
+                    first = time.perf_counter() - start
+                size += len(part)
+        return first, time.perf_counter() - start, size / 2 / PCM_RATE
+
+    limits = httpx.Limits(max_connections=len(texts))
+    async with httpx.AsyncClient(limits=limits) as client:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one(client, i) for i in range(len(texts))))
+        wall = time.perf_counter() - start
+    _ = fmt  # the load test always uses pcm: its length gives the audio seconds without decoding
+    return sum(r[2] for r in results) / wall, [r[1] for r in results], [r[0] for r in results]
 
 
 class _RawPiper:
@@ -157,13 +185,13 @@ class _RawPiper:
         return first, time.perf_counter() - start, samples / rate
 
 
-def run_speech_bench(*, rounds: int, clients: int, fmt: str, console: Console) -> None:
+def run_speech_bench(*, rounds: int, clients: int, fmt: str, console: Console, load_runs_count: int = 3) -> None:
     console.print(f"[bold]parla bench speech[/bold]: {rounds} alternating rounds, {clients} clients, format {fmt}")
     raw = _RawPiper()
     raw.speak(SHORT)  # warm-up: first run allocates onnxruntime's arenas
     results: dict[tuple[str, str], Timing] = {}
     with _server() as (url, proc), httpx.Client() as client:
-        _http_speech(client, url, SHORT, fmt)
+        _http_speech(client, url, SHORT, fmt, 0)
         rss_idle, _ = _memory_mb(proc.pid)
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("sequential", total=rounds * 4)
@@ -172,7 +200,7 @@ def run_speech_bench(*, rounds: int, clients: int, fmt: str, console: Console) -
                     order = ("raw", "http") if r % 2 == 0 else ("http", "raw")
                     for side in order:
                         time.sleep(0.05)  # let onnxruntime's spinning threads settle (NOTES.md)
-                        m = raw.speak(text) if side == "raw" else _http_speech(client, url, text, fmt)
+                        m = raw.speak(text) if side == "raw" else _http_speech(client, url, text, fmt, r)
                         results.setdefault((name, side), Timing()).add(*m)
                         bar.advance(task)
         rss_seq, _ = _memory_mb(proc.pid)
@@ -185,40 +213,38 @@ def run_speech_bench(*, rounds: int, clients: int, fmt: str, console: Console) -
         raw_throughput = raw_audio / (time.perf_counter() - start)
         load_runs = []
         rss_after = []
-        for _ in range(2):
-            latencies: list[float] = [0.0] * clients
-            firsts: list[float] = [0.0] * clients
-            audio: list[float] = [0.0] * clients
-            barrier = threading.Barrier(clients)
-
-            def worker(i: int) -> None:
-                with httpx.Client() as c:
-                    barrier.wait()
-                    firsts[i], latencies[i], audio[i] = _http_speech(c, url, texts[i], fmt)
-
-            threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-            start = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - start
-            load_runs.append((sum(audio) / wall, latencies, firsts))
+        for _ in range(load_runs_count):
+            throughput, latencies, firsts = asyncio.run(_concurrent_load(url, texts, fmt))
+            load_runs.append((throughput, latencies, firsts))
             rss_after.append(_memory_mb(proc.pid)[0])
         _, rss_peak = _memory_mb(proc.pid)
 
     table = Table(title="single requests (median)", show_lines=False)
-    for col in ("text", "raw first audio", "http first audio", "ratio", "raw total", "http total", "ratio",
-                "raw RTF", "http RTF"):  # fmt: skip
+    for col in (
+        "text",
+        "raw first audio",
+        "http first audio",
+        "ratio",
+        "raw total",
+        "http total",
+        "ratio",
+        "raw RTF",
+        "http RTF",
+    ):
         table.add_column(col, justify="right")
     for name in ("short", "paragraph"):
-        r, h = results[(name, "raw")], results[(name, "http")]
+        raw_t, http_t = results[(name, "raw")], results[(name, "http")]
         table.add_row(
             name,
-            f"{r.ttfa * 1000:.0f} ms", f"{h.ttfa * 1000:.0f} ms", f"{h.ttfa / r.ttfa:.2f}x",
-            f"{r.elapsed * 1000:.0f} ms", f"{h.elapsed * 1000:.0f} ms", f"{h.elapsed / r.elapsed:.2f}x",
-            f"{r.rtf:.3f}", f"{h.rtf:.3f}",
-        )  # fmt: skip
+            f"{raw_t.ttfa * 1000:.0f} ms",
+            f"{http_t.ttfa * 1000:.0f} ms",
+            f"{http_t.ttfa / raw_t.ttfa:.2f}x",
+            f"{raw_t.elapsed * 1000:.0f} ms",
+            f"{http_t.elapsed * 1000:.0f} ms",
+            f"{http_t.elapsed / raw_t.elapsed:.2f}x",
+            f"{raw_t.rtf:.3f}",
+            f"{http_t.rtf:.3f}",
+        )
     console.print(table)
 
     load = Table(title=f"{clients} concurrent clients")
@@ -238,7 +264,13 @@ def run_speech_bench(*, rounds: int, clients: int, fmt: str, console: Console) -
     console.print(load)
 
     mem = Table(title="server memory (RSS, MiB)")
-    for col in ("idle (model loaded)", "after sequential", "after load #1", "after load #2", "peak"):
+    heads = [
+        "idle (model loaded)",
+        "after sequential",
+        *[f"after load #{i}" for i in range(1, len(rss_after) + 1)],
+        "peak",
+    ]
+    for col in heads:
         mem.add_column(col, justify="right")
-    mem.add_row(f"{rss_idle:.0f}", f"{rss_seq:.0f}", f"{rss_after[0]:.0f}", f"{rss_after[1]:.0f}", f"{rss_peak:.0f}")
+    mem.add_row(*(f"{v:.0f}" for v in (rss_idle, rss_seq, *rss_after, rss_peak)))
     console.print(mem)

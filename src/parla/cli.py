@@ -58,13 +58,16 @@ def say(
             text=text, voice=voice, model=model, fmt=fmt, speed=speed, seed=seed, source="cli"
         )
         with Progress(
-            TextColumn("speaking"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-            console=err, transient=True, disable=output is None and not err.is_terminal,
-        ) as bar:  # fmt: skip
+            TextColumn("speaking"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=output is None and not err.is_terminal,
+        ) as bar:
             task = bar.add_task("speak", total=len(plan.pieces))
-            audio = asyncio.run(
-                services.speech.render(plan, lambda done, _total: bar.update(task, completed=done))
-            )
+            audio = asyncio.run(services.speech.render(plan, lambda done, _total: bar.update(task, completed=done)))
     except ParlaError as exc:
         err.print(f"[red]error:[/red] {exc.detail}")
         raise typer.Exit(2) from None
@@ -114,11 +117,14 @@ def bench_speech(
     rounds: Annotated[int, typer.Option(help="Alternating rounds per measurement.")] = 5,
     clients: Annotated[int, typer.Option(help="Concurrent clients in the load test.")] = 8,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Response format for HTTP requests.")] = "pcm",
+    load_runs: Annotated[int, typer.Option(help="Repetitions of the concurrent load (memory should stay flat).")] = 3,
 ) -> None:
     """Raw in-process Piper against the HTTP endpoint: time to first audio, total, RTF, concurrency, memory."""
     from parla.bench import run_speech_bench
 
-    run_speech_bench(rounds=rounds, clients=clients, fmt=fmt, console=Console())
+    # Piped into a file or a test, rich would squeeze the tables into 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    run_speech_bench(rounds=rounds, clients=clients, fmt=fmt, console=console, load_runs_count=load_runs)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 class Settings(BaseSettings):
     """Everything an operator can set. Each field reads ``PARLA_<NAME>``."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="PARLA_", env_nested_delimiter="__", env_file=".env", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="PARLA_", env_nested_delimiter="__", env_file=".env", extra="ignore")
 
     host: str = "127.0.0.1"
     """Address the HTTP server binds to. Loopback unless told otherwise."""

@@ -17,7 +17,12 @@ from parla.errors import ParlaError
 
 log = logging.getLogger(__name__)
 
-_TYPES = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error", 422: "invalid_request_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+}
 
 
 def error_body(status: int, detail: str, param: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -53,13 +58,18 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         status, detail, param = _validation_message(exc)
-        return JSONResponse(error_body(status, detail, param, errors=jsonable_encoder(exc.errors()) if status == 422 else []),
-                            status_code=status)  # fmt: skip
+        return JSONResponse(
+            error_body(status, detail, param, errors=jsonable_encoder(exc.errors()) if status == 422 else []),
+            status_code=status,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))  # fmt: skip
+        return JSONResponse(
+            error_body(exc.status_code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

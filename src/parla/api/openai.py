@@ -94,8 +94,9 @@ def _model(model_id: str, **extra: Any) -> dict[str, Any]:
 @router.get("/v1/models", summary="List models (OpenAI)")
 async def list_models(services: ServicesDep) -> dict[str, Any]:
     default = services.settings.default_engine
-    data = [_model(m, engine=default, description=f"OpenAI name for the default engine ({default})")
-            for m in OPENAI_MODELS]  # fmt: skip
+    data = [
+        _model(m, engine=default, description=f"OpenAI name for the default engine ({default})") for m in OPENAI_MODELS
+    ]
     for engine in services.engines:
         status = engine.status()
         data.append(
@@ -123,4 +124,3 @@ async def get_model(model_id: str, services: ServicesDep) -> dict[str, Any]:
 async def list_voices(services: ServicesDep) -> dict[str, Any]:
     voices = services.voices.list()
     return {"object": "list", "voices": voices, "data": voices}
-

@@ -53,9 +53,7 @@ def decode_audio(
                     parts.append(part)
                     total += part.size
                 if limit is not None and total > limit:
-                    raise AudioTooLongError(
-                        f"the audio is longer than the limit of {max_seconds:g} seconds"
-                    )
+                    raise AudioTooLongError(f"the audio is longer than the limit of {max_seconds:g} seconds")
             for out in resampler.resample(None):
                 parts.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
     except (AudioDecodeError, AudioTooLongError):

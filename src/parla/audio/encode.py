@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import struct
 from abc import ABC, abstractmethod
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import av
 import numpy as np
@@ -172,7 +172,7 @@ class PyAVEncoder(StreamEncoder):
             self._sink, mode="w", format=container_format, options={**options, "flush_packets": "1"}
         )
         rate = output_sample_rate(fmt, input_rate)
-        self._stream = self._container.add_stream(codec, rate=rate, layout="mono")
+        self._stream = cast(av.AudioStream, self._container.add_stream(codec, rate=rate, layout="mono"))
         # PyAV converts sample format but not rate on encode; resample explicitly when they differ.
         self._resampler = _Resampler(input_rate, rate) if rate != input_rate else None
         self._pts = 0

@@ -51,9 +51,7 @@ class Param:
         elif expected is int and isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            raise ValueError(
-                f"parameter {self.name!r} must be of type {expected.__name__}, not {type(value).__name__}"
-            )
+            raise ValueError(f"parameter {self.name!r} must be of type {expected.__name__}, not {type(value).__name__}")
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"parameter {self.name!r} must be at least {self.minimum}, got {value}")
         if self.maximum is not None and value > self.maximum:
@@ -190,10 +188,10 @@ class Engine(ABC):
     def loaded(self) -> bool:
         return self._loaded
 
-    def _load(self) -> None:
+    def _load(self) -> None:  # noqa: B027 - engines without a model (mock, espeak) need nothing here
         """Subclasses load their model here."""
 
-    def _unload(self) -> None:
+    def _unload(self) -> None:  # noqa: B027
         """Subclasses free their model here."""
 
     def status(self) -> EngineStatus:

@@ -13,8 +13,9 @@ import numpy.typing as npt
 
 from parla.engines.base import AudioChunk, Capabilities, Engine, Param, SynthesisRequest
 
-NOISE_FRAMES = 1024
-"""Length of the noise buffer fed to the model; the graph tiles it to any utterance length."""
+NOISE_FRAMES = 256
+"""Length (in frames, ~3 s) of the noise fed to the model; the graph tiles it to any length.
+Short, because drawing it is on the path to the first audio."""
 NOISE_CHANNELS = 192
 """At least as many channels as any noise tensor of a Piper VITS model (the prior has 192)."""
 PEAK = 0.89
@@ -123,18 +124,14 @@ class PiperEngine(Engine):
         session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
         piper_config = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
         self._voice = PiperVoice(session=session, config=piper_config)
-        if piper_config.sample_rate != self.capabilities.sample_rate:
-            # A voice given by path may have another rate; the instance reports its own.
-            self.capabilities = Capabilities(
-                **{**self.capabilities.__dict__, "sample_rate": piper_config.sample_rate}
-            )
 
     def _unload(self) -> None:
         self._voice = None
 
     @property
     def sample_rate(self) -> int:
-        return self.capabilities.sample_rate
+        """The loaded voice's rate (a voice given by path may differ from the bundled 22.05 kHz)."""
+        return int(self._voice.config.sample_rate) if self._voice else self.capabilities.sample_rate
 
     def phoneme_ids(self, text: str) -> list[list[int]]:
         """Phoneme ids per sentence of ``text`` (espeak-ng through Piper)."""

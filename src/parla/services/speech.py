@@ -108,9 +108,7 @@ class SpeechService:
             return self.registry.get(name)
         except UnknownEngineError as exc:
             known = [*OPENAI_MODELS, *exc.known]
-            raise InvalidInputError(
-                f"unknown model {model!r}; available: {', '.join(known)}", param="model"
-            ) from None
+            raise InvalidInputError(f"unknown model {model!r}; available: {', '.join(known)}", param="model") from None
 
     def prepare(
         self,
@@ -138,9 +136,7 @@ class SpeechService:
                 f"unknown response_format {fmt!r}; choose one of {', '.join(FORMATS)}", param="response_format"
             )
         if not MIN_SPEED <= speed <= MAX_SPEED:
-            raise InvalidInputError(
-                f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {speed}", param="speed"
-            )
+            raise InvalidInputError(f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {speed}", param="speed")
         engine = self.engine_for_model(model)
         reason = engine.unavailable_reason()
         if reason:
@@ -211,9 +207,14 @@ class SpeechService:
                     finalize_wav(str(committed))
             elapsed = time.perf_counter() - started
             await asyncio.to_thread(
-                self._record, plan, output_sample_rate(plan.format, rate), n_samples / rate, elapsed,
-                first_audio, committed is not None,
-            )  # fmt: skip
+                self._record,
+                plan,
+                output_sample_rate(plan.format, rate),
+                n_samples / rate,
+                elapsed,
+                first_audio,
+                committed is not None,
+            )
         except BaseException:
             if writer:
                 writer.abort()

@@ -67,7 +67,7 @@ BUILTIN_VOICES: tuple[BuiltinVoice, ...] = (
         "Bright and brisk.",
         "female",
         {
-            "piper": {"length_scale": 0.9, "noise_scale": 0.75, "noise_w_scale": 0.9},
+            "piper": {"length_scale": 0.85, "noise_scale": 0.75, "noise_w_scale": 0.9},
             "espeak": {"voice": "en-us+f3", "pitch": 60},
         },
     ),
@@ -76,7 +76,7 @@ BUILTIN_VOICES: tuple[BuiltinVoice, ...] = (
         "Deep and deliberate.",
         "male",
         {
-            "piper": {"length_scale": 1.18, "noise_scale": 0.5, "noise_w_scale": 0.4},
+            "piper": {"length_scale": 1.25, "noise_scale": 0.5, "noise_w_scale": 0.4},
             "espeak": {"voice": "en-us+m7", "pitch": 25},
         },
     ),
@@ -119,7 +119,5 @@ class VoiceCatalog:
         key = ALIASES.get(key, key)
         voice = self._builtin.get(key)
         if voice is None:
-            raise InvalidInputError(
-                f"unknown voice {name!r}; available: {', '.join(self.names())}", param="voice"
-            )
+            raise InvalidInputError(f"unknown voice {name!r}; available: {', '.join(self.names())}", param="voice")
         return voice.ref()

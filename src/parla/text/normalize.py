@@ -13,9 +13,19 @@ from collections.abc import Callable
 from num2words import num2words
 
 MONTHS = [
-    "January", "February", "March", "April", "May", "June",
-    "July", "August", "September", "October", "November", "December",
-]  # fmt: skip
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 _MONTH_ABBREV = {m[:3].lower(): m for m in MONTHS}
 
 _CURRENCIES = {
@@ -28,23 +38,55 @@ _CODES = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
 
 # Abbreviations that end with a period and are read as a word. Titles come before names.
 _ABBREVIATIONS = {
-    "mr": "Mister", "mrs": "Missus", "ms": "Miz", "dr": "Doctor", "prof": "Professor",
-    "jr": "Junior", "sr": "Senior", "st": "Saint", "mt": "Mount", "ave": "Avenue",
-    "blvd": "Boulevard", "rd": "Road", "inc": "Incorporated", "ltd": "Limited", "co": "Company",
-    "corp": "Corporation", "dept": "Department", "approx": "approximately", "vs": "versus",
-    "etc": "et cetera", "est": "established", "fig": "figure", "vol": "volume",
-    "gen": "General", "gov": "Governor", "sgt": "Sergeant", "capt": "Captain", "lt": "Lieutenant",
-}  # fmt: skip
+    "mr": "Mister",
+    "mrs": "Missus",
+    "ms": "Miz",
+    "dr": "Doctor",
+    "prof": "Professor",
+    "jr": "Junior",
+    "sr": "Senior",
+    "st": "Saint",
+    "mt": "Mount",
+    "ave": "Avenue",
+    "blvd": "Boulevard",
+    "rd": "Road",
+    "inc": "Incorporated",
+    "ltd": "Limited",
+    "co": "Company",
+    "corp": "Corporation",
+    "dept": "Department",
+    "approx": "approximately",
+    "vs": "versus",
+    "etc": "et cetera",
+    "est": "established",
+    "fig": "figure",
+    "vol": "volume",
+    "gen": "General",
+    "gov": "Governor",
+    "sgt": "Sergeant",
+    "capt": "Captain",
+    "lt": "Lieutenant",
+}
 _UNITS = {
-    "km": ("kilometer", "kilometers"), "cm": ("centimeter", "centimeters"),
-    "mm": ("millimeter", "millimeters"), "kg": ("kilogram", "kilograms"),
-    "mg": ("milligram", "milligrams"), "lb": ("pound", "pounds"), "lbs": ("pound", "pounds"),
-    "mph": ("mile per hour", "miles per hour"), "km/h": ("kilometer per hour", "kilometers per hour"),
-    "kb": ("kilobyte", "kilobytes"), "mb": ("megabyte", "megabytes"), "gb": ("gigabyte", "gigabytes"),
-    "tb": ("terabyte", "terabytes"), "ms": ("millisecond", "milliseconds"),
-    "hz": ("hertz", "hertz"), "khz": ("kilohertz", "kilohertz"), "°c": ("degree Celsius", "degrees Celsius"),
+    "km": ("kilometer", "kilometers"),
+    "cm": ("centimeter", "centimeters"),
+    "mm": ("millimeter", "millimeters"),
+    "kg": ("kilogram", "kilograms"),
+    "mg": ("milligram", "milligrams"),
+    "lb": ("pound", "pounds"),
+    "lbs": ("pound", "pounds"),
+    "mph": ("mile per hour", "miles per hour"),
+    "km/h": ("kilometer per hour", "kilometers per hour"),
+    "kb": ("kilobyte", "kilobytes"),
+    "mb": ("megabyte", "megabytes"),
+    "gb": ("gigabyte", "gigabytes"),
+    "tb": ("terabyte", "terabytes"),
+    "ms": ("millisecond", "milliseconds"),
+    "hz": ("hertz", "hertz"),
+    "khz": ("kilohertz", "kilohertz"),
+    "°c": ("degree Celsius", "degrees Celsius"),
     "°f": ("degree Fahrenheit", "degrees Fahrenheit"),
-}  # fmt: skip
+}
 _SYMBOLS = {"&": " and ", "+": " plus ", "=": " equals ", "%": " percent", "°": " degrees"}
 
 
@@ -67,9 +109,20 @@ def _cardinal(digits: str) -> str:
 
 def _spell_address(text: str) -> str:
     """Read out a host, path or e-mail address: dots, slashes and symbols as words."""
-    spoken = {".": " dot ", "/": " slash ", "@": " at ", "-": " dash ", "_": " underscore ",
-              ":": " colon ", "?": " question mark ", "=": " equals ", "&": " and ", "#": " hash ",
-              "~": " tilde ", "+": " plus "}  # fmt: skip
+    spoken = {
+        ".": " dot ",
+        "/": " slash ",
+        "@": " at ",
+        "-": " dash ",
+        "_": " underscore ",
+        ":": " colon ",
+        "?": " question mark ",
+        "=": " equals ",
+        "&": " and ",
+        "#": " hash ",
+        "~": " tilde ",
+        "+": " plus ",
+    }
     out = "".join(spoken.get(ch, ch) for ch in text)
     out = re.sub(r"\d+", lambda m: " ".join(_words(int(d)) for d in m.group()), out)
     return re.sub(r"\s+", " ", out).strip()

@@ -1,0 +1,65 @@
+"""The command line: say, voices, engines, and the benchmark."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from parla.cli import app
+from tests.conftest import Listener, duration_of, wer
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLA_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("PARLA_DATABASE_URL", raising=False)
+
+
+def test_say_writes_a_file_that_says_the_text(tmp_path: Path, listener: Listener) -> None:
+    out = tmp_path / "out.mp3"
+    result = runner.invoke(
+        app, ["say", "Kick the ball straight and follow through.", "--voice", "onyx", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    audio = out.read_bytes()
+    assert 1.5 < duration_of(audio) < 5
+    assert wer("Kick the ball straight and follow through.", listener.transcribe(audio)) < 0.3
+    assert list((tmp_path / "data" / "generations").glob("*.mp3"))  # recorded like any generation
+
+
+def test_say_without_output_writes_to_stdout() -> None:
+    result = runner.invoke(app, ["say", "Hello.", "--format", "wav"])
+    assert result.exit_code == 0
+    assert result.stdout_bytes[:4] == b"RIFF" and duration_of(result.stdout_bytes) > 0.3
+
+
+def test_say_reports_bad_input() -> None:
+    result = runner.invoke(app, ["say", "Hello.", "--voice", "nobody"])
+    assert result.exit_code == 2
+    assert "unknown voice" in result.output
+
+
+def test_voices_and_engines_are_listed() -> None:
+    voices = runner.invoke(app, ["voices"])
+    assert voices.exit_code == 0 and all(v in voices.output for v in ("alloy", "onyx", "shimmer", "joe"))
+    engines = runner.invoke(app, ["engines"])
+    assert engines.exit_code == 0 and all(e in engines.output for e in ("piper", "espeak", "mock"))
+
+
+def test_bench_prints_its_tables() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "parla", "bench", "speech", "--rounds", "1", "--clients", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for heading in ("single requests", "concurrent clients", "server memory", "paragraph", "raw Piper"):
+        assert heading in result.stdout

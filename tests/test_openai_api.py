@@ -1,0 +1,239 @@
+"""The OpenAI speech API as its clients use it: the real SDK, streaming, SSE, concurrency, errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from httpx_sse import connect_sse
+
+from parla.audio import FORMATS, decode_audio
+from parla.store import Generation
+from tests.conftest import Listener, LiveServer, duration_of, speech_body, wer
+
+PARAGRAPH = (
+    "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
+    "The rainbow is a division of white light into many beautiful colors. "
+    "These take the shape of a long round arch, with its path high above, and its two ends "
+    "apparently beyond the horizon."
+)
+SENTENCE = "The boy was there when the sun rose."
+
+
+def _decoded_seconds(fmt: str, data: bytes) -> float:
+    if fmt == "pcm":  # raw s16le mono at 24 kHz, as OpenAI documents
+        return len(data) / 2 / 24000
+    return duration_of(data)
+
+
+@pytest.fixture(scope="module")
+def sdk(server: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="not-needed")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_sdk_gets_audio_in_every_format_lasting_as_long_as_the_text(sdk: openai.OpenAI, fmt: str) -> None:
+    response = sdk.audio.speech.create(model="tts-1", voice="alloy", input=SENTENCE, response_format=fmt)  # type: ignore[arg-type]
+    seconds = _decoded_seconds(fmt, response.content)
+    # Eight words read at a natural pace: roughly 0.25 to 0.6 seconds a word.
+    assert 2.0 < seconds < 4.8, seconds
+
+
+def test_sdk_streaming_response_writes_a_playable_file(sdk: openai.OpenAI, tmp_path: Any) -> None:
+    target = tmp_path / "speech.mp3"
+    with sdk.audio.speech.with_streaming_response.create(
+        model="gpt-4o-mini-tts", voice="nova", input=SENTENCE, instructions="Speak cheerfully."
+    ) as response:
+        response.stream_to_file(target)
+    assert 2.0 < duration_of(target.read_bytes()) < 4.8
+
+
+def test_paragraph_is_understood_by_whisper(sdk: openai.OpenAI, listener: Listener) -> None:
+    audio = sdk.audio.speech.create(model="tts-1", voice="alloy", input=PARAGRAPH, response_format="wav").content
+    heard = listener.transcribe(audio)
+    assert wer(PARAGRAPH, heard) < 0.15, heard
+
+
+def test_speed_changes_the_length(client: httpx.Client) -> None:
+    normal = client.post("/v1/audio/speech", json=speech_body(input=SENTENCE, response_format="wav", seed=5))
+    fast = client.post("/v1/audio/speech", json=speech_body(input=SENTENCE, response_format="wav", seed=5, speed=2.0))
+    assert duration_of(fast.content) < 0.75 * duration_of(normal.content)
+
+
+def test_same_seed_same_audio(client: httpx.Client) -> None:
+    body = speech_body(input=SENTENCE, response_format="wav", seed=1234)
+    first, second = client.post("/v1/audio/speech", json=body), client.post("/v1/audio/speech", json=body)
+    assert first.headers["X-Seed"] == "1234"
+    assert first.content == second.content
+
+
+def test_audio_streams_before_synthesis_ends(client: httpx.Client, server: LiveServer) -> None:
+    """The first bytes arrive while later sentences are still being made: the record of the
+    generation, written only after the last byte, does not exist yet."""
+    long_text = " ".join([PARAGRAPH] * 4)
+    with client.stream("POST", "/v1/audio/speech", json=speech_body(input=long_text, response_format="pcm")) as r:
+        assert r.status_code == 200
+        generation_id = r.headers["X-Generation-Id"]
+        parts = r.iter_bytes()
+        first = next(parts)
+        assert first
+        with server.services.db.session() as session:
+            assert session.get(Generation, generation_id) is None
+        rest = b"".join(parts)
+    assert (len(first) + len(rest)) / 2 / 24000 > 20
+    with server.services.db.session() as session:
+        row = session.get(Generation, generation_id)
+        assert row is not None and row.first_audio_s is not None and row.first_audio_s < row.elapsed_s
+
+
+def test_sse_events_arrive_in_order(client: httpx.Client) -> None:
+    body = speech_body(input=PARAGRAPH, response_format="mp3", stream_format="sse")
+    with connect_sse(client, "POST", "/v1/audio/speech", json=body) as source:
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(e.data) for e in source.iter_sse()]
+    types = [e["type"] for e in events]
+    assert len(types) > 3
+    assert types[-1] == "speech.audio.done" and set(types[:-1]) == {"speech.audio.delta"}
+    audio = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+    assert 8 < duration_of(audio) < 25
+    assert events[-1]["usage"]["input_tokens"] > 0
+
+
+def test_concurrent_requests_each_say_their_own_text(server: LiveServer, listener: Listener) -> None:
+    texts = [
+        "The birch canoe slid on the smooth planks.",
+        "Glue the sheet to the dark blue background.",
+        "It is easy to tell the depth of a well.",
+        "These days a chicken leg is a rare dish.",
+        "Rice is often served in round bowls.",
+        "The juice of lemons makes fine punch.",
+        "The box was thrown beside the parked truck.",
+        "Four hours of steady work faced us.",
+    ]
+
+    def fetch(text: str) -> bytes:
+        body = speech_body(input=text, response_format="wav", voice="joe", seed=1)
+        response = httpx.post(f"{server.url}/v1/audio/speech", json=body, timeout=120)
+        response.raise_for_status()
+        return response.content
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        results = list(pool.map(fetch, texts))
+    heard = [listener.transcribe(audio) for audio in results]
+    for i, text in enumerate(texts):
+        own = wer(text, heard[i])
+        # Whisper tiny mishears a word now and then in a short sentence ("canoe slid" as
+        # "can use lid"); a mixed-up response would be far off, and closer to another text.
+        assert own < 0.4, (text, heard[i])
+        assert all(own < wer(other, heard[i]) for j, other in enumerate(texts) if j != i)
+
+
+def test_voice_may_be_an_object_and_new_openai_names_work(client: httpx.Client) -> None:
+    for voice in ({"id": "onyx"}, "coral", "NOVA", "joe"):
+        response = client.post("/v1/audio/speech", json=speech_body(voice=voice, response_format="wav"))
+        assert response.status_code == 200, response.text
+
+
+def test_built_in_voices_differ(client: httpx.Client) -> None:
+    def render(voice: str) -> np.ndarray:
+        body = speech_body(voice=voice, input=PARAGRAPH, response_format="wav", seed=3)
+        return decode_audio(client.post("/v1/audio/speech", json=body).content)[0]
+
+    alloy, onyx, nova = render("alloy"), render("onyx"), render("nova")
+    assert onyx.size > 1.1 * nova.size  # deliberate against brisk
+    assert not np.array_equal(alloy[:20000], nova[:20000])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (speech_body(input=""), 422, "input"),
+        (speech_body(input="   \n "), 400, "empty"),
+        (speech_body(input="... !!!"), 400, "nothing to speak"),
+        (speech_body(input="a" * 100_001), 413, "limit"),
+        (speech_body(voice="nobody"), 400, "unknown voice"),
+        (speech_body(model="tts-9000"), 400, "unknown model"),
+        (speech_body(response_format="ogg"), 422, "response_format"),
+        (speech_body(speed=0.1), 422, "speed"),
+        (speech_body(speed=4.5), 422, "speed"),
+        (speech_body(speed="fast"), 422, "speed"),
+        (speech_body(stream_format="websocket"), 422, "stream_format"),
+        (speech_body(parameters={"noise_scale": "loud"}), 400, "noise_scale"),
+        (speech_body(parameters={"noise_scale": 9.0}), 400, "at most"),
+        ({"voice": "alloy"}, 422, "input"),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx(client: httpx.Client, body: dict[str, Any], status: int, needle: str) -> None:
+    response = client.post("/v1/audio/speech", json=body)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and needle in detail.lower()
+    assert response.json()["error"]["message"] == detail
+
+
+def test_malformed_json_gets_400(client: httpx.Client) -> None:
+    response = client.post(
+        "/v1/audio/speech", content=b'{"input": "hi", ', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["detail"]
+
+
+def test_sdk_sees_errors_as_openai_errors(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk.audio.speech.create(model="tts-1", voice="nobody", input="hello")
+    assert "unknown voice" in str(info.value)
+
+
+def test_unavailable_engine_gets_503(server: LiveServer, client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    espeak = server.services.engines.get("espeak")
+    monkeypatch.setattr(espeak.settings, "espeak_binary", "/nonexistent/espeak-ng")
+    response = client.post("/v1/audio/speech", json=speech_body(model="espeak"))
+    assert response.status_code == 503
+    assert "espeak" in response.json()["detail"]
+
+
+def test_models_and_voices_are_listed(sdk: openai.OpenAI, client: httpx.Client) -> None:
+    ids = {m.id for m in sdk.models.list()}
+    assert {"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "piper", "espeak", "mock"} <= ids
+    piper = client.get("/v1/models/piper").json()
+    assert {p["name"] for p in piper["capabilities"]["parameters"]} >= {"noise_scale", "length_scale"}
+    assert client.get("/v1/models/nothing").status_code == 404
+    voices = {v["id"] for v in client.get("/v1/audio/voices").json()["voices"]}
+    assert {"alloy", "echo", "fable", "nova", "onyx", "shimmer"} <= voices
+
+
+def test_mock_engine_through_the_openai_api(client: httpx.Client) -> None:
+    response = client.post("/v1/audio/speech", json=speech_body(model="mock", input="x" * 60, response_format="wav"))
+    assert response.status_code == 200
+    samples, rate = decode_audio(response.content)
+    assert not np.any(np.abs(samples) > 1e-3) and 2 < samples.size / rate < 6
+
+
+def test_health_and_root_answer_every_seeds_fields(client: httpx.Client) -> None:
+    health = client.get("/health").json()
+    assert health["status"] == "healthy"
+    for field in ("model_loaded", "device", "dependencies_available", "gpu_available", "vram_used_mb", "version"):
+        assert field in health
+    engines = {e["name"]: e for e in health["engines"]}
+    assert engines["piper"]["loaded"] and engines["piper"]["available"]
+    root = client.get("/").json()
+    assert root["status"] == "success" and "message" in root and "model" in root and "version" in root
+
+
+def test_the_event_loop_stays_free_while_an_engine_works(client: httpx.Client, server: LiveServer) -> None:
+    """Synthesis runs on the engine's thread: /health answers while a long text is still being made."""
+    long_text = " ".join([PARAGRAPH] * 6)
+    with client.stream("POST", "/v1/audio/speech", json=speech_body(input=long_text, response_format="pcm")) as r:
+        parts = r.iter_bytes()
+        next(parts)
+        assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+        with server.services.db.session() as session:
+            assert session.get(Generation, r.headers["X-Generation-Id"]) is None
+        b"".join(parts)

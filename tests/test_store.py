@@ -1,0 +1,144 @@
+"""Storage on SQLite and on PostgreSQL: migrations, the generations record, nothing half-written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import inspect, select, text
+
+from parla.engines import AudioChunk, Capabilities, Engine, EngineRegistry, SynthesisRequest
+from parla.services import Services
+from parla.services.speech import SpeechService
+from parla.services.voices import VoiceCatalog
+from parla.settings import Settings
+from parla.store import Database, Generation, LocalBlobStore
+from tests.conftest import duration_of
+
+
+class Failing(Engine):
+    """Speaks one chunk, then breaks: a synthesis that fails halfway."""
+
+    name = "failing"
+    capabilities = Capabilities(sample_rate=22050)
+
+    def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        yield AudioChunk(np.zeros(22050, dtype=np.float32), 22050)
+        raise RuntimeError("the model fell over")
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def _speech(db: Database, tmp_path: Path, services: Services) -> SpeechService:
+    settings = Settings(data_dir=tmp_path, _env_file=None)
+    engines = EngineRegistry([services.engines.get("piper"), Failing(settings)])
+    return SpeechService(
+        settings=settings, registry=engines, voices=VoiceCatalog(), db=db, blobs=LocalBlobStore(tmp_path)
+    )
+
+
+def test_migrations_create_the_schema_and_are_idempotent(db: Database) -> None:
+    db.migrate()
+    inspector = inspect(db.engine)
+    columns = {c["name"] for c in inspector.get_columns("generations")}
+    assert {"text", "voice", "engine", "parameters", "seed", "format", "duration_s", "elapsed_s", "file"} <= columns
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+
+
+async def test_every_synthesis_is_recorded(db: Database, tmp_path: Path, services: Services) -> None:
+    speech = _speech(db, tmp_path, services)
+    plan = speech.prepare(
+        text="Recorded for history.", voice="nova", fmt="wav", speed=1.25, seed=99, parameters={"noise_scale": 0.3}
+    )
+    audio = await speech.render(plan)
+    with db.session() as session:
+        row = session.get(Generation, plan.id)
+        assert row is not None
+        assert (row.text, row.voice, row.engine, row.format, row.seed) == (
+            "Recorded for history.",
+            "nova",
+            "piper",
+            "wav",
+            99,
+        )
+        assert row.parameters["speed"] == 1.25 and row.parameters["noise_scale"] == 0.3
+        assert row.duration_s == pytest.approx(duration_of(audio), abs=0.01)
+        assert row.elapsed_s > 0 and row.real_time_factor > 0
+        assert row.file is not None
+    stored = (tmp_path / row.file).read_bytes()
+    # The stored file is what was streamed, with the WAV sizes filled in.
+    assert stored[44:] == audio[44:]
+    assert int.from_bytes(stored[40:44], "little") == len(stored) - 44
+    assert duration_of(stored) == pytest.approx(row.duration_s, abs=0.01)
+
+
+async def test_a_synthesis_that_fails_halfway_leaves_no_row_and_no_file(
+    db: Database, tmp_path: Path, services: Services
+) -> None:
+    speech = _speech(db, tmp_path, services)
+    plan = speech.prepare(text="This will break.", model="failing", fmt="mp3")
+    with pytest.raises(RuntimeError, match="fell over"):
+        await speech.render(plan)
+    with db.session() as session:
+        assert session.get(Generation, plan.id) is None
+    assert not any((tmp_path / "generations").iterdir())
+
+
+async def test_a_client_that_leaves_early_leaves_no_row_and_no_file(
+    db: Database, tmp_path: Path, services: Services
+) -> None:
+    speech = _speech(db, tmp_path, services)
+    plan = speech.prepare(text="One. Two. Three. Four. Five. Six.", fmt="mp3")
+    stream = speech.encoded(plan)
+    async for _ in stream:
+        break
+    await stream.aclose()  # type: ignore[attr-defined]
+    with db.session() as session:
+        assert session.get(Generation, plan.id) is None
+    assert not any((tmp_path / "generations").iterdir())
+
+
+async def test_a_failed_record_removes_the_file(
+    db: Database, tmp_path: Path, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    speech = _speech(db, tmp_path, services)
+
+    def broken_record(*_: object) -> None:
+        raise ConnectionError("database went away")
+
+    monkeypatch.setattr(speech, "_record", broken_record)
+    plan = speech.prepare(text="Nobody will remember this.", fmt="flac")
+    with pytest.raises(ConnectionError):
+        await speech.render(plan)
+    assert not any((tmp_path / "generations").iterdir())
+
+
+def test_rows_round_trip_json_parameters(db: Database) -> None:
+    with db.session() as session:
+        session.add(
+            Generation(
+                text="t",
+                voice="v",
+                engine="e",
+                model="m",
+                parameters={"a": [1, 2], "b": {"c": True}},
+                seed=None,
+                format="wav",
+                sample_rate=1,
+                duration_s=1.0,
+                elapsed_s=0.5,
+                source="test",
+            )
+        )
+    with db.session() as session:
+        rows = session.scalars(select(Generation).where(Generation.source == "test")).all()
+        assert any(r.parameters == {"a": [1, 2], "b": {"c": True}} for r in rows)
