@@ -115,6 +115,12 @@ def wer(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(words_of(reference), words_of(hypothesis) or "<nothing>"))
 
 
+def natural_length(text: str) -> tuple[float, float]:
+    """Seconds a text takes read aloud, from brisk to slow: 0.2 to 0.6 s a word, plus pauses."""
+    words = len(words_of(text).split())
+    return 0.2 * words, 0.6 * words + 0.5
+
+
 def duration_of(audio: bytes) -> float:
     samples, rate = decode_audio(audio)
     return samples.size / rate

@@ -212,3 +212,12 @@ async def test_closing_a_stream_stops_synthesis(settings: Settings) -> None:
     await runner.call(lambda: None)  # wait until the engine thread is free again
     assert len(made) < 10_000
     runner.shutdown()
+
+
+def test_piper_acts_on_pace_words_in_instructions(services: Services) -> None:
+    piper = services.engines.get("piper")
+    text = "Instructions can ask for a different pace."
+    plain = _speak(piper, text, seed=2).size
+    slow = _speak(piper, text, seed=2, instructions="Speak slowly and calmly.").size
+    fast = _speak(piper, text, seed=2, instructions="Read it quickly, it is urgent!").size
+    assert slow > 1.1 * plain > 1.1 * fast

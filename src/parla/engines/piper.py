@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,31 @@ NOISE_CHANNELS = 192
 """At least as many channels as any noise tensor of a Piper VITS model (the prior has 192)."""
 PEAK = 0.89
 """Each piece is scaled to this peak (-1 dBFS), as Piper itself does, with headroom for codecs."""
+
+# Words in OpenAI-style `instructions` that Piper can act on: pace (length scale) and how much
+# the voice varies (noise scales). Piper has no notion of emotion; these are its nearest knobs.
+_SLOWER = {"slow", "slowly", "unhurried", "deliberate", "deliberately", "leisurely", "relaxed", "soothing"}
+_FASTER = {"fast", "quick", "quickly", "rapid", "rapidly", "hurried", "brisk", "briskly", "urgent", "urgently"}
+_LIVELIER = {"expressive", "excited", "cheerful", "dramatic", "lively", "animated", "enthusiastic", "energetic"}
+_FLATTER = {"monotone", "flat", "calm", "calmly", "neutral", "robotic", "steady", "serious", "even"}
+
+
+def apply_instructions(params: dict[str, Any], instructions: str | None) -> dict[str, Any]:
+    """Adjust Piper's parameters for the pace and liveliness words in ``instructions``."""
+    words = set(re.findall(r"[a-z]+", (instructions or "").lower()))
+    out = dict(params)
+    if words & _SLOWER:
+        out["length_scale"] = out["length_scale"] * 1.2
+    if words & _FASTER:
+        out["length_scale"] = out["length_scale"] * 0.85
+    if words & _LIVELIER:
+        out["noise_scale"] = min(1.0, out["noise_scale"] * 1.35)
+        out["noise_w_scale"] = min(1.2, out["noise_w_scale"] * 1.25)
+    if words & _FLATTER:
+        out["noise_scale"] = out["noise_scale"] * 0.6
+        out["noise_w_scale"] = out["noise_w_scale"] * 0.6
+    return out
+
 
 # espeak-ng, which Piper phonemizes with, keeps global state: one phonemization at a time.
 _PHONEMIZE_LOCK = threading.Lock()
@@ -85,6 +111,7 @@ class PiperEngine(Engine):
         sample_rate=22050,
         languages=("en",),
         streaming=True,
+        instructions=True,
         parameters=(
             Param("noise_scale", float, 0.667, 0.0, 1.5, "Variation of the voice (VITS prior noise)."),
             Param("noise_w_scale", float, 0.8, 0.0, 1.5, "Variation of phoneme durations."),
@@ -158,16 +185,13 @@ class PiperEngine(Engine):
 
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
         self.load()
-        params = request.parameters
-        length_scale = float(params.get("length_scale", 1.0))
-        noise_scale = float(params.get("noise_scale", 0.667))
-        noise_w_scale = float(params.get("noise_w_scale", 0.8))
+        params = apply_instructions(self.resolve_parameters(request.parameters), request.instructions)
         for ids in self.phoneme_ids(request.text):
             audio = self.render(
                 ids,
-                length_scale=length_scale / request.speed,
-                noise_scale=noise_scale,
-                noise_w_scale=noise_w_scale,
+                length_scale=params["length_scale"] / request.speed,
+                noise_scale=params["noise_scale"],
+                noise_w_scale=params["noise_w_scale"],
                 seed=request.seed,
             )
             yield AudioChunk(audio, self.sample_rate)
