@@ -12,7 +12,7 @@ from sqlalchemy import inspect, select, text
 from parla.engines import AudioChunk, Capabilities, Engine, EngineRegistry, SynthesisRequest
 from parla.services import Services
 from parla.services.speech import SpeechService
-from parla.services.voices import VoiceCatalog
+from parla.services.voices import VoiceLibrary
 from parla.settings import Settings
 from parla.store import Database, Generation, LocalBlobStore
 from tests.conftest import duration_of
@@ -40,9 +40,9 @@ def db(database_url: str) -> Iterator[Database]:
 def _speech(db: Database, tmp_path: Path, services: Services) -> SpeechService:
     settings = Settings(data_dir=tmp_path, _env_file=None)
     engines = EngineRegistry([services.engines.get("piper"), Failing(settings)])
-    return SpeechService(
-        settings=settings, registry=engines, voices=VoiceCatalog(), db=db, blobs=LocalBlobStore(tmp_path)
-    )
+    blobs = LocalBlobStore(tmp_path)
+    voices = VoiceLibrary(settings=settings, db=db, blobs=blobs, transcriber=services.transcriber)
+    return SpeechService(settings=settings, registry=engines, voices=voices, db=db, blobs=blobs)
 
 
 def test_migrations_create_the_schema_and_are_idempotent(db: Database) -> None:
@@ -51,7 +51,7 @@ def test_migrations_create_the_schema_and_are_idempotent(db: Database) -> None:
     columns = {c["name"] for c in inspector.get_columns("generations")}
     assert {"text", "voice", "engine", "parameters", "seed", "format", "duration_s", "elapsed_s", "file"} <= columns
     with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
 
 
 async def test_every_synthesis_is_recorded(db: Database, tmp_path: Path, services: Services) -> None:

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parla import __version__
-from parla.api import errors, health, openai
+from parla.api import errors, health, openai, transcription, voices
 from parla.services import Services
 from parla.settings import Settings, get_settings
 
@@ -59,4 +59,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     errors.install(app)
     app.include_router(health.router)
     app.include_router(openai.router)
+    app.include_router(transcription.router)
+    app.include_router(voices.router)
     return app

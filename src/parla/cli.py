@@ -84,12 +84,18 @@ def say(
 @app.command()
 def voices() -> None:
     """List the voices."""
-    from parla.services.voices import VoiceCatalog
+    from parla.services import Services
 
-    table = Table("name", "gender", "description")
-    for v in VoiceCatalog().list():
-        table.add_row(v["name"], v["gender"], v["description"])
-    Console().print(table)
+    services = Services.build(Settings())
+    try:
+        table = Table("name", "id", "samples", "description")
+        for v in services.voices.list_all():
+            table.add_row(
+                v["name"], "built-in" if v.get("builtin") else v["id"], str(v["samples"]), v["description"] or ""
+            )
+        Console().print(table)
+    finally:
+        services.close()
 
 
 @app.command()

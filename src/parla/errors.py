@@ -20,6 +20,10 @@ class NotFoundError(ParlaError):
     status_code = 404
 
 
+class ConflictError(ParlaError):
+    status_code = 409
+
+
 class TooLargeError(ParlaError):
     status_code = 413
 

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     """Engine used when a request names none (or names an OpenAI model such as ``tts-1``)."""
     default_voice: str = "alloy"
     """Voice used when a request names none."""
+    default_clone_engine: str = "clone"
+    """Engine used for library (cloned) voices when a request names no engine."""
     max_input_chars: int = Field(default=100_000, ge=1)
     """Longest text accepted by a generation request, in characters."""
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
@@ -44,6 +46,13 @@ class Settings(BaseSettings):
     """A Piper ``.onnx`` voice to use instead of the bundled one (its ``.onnx.json`` beside it)."""
     save_outputs: bool = True
     """Keep the audio of every generation under ``<data_dir>/generations``."""
+    whisper_model_path: Path | None = None
+    """A CTranslate2 Whisper model directory; empty means the bundled tiny.en."""
+    url_fetch_timeout_s: float = Field(default=20.0, gt=0)
+    """How long fetching a sample by URL may take."""
+    url_fetch_allow_private: bool = False
+    """Allow sample URLs on loopback and private networks (only for trusted set-ups and tests:
+    otherwise a client could make the server reach into its own network)."""
 
     @field_validator("cors_origins", mode="before")
     @classmethod

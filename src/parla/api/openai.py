@@ -6,6 +6,7 @@ unchanged. Audio always streams: bytes leave as soon as the first piece is synth
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -122,5 +123,5 @@ async def get_model(model_id: str, services: ServicesDep) -> dict[str, Any]:
 
 @router.get("/v1/audio/voices", summary="List voices")
 async def list_voices(services: ServicesDep) -> dict[str, Any]:
-    voices = services.voices.list()
+    voices = await asyncio.to_thread(services.voices.list_all)
     return {"object": "list", "voices": voices, "data": voices}

@@ -58,8 +58,10 @@ def decode_audio(
                 parts.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=False))
     except (AudioDecodeError, AudioTooLongError):
         raise
+    except av.InvalidDataError:
+        raise AudioDecodeError("it is not in an audio format FFmpeg reads, or the file is corrupt") from None
     except (av.FFmpegError, ValueError, OSError, IndexError) as exc:
-        raise AudioDecodeError(f"the audio could not be decoded: {exc}") from exc
+        raise AudioDecodeError(f"it could not be decoded ({exc})") from exc
     samples = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     if samples.size == 0:
         raise AudioDecodeError("the audio contains no samples")

@@ -108,6 +108,9 @@ class VoiceRef:
     samples: tuple[tuple[Path, str | None], ...] = ()
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     language: str = "en"
+    key: str = ""
+    """Changes whenever the samples or transcripts change: engines key cached conditioning by it."""
+    id: str | None = None
 
     def preset(self, engine: str) -> Mapping[str, Any]:
         return self.presets.get(engine, {})

@@ -21,7 +21,7 @@ SECONDS_PER_CHAR = 0.065
 class MockEngine(Engine):
     name = "mock"
     description = "Mock engine (seed 000): copies the voice file, concatenates voice files for dialogue."
-    capabilities = Capabilities(sample_rate=22050, languages=("*",), streaming=True, dialogue=True)
+    capabilities = Capabilities(sample_rate=22050, languages=("*",), streaming=True, dialogue=True, cloning=True)
 
     def resolve_parameters(self, given: object, preset: object = None) -> dict[str, object]:
         return {}

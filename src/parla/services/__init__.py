@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from parla.engines.registry import EngineRegistry
 from parla.services.speech import SpeechService
-from parla.services.voices import VoiceCatalog
+from parla.services.transcription import Transcriber
+from parla.services.voices import VoiceLibrary
 from parla.settings import Settings
 from parla.store.blobs import LocalBlobStore
 from parla.store.db import Database
@@ -18,7 +19,8 @@ class Services:
     db: Database
     blobs: LocalBlobStore
     engines: EngineRegistry
-    voices: VoiceCatalog
+    voices: VoiceLibrary
+    transcriber: Transcriber
     speech: SpeechService
 
     @classmethod
@@ -29,9 +31,18 @@ class Services:
         db.migrate()
         blobs = LocalBlobStore(settings.data_dir)
         engines = engines or EngineRegistry.from_entry_points(settings)
-        voices = VoiceCatalog()
+        transcriber = Transcriber(settings)
+        voices = VoiceLibrary(settings=settings, db=db, blobs=blobs, transcriber=transcriber)
         speech = SpeechService(settings=settings, registry=engines, voices=voices, db=db, blobs=blobs)
-        return cls(settings=settings, db=db, blobs=blobs, engines=engines, voices=voices, speech=speech)
+        return cls(
+            settings=settings,
+            db=db,
+            blobs=blobs,
+            engines=engines,
+            voices=voices,
+            transcriber=transcriber,
+            speech=speech,
+        )
 
     def close(self) -> None:
         self.engines.shutdown()

@@ -22,7 +22,7 @@ from parla.engines.base import AudioChunk, Engine, SynthesisRequest, VoiceRef
 from parla.engines.registry import EngineRegistry, UnknownEngineError
 from parla.engines.runner import EngineRunner
 from parla.errors import InvalidInputError, ServiceUnavailableError, TooLargeError
-from parla.services.voices import VoiceCatalog
+from parla.services.voices import VoiceLibrary
 from parla.settings import Settings
 from parla.store.blobs import LocalBlobStore
 from parla.store.db import Database
@@ -89,7 +89,7 @@ class SpeechService:
         *,
         settings: Settings,
         registry: EngineRegistry,
-        voices: VoiceCatalog,
+        voices: VoiceLibrary,
         db: Database,
         blobs: LocalBlobStore,
     ) -> None:
@@ -99,16 +99,24 @@ class SpeechService:
         self.db = db
         self.blobs = blobs
 
-    def engine_for_model(self, model: str | None) -> Engine:
-        """``tts-1`` and friends (or nothing) mean the default engine; otherwise an engine name."""
-        name = model or self.settings.default_engine
-        if name in OPENAI_MODELS or name == "parla":
-            name = self.settings.default_engine
+    def engine_for(self, model: str | None, voice: VoiceRef) -> Engine:
+        """The engine a request names, or for ``tts-1`` and friends (or nothing) the default one:
+        the default cloning engine when the voice is a cloned one, the default engine otherwise."""
+        name = model or ""
+        if not name or name in OPENAI_MODELS or name == "parla":
+            name = self.settings.default_clone_engine if voice.samples else self.settings.default_engine
         try:
-            return self.registry.get(name)
+            engine = self.registry.get(name)
         except UnknownEngineError as exc:
             known = [*OPENAI_MODELS, *exc.known]
             raise InvalidInputError(f"unknown model {model!r}; available: {', '.join(known)}", param="model") from None
+        if voice.samples and not engine.capabilities.cloning:
+            raise InvalidInputError(
+                f"engine {engine.name!r} cannot speak in a cloned voice such as {voice.name!r}; "
+                f"use {self.settings.default_clone_engine!r}",
+                param="model",
+            )
+        return engine
 
     def prepare(
         self,
@@ -137,11 +145,11 @@ class SpeechService:
             )
         if not MIN_SPEED <= speed <= MAX_SPEED:
             raise InvalidInputError(f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {speed}", param="speed")
-        engine = self.engine_for_model(model)
+        voice_ref = self.voices.resolve(voice or self.settings.default_voice)
+        engine = self.engine_for(model, voice_ref)
         reason = engine.unavailable_reason()
         if reason:
             raise ServiceUnavailableError(f"engine {engine.name!r} is unavailable: {reason}")
-        voice_ref = self.voices.resolve(voice or self.settings.default_voice)
         try:
             params = engine.resolve_parameters(parameters, voice_ref.preset(engine.name))
         except ValueError as exc:

@@ -1,18 +1,45 @@
-"""The voice catalogue: built-in voices now, library voices (profiles with samples) later.
+"""Voices: the built-in ones and the library of profiles, each with samples (audio + transcript).
 
-Built-in voices carry the OpenAI names so OpenAI clients work unchanged. Until the cloning engine
-gives each its own timbre, they are distinct presets of the bundled Piper voice (pace and
-variation) and distinct espeak-ng voices.
+Built-in voices carry the OpenAI names so OpenAI clients work unchanged. Library voices are
+rows in ``voices``/``voice_samples`` with cleaned WAVs under ``<data_dir>/voices/<id>/``.
+Every change either completes or leaves nothing behind: files are written before their rows and
+removed again if the rows fail.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import shutil
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
+from parla.audio.dsp import resample
+from parla.audio.encode import encode_audio
+from parla.audio.quality import MAX_SECONDS, MAX_VOICE_SECONDS, SAMPLE_RATE, UnusableAudioError, analyse, check, clean
 from parla.engines.base import VoiceRef
-from parla.errors import InvalidInputError
+from parla.errors import ConflictError, InvalidInputError, NotFoundError, TooLargeError
+from parla.services.transcription import Transcriber
+from parla.settings import Settings
+from parla.store.blobs import LocalBlobStore
+from parla.store.db import Database
+from parla.store.models import Voice, VoiceSample, new_id, utcnow
+
+EXPORT_FORMAT = "parla-voice"
+EXPORT_VERSION = 1
+
+
+# -- built-in voices --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -23,7 +50,7 @@ class BuiltinVoice:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def ref(self) -> VoiceRef:
-        return VoiceRef(name=self.name, presets=self.presets)
+        return VoiceRef(name=self.name, presets=self.presets, key=f"builtin:{self.name}", id=self.name)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -33,6 +60,7 @@ class BuiltinVoice:
             "gender": self.gender,
             "language": "en",
             "builtin": True,
+            "samples": 0,
         }
 
 
@@ -103,21 +131,373 @@ ALIASES = {
 }
 
 
-class VoiceCatalog:
-    def __init__(self) -> None:
+# -- request and response shapes --------------------------------------------------------------------
+
+
+class VoiceBase(BaseModel):
+    description: str | None = Field(None, max_length=2000)
+    language: str = Field("en", min_length=2, max_length=16)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+
+
+class VoiceCreate(VoiceBase):
+    name: str = Field(..., min_length=1, max_length=100)
+
+
+class VoiceUpdate(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=100)
+    description: str | None = Field(None, max_length=2000)
+    language: str | None = Field(None, min_length=2, max_length=16)
+    tags: list[str] | None = Field(None, max_length=32)
+
+
+class SamplePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    voice_id: str
+    transcript: str
+    transcript_source: str
+    duration_s: float
+    sample_rate: int
+    report: dict[str, Any]
+    created_at: datetime
+
+
+class VoicePublic(VoiceBase):
+    id: str
+    name: str
+    builtin: bool = False
+    samples: list[SamplePublic] = Field(default_factory=list)
+    total_duration_s: float = 0.0
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, voice: Voice) -> VoicePublic:
+        samples = [SamplePublic.model_validate(s) for s in voice.samples]
+        return cls(
+            id=voice.id,
+            name=voice.name,
+            description=voice.description,
+            language=voice.language,
+            tags=list(voice.tags or []),
+            samples=samples,
+            total_duration_s=round(sum(s.duration_s for s in samples), 3),
+            created_at=voice.created_at,
+            updated_at=voice.updated_at,
+        )
+
+
+class SampleAdded(BaseModel):
+    sample: SamplePublic
+    warnings: list[str]
+
+
+# -- the library ------------------------------------------------------------------------------------
+
+
+def _voice_key(samples: list[VoiceSample]) -> str:
+    """A hash of what the voice sounds like: the samples' audio and transcripts, in order."""
+    digest = hashlib.sha256()
+    for sample in samples:
+        digest.update(sample.sha256.encode())
+        digest.update(sample.transcript.encode())
+    return digest.hexdigest()[:32]
+
+
+class VoiceLibrary:
+    def __init__(self, *, settings: Settings, db: Database, blobs: LocalBlobStore, transcriber: Transcriber) -> None:
+        self.settings = settings
+        self.db = db
+        self.blobs = blobs
+        self.transcriber = transcriber
         self._builtin = {v.name: v for v in BUILTIN_VOICES}
 
-    def names(self) -> list[str]:
+    # -- lookup ---------------------------------------------------------------------------------
+
+    def builtin_names(self) -> list[str]:
         return list(self._builtin)
 
-    def list(self) -> list[dict[str, Any]]:
-        return [v.describe() for v in self._builtin.values()]
-
-    def resolve(self, name: str) -> VoiceRef:
-        """A voice by name or id (case-insensitive for built-ins); ``InvalidInputError`` if unknown."""
+    def _builtin_for(self, name: str) -> BuiltinVoice | None:
         key = name.strip().lower()
-        key = ALIASES.get(key, key)
-        voice = self._builtin.get(key)
+        return self._builtin.get(ALIASES.get(key, key))
+
+    def _find(self, session: Any, id_or_name: str) -> Voice | None:
+        voice = session.get(Voice, id_or_name)
         if voice is None:
-            raise InvalidInputError(f"unknown voice {name!r}; available: {', '.join(self.names())}", param="voice")
-        return voice.ref()
+            voice = session.scalar(select(Voice).where(func.lower(Voice.name) == id_or_name.strip().lower()))
+        return voice  # type: ignore[no-any-return]
+
+    def _get(self, session: Any, id_or_name: str) -> Voice:
+        voice = self._find(session, id_or_name)
+        if voice is None:
+            raise NotFoundError(f"voice {id_or_name!r} not found")
+        return voice
+
+    def resolve(self, id_or_name: str) -> VoiceRef:
+        """The voice to speak in, by name or id: built-in names first (case-insensitive, OpenAI
+        aliases included), then the library. ``InvalidInputError`` when there is none."""
+        builtin = self._builtin_for(id_or_name)
+        if builtin is not None:
+            return builtin.ref()
+        with self.db.session() as session:
+            voice = self._find(session, id_or_name)
+            if voice is None:
+                known = ", ".join(self.builtin_names())
+                raise InvalidInputError(
+                    f"unknown voice {id_or_name!r}: not a built-in voice ({known}) or a library voice name or id",
+                    param="voice",
+                )
+            if not voice.samples:
+                raise InvalidInputError(f"voice {voice.name!r} has no samples yet: add one first", param="voice")
+            return VoiceRef(
+                name=voice.name,
+                id=voice.id,
+                language=voice.language,
+                samples=tuple((self.blobs.path(s.file), s.transcript or None) for s in voice.samples),
+                key=_voice_key(voice.samples),
+            )
+
+    def list_all(self) -> list[dict[str, Any]]:
+        with self.db.session() as session:
+            voices = session.scalars(select(Voice).order_by(Voice.name)).all()
+            library = [VoicePublic.of(v).model_dump(mode="json") | {"samples": len(v.samples)} for v in voices]
+        return [v.describe() for v in BUILTIN_VOICES] + library
+
+    def list_library(self) -> list[VoicePublic]:
+        with self.db.session() as session:
+            return [VoicePublic.of(v) for v in session.scalars(select(Voice).order_by(Voice.name)).all()]
+
+    def get(self, id_or_name: str) -> VoicePublic:
+        with self.db.session() as session:
+            return VoicePublic.of(self._get(session, id_or_name))
+
+    # -- profiles -------------------------------------------------------------------------------
+
+    def _check_name(self, name: str) -> str:
+        name = name.strip()
+        if not name:
+            raise InvalidInputError("a voice needs a name", param="name")
+        if self._builtin_for(name) is not None:
+            raise ConflictError(f"{name!r} is the name of a built-in voice", param="name")
+        return name
+
+    def create(self, data: VoiceCreate) -> VoicePublic:
+        name = self._check_name(data.name)
+        try:
+            with self.db.session() as session:
+                voice = Voice(name=name, description=data.description, language=data.language, tags=data.tags)
+                session.add(voice)
+                session.flush()
+                session.refresh(voice, ["samples"])
+                return VoicePublic.of(voice)
+        except IntegrityError:
+            raise ConflictError(f"a voice named {name!r} already exists", param="name") from None
+
+    def update(self, id_or_name: str, data: VoiceUpdate) -> VoicePublic:
+        changes = data.model_dump(exclude_unset=True)
+        if "name" in changes:
+            if changes["name"] is None:
+                raise InvalidInputError("a voice needs a name", param="name")
+            changes["name"] = self._check_name(changes["name"])
+        try:
+            with self.db.session() as session:
+                voice = self._get(session, id_or_name)
+                for key, value in changes.items():
+                    setattr(voice, key, value)
+                voice.updated_at = utcnow()
+                session.flush()
+                return VoicePublic.of(voice)
+        except IntegrityError:
+            raise ConflictError(f"a voice named {changes.get('name')!r} already exists", param="name") from None
+
+    def delete(self, id_or_name: str) -> None:
+        """Delete the voice, its samples, their files and any conditioning cached for it."""
+        with self.db.session() as session:
+            voice = self._get(session, id_or_name)
+            voice_id, key = voice.id, _voice_key(voice.samples)
+            session.delete(voice)
+        shutil.rmtree(self.blobs.path(f"voices/{voice_id}"), ignore_errors=True)
+        self.forget_conditioning(key)
+
+    def forget_conditioning(self, key: str) -> None:
+        cache = self.blobs.path("cache")
+        if key and cache.is_dir():
+            for path in cache.glob(f"*/{key}*"):
+                path.unlink(missing_ok=True)
+
+    # -- samples --------------------------------------------------------------------------------
+
+    def add_sample(
+        self, id_or_name: str, data: bytes, transcript: str | None = None, *, transcript_source: str = "user"
+    ) -> SampleAdded:
+        """Check, clean, transcribe (if no transcript is given) and store one recording."""
+        if len(data) > self.settings.max_upload_bytes:
+            raise TooLargeError(
+                f"the upload is {len(data)} bytes; the limit is {self.settings.max_upload_bytes}", param="file"
+            )
+        with self.db.session() as session:
+            voice = self._get(session, id_or_name)
+            voice_id, language = voice.id, voice.language
+            used = sum(s.duration_s for s in voice.samples)
+        try:
+            samples, rate = decode_audio(data, max_seconds=MAX_SECONDS + 1)
+        except AudioTooLongError:
+            raise InvalidInputError(
+                f"the recording is longer than {MAX_SECONDS:g} s: cut it into shorter samples", param="file"
+            ) from None
+        except AudioDecodeError as exc:
+            raise InvalidInputError(f"the upload is not audio that can be read: {exc}", param="file") from None
+        try:
+            report, regions = analyse(samples, rate)
+            report = check(report)
+        except UnusableAudioError as exc:
+            raise InvalidInputError(f"the recording cannot be used: {exc}", param="file") from None
+        cleaned = clean(samples, rate, regions)
+        duration = cleaned.size / SAMPLE_RATE
+        if used + duration > MAX_VOICE_SECONDS:
+            raise InvalidInputError(
+                f"a voice holds at most {MAX_VOICE_SECONDS:g} s of samples; it has {used:.1f} s and this adds "
+                f"{duration:.1f} s",
+                param="file",
+            )
+        source = transcript_source
+        transcript = (transcript or "").strip()
+        if not transcript:
+            heard = self.transcriber.transcribe(resample(cleaned, SAMPLE_RATE, 16_000), language=language)
+            transcript, source = heard.text, "whisper"
+        wav = encode_audio(cleaned, SAMPLE_RATE, "wav")
+        sample_id = new_id()
+        key = f"voices/{voice_id}/{sample_id}.wav"
+        writer = self.blobs.writer(key)
+        writer.write(wav)
+        path = writer.commit()
+        try:
+            with self.db.session() as session:
+                voice = self._get(session, voice_id)
+                sample = VoiceSample(
+                    id=sample_id,
+                    voice_id=voice_id,
+                    file=key,
+                    sha256=hashlib.sha256(wav).hexdigest(),
+                    transcript=transcript,
+                    transcript_source=source,
+                    duration_s=duration,
+                    sample_rate=SAMPLE_RATE,
+                    report=report.as_dict(),
+                )
+                session.add(sample)
+                voice.updated_at = utcnow()
+                session.flush()
+                return SampleAdded(sample=SamplePublic.model_validate(sample), warnings=report.warnings)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    def _get_sample(self, session: Any, id_or_name: str, sample_id: str) -> VoiceSample:
+        voice = self._get(session, id_or_name)
+        sample = session.get(VoiceSample, sample_id)
+        if sample is None or sample.voice_id != voice.id:
+            raise NotFoundError(f"sample {sample_id!r} not found in voice {id_or_name!r}")
+        return sample  # type: ignore[no-any-return]
+
+    def list_samples(self, id_or_name: str) -> list[SamplePublic]:
+        return self.get(id_or_name).samples
+
+    def sample_path(self, id_or_name: str, sample_id: str) -> Path:
+        with self.db.session() as session:
+            return self.blobs.path(self._get_sample(session, id_or_name, sample_id).file)
+
+    def update_sample(self, id_or_name: str, sample_id: str, transcript: str) -> SamplePublic:
+        """Correct a transcript (it then counts as the user's, not Whisper's)."""
+        if not transcript.strip():
+            raise InvalidInputError("the transcript is empty", param="transcript")
+        with self.db.session() as session:
+            sample = self._get_sample(session, id_or_name, sample_id)
+            old_key = _voice_key(sample.voice.samples)
+            sample.transcript, sample.transcript_source = transcript.strip(), "user"
+            sample.voice.updated_at = utcnow()
+            session.flush()
+            public = SamplePublic.model_validate(sample)
+        self.forget_conditioning(old_key)
+        return public
+
+    def delete_sample(self, id_or_name: str, sample_id: str) -> None:
+        with self.db.session() as session:
+            sample = self._get_sample(session, id_or_name, sample_id)
+            old_key, file = _voice_key(sample.voice.samples), sample.file
+            sample.voice.updated_at = utcnow()
+            session.delete(sample)
+        self.blobs.delete(file)
+        self.forget_conditioning(old_key)
+
+    # -- export and import ----------------------------------------------------------------------
+
+    def export(self, id_or_name: str) -> tuple[str, bytes]:
+        """One zip archive: ``manifest.json`` and the samples as WAV. Returns (file name, bytes)."""
+        with self.db.session() as session:
+            voice = self._get(session, id_or_name)
+            entries = [
+                {"file": f"samples/{i:02d}.wav", "transcript": s.transcript, "source": s.transcript_source}
+                for i, s in enumerate(voice.samples, start=1)
+            ]
+            manifest = {
+                "format": EXPORT_FORMAT,
+                "version": EXPORT_VERSION,
+                "voice": {
+                    "name": voice.name,
+                    "description": voice.description,
+                    "language": voice.language,
+                    "tags": list(voice.tags or []),
+                },
+                "samples": entries,
+            }
+            files = [self.blobs.path(s.file) for s in voice.samples]
+            name = voice.name
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("manifest.json", json.dumps(manifest, indent=2))
+            for entry, path in zip(entries, files, strict=True):
+                archive.write(path, entry["file"])
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "voice"
+        return f"{safe}.parla-voice.zip", buffer.getvalue()
+
+    def import_(self, data: bytes, *, name: str | None = None) -> VoicePublic:
+        """Create a voice from an exported archive; all of it or nothing."""
+        if len(data) > self.settings.max_upload_bytes * 4:
+            raise TooLargeError("the archive is too large", param="file")
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+            manifest = json.loads(archive.read("manifest.json"))
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError):
+            raise InvalidInputError("not a Parla voice archive (a zip with manifest.json)", param="file") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+            raise InvalidInputError("not a Parla voice archive (unknown manifest format)", param="file")
+        meta = manifest.get("voice") or {}
+        entries = manifest.get("samples") or []
+        if not isinstance(meta, dict) or not isinstance(entries, list) or not entries:
+            raise InvalidInputError("the archive holds no samples", param="file")
+        members = {info.filename: info for info in archive.infolist()}
+        blobs: list[tuple[bytes, str, str]] = []
+        for entry in entries:
+            info = members.get(str(entry.get("file", ""))) if isinstance(entry, dict) else None
+            if info is None or info.file_size > self.settings.max_upload_bytes:
+                raise InvalidInputError("the archive's manifest names a missing or oversized sample", param="file")
+            source = "whisper" if entry.get("source") == "whisper" else "user"
+            blobs.append((archive.read(info), str(entry.get("transcript") or ""), source))
+        created = self.create(
+            VoiceCreate(
+                name=name or str(meta.get("name") or ""),
+                description=meta.get("description"),
+                language=str(meta.get("language") or "en"),
+                tags=[str(t) for t in meta.get("tags") or []],
+            )
+        )
+        try:
+            for audio, transcript, source in blobs:
+                self.add_sample(created.id, audio, transcript or None, transcript_source=source)
+        except BaseException:
+            self.delete(created.id)
+            raise
+        return self.get(created.id)

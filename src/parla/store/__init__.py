@@ -2,6 +2,6 @@
 
 from parla.store.blobs import BlobWriter, LocalBlobStore
 from parla.store.db import Database
-from parla.store.models import Base, Generation
+from parla.store.models import Base, Generation, Voice, VoiceSample
 
-__all__ = ["Base", "BlobWriter", "Database", "Generation", "LocalBlobStore"]
+__all__ = ["Base", "BlobWriter", "Database", "Generation", "LocalBlobStore", "Voice", "VoiceSample"]

@@ -6,8 +6,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def new_id() -> str:
@@ -46,3 +46,40 @@ class Generation(Base):
     @property
     def real_time_factor(self) -> float:
         return self.elapsed_s / self.duration_s if self.duration_s else 0.0
+
+
+class Voice(Base):
+    """A voice profile: one speaker, one or more samples (audio + transcript)."""
+
+    __tablename__ = "voices"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    language: Mapped[str] = mapped_column(String(16), default="en")
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    samples: Mapped[list[VoiceSample]] = relationship(
+        back_populates="voice", cascade="all, delete-orphan", order_by="VoiceSample.created_at"
+    )
+
+
+class VoiceSample(Base):
+    """One cleaned reference recording of a voice, stored as WAV, with its transcript and report."""
+
+    __tablename__ = "voice_samples"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    voice_id: Mapped[str] = mapped_column(ForeignKey("voices.id", ondelete="CASCADE"), index=True)
+    file: Mapped[str] = mapped_column(String(512))
+    sha256: Mapped[str] = mapped_column(String(64))
+    transcript: Mapped[str] = mapped_column(Text, default="")
+    transcript_source: Mapped[str] = mapped_column(String(16), default="user")
+    duration_s: Mapped[float] = mapped_column(Float)
+    sample_rate: Mapped[int] = mapped_column(Integer)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    voice: Mapped[Voice] = relationship(back_populates="samples")

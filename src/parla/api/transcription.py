@@ -1,0 +1,169 @@
+"""Speech recognition: OpenAI's ``/v1/audio/transcriptions`` and seed 004's ``/transcribe``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+
+from parla.api.deps import ServicesDep
+from parla.api.voices import read_upload
+from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
+from parla.errors import InvalidInputError
+from parla.services import Services
+from parla.services.transcription import RATE, Segment, Transcript
+
+router = APIRouter(tags=["Transcription"])
+
+MAX_TRANSCRIBE_SECONDS = 4 * 3600
+"""Longest recording accepted for transcription."""
+
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+Granularity = Literal["word", "segment"]
+
+
+def _decode(data: bytes) -> Any:
+    try:
+        return decode_audio(data, RATE, max_seconds=MAX_TRANSCRIBE_SECONDS)[0]
+    except AudioTooLongError:
+        raise InvalidInputError(
+            f"the recording is longer than {MAX_TRANSCRIBE_SECONDS // 3600} hours", param="file"
+        ) from None
+    except AudioDecodeError as exc:
+        raise InvalidInputError(f"the upload is not audio that can be read: {exc}", param="file") from None
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    ms = round(seconds * 1000)
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{separator}{ms:03d}"
+
+
+def to_srt(transcript: Transcript) -> str:
+    blocks = [
+        f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text}\n"
+        for i, s in enumerate(transcript.segments, start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def to_vtt(transcript: Transcript) -> str:
+    cues = [f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text}\n" for s in transcript.segments]
+    return "WEBVTT\n\n" + "\n".join(cues)
+
+
+def to_verbose(transcript: Transcript, words: bool, segments: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "task": "transcribe",
+        "language": transcript.language,
+        "duration": round(transcript.duration, 3),
+        "text": transcript.text,
+    }
+    if segments:
+        body["segments"] = [
+            {
+                "id": s.id,
+                "seek": 0,
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "text": s.text,
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": s.avg_logprob,
+                "compression_ratio": s.compression_ratio,
+                "no_speech_prob": s.no_speech_prob,
+            }
+            for s in transcript.segments
+        ]
+    if words:
+        body["words"] = [
+            {"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3)} for w in transcript.words
+        ]
+    return body
+
+
+async def _stream_events(
+    services: Services, samples: Any, language: str | None, prompt: str | None
+) -> AsyncIterator[bytes]:
+    """Server-sent events: a ``transcript.text.delta`` as each segment is recognised, with the
+    fraction of the recording done, then ``transcript.text.done``: long recordings show progress."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[Segment, float] | None] = asyncio.Queue()
+
+    def on_segment(segment: Segment, done: float) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, (segment, done))
+
+    job = asyncio.ensure_future(
+        run_in_threadpool(
+            services.transcriber.transcribe, samples, language=language, prompt=prompt, on_segment=on_segment
+        )
+    )
+    job.add_done_callback(lambda _: queue.put_nowait(None))
+    while (item := await queue.get()) is not None:
+        segment, done = item
+        yield _event({"type": "transcript.text.delta", "delta": segment.text + " ", "progress": round(done, 3)})
+    try:
+        transcript = job.result()
+    except Exception as exc:  # the status line is long gone: report the failure as an event
+        yield _event({"type": "error", "error": {"message": f"transcription failed: {exc}"}})
+        return
+    yield _event({"type": "transcript.text.done", "text": transcript.text, "duration": round(transcript.duration, 3)})
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+@router.post("/v1/audio/transcriptions", summary="Transcribe audio (OpenAI)")
+async def create_transcription(
+    services: ServicesDep,
+    file: Annotated[UploadFile, File(description="The recording, any format FFmpeg reads.")],
+    model: Annotated[str, Form()] = "whisper-1",
+    language: Annotated[str | None, Form()] = None,
+    prompt: Annotated[str | None, Form()] = None,
+    response_format: Annotated[ResponseFormat, Form()] = "json",
+    temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+    timestamp_granularities: Annotated[
+        list[Literal["word", "segment"]] | None, Form(alias="timestamp_granularities[]")
+    ] = None,
+    stream: Annotated[bool, Form()] = False,
+) -> Response:
+    _ = (model, temperature)  # one Whisper model serves every name; decoding is greedy-beam, not sampled
+    data = await read_upload(file, services.settings.max_upload_bytes)
+    samples = await run_in_threadpool(_decode, data)
+    if stream:
+        return StreamingResponse(_stream_events(services, samples, language, prompt), media_type="text/event-stream")
+    granularities = set(timestamp_granularities or ["segment"])
+    words = response_format == "verbose_json" and "word" in granularities
+    transcript = await run_in_threadpool(
+        services.transcriber.transcribe, samples, language=language, prompt=prompt, word_timestamps=words
+    )
+    if response_format == "text":
+        return PlainTextResponse(transcript.text)
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(transcript))
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(transcript), media_type="text/vtt")
+    if response_format == "verbose_json":
+        body = to_verbose(transcript, words=words, segments="segment" in granularities)
+        return Response(json.dumps(body), media_type="application/json")
+    return Response(json.dumps({"text": transcript.text}), media_type="application/json")
+
+
+@router.post("/transcribe", summary="Transcribe audio (voicebox)")
+async def transcribe(
+    services: ServicesDep,
+    file: Annotated[UploadFile, File()],
+    language: Annotated[str | None, Form()] = None,
+) -> dict[str, Any]:
+    data = await read_upload(file, services.settings.max_upload_bytes)
+    samples = await run_in_threadpool(_decode, data)
+    transcript = await run_in_threadpool(services.transcriber.transcribe, samples, language=language)
+    return {"text": transcript.text, "duration": round(transcript.duration, 3)}

@@ -1,0 +1,178 @@
+"""The voice library: ``/v1/voices``. Profiles, samples (upload, base64 or URL), export and import."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, Field
+
+from parla.api.deps import ServicesDep
+from parla.errors import InvalidInputError, TooLargeError
+from parla.net import FetchError, fetch
+from parla.services import Services
+from parla.services.voices import SampleAdded, SamplePublic, VoiceCreate, VoicePublic, VoiceUpdate
+
+router = APIRouter(prefix="/v1/voices", tags=["Voices"])
+
+
+class SampleJSON(BaseModel):
+    """A sample sent as JSON: the audio as base64, or a URL to fetch it from."""
+
+    audio_base64: str | None = Field(None, description="The recording, base64-encoded (any format).")
+    url: str | None = Field(None, description="An http(s) URL of the recording.")
+    transcript: str | None = Field(None, description="What is said; made by Whisper when absent.")
+
+
+class TranscriptUpdate(BaseModel):
+    transcript: str = Field(..., min_length=1)
+
+
+async def read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise TooLargeError(f"the upload is larger than the limit of {limit} bytes", param="file")
+    return data
+
+
+def audio_from_json(services: Services, body: SampleJSON) -> bytes:
+    """The bytes of a sample given as base64 or URL (blocking: call off the event loop)."""
+    settings = services.settings
+    if bool(body.audio_base64) == bool(body.url):
+        raise InvalidInputError("give exactly one of audio_base64 or url", param="audio_base64")
+    if body.audio_base64:
+        encoded = body.audio_base64.split(",", 1)[1] if body.audio_base64.startswith("data:") else body.audio_base64
+        if len(encoded) > settings.max_upload_bytes * 4 // 3 + 4:
+            raise TooLargeError(f"the audio is larger than the limit of {settings.max_upload_bytes} bytes")
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInputError("audio_base64 is not valid base64", param="audio_base64") from None
+    try:
+        return fetch(
+            str(body.url),
+            max_bytes=settings.max_upload_bytes,
+            timeout=settings.url_fetch_timeout_s,
+            allow_private=settings.url_fetch_allow_private,
+        )
+    except FetchError as exc:
+        raise InvalidInputError(str(exc), param="url") from None
+
+
+async def sample_from_request(request: Request, services: Services) -> tuple[bytes, str | None]:
+    """A sample from multipart (``file``, ``transcript``) or JSON (``audio_base64``/``url``, ``transcript``)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_part_size=services.settings.max_upload_bytes + 1)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile) and not hasattr(upload, "read"):
+            raise InvalidInputError("the form has no 'file' field with the recording", param="file")
+        data = await read_upload(upload, services.settings.max_upload_bytes)  # type: ignore[arg-type]
+        transcript = form.get("transcript") or form.get("reference_text")
+        return data, str(transcript) if transcript else None
+    try:
+        body = SampleJSON.model_validate_json(await request.body())
+    except ValueError:
+        raise InvalidInputError(
+            "send the sample as multipart form data (file, transcript) or as JSON (audio_base64 or url, transcript)"
+        ) from None
+    return await run_in_threadpool(audio_from_json, services, body), body.transcript
+
+
+@router.get("", summary="All voices: built-in and library")
+def list_voices(services: ServicesDep) -> dict[str, Any]:
+    return {"voices": services.voices.list_all()}
+
+
+@router.post("", status_code=201, summary="Create a voice profile")
+def create_voice(body: VoiceCreate, services: ServicesDep) -> VoicePublic:
+    return services.voices.create(body)
+
+
+@router.post("/clone", status_code=201, summary="Create a voice from one recording in one step")
+async def clone_voice(
+    services: ServicesDep,
+    name: Annotated[str, Form(min_length=1, max_length=100)],
+    file: Annotated[UploadFile, File(description="A recording of the speaker (any format).")],
+    transcript: Annotated[str | None, Form()] = None,
+    description: Annotated[str | None, Form()] = None,
+    language: Annotated[str, Form()] = "en",
+) -> dict[str, Any]:
+    data = await read_upload(file, services.settings.max_upload_bytes)
+
+    def create() -> dict[str, Any]:
+        voice = services.voices.create(VoiceCreate(name=name, description=description, language=language))
+        try:
+            added = services.voices.add_sample(voice.id, data, transcript)
+        except BaseException:
+            services.voices.delete(voice.id)  # all or nothing
+            raise
+        return {"voice": services.voices.get(voice.id).model_dump(mode="json"), "warnings": added.warnings}
+
+    return await run_in_threadpool(create)
+
+
+@router.post("/import", status_code=201, summary="Import a voice archive made by export")
+async def import_voice(
+    services: ServicesDep,
+    file: Annotated[UploadFile, File(description="A .parla-voice.zip archive.")],
+    name: Annotated[str | None, Form(description="A new name, if the archive's is taken.")] = None,
+) -> VoicePublic:
+    data = await read_upload(file, services.settings.max_upload_bytes * 4)
+    return await run_in_threadpool(services.voices.import_, data, name=name)
+
+
+@router.get("/{voice}", summary="One voice with its samples")
+def get_voice(voice: str, services: ServicesDep) -> VoicePublic:
+    return services.voices.get(voice)
+
+
+@router.patch("/{voice}", summary="Rename or describe a voice")
+def update_voice(voice: str, body: VoiceUpdate, services: ServicesDep) -> VoicePublic:
+    return services.voices.update(voice, body)
+
+
+@router.delete("/{voice}", status_code=204, summary="Delete a voice, its samples and cached conditioning")
+def delete_voice(voice: str, services: ServicesDep) -> Response:
+    services.voices.delete(voice)
+    return Response(status_code=204)
+
+
+@router.post("/{voice}/samples", status_code=201, summary="Add a sample (multipart upload, base64 or URL)")
+async def add_sample(voice: str, request: Request, services: ServicesDep) -> SampleAdded:
+    await run_in_threadpool(services.voices.get, voice)  # 404 before reading a large body
+    data, transcript = await sample_from_request(request, services)
+    return await run_in_threadpool(services.voices.add_sample, voice, data, transcript)
+
+
+@router.get("/{voice}/samples", summary="A voice's samples")
+def list_samples(voice: str, services: ServicesDep) -> list[SamplePublic]:
+    return services.voices.list_samples(voice)
+
+
+@router.get("/{voice}/samples/{sample_id}/audio", summary="A sample's cleaned audio (WAV)")
+def sample_audio(voice: str, sample_id: str, services: ServicesDep) -> FileResponse:
+    return FileResponse(services.voices.sample_path(voice, sample_id), media_type="audio/wav")
+
+
+@router.patch("/{voice}/samples/{sample_id}", summary="Correct a sample's transcript")
+def update_sample(voice: str, sample_id: str, body: TranscriptUpdate, services: ServicesDep) -> SamplePublic:
+    return services.voices.update_sample(voice, sample_id, body.transcript)
+
+
+@router.delete("/{voice}/samples/{sample_id}", status_code=204, summary="Delete a sample")
+def delete_sample(voice: str, sample_id: str, services: ServicesDep) -> Response:
+    services.voices.delete_sample(voice, sample_id)
+    return Response(status_code=204)
+
+
+@router.get("/{voice}/export", summary="Download the voice as one archive (manifest + WAVs)")
+def export_voice(voice: str, services: ServicesDep) -> Response:
+    filename, data = services.voices.export(voice)
+    return Response(
+        data, media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )

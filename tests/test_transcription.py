@@ -1,0 +1,112 @@
+"""Speech recognition as OpenAI and voicebox clients call it."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from httpx_sse import connect_sse
+
+from parla.audio import decode_audio, encode_audio
+from tests.conftest import LiveServer, wer
+
+TEXT = "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background."
+
+
+@pytest.fixture(scope="module")
+def recording(server: LiveServer) -> bytes:
+    response = httpx.post(
+        f"{server.url}/v1/audio/speech",
+        json={"input": TEXT, "voice": "joe", "response_format": "mp3", "seed": 4},
+        timeout=60,
+    )
+    return response.content
+
+
+def test_openai_sdk_transcribes(server: LiveServer, recording: bytes) -> None:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x")
+    result = client.audio.transcriptions.create(model="whisper-1", file=("speech.mp3", recording))
+    assert wer(TEXT, result.text) < 0.25, result.text
+
+
+@pytest.mark.parametrize("fmt", ["json", "text", "srt", "vtt", "verbose_json"])
+def test_every_response_format(client: httpx.Client, recording: bytes, fmt: str) -> None:
+    response = client.post(
+        "/v1/audio/transcriptions", files={"file": ("a.mp3", recording)}, data={"response_format": fmt}
+    )
+    assert response.status_code == 200, response.text
+    if fmt == "json":
+        assert wer(TEXT, response.json()["text"]) < 0.25
+    elif fmt == "text":
+        assert wer(TEXT, response.text) < 0.25
+    elif fmt == "srt":
+        assert response.text.startswith("1\n00:00:00,") and " --> " in response.text
+    elif fmt == "vtt":
+        assert response.text.startswith("WEBVTT\n\n00:00:00.") and " --> " in response.text
+    else:
+        body = response.json()
+        assert body["task"] == "transcribe" and body["language"] == "en"
+        assert body["duration"] == pytest.approx(decode_audio(recording)[0].size / 22050, abs=0.2)
+        assert body["segments"] and body["segments"][0]["start"] < body["segments"][-1]["end"]
+
+
+def test_word_timestamps_are_in_order_and_inside_the_audio(client: httpx.Client, recording: bytes) -> None:
+    response = client.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("a.mp3", recording)},
+        data={"response_format": "verbose_json", "timestamp_granularities[]": ["word", "segment"]},
+    )
+    body = response.json()
+    words = body["words"]
+    assert len(words) >= 12 and "segments" in body
+    starts = [w["start"] for w in words]
+    assert starts == sorted(starts) and words[-1]["end"] <= body["duration"] + 0.1
+
+
+def test_voicebox_transcribe(client: httpx.Client, recording: bytes) -> None:
+    body = client.post("/transcribe", files={"file": ("a.mp3", recording)}, data={"language": "en"}).json()
+    assert set(body) == {"text", "duration"}
+    assert wer(TEXT, body["text"]) < 0.25 and body["duration"] > 3
+
+
+def test_long_audio_is_transcribed_in_pieces_with_progress(client: httpx.Client, recording: bytes) -> None:
+    """A recording longer than Whisper's 30-second window streams its text with rising progress."""
+    samples, rate = decode_audio(recording)
+    gap = np.zeros(rate, dtype=np.float32)
+    long = np.concatenate([samples, gap] * 12)
+    assert long.size / rate > 60
+    data = {"stream": "true"}
+    with connect_sse(
+        client,
+        "POST",
+        "/v1/audio/transcriptions",
+        files={"file": ("long.mp3", encode_audio(long, rate, "mp3"))},
+        data=data,
+    ) as source:
+        events = [json.loads(e.data) for e in source.iter_sse()]
+    deltas = [e for e in events if e["type"] == "transcript.text.delta"]
+    assert events[-1]["type"] == "transcript.text.done"
+    progress = [e["progress"] for e in deltas]
+    assert len(deltas) >= 4 and progress == sorted(progress) and progress[-1] > 0.9
+    assert wer(" ".join([TEXT] * 12), events[-1]["text"]) < 0.3
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [(b"not audio at all" * 10, "not audio"), (b"", "not audio")],
+)
+def test_bad_audio_gets_400(client: httpx.Client, payload: bytes, reason: str) -> None:
+    for path in ("/v1/audio/transcriptions", "/transcribe"):
+        response = client.post(path, files={"file": ("x.wav", payload)})
+        assert response.status_code == 400 and reason in response.json()["detail"]
+
+
+def test_missing_file_and_bad_format_are_refused(client: httpx.Client, recording: bytes) -> None:
+    assert client.post("/v1/audio/transcriptions", data={"model": "whisper-1"}).status_code == 422
+    response = client.post(
+        "/v1/audio/transcriptions", files={"file": ("a.mp3", recording)}, data={"response_format": "pdf"}
+    )
+    assert response.status_code == 422 and "response_format" in response.json()["detail"]
