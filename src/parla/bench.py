@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -26,6 +27,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from parla.audio.decode import decode_audio
+from parla.services.voices import VoiceCreate
 
 SHORT = "The quick brown fox jumps over the lazy dog."
 PARAGRAPH = (
@@ -274,3 +276,102 @@ def run_speech_bench(*, rounds: int, clients: int, fmt: str, console: Console, l
         mem.add_column(col, justify="right")
     mem.add_row(*(f"{v:.0f}" for v in (rss_idle, rss_seq, *rss_after, rss_peak)))
     console.print(mem)
+
+
+@dataclass
+class CloneRow:
+    speaker: str
+    ref_seconds: float
+    adapt_per_10s: float
+    sim_plain: float
+    sim: float
+    margin: float
+    wer_plain: float
+    wer: float
+    rtf: float
+
+
+def run_clone_bench(root: Path, *, console: Console, speakers_limit: int | None = None) -> list[CloneRow]:
+    """Clone every speaker under ``root`` (the development-set layout) and score it with the judge."""
+    import numpy as np
+
+    from parla.audio.dsp import resample
+    from parla.evaluation import TEST_SENTENCES, Judge, Speaker, word_error_rate
+    from parla.services import Services
+    from parla.settings import Settings
+
+    speakers = Speaker.load_all(root)[:speakers_limit]
+    if not speakers:
+        raise SystemExit(f"no speakers (folders with ref.wav and judge.wav) under {root}")
+    judge = Judge()
+    judged = {s.name: judge.embed_file(s.judge) for s in speakers}
+    rows: list[CloneRow] = []
+    with tempfile.TemporaryDirectory(prefix="parla-bench-clone-") as data:
+        services = Services.build(Settings(data_dir=Path(data), database_url=None, _env_file=None))
+        try:
+            clone = services.engines.get("clone")
+            clone.load()
+
+            def speak(voice: str, model: str) -> tuple[list[Any], float, float]:
+                outputs, elapsed, seconds = [], 0.0, 0.0
+                for sentence in TEST_SENTENCES:
+                    plan = services.speech.prepare(text=sentence, voice=voice, model=model, fmt="wav", seed=1)
+                    start = time.perf_counter()
+                    audio = np.concatenate([c.samples for c in plan.synthesize()])
+                    elapsed += time.perf_counter() - start
+                    seconds += audio.size / plan.engine.capabilities.sample_rate
+                    outputs.append((sentence, audio, plan.engine.capabilities.sample_rate))
+                return outputs, elapsed, seconds
+
+            def score(outputs: list[Any], speaker: str) -> tuple[float, float, float]:
+                sims, margins, wers = [], [], []
+                for sentence, audio, rate in outputs:
+                    embedding = judge.embed(audio, rate)
+                    own = judge.similarity(embedding, judged[speaker])
+                    others = [judge.similarity(embedding, e) for name, e in judged.items() if name != speaker]
+                    sims.append(own)
+                    margins.append(own - max(others) if others else 0.0)
+                    heard = services.transcriber.transcribe(resample(audio, rate, 16_000), language="en").text
+                    wers.append(word_error_rate(sentence, heard))
+                return float(np.mean(sims)), float(np.mean(margins)), float(np.mean(wers))
+
+            plain, _, _ = speak("joe", "piper")
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("cloning", total=len(speakers))
+                for speaker in speakers:
+                    ref_audio, ref_rate = decode_audio(speaker.ref)
+                    start = time.perf_counter()
+                    voice = services.voices.create(VoiceCreate(name=speaker.name))
+                    services.voices.add_sample(voice.id, speaker.ref.read_bytes(), speaker.transcript)
+                    clone.prepare_voice(services.voices.resolve(voice.id))
+                    adapt = time.perf_counter() - start
+                    outputs, elapsed, seconds = speak(voice.id, "clone")
+                    sim, margin, wer = score(outputs, speaker.name)
+                    sim_plain, _, wer_plain = score(plain, speaker.name)
+                    ref_seconds = ref_audio.size / ref_rate
+                    rows.append(
+                        CloneRow(speaker.name, ref_seconds, adapt / ref_seconds * 10, sim_plain, sim, margin,
+                                 wer_plain, wer, elapsed / seconds)
+                    )  # fmt: skip
+                    bar.advance(task)
+        finally:
+            services.close()
+
+    table = Table(title=f"voice cloning on {root} (judge: resemblyzer; {len(TEST_SENTENCES)} sentences each)")
+    for col in ("speaker", "ref s", "adapt s / 10 s ref", "SIM plain", "SIM clone", "margin", "WER plain",
+                "WER clone", "RTF"):  # fmt: skip
+        table.add_column(col, justify="right")
+
+    def cells(r: CloneRow) -> list[str]:
+        return [f"{r.ref_seconds:.1f}", f"{r.adapt_per_10s:.2f}", f"{r.sim_plain:.3f}", f"{r.sim:.3f}",
+                f"{r.margin:+.3f}", f"{r.wer_plain:.3f}", f"{r.wer:.3f}", f"{r.rtf:.3f}"]  # fmt: skip
+
+    for row in rows:
+        table.add_row(row.speaker, *cells(row))
+    mean = CloneRow(
+        "mean",
+        *(float(np.mean([getattr(r, f) for r in rows])) for f in CloneRow.__dataclass_fields__ if f != "speaker"),
+    )
+    table.add_row("[bold]mean[/bold]", *cells(mean))
+    console.print(table)
+    return rows

@@ -133,5 +133,17 @@ def bench_speech(
     run_speech_bench(rounds=rounds, clients=clients, fmt=fmt, console=console, load_runs_count=load_runs)
 
 
+@bench_app.command("clone")
+def bench_clone(
+    directory: Annotated[Path, typer.Argument(help="Speakers: folders with ref.wav (+ ref.txt) and judge.wav.")],
+    limit: Annotated[int | None, typer.Option(help="Only the first N speakers.")] = None,
+) -> None:
+    """Clone each speaker and score it: similarity (resemblyzer), margin, WER, adaptation time, RTF."""
+    from parla.bench import run_clone_bench
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    run_clone_bench(directory, console=console, speakers_limit=limit)
+
+
 if __name__ == "__main__":
     app()

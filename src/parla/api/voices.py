@@ -6,7 +6,7 @@ import base64
 import binascii
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
@@ -96,6 +96,7 @@ def create_voice(body: VoiceCreate, services: ServicesDep) -> VoicePublic:
 @router.post("/clone", status_code=201, summary="Create a voice from one recording in one step")
 async def clone_voice(
     services: ServicesDep,
+    background: BackgroundTasks,
     name: Annotated[str, Form(min_length=1, max_length=100)],
     file: Annotated[UploadFile, File(description="A recording of the speaker (any format).")],
     transcript: Annotated[str | None, Form()] = None,
@@ -113,17 +114,22 @@ async def clone_voice(
             raise
         return {"voice": services.voices.get(voice.id).model_dump(mode="json"), "warnings": added.warnings}
 
-    return await run_in_threadpool(create)
+    created = await run_in_threadpool(create)
+    background.add_task(services.speech.warm_voice, created["voice"]["id"])
+    return created
 
 
 @router.post("/import", status_code=201, summary="Import a voice archive made by export")
 async def import_voice(
     services: ServicesDep,
+    background: BackgroundTasks,
     file: Annotated[UploadFile, File(description="A .parla-voice.zip archive.")],
     name: Annotated[str | None, Form(description="A new name, if the archive's is taken.")] = None,
 ) -> VoicePublic:
     data = await read_upload(file, services.settings.max_upload_bytes * 4)
-    return await run_in_threadpool(services.voices.import_, data, name=name)
+    imported = await run_in_threadpool(services.voices.import_, data, name=name)
+    background.add_task(services.speech.warm_voice, imported.id)
+    return imported
 
 
 @router.get("/{voice}", summary="One voice with its samples")
@@ -143,10 +149,12 @@ def delete_voice(voice: str, services: ServicesDep) -> Response:
 
 
 @router.post("/{voice}/samples", status_code=201, summary="Add a sample (multipart upload, base64 or URL)")
-async def add_sample(voice: str, request: Request, services: ServicesDep) -> SampleAdded:
+async def add_sample(voice: str, request: Request, services: ServicesDep, background: BackgroundTasks) -> SampleAdded:
     await run_in_threadpool(services.voices.get, voice)  # 404 before reading a large body
     data, transcript = await sample_from_request(request, services)
-    return await run_in_threadpool(services.voices.add_sample, voice, data, transcript)
+    added = await run_in_threadpool(services.voices.add_sample, voice, data, transcript)
+    background.add_task(services.speech.warm_voice, added.sample.voice_id)
+    return added
 
 
 @router.get("/{voice}/samples", summary="A voice's samples")
@@ -160,8 +168,12 @@ def sample_audio(voice: str, sample_id: str, services: ServicesDep) -> FileRespo
 
 
 @router.patch("/{voice}/samples/{sample_id}", summary="Correct a sample's transcript")
-def update_sample(voice: str, sample_id: str, body: TranscriptUpdate, services: ServicesDep) -> SamplePublic:
-    return services.voices.update_sample(voice, sample_id, body.transcript)
+def update_sample(
+    voice: str, sample_id: str, body: TranscriptUpdate, services: ServicesDep, background: BackgroundTasks
+) -> SamplePublic:
+    updated = services.voices.update_sample(voice, sample_id, body.transcript)
+    background.add_task(services.speech.warm_voice, updated.voice_id)
+    return updated
 
 
 @router.delete("/{voice}/samples/{sample_id}", status_code=204, summary="Delete a sample")

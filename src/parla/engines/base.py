@@ -219,6 +219,9 @@ class Engine(ABC):
                     resolved[key] = specs[key].coerce(value)
         return resolved
 
+    def prepare_voice(self, voice: VoiceRef) -> None:  # noqa: B027 - most engines condition per request
+        """Compute and cache whatever this engine derives from a voice's samples, ahead of use."""
+
     @abstractmethod
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
         """Speak ``request.text``, yielding audio as it is made. Blocking; called off the event loop."""

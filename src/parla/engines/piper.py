@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,34 @@ def seedable_model(model_path: Path) -> tuple[bytes, list[str]]:
     return model.SerializeToString(), noise_inputs
 
 
+class _LoadedModel:
+    """One Piper voice in memory: the ONNX session (with seedable noise) and its config."""
+
+    def __init__(self, model: Path, config: Path) -> None:
+        import onnxruntime
+        from piper import PiperConfig, PiperVoice
+
+        graph, self.noise_inputs = seedable_model(model)
+        session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        piper_config = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
+        self.voice = PiperVoice(session=session, config=piper_config)
+
+
+# Engines built on Piper (``piper``, ``clone``) share one session per model file instead of each
+# holding its own copy; it is freed when the last engine using it unloads.
+_SHARED: weakref.WeakValueDictionary[tuple[Path, Path], _LoadedModel] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def _load_shared(model: Path, config: Path) -> _LoadedModel:
+    with _SHARED_LOCK:
+        loaded = _SHARED.get((model, config))
+        if loaded is None:
+            loaded = _LoadedModel(model, config)
+            _SHARED[(model, config)] = loaded
+        return loaded
+
+
 class PiperEngine(Engine):
     name = "piper"
     description = "Piper neural TTS with the bundled en_US 'joe' voice (offline, CPU)."
@@ -121,8 +150,7 @@ class PiperEngine(Engine):
 
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)
-        self._voice: Any = None
-        self._noise_inputs: list[str] = []
+        self._model: _LoadedModel | None = None
 
     def model_files(self) -> tuple[Path, Path]:
         if self.settings.piper_model_path:
@@ -143,22 +171,20 @@ class PiperEngine(Engine):
         return None
 
     def _load(self) -> None:
-        import onnxruntime
-        from piper import PiperConfig, PiperVoice
-
-        model, config = self.model_files()
-        graph, self._noise_inputs = seedable_model(model)
-        session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
-        piper_config = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
-        self._voice = PiperVoice(session=session, config=piper_config)
+        self._model = _load_shared(*self.model_files())
 
     def _unload(self) -> None:
-        self._voice = None
+        self._model = None
+
+    @property
+    def _voice(self) -> Any:
+        assert self._model is not None, "load() first"
+        return self._model.voice
 
     @property
     def sample_rate(self) -> int:
         """The loaded voice's rate (a voice given by path may differ from the bundled 22.05 kHz)."""
-        return int(self._voice.config.sample_rate) if self._voice else self.capabilities.sample_rate
+        return int(self._model.voice.config.sample_rate) if self._model else self.capabilities.sample_rate
 
     def phoneme_ids(self, text: str) -> list[list[int]]:
         """Phoneme ids per sentence of ``text`` (espeak-ng through Piper)."""
@@ -177,7 +203,8 @@ class PiperEngine(Engine):
             "input_lengths": np.array([len(ids)], dtype=np.int64),
             "scales": np.array([noise_scale, length_scale, noise_w_scale], dtype=np.float32),
         }
-        for name in self._noise_inputs:
+        assert self._model is not None
+        for name in self._model.noise_inputs:
             feeds[name] = rng.standard_normal((1, NOISE_CHANNELS, NOISE_FRAMES), dtype=np.float32)
         audio = np.asarray(self._voice.session.run(None, feeds)[0], dtype=np.float32).reshape(-1)
         peak = float(np.max(np.abs(audio))) if audio.size else 0.0

@@ -104,7 +104,9 @@ class SpeechService:
         the default cloning engine when the voice is a cloned one, the default engine otherwise."""
         name = model or ""
         if not name or name in OPENAI_MODELS or name == "parla":
-            name = self.settings.default_clone_engine if voice.samples else self.settings.default_engine
+            # A cloned voice, or a built-in one that is an adaptation preset, needs the cloning engine.
+            adapted = voice.samples or voice.preset(self.settings.default_clone_engine)
+            name = self.settings.default_clone_engine if adapted else self.settings.default_engine
         try:
             engine = self.registry.get(name)
         except UnknownEngineError as exc:
@@ -174,6 +176,21 @@ class SpeechService:
             parameters=params,
             source=source,
         )
+
+    async def warm_voice(self, voice: str) -> None:
+        """Let the default cloning engine learn a voice's conditioning now, in the background,
+        so the first request in that voice does not wait for it."""
+        try:
+            engine = self.registry.get(self.settings.default_clone_engine)
+            ref = self.voices.resolve(voice)
+        except (UnknownEngineError, InvalidInputError):
+            return
+        if engine.unavailable_reason() or not ref.samples:
+            return
+        try:
+            await self.registry.runner(engine.name).call(lambda: engine.prepare_voice(ref))
+        except Exception as exc:  # the request that needs it will report the problem
+            log.warning("could not prepare voice %s: %s", voice, exc)
 
     async def audio(self, plan: SpeechPlan, progress: Progress | None = None) -> AsyncIterator[AudioChunk]:
         """Raw audio chunks as the engine makes them (no encoding, no record)."""

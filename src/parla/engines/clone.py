@@ -1,0 +1,197 @@
+"""``clone``: Parla's embedded voice cloning. The bundled Piper voice, adapted to a target speaker.
+
+A voice's samples and their transcripts teach an ``Adaptation`` (see ``conversion``): Piper reads
+each transcript, the two renditions are aligned, and the mapping from Piper's voice to the
+speaker's is learned. Synthesis is then Piper (at the speaker's pace) followed by that mapping,
+sentence by sentence, so it streams. Built-in voices use preset adaptations instead of learned
+ones; ``joe`` is Piper unchanged.
+
+The adaptation is the voice's cached conditioning: in memory and on disk under
+``<data_dir>/cache/clone/<voice key>-v<version>.npz``, keyed by a hash of the samples, so it is
+learned once per change of the samples, not per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parla.audio.decode import decode_audio
+from parla.engines.base import AudioChunk, Capabilities, Engine, SynthesisRequest, VoiceRef
+from parla.engines.piper import PiperEngine
+from parla.settings import Settings
+
+log = logging.getLogger(__name__)
+
+VERSION = "1"
+"""Bumped whenever the adaptation method changes, so stale cached adaptations are not reused."""
+MEMORY_CACHE = 32
+"""Adaptations kept in memory (a few kB to a few hundred kB each)."""
+
+
+PIPER_MEDIAN_F0 = 85.0
+"""Median pitch of the bundled voice in Hz (measured with Praat on a read paragraph)."""
+PRESET_KEYS = {"pitch", "pitch_range", "tilt", "breath", "pace"}
+
+
+def preset_adaptation(
+    *, pitch: float = 1.0, pitch_range: float = 1.0, tilt: float = 0.0, breath: float = 0.0, pace: float = 1.0
+) -> Any:
+    """An adaptation made from a description instead of a recording (the built-in voices).
+
+    pitch: median pitch as a multiple of Piper's; pitch_range: multiple of its range around the
+    median; tilt: spectral tilt (positive darker, negative brighter); breath: extra aperiodic
+    share in voiced sounds (0-0.6); pace: multiple of Piper's phoneme durations.
+    """
+    import pyworld
+
+    from parla.engines import conversion
+
+    cfg = conversion.Config()
+    dims = cfg.n_coded
+    bias = np.zeros(dims)
+    if dims > 1:
+        bias[1] = tilt
+    w = np.zeros((dims + 1, dims))
+    w[-1] = bias
+    log_median = np.log(PIPER_MEDIAN_F0)
+    return conversion.Adaptation(
+        length_scale=pace,
+        f0_a=float(np.log(pitch) + log_median - pitch_range * log_median),
+        f0_b=pitch_range,
+        w=w,
+        mu=np.zeros(dims),
+        gv=np.ones(dims),
+        d_uv=bias.copy(),
+        ap_diff=np.full(pyworld.get_num_aperiodicities(conversion.FS), breath),
+        cfg=cfg,
+    )
+
+
+class CloneEngine(Engine):
+    name = "clone"
+    description = "Voice cloning by adapting the bundled Piper voice to a few seconds of reference audio (CPU)."
+    capabilities = Capabilities(
+        sample_rate=22050,
+        languages=("en",),
+        streaming=True,
+        cloning=True,
+        instructions=True,
+        parameters=PiperEngine.capabilities.parameters,
+    )
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.piper = PiperEngine(settings)
+        self._memory: OrderedDict[str, Any] = OrderedDict()
+        self._memory_lock = threading.Lock()
+        self.stats = {"memory_hits": 0, "disk_hits": 0, "adaptations": 0}
+        """How conditioning was found, for tests and /health."""
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            from parla.engines import conversion  # noqa: F401
+        except ImportError as exc:
+            return f"{exc.name} is not installed (pip install pyworld praat-parselmouth)"
+        return self.piper.unavailable_reason()
+
+    def _load(self) -> None:
+        self.piper.load()
+
+    def _unload(self) -> None:
+        self.piper.unload()
+        with self._memory_lock:
+            self._memory.clear()
+
+    # -- conditioning -------------------------------------------------------------------------
+
+    def cache_path(self, key: str) -> Path:
+        return Path(self.settings.data_dir) / "cache" / self.name / f"{key}-v{VERSION}.npz"
+
+    def adaptation_for(self, voice: VoiceRef) -> Any:
+        """The voice's adaptation: preset for built-ins, learned (and cached) for library voices,
+        ``None`` for Piper's own voice."""
+        from parla.engines import conversion
+
+        if not voice.samples:
+            preset = voice.preset(self.name)
+            return preset_adaptation(**{k: v for k, v in preset.items() if k in PRESET_KEYS}) if preset else None
+        key = voice.key or voice.name
+        with self._memory_lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                self.stats["memory_hits"] += 1
+                return self._memory[key]
+        path = self.cache_path(key)
+        adaptation = None
+        if path.is_file():
+            try:
+                adaptation = conversion.Adaptation.from_bytes(path.read_bytes())
+                self.stats["disk_hits"] += 1
+            except (ValueError, KeyError, OSError) as exc:
+                log.warning("ignoring unreadable cached adaptation %s: %s", path, exc)
+        if adaptation is None:
+            adaptation = self.adapt(voice)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".part")
+            tmp.write_bytes(adaptation.to_bytes())
+            tmp.replace(path)
+        with self._memory_lock:
+            self._memory[key] = adaptation
+            while len(self._memory) > MEMORY_CACHE:
+                self._memory.popitem(last=False)
+        return adaptation
+
+    def adapt(self, voice: VoiceRef) -> Any:
+        """Learn the adaptation from the voice's samples (seconds of CPU per sample)."""
+        from parla.engines import conversion
+
+        self.load()
+        started = time.perf_counter()
+        samples = []
+        for path, transcript in voice.samples:
+            if not transcript:
+                continue  # nothing for Piper to say in parallel: this sample cannot teach the mapping
+            audio, rate = decode_audio(path)
+            samples.append((audio, rate, transcript))
+        if not samples:
+            raise ValueError(f"voice {voice.name!r} has no sample with a transcript to learn from")
+        adaptation = conversion.adapt(samples, self._render_plain, self.piper.sample_rate)
+        self.stats["adaptations"] += 1
+        log.info("adapted voice %s in %.1f s", voice.name, time.perf_counter() - started)
+        return adaptation
+
+    def prepare_voice(self, voice: VoiceRef) -> None:
+        """Compute and cache the conditioning now (after a sample changes), not at the first request."""
+        self.adaptation_for(voice)
+
+    def _render_plain(self, text: str) -> np.ndarray:
+        request = SynthesisRequest(
+            text=text, voice=VoiceRef("joe"), seed=0, parameters=self.piper.resolve_parameters({})
+        )
+        return np.concatenate([c.samples for c in self.piper.synthesize(request)])
+
+    # -- synthesis ----------------------------------------------------------------------------
+
+    def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        from parla.engines import conversion
+
+        self.load()
+        adaptation = self.adaptation_for(request.voice)
+        params: Mapping[str, Any] = request.parameters
+        if adaptation is not None:
+            params = {**params, "length_scale": params.get("length_scale", 1.0) * adaptation.length_scale}
+        inner = replace(request, parameters=params)
+        for chunk in self.piper.synthesize(inner):
+            if adaptation is None:
+                yield chunk
+            else:
+                yield AudioChunk(conversion.convert(chunk.samples, chunk.sample_rate, adaptation), chunk.sample_rate)

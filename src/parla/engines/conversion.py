@@ -1,0 +1,300 @@
+"""Voice cloning for Parla by *differential* conversion of the bundled Piper voice.
+
+Method
+------
+Adaptation (``adapt``) uses parallel data made from the transcript: Piper reads each reference
+transcript, both signals are analysed at 16 kHz with WORLD (Dio+StoneMask F0, CheapTrick
+envelope coded to ``n_coded`` mel-cepstrum-like coefficients), and dynamic time warping on the
+envelopes (channel-normalised) pairs each reference frame with Piper's frame for the same sound.
+From the pairs we learn
+
+* spectral envelope (formants, timbre, channel): a ridge regression of the *difference*
+  ``target - piper`` on Piper's envelope, fitted on frames that are confidently voiced in both.
+  Regularising towards zero shrinks the map towards a constant offset (= long-term spectrum
+  match), so little data gives a safe, generic correction and more data (more samples) a more
+  speaker-specific one.  The mapped features' per-dimension variance is restored towards the
+  target's (global variance), since regression averages and muffles.  Unvoiced speech frames get
+  the mean unvoiced difference (fricative/noise colour).
+* pitch: log-F0 level and range (mean, std over voiced frames) -> a log-linear transform.
+* breathiness: mean per-band aperiodicity difference (D4C, voiced frames) -> noise mixing.
+* energy: dynamics come from the c0 term of the map; the mean level change is removed so the
+  server's loudness stays Piper's.
+* speaking rate: ratio of speaking times without pauses (reference / Piper) -> Piper ``length_scale``.
+
+Conversion (``convert``) keeps Piper's own waveform instead of resynthesising it with WORLD
+(WORLD resynthesis costs intelligibility): pitch is moved with PSOLA (Praat via parselmouth),
+then the waveform is filtered in the STFT domain by the per-frame spectral *difference* between
+the mapped and the original envelope (the same thing an MLSA filter does in differential
+conversion, but with numpy FFTs), with aperiodicity-driven noise mixed into voiced frames.  Every
+parameter is fixed at adaptation time, so sentence-sized pieces convert independently and the
+voice stays consistent across them.
+
+Needs numpy, scipy, pyworld, praat-parselmouth.  No speaker-embedding model, no torch.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from math import gcd
+
+import numpy as np
+from scipy.signal import istft, resample_poly, stft
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import pyworld as pw
+
+import parselmouth
+from parselmouth.praat import call
+
+FS = 16000  # analysis rate
+FFT = 1024  # CheapTrick FFT size at 16 kHz
+PIPER_F0 = (60.0, 350.0)  # Piper's joe: ~85-130 Hz with a weak fundamental (Dio doubles it)
+TARGET_F0 = (60.0, 500.0)
+
+
+@dataclass
+class Config:
+    frame_ms: float = 10.0
+    n_coded: int = 30
+    lam: float = 30.0  # ridge strength (sum-of-squares objective: more data -> relatively less)
+    gv_power: float = 1.0  # 0: no variance restoration, 1: full
+    max_boost_db: float = 20.0
+    max_cut_db: float = 40.0
+    breath: float = 1.0  # scale of aperiodicity-driven noise mixing (0 = off)
+    pitch_range: float = 1.0  # 0: keep Piper's range, 1: match the target's
+    rate: bool = True  # adapt speaking rate
+
+
+@dataclass
+class Adaptation:
+    length_scale: float
+    f0_a: float  # log f0' = f0_a + f0_b * log f0
+    f0_b: float
+    w: np.ndarray  # (D+1, D) voiced difference map on [x, 1]
+    mu: np.ndarray  # (D,) mean of mapped training outputs
+    gv: np.ndarray  # (D,) variance restoration scale
+    d_uv: np.ndarray  # (D,) mean unvoiced difference
+    ap_diff: np.ndarray  # (B,) extra aperiodic power share per D4C band (3, 6 ... kHz)
+    cfg: Config = field(default_factory=Config)
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self) if f.name != "cfg"}
+        arrays.update({"cfg_" + k: np.asarray(v) for k, v in asdict(self.cfg).items()})
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Adaptation:
+        z = np.load(io.BytesIO(data))
+        cfg = Config(**{f.name: type(getattr(Config, f.name))(z["cfg_" + f.name]) for f in fields(Config)})
+        kw = {f.name: z[f.name] for f in fields(cls) if f.name != "cfg"}
+        for k in ("length_scale", "f0_a", "f0_b"):
+            kw[k] = float(kw[k])
+        return cls(cfg=cfg, **kw)
+
+
+def _resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
+    if rate == to:
+        return np.asarray(x, dtype=np.float64)
+    g = gcd(rate, to)
+    return resample_poly(np.asarray(x, dtype=np.float64), to // g, rate // g)
+
+
+@dataclass
+class _Feats:
+    f0: np.ndarray
+    coded: np.ndarray
+    ap: np.ndarray | None
+    active: np.ndarray
+    voiced: np.ndarray
+
+
+def _analyse(x16: np.ndarray, cfg: Config, f0_range: tuple[float, float], with_ap: bool) -> _Feats:
+    x = np.ascontiguousarray(x16, dtype=np.float64)
+    # F0 from Praat (the same tracker the PSOLA step uses; Dio makes octave errors on Piper)
+    t = np.arange(int(len(x) / FS * 1000 / cfg.frame_ms) + 1) * cfg.frame_ms / 1000
+    pitch = parselmouth.Sound(x, sampling_frequency=FS).to_pitch(cfg.frame_ms / 1000, *f0_range)
+    pf = pitch.selected_array["frequency"]
+    idx = np.clip(np.round((t - pitch.xs()[0]) / pitch.time_step).astype(int), 0, len(pf) - 1)
+    f0 = np.ascontiguousarray(pf[idx], dtype=np.float64)
+    sp = pw.cheaptrick(x, f0, t, FS, fft_size=FFT)
+    sp = np.maximum(sp, np.percentile(sp.max(axis=1), 95) * 1e-8)  # 80 dB floor (empty bands)
+    coded = pw.code_spectral_envelope(sp, FS, cfg.n_coded)
+    ap = pw.code_aperiodicity(pw.d4c(x, f0, t, FS, fft_size=FFT), FS) if with_ap else None
+    e = np.log(sp.sum(axis=1))
+    active = e > np.percentile(e, 98) - np.log(10**3.5)  # within 35 dB of the loud frames
+    voiced = (f0 > 0) & active
+    # confidently voiced: drop the frames next to voicing boundaries
+    v = voiced.copy()
+    v[1:] &= voiced[:-1]
+    v[:-1] &= voiced[1:]
+    return _Feats(f0, coded, ap, active, v)
+
+
+def _speech_frames(active: np.ndarray, cfg: Config) -> int:
+    """Speaking time: active frames plus gaps shorter than 200 ms (closures), pauses excluded."""
+    idx = np.flatnonzero(active)
+    if len(idx) == 0:
+        return 0
+    gaps = np.diff(idx) - 1
+    return int(len(idx) + gaps[gaps < 200 / cfg.frame_ms].sum())
+
+
+def _dtw(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Plain DTW (steps (1,1),(1,0),(0,1)), row-vectorised; returns index pairs."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    cost = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)).astype(np.float64)
+    n, m = cost.shape
+    acc = np.empty((n, m))
+    prev = np.full(m, np.inf)
+    for i in range(n):
+        c = cost[i]
+        base = c.copy()
+        if i == 0:
+            base[0] = c[0]
+            base[1:] = np.inf
+        else:
+            best = prev.copy()
+            best[1:] = np.minimum(best[1:], prev[:-1])
+            base = c + best
+        s = np.cumsum(c)  # horizontal moves: acc[j] = min_k base[k] + s[j] - s[k]
+        acc[i] = np.minimum.accumulate(base - s) + s
+        prev = acc[i]
+    i, j = n - 1, m - 1
+    path = [(i, j)]
+    while i > 0 or j > 0:
+        if i == 0:
+            j -= 1
+        elif j == 0:
+            i -= 1
+        else:
+            k = int(np.argmin((acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])))
+            i, j = (i - 1, j - 1) if k == 0 else (i - 1, j) if k == 1 else (i, j - 1)
+        path.append((i, j))
+    p = np.array(path[::-1])
+    return p[:, 0], p[:, 1]
+
+
+def adapt(
+    samples: list[tuple[np.ndarray, int, str]],
+    render: Callable[[str], np.ndarray],
+    piper_rate: int = 22050,
+    cfg: Config | None = None,
+) -> Adaptation:
+    """samples: (float32 mono audio, its rate, transcript); render(text) -> Piper audio at piper_rate."""
+    cfg = cfg or Config()
+    xs, ys, uvx, uvy, apx, apy = [], [], [], [], [], []
+    lf_src, lf_tgt = [], []
+    act_src = act_tgt = 0
+    for audio, rate, text in samples:
+        tgt = _analyse(_resample(audio, rate, FS), cfg, TARGET_F0, cfg.breath > 0)
+        render_audio = render(text)
+        src = _analyse(_resample(render_audio, piper_rate, FS), cfg, PIPER_F0, cfg.breath > 0)
+        act_src += _speech_frames(src.active, cfg)
+        act_tgt += _speech_frames(tgt.active, cfg)
+        lf_src.append(np.log(src.f0[src.voiced]))
+        lf_tgt.append(np.log(tgt.f0[tgt.voiced]))
+        i, j = _dtw(src.coded[:, 1:], tgt.coded[:, 1:])
+        v = src.voiced[i] & tgt.voiced[j]
+        xs.append(src.coded[i[v]])
+        ys.append(tgt.coded[j[v]])
+        u = src.active[i] & tgt.active[j] & (src.f0[i] == 0) & (tgt.f0[j] == 0)
+        uvx.append(src.coded[i[u]])
+        uvy.append(tgt.coded[j[u]])
+        if cfg.breath > 0:
+            apx.append(src.ap[i[v]])
+            apy.append(tgt.ap[j[v]])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    d = x.shape[1]
+    mx = x.mean(0)
+    xc = x - mx
+    a_ = np.linalg.solve(xc.T @ xc + cfg.lam * np.eye(d), xc.T @ (y - x - (y - x).mean(0)))
+    w = np.vstack([a_, (y - x).mean(0) - mx @ a_])  # d = [x, 1] @ w
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    yhat = x + xb @ w
+    mu = yhat.mean(0)
+    gv = np.clip(y.std(0) / np.maximum(yhat.std(0), 1e-6), 1.0, 3.0) ** cfg.gv_power
+    yhat = mu + (yhat - mu) * gv
+    w[-1, 0] -= (yhat[:, 0] - x[:, 0]).mean()  # keep Piper's mean level
+    mu[0] -= (yhat[:, 0] - x[:, 0]).mean()
+    ux, uy = np.concatenate(uvx), np.concatenate(uvy)
+    d_uv = (uy - ux).mean(0) if len(ux) > 20 else (yhat - x).mean(0)
+    d_uv[0] = 0.0
+    ls, lt = np.concatenate(lf_src), np.concatenate(lf_tgt)
+
+    def spread(v: np.ndarray) -> float:  # robust std (tracker octave errors)
+        return float(np.diff(np.percentile(v, [16, 84]))[0] / 2)
+
+    b = float(np.clip(spread(lt) / spread(ls), 0.5, 2.0)) ** cfg.pitch_range
+    a = float(np.median(lt) - b * np.median(ls))
+    rate_ratio = float(np.clip(act_tgt / max(act_src, 1), 0.75, 1.35)) if cfg.rate else 1.0
+    # extra noise power share wanted per band (D4C codes aperiodicity in dB)
+    ap_diff = (
+        (10 ** (np.concatenate(apy) / 10)).mean(0) - (10 ** (np.concatenate(apx) / 10)).mean(0) if apx else np.zeros(1)
+    )
+    return Adaptation(rate_ratio, a, b, w, mu, gv, d_uv, ap_diff, cfg)
+
+
+def _shift_pitch(y: np.ndarray, rate: int, ad: Adaptation) -> np.ndarray:
+    snd = parselmouth.Sound(np.asarray(y, dtype=np.float64), sampling_frequency=rate)
+    manip = call(snd, "To Manipulation", 0.01, PIPER_F0[0], PIPER_F0[1])
+    tier = call(manip, "Extract pitch tier")
+    call(tier, "Formula", f"exp({ad.f0_a!r} + {ad.f0_b!r} * ln(self))")
+    call([tier, manip], "Replace pitch tier")
+    out = call(manip, "Get resynthesis (overlap-add)").values[0]
+    return out[: len(y)] if len(out) >= len(y) else np.pad(out, (0, len(y) - len(out)))
+
+
+def convert(audio: np.ndarray, rate: int, adaptation: Adaptation) -> np.ndarray:
+    """Piper audio (rendered with adaptation.length_scale) -> converted float32 audio, same rate."""
+    ad, cfg = adaptation, adaptation.cfg
+    audio = np.asarray(audio, dtype=np.float64)
+    if len(audio) < rate // 20:
+        return audio.astype(np.float32)
+    f = _analyse(_resample(audio, rate, FS), cfg, PIPER_F0, cfg.breath > 0 and np.any(ad.ap_diff > 0))
+    x = f.coded
+    y = x + np.hstack([x, np.ones((len(x), 1))]) @ ad.w
+    y = ad.mu + (y - ad.mu) * ad.gv
+    voiced = f.f0 > 0
+    y = np.where(voiced[:, None], y, x + ad.d_uv)
+    dlog = 0.5 * (
+        np.log(pw.decode_spectral_envelope(np.ascontiguousarray(y), FS, FFT))
+        - np.log(pw.decode_spectral_envelope(np.ascontiguousarray(x), FS, FFT))
+    )
+    k = np.array([0.25, 0.5, 0.25])  # light temporal smoothing of the filter
+    dlog = np.apply_along_axis(lambda r: np.convolve(np.pad(r, 1, mode="edge"), k, "valid"), 0, dlog)
+    dlog = np.clip(dlog, -cfg.max_cut_db / 8.686, cfg.max_boost_db / 8.686)
+
+    shifted = _shift_pitch(audio, rate, ad)
+    nfft, hop = 1024, 256
+    fr, tt, spec = stft(shifted, fs=rate, nperseg=nfft, noverlap=nfft - hop, boundary="even")
+    # map analysis frames/bins onto the STFT grid (above 8 kHz hold the 8 kHz value)
+    fi = np.clip(tt / (cfg.frame_ms / 1000.0), 0, len(dlog) - 1)
+    i0 = np.floor(fi).astype(int)
+    i1 = np.minimum(i0 + 1, len(dlog) - 1)
+    g = (fi - i0)[:, None]
+    dt = dlog[i0] * (1 - g) + dlog[i1] * g  # (T, FFT/2+1)
+    bins = np.clip(fr / (FS / 2) * (FFT // 2), 0, FFT // 2)
+    gain = np.exp(np.stack([np.interp(bins, np.arange(FFT // 2 + 1), r) for r in dt], axis=1))
+    spec = spec * gain
+    if cfg.breath > 0 and np.any(ad.ap_diff > 0):
+        # bands of D4C coding are centred at 3, 6, 9 ... kHz; more aperiodicity -> mix in noise
+        centres = np.concatenate([[0.0], 3000.0 * (np.arange(len(ad.ap_diff)) + 1)])
+        mix = np.interp(fr, centres, np.concatenate([[0.0], np.clip(ad.ap_diff, 0, 0.6)])) * cfg.breath
+        vt = np.interp(tt, np.arange(len(voiced)) * cfg.frame_ms / 1000.0, voiced.astype(float))
+        m = mix[:, None] * vt[None, :]
+        rng = np.random.default_rng(0)
+        phase = np.exp(2j * np.pi * rng.random(spec.shape))
+        spec = spec * np.sqrt(1 - m) + np.abs(spec) * np.sqrt(m) * phase
+    _, out = istft(spec, fs=rate, nperseg=nfft, noverlap=nfft - hop, boundary=True)
+    out = out[: len(audio)]
+    peak = np.max(np.abs(out)) if len(out) else 0.0
+    if peak > 0.99:
+        out *= 0.99 / peak
+    return out.astype(np.float32)
