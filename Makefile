@@ -29,7 +29,14 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed-test
+# The development set of voices (../shared/eval) that the cloning tests measure against.
+DEV_VOICES ?= .cache/dev-voices
+export PARLA_DEV_VOICES := $(abspath $(DEV_VOICES))
+
+$(DEV_VOICES)/asterisk_allison/judge.wav:
+	bash ../shared/eval/dev-voices.sh $(DEV_VOICES)
+
+pytest: $(VENV)/.installed-test $(DEV_VOICES)/asterisk_allison/judge.wav
 	$(BIN)/pytest
 
 test: lint typecheck pytest

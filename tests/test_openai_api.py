@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -152,7 +153,7 @@ def test_built_in_voices_are_distinct_voices(client: httpx.Client) -> None:
         return float(np.median(f0[f0 > 0]))
 
     pitches = sorted(median_pitch(v) for v in ("joe", "alloy", "echo", "fable", "nova", "onyx", "shimmer"))
-    assert all(b / a > 1.05 for a, b in zip(pitches, pitches[1:], strict=False)), pitches
+    assert all(b / a > 1.05 for a, b in itertools.pairwise(pitches)), pitches
     assert pitches[-1] > 2 * pitches[0]  # from deep (onyx) to high (shimmer)
 
 

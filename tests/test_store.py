@@ -38,7 +38,7 @@ def db(database_url: str) -> Iterator[Database]:
 
 
 def _speech(db: Database, tmp_path: Path, services: Services) -> SpeechService:
-    settings = Settings(data_dir=tmp_path, _env_file=None)
+    settings = Settings(data_dir=tmp_path, default_voice="joe", _env_file=None)
     engines = EngineRegistry([services.engines.get("piper"), Failing(settings)])
     blobs = LocalBlobStore(tmp_path)
     voices = VoiceLibrary(settings=settings, db=db, blobs=blobs, transcriber=services.transcriber)
@@ -57,7 +57,13 @@ def test_migrations_create_the_schema_and_are_idempotent(db: Database) -> None:
 async def test_every_synthesis_is_recorded(db: Database, tmp_path: Path, services: Services) -> None:
     speech = _speech(db, tmp_path, services)
     plan = speech.prepare(
-        text="Recorded for history.", voice="nova", fmt="wav", speed=1.25, seed=99, parameters={"noise_scale": 0.3}
+        text="Recorded for history.",
+        voice="nova",
+        model="piper",
+        fmt="wav",
+        speed=1.25,
+        seed=99,
+        parameters={"noise_scale": 0.3},
     )
     audio = await speech.render(plan)
     with db.session() as session:

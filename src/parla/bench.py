@@ -291,8 +291,11 @@ class CloneRow:
     rtf: float
 
 
-def run_clone_bench(root: Path, *, console: Console, speakers_limit: int | None = None) -> list[CloneRow]:
-    """Clone every speaker under ``root`` (the development-set layout) and score it with the judge."""
+def run_clone_bench(
+    root: Path, *, console: Console, speakers_limit: int | None = None, only: list[str] | None = None
+) -> list[CloneRow]:
+    """Clone the speakers under ``root`` (the development-set layout) and score them with the judge.
+    Margins are against every speaker's judge clip, also when only some speakers are cloned."""
     import numpy as np
 
     from parla.audio.dsp import resample
@@ -300,11 +303,12 @@ def run_clone_bench(root: Path, *, console: Console, speakers_limit: int | None 
     from parla.services import Services
     from parla.settings import Settings
 
-    speakers = Speaker.load_all(root)[:speakers_limit]
+    everyone = Speaker.load_all(root)
+    speakers = [s for s in everyone if only is None or s.name in only][:speakers_limit]
     if not speakers:
         raise SystemExit(f"no speakers (folders with ref.wav and judge.wav) under {root}")
     judge = Judge()
-    judged = {s.name: judge.embed_file(s.judge) for s in speakers}
+    judged = {s.name: judge.embed_file(s.judge) for s in everyone}
     rows: list[CloneRow] = []
     with tempfile.TemporaryDirectory(prefix="parla-bench-clone-") as data:
         services = Services.build(Settings(data_dir=Path(data), database_url=None, _env_file=None))

@@ -85,7 +85,7 @@ class Adaptation:
         buf = io.BytesIO()
         arrays = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self) if f.name != "cfg"}
         arrays.update({"cfg_" + k: np.asarray(v) for k, v in asdict(self.cfg).items()})
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
     @classmethod
@@ -102,7 +102,7 @@ def _resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
     if rate == to:
         return np.asarray(x, dtype=np.float64)
     g = gcd(rate, to)
-    return resample_poly(np.asarray(x, dtype=np.float64), to // g, rate // g)
+    return np.asarray(resample_poly(np.asarray(x, dtype=np.float64), to // g, rate // g))
 
 
 @dataclass
@@ -207,7 +207,7 @@ def adapt(
         u = src.active[i] & tgt.active[j] & (src.f0[i] == 0) & (tgt.f0[j] == 0)
         uvx.append(src.coded[i[u]])
         uvy.append(tgt.coded[j[u]])
-        if cfg.breath > 0:
+        if src.ap is not None and tgt.ap is not None:
             apx.append(src.ap[i[v]])
             apy.append(tgt.ap[j[v]])
     x, y = np.concatenate(xs), np.concatenate(ys)
@@ -257,7 +257,7 @@ def convert(audio: np.ndarray, rate: int, adaptation: Adaptation) -> np.ndarray:
     audio = np.asarray(audio, dtype=np.float64)
     if len(audio) < rate // 20:
         return audio.astype(np.float32)
-    f = _analyse(_resample(audio, rate, FS), cfg, PIPER_F0, cfg.breath > 0 and np.any(ad.ap_diff > 0))
+    f = _analyse(_resample(audio, rate, FS), cfg, PIPER_F0, bool(cfg.breath > 0 and np.any(ad.ap_diff > 0)))
     x = f.coded
     y = x + np.hstack([x, np.ones((len(x), 1))]) @ ad.w
     y = ad.mu + (y - ad.mu) * ad.gv
@@ -297,4 +297,4 @@ def convert(audio: np.ndarray, rate: int, adaptation: Adaptation) -> np.ndarray:
     peak = np.max(np.abs(out)) if len(out) else 0.0
     if peak > 0.99:
         out *= 0.99 / peak
-    return out.astype(np.float32)
+    return np.asarray(out, dtype=np.float32)
