@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parla import __version__
-from parla.api import errors, health, openai, transcription, voices
+from parla.api import errors, health, history, jobs, openai, transcription, voices
 from parla.services import Services
+from parla.services.queue import InProcessConsumer
 from parla.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,25 @@ def _report_preload(future: asyncio.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
         # Not fatal: the engine reports itself unavailable in /health and requests get a 503.
         log.warning("could not preload the default engine: %s", future.exception())
+
+
+async def _keep_retention(services: Services) -> None:
+    """Delete generations older than the runtime config's ``output_retention_hours`` (none when it
+    is 0) now and every ``cleanup_interval_s``, until cancelled at shutdown. Now too, because a
+    server that was down for a while has a backlog."""
+    while True:
+        try:
+            result = await asyncio.to_thread(services.history.apply_retention)
+            if result.deleted_generations or result.deleted_files:
+                log.info(
+                    "retention: deleted %d generations and %d files (%d bytes)",
+                    result.deleted_generations,
+                    result.deleted_files,
+                    result.freed_bytes,
+                )
+        except Exception:  # a failed round (the database away) must not end the loop: the next retries
+            log.exception("the retention clean-up failed")
+        await asyncio.sleep(services.settings.cleanup_interval_s)
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -37,9 +57,23 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         runner = app.state.services.engines.runner(settings.default_engine)
         preload = asyncio.ensure_future(runner.call(app.state.services.engines.get(settings.default_engine).load))
         preload.add_done_callback(_report_preload)
+        retention = asyncio.create_task(_keep_retention(app.state.services))
+        in_process = settings.in_process_worker
+        consumer = (
+            InProcessConsumer(app.state.services.queue)
+            if (in_process is None and not settings.redis_url) or in_process
+            else None
+        )
+        if consumer:
+            consumer.start()
         try:
             yield
         finally:
+            if consumer:
+                await asyncio.to_thread(consumer.stop)
+            retention.cancel()
+            with suppress(asyncio.CancelledError):
+                await retention
             if owned:
                 app.state.services.close()
 
@@ -61,4 +95,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(openai.router)
     app.include_router(transcription.router)
     app.include_router(voices.router)
+    app.include_router(jobs.router)
+    app.include_router(history.router)
+    app.include_router(history.dia)
     return app

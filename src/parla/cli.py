@@ -38,6 +38,19 @@ def serve(
 
 
 @app.command()
+def worker() -> None:
+    """Consume the job queue (set PARLA_REDIS_URL to share one queue between machines)."""
+    from parla.services import Services
+    from parla.services.queue import run_worker
+
+    services = Services.build(Settings())
+    try:
+        run_worker(services.queue)
+    finally:
+        services.close()
+
+
+@app.command()
 def say(
     text: Annotated[str, typer.Argument(help="Text to speak; '-' reads standard input.")],
     voice: Annotated[str | None, typer.Option(help="Voice name or id.")] = None,

@@ -45,9 +45,26 @@ class Settings(BaseSettings):
     piper_model_path: Path | None = None
     """A Piper ``.onnx`` voice to use instead of the bundled one (its ``.onnx.json`` beside it)."""
     save_outputs: bool = True
-    """Keep the audio of every generation under ``<data_dir>/generations``."""
+    """Keep the audio of every generation under ``<data_dir>/generations`` (the default of the
+    runtime config's ``save_outputs``, which ``PUT /config`` changes while the server runs)."""
+    cleanup_interval_s: float = Field(default=3600.0, ge=1)
+    """How often the server deletes generations older than the runtime config's
+    ``output_retention_hours`` (when that is above 0)."""
     whisper_model_path: Path | None = None
     """A CTranslate2 Whisper model directory; empty means the bundled tiny.en."""
+    redis_url: str | None = None
+    """Redis for the job queue (``redis://host:6379/0``). Empty: a SQLite queue under the data dir."""
+    queue_name: str = "parla"
+    """Name of the queue; servers and workers that share one use the same name."""
+    in_process_worker: bool | None = None
+    """Run a queue consumer inside the server. Default: yes with the SQLite queue, no with Redis
+    (then ``parla worker`` processes consume, on any machine)."""
+    job_lease_s: float = Field(default=15.0, gt=0)
+    """A running job whose worker has not reported for this long is considered lost."""
+    job_max_attempts: int = Field(default=2, ge=1)
+    """Runs a job gets before a lost worker makes it fail instead of retrying it."""
+    job_ttl_hours: float = Field(default=24.0, gt=0)
+    """Finished jobs are forgotten, and pending ones expire, after this many hours."""
     url_fetch_timeout_s: float = Field(default=20.0, gt=0)
     """How long fetching a sample by URL may take."""
     url_fetch_allow_private: bool = False

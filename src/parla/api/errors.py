@@ -18,6 +18,8 @@ from parla.errors import ParlaError
 log = logging.getLogger(__name__)
 
 _TYPES = {
+    409: "conflict_error",
+    503: "service_unavailable",
     400: "invalid_request_error",
     404: "not_found_error",
     413: "invalid_request_error",

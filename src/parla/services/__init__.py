@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parla.engines.registry import EngineRegistry
+from parla.services.history import HistoryService
+from parla.services.jobs import JobService
+from parla.services.queue import JobQueue
+from parla.services.runtime_config import ConfigService
 from parla.services.speech import SpeechService
 from parla.services.transcription import Transcriber
 from parla.services.voices import VoiceLibrary
@@ -22,6 +26,10 @@ class Services:
     voices: VoiceLibrary
     transcriber: Transcriber
     speech: SpeechService
+    config: ConfigService
+    history: HistoryService
+    jobs: JobService
+    queue: JobQueue
 
     @classmethod
     def build(cls, settings: Settings, *, engines: EngineRegistry | None = None) -> Services:
@@ -33,7 +41,18 @@ class Services:
         engines = engines or EngineRegistry.from_entry_points(settings)
         transcriber = Transcriber(settings)
         voices = VoiceLibrary(settings=settings, db=db, blobs=blobs, transcriber=transcriber)
-        speech = SpeechService(settings=settings, registry=engines, voices=voices, db=db, blobs=blobs)
+        config = ConfigService(settings=settings, db=db)
+        config.apply()  # the log level stored by a PUT /config before this start
+        speech = SpeechService(
+            settings=settings,
+            registry=engines,
+            voices=voices,
+            db=db,
+            blobs=blobs,
+            save_outputs=lambda: config.get().save_outputs,
+        )
+        jobs = JobService(settings=settings, db=db, speech=speech)
+        queue = JobQueue(settings, jobs)
         return cls(
             settings=settings,
             db=db,
@@ -42,6 +61,10 @@ class Services:
             voices=voices,
             transcriber=transcriber,
             speech=speech,
+            config=config,
+            history=HistoryService(db=db, blobs=blobs, config=config),
+            jobs=jobs,
+            queue=queue,
         )
 
     def close(self) -> None:

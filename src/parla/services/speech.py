@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from parla.audio.encode import FORMATS, finalize_wav, open_encoder, output_sample_rate
+from parla.audio.encode import FORMATS, StreamEncoder, finalize_wav, open_encoder, output_sample_rate
 from parla.engines.base import AudioChunk, Engine, SynthesisRequest, VoiceRef
 from parla.engines.registry import EngineRegistry, UnknownEngineError
 from parla.engines.runner import EngineRunner
@@ -83,6 +83,66 @@ class SpeechPlan:
                 progress(done, len(requests))
 
 
+class _Output:
+    """Where one generation's audio goes: encoded for the client, written to its file as it
+    comes, and the file kept only once everything succeeded (``abort`` removes all traces)."""
+
+    def __init__(self, plan: SpeechPlan, blobs: LocalBlobStore | None) -> None:
+        self.format = plan.format
+        self.key = f"generations/{plan.id}.{plan.format}"
+        self.writer = blobs.writer(self.key) if blobs else None
+        self.started = time.perf_counter()
+        self.first_audio: float | None = None
+        self.elapsed = 0.0
+        self.encoder: StreamEncoder | None = None
+        self.rate = 0
+        self.samples = 0
+        self.committed: Path | None = None
+        self.engine = plan.engine.name
+
+    @property
+    def duration(self) -> float:
+        return self.samples / self.rate if self.rate else 0.0
+
+    @property
+    def output_rate(self) -> int:
+        return output_sample_rate(self.format, self.rate)
+
+    def _emit(self, data: bytes) -> bytes:
+        if data:
+            if self.first_audio is None:
+                self.first_audio = time.perf_counter() - self.started
+            if self.writer:
+                self.writer.write(data)
+        return data
+
+    def feed(self, chunk: AudioChunk) -> bytes:
+        if self.encoder is None:
+            self.encoder, self.rate = open_encoder(self.format, chunk.sample_rate), chunk.sample_rate
+        self.samples += chunk.samples.size
+        return self._emit(self.encoder.encode(chunk.samples))
+
+    def close(self) -> bytes:
+        """The last bytes; the file is kept (WAV sizes filled in)."""
+        if self.encoder is None:
+            raise RuntimeError(f"engine {self.engine!r} produced no audio")
+        tail = self._emit(self.encoder.close())
+        if self.first_audio is None:
+            self.first_audio = time.perf_counter() - self.started
+        if self.writer:
+            self.committed = self.writer.commit()
+            if self.format == "wav":
+                finalize_wav(str(self.committed))
+        self.elapsed = time.perf_counter() - self.started
+        return tail
+
+    def abort(self) -> None:
+        if self.writer:
+            self.writer.abort()
+        if self.committed is not None:  # the row failed: the file must not outlive its record
+            self.committed.unlink(missing_ok=True)
+
+
 class SpeechService:
     def __init__(
         self,
@@ -92,12 +152,16 @@ class SpeechService:
         voices: VoiceLibrary,
         db: Database,
         blobs: LocalBlobStore,
+        save_outputs: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.voices = voices
         self.db = db
         self.blobs = blobs
+        # Asked once per generation (it may read the database): the runtime config can turn
+        # saving off and on while the server runs. Without it, the setting decides.
+        self.save_outputs = save_outputs or (lambda: self.settings.save_outputs)
 
     def engine_for(self, model: str | None, voice: VoiceRef) -> Engine:
         """The engine a request names, or for ``tts-1`` and friends (or nothing) the default one:
@@ -199,61 +263,36 @@ class SpeechService:
 
     async def encoded(self, plan: SpeechPlan, progress: Progress | None = None) -> AsyncIterator[bytes]:
         """Encoded bytes as they are ready; on completion the file is kept and the generation recorded."""
-        started = time.perf_counter()
-        first_audio: float | None = None
-        writer = self.blobs.writer(f"generations/{plan.id}.{plan.format}") if self.settings.save_outputs else None
-        encoder = None
-        committed: Path | None = None
-        rate = 0
-        n_samples = 0
+        out = _Output(plan, self.blobs if await asyncio.to_thread(self.save_outputs) else None)
         try:
             async for chunk in self.audio(plan, progress):
-                if encoder is None:
-                    encoder, rate = open_encoder(plan.format, chunk.sample_rate), chunk.sample_rate
-                data = encoder.encode(chunk.samples)
-                n_samples += chunk.samples.size
+                data = out.feed(chunk)
                 if data:
-                    if first_audio is None:
-                        first_audio = time.perf_counter() - started
-                    if writer:
-                        writer.write(data)
                     yield data
-            if encoder is None:
-                raise RuntimeError(f"engine {plan.engine.name!r} produced no audio")
-            tail = encoder.close()
-            if writer:
-                writer.write(tail)
-            if first_audio is None:
-                first_audio = time.perf_counter() - started
-            yield tail
-            if writer:
-                committed = writer.commit()
-                if plan.format == "wav":
-                    finalize_wav(str(committed))
-            elapsed = time.perf_counter() - started
-            await asyncio.to_thread(
-                self._record,
-                plan,
-                output_sample_rate(plan.format, rate),
-                n_samples / rate,
-                elapsed,
-                first_audio,
-                committed is not None,
-            )
+            yield out.close()
+            await asyncio.to_thread(self._record, plan, out)
         except BaseException:
-            if writer:
-                writer.abort()
-            if committed is not None:  # the row failed: the file must not outlive its record
-                committed.unlink(missing_ok=True)
+            out.abort()
             raise
 
     async def render(self, plan: SpeechPlan, progress: Progress | None = None) -> bytes:
         """The whole encoded file at once (CLI, tests, non-streaming callers)."""
         return b"".join([part async for part in self.encoded(plan, progress)])
 
-    def _record(
-        self, plan: SpeechPlan, rate: int, duration: float, elapsed: float, first_audio: float, saved: bool
-    ) -> None:
+    def render_blocking(self, plan: SpeechPlan, progress: Progress | None = None) -> bytes:
+        """Synthesise, encode, keep and record on the calling thread (background jobs run this on
+        the engine's thread through ``plan.runner.call_sync``)."""
+        out = _Output(plan, self.blobs if self.save_outputs() else None)
+        try:
+            parts = [out.feed(chunk) for chunk in plan.synthesize(progress)]
+            parts.append(out.close())
+            self._record(plan, out)
+            return b"".join(parts)
+        except BaseException:
+            out.abort()
+            raise
+
+    def _record(self, plan: SpeechPlan, out: _Output) -> None:
         with self.db.session() as session:
             session.add(
                 Generation(
@@ -270,11 +309,11 @@ class SpeechService:
                     },
                     seed=plan.seed,
                     format=plan.format,
-                    sample_rate=rate,
-                    duration_s=duration,
-                    elapsed_s=elapsed,
-                    first_audio_s=first_audio,
-                    file=f"generations/{plan.id}.{plan.format}" if saved else None,
+                    sample_rate=out.output_rate,
+                    duration_s=out.duration,
+                    elapsed_s=out.elapsed,
+                    first_audio_s=out.first_audio,
+                    file=out.key if out.committed else None,
                     source=plan.source,
                 )
             )

@@ -1,0 +1,143 @@
+"""Generation history: Parla's ``/v1/history``, and seed 003's ``/config``, ``/logs`` and ``/cleanup``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query
+from fastapi.responses import FileResponse, Response
+
+from parla.api.deps import ServicesDep
+from parla.audio.encode import CONTENT_TYPES
+from parla.services.history import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    CleanupResult,
+    GenerationPage,
+    GenerationPublic,
+    HistoryFilter,
+    HistoryStats,
+)
+from parla.services.runtime_config import RuntimeConfig
+
+router = APIRouter(prefix="/v1/history", tags=["History"])
+dia = APIRouter(tags=["Dia server (003)"])
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Results per page.")]
+Offset = Annotated[int, Query(ge=0, description="Results to skip.")]
+
+
+def history_filter(
+    search: Annotated[str | None, Query(description="Text the generation spoke (any case).")] = None,
+    voice: Annotated[str | None, Query()] = None,
+    engine: Annotated[str | None, Query()] = None,
+    source: Annotated[str | None, Query(description="Where it came from: openai, cli, job...")] = None,
+    created_after: Annotated[datetime | None, Query(description="ISO 8601; UTC when no offset is given.")] = None,
+    created_before: Annotated[datetime | None, Query(description="ISO 8601; UTC when no offset is given.")] = None,
+) -> HistoryFilter:
+    return HistoryFilter(search, voice, engine, source, created_after, created_before)
+
+
+FilterDep = Annotated[HistoryFilter, Depends(history_filter)]
+
+
+def _audio(services: ServicesDep, generation_id: str, disposition: str) -> FileResponse:
+    path, fmt = services.history.audio(generation_id)
+    return FileResponse(
+        path, media_type=CONTENT_TYPES[fmt], filename=f"{generation_id}.{fmt}", content_disposition_type=disposition
+    )
+
+
+# -- /v1/history ------------------------------------------------------------------------------------
+
+
+@router.get("", summary="Generations, newest first, with search and filters")
+def list_history(
+    services: ServicesDep, filters: FilterDep, limit: Limit = DEFAULT_LIMIT, offset: Offset = 0
+) -> GenerationPage:
+    return services.history.list_page(filters, limit=limit, offset=offset)
+
+
+@router.get("/stats", summary="Totals, real-time factor, counts per voice and engine")
+def history_stats(services: ServicesDep, filters: FilterDep) -> HistoryStats:
+    return services.history.stats(filters)
+
+
+@router.get("/{generation_id}", summary="One generation")
+def get_generation(generation_id: str, services: ServicesDep) -> GenerationPublic:
+    return services.history.get(generation_id)
+
+
+@router.get("/{generation_id}/audio", summary="A generation's audio, when it was kept")
+def generation_audio(generation_id: str, services: ServicesDep) -> FileResponse:
+    return _audio(services, generation_id, "inline")
+
+
+@router.delete("/{generation_id}", status_code=204, summary="Delete a generation and its audio")
+def delete_generation(generation_id: str, services: ServicesDep) -> Response:
+    services.history.delete(generation_id)
+    return Response(status_code=204)
+
+
+# -- seed 003: /config, /logs, /cleanup -------------------------------------------------------------
+
+
+@dia.get("/config", summary="The runtime configuration")
+def get_config(services: ServicesDep) -> RuntimeConfig:
+    return services.config.get()
+
+
+@dia.put("/config", summary="Change some of the runtime configuration")
+def update_config(
+    services: ServicesDep,
+    changes: Annotated[dict[str, Any], Body(examples=[{"save_outputs": True, "output_retention_hours": 48}])],
+) -> RuntimeConfig:
+    return services.config.update(changes)
+
+
+def _log_entry(generation: GenerationPublic, show_prompts: bool) -> dict[str, Any]:
+    entry = {
+        "id": generation.id,
+        "timestamp": generation.created_at,
+        "voice_id": generation.voice,
+        "engine": generation.engine,
+        "model": generation.model,
+        "response_format": generation.format,
+        "text_length": len(generation.text),
+        "duration": generation.duration_s,
+        "generation_time": generation.elapsed_s,
+        "real_time_factor": generation.real_time_factor,
+        "seed": generation.seed,
+        "source": generation.source,
+        "audio_available": generation.has_audio,
+        "download_url": f"/logs/{generation.id}/download" if generation.has_audio else None,
+    }
+    # The text people had spoken can be private: shown only when the operator asks for it.
+    return (entry | {"prompt": generation.text}) if show_prompts else entry
+
+
+@dia.get("/logs", summary="Recent generations")
+def list_logs(services: ServicesDep, limit: Limit = DEFAULT_LIMIT) -> list[dict[str, Any]]:
+    show_prompts = services.config.get().show_prompts
+    return [_log_entry(g, show_prompts) for g in services.history.list_page(limit=limit).items]
+
+
+@dia.get("/logs/{generation_id}/download", summary="A generation's audio file")
+def download_log(generation_id: str, services: ServicesDep) -> FileResponse:
+    return _audio(services, generation_id, "attachment")
+
+
+@dia.delete("/logs", summary="Delete every generation and its audio")
+def clear_logs(services: ServicesDep) -> CleanupResult:
+    return services.history.delete_all()
+
+
+@dia.post("/cleanup", summary="Delete generations older than the retention")
+def cleanup(
+    services: ServicesDep,
+    older_than_hours: Annotated[
+        float | None, Query(ge=0, description="Instead of the config's output_retention_hours.")
+    ] = None,
+) -> CleanupResult:
+    return services.history.apply_retention(older_than_hours)

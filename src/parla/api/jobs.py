@@ -1,0 +1,132 @@
+"""Background jobs: seed 003's ``/jobs`` and ``/queue/stats`` (also under ``/v1``), batches, and
+live progress as server-sent events or over a WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from parla.api.deps import ServicesDep
+from parla.audio.encode import CONTENT_TYPES
+from parla.errors import NotFoundError, ParlaError
+from parla.services import Services
+from parla.services.jobs import MAX_BATCH, TERMINAL, JobPublic, JobStatus, SpeechJobRequest
+
+router = APIRouter(tags=["Jobs"])
+
+POLL_S = 0.25
+"""How often live progress looks at the jobs table (the truth, whichever machine runs the job)."""
+
+
+class BatchRequest(BaseModel):
+    items: list[SpeechJobRequest] = Field(..., min_length=1, max_length=MAX_BATCH)
+
+
+@router.post("/v1/jobs", status_code=202, summary="Queue one speech generation")
+def submit_job(body: SpeechJobRequest, services: ServicesDep) -> JobPublic:
+    return services.jobs.submit(body)
+
+
+@router.post("/v1/batch", status_code=202, summary="Queue many texts at once")
+def submit_batch(body: BatchRequest, services: ServicesDep) -> dict[str, Any]:
+    batch_id, jobs = services.jobs.submit_batch(body.items)
+    return {"batch_id": batch_id, "jobs": [j.model_dump(mode="json") for j in jobs]}
+
+
+@router.get("/v1/batch/{batch_id}", summary="A batch's jobs and overall progress")
+def get_batch(batch_id: str, services: ServicesDep) -> dict[str, Any]:
+    jobs = services.jobs.list(batch_id=batch_id, limit=MAX_BATCH)
+    if not jobs:
+        raise NotFoundError(f"batch {batch_id!r} not found")
+    counts = {s: sum(j.status == s for j in jobs) for s in ("pending", "running", "completed", "failed", "cancelled")}
+    return {
+        "batch_id": batch_id,
+        "progress": round(sum(j.progress for j in jobs) / len(jobs), 4),
+        "done": all(j.status in TERMINAL for j in jobs),
+        "counts": counts,
+        "jobs": [j.model_dump(mode="json") for j in reversed(jobs)],
+    }
+
+
+def list_jobs(services: ServicesDep, status: JobStatus | None = None, limit: int = 100) -> dict[str, Any]:
+    jobs = services.jobs.list(status=status, limit=max(1, min(limit, 1000)))
+    return {"jobs": [j.model_dump(mode="json") for j in jobs], "total": len(jobs)}
+
+
+def clear_jobs(services: ServicesDep) -> dict[str, Any]:
+    return {"status": "success", "deleted": services.jobs.clear()}
+
+
+def get_job(job_id: str, services: ServicesDep) -> JobPublic:
+    return services.jobs.get(job_id)
+
+
+def cancel_job(job_id: str, services: ServicesDep) -> JobPublic:
+    return services.jobs.cancel(job_id)
+
+
+def job_result(job_id: str, services: ServicesDep) -> FileResponse:
+    generation = services.jobs.result(job_id)
+    path = services.blobs.path(str(generation.file))
+    return FileResponse(path, media_type=CONTENT_TYPES[generation.format], filename=f"{job_id}.{generation.format}")
+
+
+def queue_stats(services: ServicesDep) -> dict[str, Any]:
+    return services.jobs.stats()
+
+
+async def _updates(services: Services, job_id: str) -> AsyncIterator[dict[str, Any]]:
+    """The job each time its status or progress changes, ending with its final state."""
+    last: tuple[str, float] | None = None
+    while True:
+        job = await run_in_threadpool(services.jobs.get, job_id)
+        if (job.status, job.progress) != last:
+            last = (job.status, job.progress)
+            yield job.model_dump(mode="json")
+        if job.status in TERMINAL:
+            return
+        await asyncio.sleep(POLL_S)
+
+
+def job_events(job_id: str, services: ServicesDep) -> StreamingResponse:
+    services.jobs.get(job_id)  # 404 before the stream starts
+
+    async def stream() -> AsyncIterator[bytes]:
+        async for update in _updates(services, job_id):
+            event = "done" if update["status"] in TERMINAL else "progress"
+            yield f"event: {event}\ndata: {json.dumps(update)}\n\n".encode()
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+async def job_socket(websocket: WebSocket, job_id: str) -> None:
+    services: Services = websocket.app.state.services
+    await websocket.accept()
+    try:
+        async for update in _updates(services, job_id):
+            await websocket.send_json(update)
+        await websocket.close()
+    except ParlaError as exc:
+        await websocket.send_json({"detail": exc.detail})
+        await websocket.close(code=4404)
+    except WebSocketDisconnect:
+        pass
+
+
+# Seed 003's paths, and the same under /v1 for Parla's own clients.
+for prefix in ("", "/v1"):
+    router.add_api_route(f"{prefix}/jobs", list_jobs, methods=["GET"], summary="List jobs")
+    router.add_api_route(f"{prefix}/jobs", clear_jobs, methods=["DELETE"], summary="Forget finished jobs")
+    router.add_api_route(f"{prefix}/jobs/{{job_id}}", get_job, methods=["GET"], summary="A job's state")
+    router.add_api_route(f"{prefix}/jobs/{{job_id}}", cancel_job, methods=["DELETE"], summary="Cancel a job")
+    router.add_api_route(f"{prefix}/jobs/{{job_id}}/result", job_result, methods=["GET"], summary="A job's audio")
+    router.add_api_route(f"{prefix}/jobs/{{job_id}}/events", job_events, methods=["GET"], summary="Progress (SSE)")
+    router.add_api_websocket_route(f"{prefix}/jobs/{{job_id}}/ws", job_socket)
+    router.add_api_route(f"{prefix}/queue/stats", queue_stats, methods=["GET"], summary="Queue statistics")

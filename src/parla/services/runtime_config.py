@@ -1,0 +1,102 @@
+"""Runtime config: what an operator may change while the server runs (seed 003's ``/config``).
+
+The values live in the ``config`` table, not in memory, so every API replica and every restart
+sees the same ones. A key nobody has changed has no row and keeps its default; ``save_outputs``
+defaults to the ``PARLA_SAVE_OUTPUTS`` setting, and a change made through the API wins over it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
+
+from parla.errors import InvalidInputError, ParlaError
+from parla.settings import Settings
+from parla.store.db import Database
+from parla.store.models import ConfigEntry
+
+log = logging.getLogger(__name__)
+
+PARLA_LOGGER = "parla"
+"""The logger ``debug_mode`` turns to DEBUG: every module's logger sits under it."""
+
+
+class InvalidConfigError(ParlaError):
+    """A known key with a value of the wrong type or out of range."""
+
+    status_code = 422
+
+
+class RuntimeConfig(BaseModel):
+    """Seed 003's server configuration, field for field."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    debug_mode: bool = Field(False, description="Log at DEBUG level (the 'parla' loggers).")
+    save_outputs: bool = Field(True, description="Keep the audio file of every generation.")
+    show_prompts: bool = Field(False, description="Show the text of each generation in /logs.")
+    output_retention_hours: float = Field(
+        24.0, ge=0, description="Delete generations and their audio older than this; 0 keeps them forever."
+    )
+
+
+def _describe(exc: ValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in errors]
+    param = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
+    return "; ".join(parts), param
+
+
+class ConfigService:
+    def __init__(self, *, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        # The level to return to when debug_mode is turned off again.
+        self._base_level = logging.getLogger(PARLA_LOGGER).level
+
+    def defaults(self) -> RuntimeConfig:
+        return RuntimeConfig(save_outputs=self.settings.save_outputs)
+
+    def get(self) -> RuntimeConfig:
+        """The current config: the defaults with every stored change laid over them."""
+        with self.db.session() as session:
+            stored = {entry.key: entry.value for entry in session.scalars(select(ConfigEntry))}
+        config = self.defaults()
+        for key, value in stored.items():
+            if key not in RuntimeConfig.model_fields:
+                continue  # written by a newer version of Parla sharing the database
+            try:
+                setattr(config, key, value)
+            except ValidationError:  # edited by hand: the default is safer than a crash
+                log.warning("ignoring the stored config value %s=%r", key, value)
+        return config
+
+    def update(self, changes: Mapping[str, Any]) -> RuntimeConfig:
+        """Change some keys, keep the others; the whole config after the change is returned."""
+        known = list(RuntimeConfig.model_fields)
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise InvalidInputError(
+                f"unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"known keys: {', '.join(known)}",
+                param=unknown[0],
+            )
+        try:
+            checked = RuntimeConfig.model_validate({**self.defaults().model_dump(), **changes})
+        except ValidationError as exc:
+            detail, param = _describe(exc)
+            raise InvalidConfigError(detail, param=param) from None
+        with self.db.session() as session:
+            for key in changes:
+                session.merge(ConfigEntry(key=key, value=getattr(checked, key)))
+        return self.apply()
+
+    def apply(self, config: RuntimeConfig | None = None) -> RuntimeConfig:
+        """Bring this process in line with the config (the log level); returns the config applied."""
+        config = config or self.get()
+        logging.getLogger(PARLA_LOGGER).setLevel(logging.DEBUG if config.debug_mode else self._base_level)
+        return config

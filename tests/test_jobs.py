@@ -1,0 +1,170 @@
+"""Background jobs on the default set-up: the SQLite queue and the server's own consumer."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import connect_sse
+from websockets.sync.client import connect as websocket_connect
+
+from parla.store.models import Job, utcnow
+from tests.conftest import Listener, LiveServer, duration_of, natural_length, wer
+
+SENTENCE = "A pot of tea helps to pass the evening."
+
+
+def wait_for(client: httpx.Client, job_id: str, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("completed", "failed", "cancelled"):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+
+
+def test_a_job_runs_in_the_background_and_its_result_says_the_text(client: httpx.Client, listener: Listener) -> None:
+    submitted = client.post("/v1/jobs", json={"input": SENTENCE, "voice": "joe", "response_format": "wav"})
+    assert submitted.status_code == 202
+    job = wait_for(client, submitted.json()["job_id"])
+    assert job["status"] == "completed" and job["progress"] == 1.0 and job["attempts"] == 1
+    result = client.get(f"/jobs/{job['id']}/result")
+    assert result.headers["content-type"] == "audio/wav"
+    low, high = natural_length(SENTENCE)
+    assert low < duration_of(result.content) < high
+    assert wer(SENTENCE, listener.transcribe(result.content)) < 0.2
+    assert client.get(f"/v1/jobs/{job['id']}").json()["generation_id"] == job["generation_id"]
+
+
+def test_a_long_text_completes_with_progress_events_in_order(client: httpx.Client) -> None:
+    paragraph = (
+        "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
+        "The rainbow is a division of white light into many beautiful colors. "
+    )
+    text = (paragraph * (20_000 // len(paragraph) + 1))[:20_000]
+    job_id = client.post("/v1/jobs", json={"input": text, "voice": "joe", "response_format": "mp3"}).json()["id"]
+    with connect_sse(client, "GET", f"/jobs/{job_id}/events", timeout=600) as source:
+        events = [(e.event, json.loads(e.data)) for e in source.iter_sse()]
+    progress = [data["progress"] for _, data in events]
+    assert progress == sorted(progress) and len(set(progress)) > 10
+    assert events[-1][0] == "done" and events[-1][1]["status"] == "completed"
+    assert all(kind == "progress" for kind, _ in events[:-1])
+    # About 3,300 words: some twenty minutes of speech.
+    seconds = duration_of(client.get(f"/jobs/{job_id}/result").content)
+    assert 12 * 60 < seconds < 40 * 60
+
+
+def test_progress_over_a_websocket(client: httpx.Client, server: LiveServer) -> None:
+    job_id = client.post("/v1/jobs", json={"input": SENTENCE * 4, "voice": "joe"}).json()["id"]
+    updates = []
+    with websocket_connect(server.url.replace("http", "ws") + f"/jobs/{job_id}/ws") as socket:
+        for message in socket:
+            updates.append(json.loads(message))
+    assert updates[-1]["status"] == "completed"
+    assert [u["progress"] for u in updates] == sorted(u["progress"] for u in updates)
+
+
+def test_cancelling_pending_and_running_jobs(client: httpx.Client) -> None:
+    long_text = "The boy was there when the sun rose. " * 80
+    running = client.post("/v1/jobs", json={"input": long_text, "voice": "joe"}).json()["id"]
+    pending = client.post("/v1/jobs", json={"input": SENTENCE, "voice": "joe"}).json()["id"]
+    deadline = time.monotonic() + 60
+    while client.get(f"/jobs/{running}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    # The single consumer is busy with the first job, so the second is still waiting.
+    cancelled = client.delete(f"/jobs/{pending}").json()
+    assert cancelled["status"] == "cancelled"
+    stopping = client.delete(f"/jobs/{running}").json()
+    assert stopping["cancel_requested"] is True
+    assert wait_for(client, running)["status"] == "cancelled"
+    time.sleep(1.0)  # the queue still holds the cancelled job's id; the consumer must skip it
+    never_ran = client.get(f"/jobs/{pending}").json()
+    assert never_ran["status"] == "cancelled" and never_ran["started_at"] is None and never_ran["attempts"] == 0
+    assert client.delete(f"/jobs/{running}").status_code == 409
+    assert client.get(f"/jobs/{running}/result").status_code == 409
+
+
+def test_a_batch_of_texts(client: httpx.Client) -> None:
+    texts = ["One small text.", "Another small text.", "And a third one."]
+    body = {"items": [{"input": t, "voice": "alloy", "response_format": "flac"} for t in texts]}
+    submitted = client.post("/v1/batch", json=body)
+    assert submitted.status_code == 202
+    batch_id = submitted.json()["batch_id"]
+    for job in submitted.json()["jobs"]:
+        wait_for(client, job["id"])
+    batch = client.get(f"/v1/batch/{batch_id}").json()
+    assert batch["done"] and batch["counts"]["completed"] == 3 and batch["progress"] == 1.0
+    bad = client.post("/v1/batch", json={"items": [{"input": "fine"}, {"input": "x", "voice": "nobody"}]})
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("item 1:")
+    assert client.post("/v1/batch", json={"items": []}).status_code == 422
+
+
+def test_a_job_lost_by_its_worker_is_retried_then_failed(server: LiveServer, client: httpx.Client) -> None:
+    jobs = server.services.jobs
+    stale = utcnow() - timedelta(seconds=server.services.settings.job_lease_s * 2)
+    with server.services.db.session() as session:
+        retry = Job(request={"input": SENTENCE, "voice": "joe"}, status="running", worker="gone:1", attempts=1,
+                    started_at=stale, heartbeat_at=stale)  # fmt: skip
+        give_up = Job(request={"input": SENTENCE}, status="running", worker="gone:2", attempts=2,
+                      started_at=stale, heartbeat_at=stale)  # fmt: skip
+        session.add_all([retry, give_up])
+        session.flush()
+        retry_id, give_up_id = retry.id, give_up.id
+    jobs.reap()
+    assert wait_for(client, retry_id)["status"] == "completed"
+    failed = client.get(f"/jobs/{give_up_id}").json()
+    assert failed["status"] == "failed" and "stopped responding" in failed["error"]
+
+
+def test_jobs_expire_and_are_forgotten(server: LiveServer, client: httpx.Client) -> None:
+    old = utcnow() - timedelta(hours=server.services.settings.job_ttl_hours + 1)
+    with server.services.db.session() as session:
+        waiting = Job(request={"input": SENTENCE}, status="pending", created_at=old)
+        done = Job(request={"input": SENTENCE}, status="completed", created_at=old, finished_at=old)
+        session.add_all([waiting, done])
+        session.flush()
+        waiting_id, done_id = waiting.id, done.id
+    server.services.jobs.reap()
+    expired = client.get(f"/jobs/{waiting_id}").json()
+    assert expired["status"] == "failed" and "expired" in expired["error"]
+    assert client.get(f"/jobs/{done_id}").status_code == 404
+
+
+def test_queue_stats_and_clearing(client: httpx.Client) -> None:
+    stats = client.get("/queue/stats").json()
+    assert stats["active_workers"] >= 1 and stats["queue"] == "sqlite"
+    for key in ("pending_jobs", "running_jobs", "completed_jobs", "failed_jobs", "cancelled_jobs"):
+        assert isinstance(stats[key], int)
+    assert client.get("/jobs", params={"status": "completed"}).json()["jobs"]
+    cleared = client.delete("/jobs").json()
+    assert cleared["deleted"] >= 1
+    assert client.get("/jobs", params={"status": "completed"}).json()["jobs"] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/jobs/no-such-job", 404),
+        ("DELETE", "/jobs/no-such-job", 404),
+        ("GET", "/jobs/no-such-job/result", 404),
+        ("GET", "/jobs/no-such-job/events", 404),
+        ("GET", "/v1/batch/no-such-batch", 404),
+        ("GET", "/jobs?status=sleeping", 422),
+    ],
+)
+def test_unknown_jobs_and_bad_filters(client: httpx.Client, method: str, path: str, status: int) -> None:
+    response = client.request(method, path)
+    assert response.status_code == status
+    assert isinstance(response.json()["detail"], str)
+
+
+def test_bad_job_requests_fail_at_once(client: httpx.Client) -> None:
+    assert client.post("/v1/jobs", json={"input": ""}).status_code == 422
+    response = client.post("/v1/jobs", json={"input": "hello", "voice": "nobody"})
+    assert response.status_code == 400 and "unknown voice" in response.json()["detail"]
