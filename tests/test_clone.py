@@ -57,8 +57,12 @@ def test_conditioning_is_learned_once_and_cached(client: httpx.Client, server: L
     assert created.status_code == 201, created.text
     voice_id = created.json()["voice"]["id"]
     try:
-        body = {"model": "tts-1", "voice": "cached-voice", "input": "A pot of tea helps to pass the evening.",
-                "response_format": "wav"}  # fmt: skip
+        body = {
+            "model": "tts-1",
+            "voice": "cached-voice",
+            "input": "A pot of tea helps to pass the evening.",
+            "response_format": "wav",
+        }
         before = dict(engine.stats)
         first = client.post("/v1/audio/speech", json=body)
         second = client.post("/v1/audio/speech", json={**body, "input": "Smoky fires lack flame and heat."})

@@ -208,7 +208,7 @@ async def test_closing_a_stream_stops_synthesis(settings: Settings) -> None:
     stream = runner.stream(lambda: engine.synthesize(_request(engine, "x")))
     async for _ in stream:
         break
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
     await runner.call(lambda: None)  # wait until the engine thread is free again
     assert len(made) < 10_000
     runner.shutdown()

@@ -109,10 +109,22 @@ def test_a_job_lost_by_its_worker_is_retried_then_failed(server: LiveServer, cli
     jobs = server.services.jobs
     stale = utcnow() - timedelta(seconds=server.services.settings.job_lease_s * 2)
     with server.services.db.session() as session:
-        retry = Job(request={"input": SENTENCE, "voice": "joe"}, status="running", worker="gone:1", attempts=1,
-                    started_at=stale, heartbeat_at=stale)  # fmt: skip
-        give_up = Job(request={"input": SENTENCE}, status="running", worker="gone:2", attempts=2,
-                      started_at=stale, heartbeat_at=stale)  # fmt: skip
+        retry = Job(
+            request={"input": SENTENCE, "voice": "joe"},
+            status="running",
+            worker="gone:1",
+            attempts=1,
+            started_at=stale,
+            heartbeat_at=stale,
+        )
+        give_up = Job(
+            request={"input": SENTENCE},
+            status="running",
+            worker="gone:2",
+            attempts=2,
+            started_at=stale,
+            heartbeat_at=stale,
+        )
         session.add_all([retry, give_up])
         session.flush()
         retry_id, give_up_id = retry.id, give_up.id

@@ -120,7 +120,7 @@ async def test_a_client_that_leaves_early_leaves_no_row_and_no_file(
     stream = speech.encoded(plan)
     async for _ in stream:
         break
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
     with db.session() as session:
         assert session.get(Generation, plan.id) is None
     assert not any((tmp_path / "generations").iterdir())

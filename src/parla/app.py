@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parla import __version__
-from parla.api import errors, health, history, jobs, openai, transcription, voices
+from parla.api import dialogue, errors, health, history, jobs, openai, transcription, voices
 from parla.services import Services
 from parla.services.queue import InProcessConsumer
 from parla.settings import Settings, get_settings
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         allow_origins=settings.cors_origins,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["X-Generation-Id", "X-Seed"],
+        expose_headers=["X-Generation-Id", "X-Seed", "X-Turns"],
     )
     errors.install(app)
     app.include_router(health.router)
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(transcription.router)
     app.include_router(voices.router)
     app.include_router(jobs.router)
+    app.include_router(dialogue.router)
     app.include_router(history.router)
     app.include_router(history.dia)
     return app

@@ -354,21 +354,47 @@ def run_clone_bench(
                     sim_plain, _, wer_plain = score(plain, speaker.name)
                     ref_seconds = ref_audio.size / ref_rate
                     rows.append(
-                        CloneRow(speaker.name, ref_seconds, adapt / ref_seconds * 10, sim_plain, sim, margin,
-                                 wer_plain, wer, elapsed / seconds)
-                    )  # fmt: skip
+                        CloneRow(
+                            speaker.name,
+                            ref_seconds,
+                            adapt / ref_seconds * 10,
+                            sim_plain,
+                            sim,
+                            margin,
+                            wer_plain,
+                            wer,
+                            elapsed / seconds,
+                        )
+                    )
                     bar.advance(task)
         finally:
             services.close()
 
     table = Table(title=f"voice cloning on {root} (judge: resemblyzer; {len(TEST_SENTENCES)} sentences each)")
-    for col in ("speaker", "ref s", "adapt s / 10 s ref", "SIM plain", "SIM clone", "margin", "WER plain",
-                "WER clone", "RTF"):  # fmt: skip
+    for col in (
+        "speaker",
+        "ref s",
+        "adapt s / 10 s ref",
+        "SIM plain",
+        "SIM clone",
+        "margin",
+        "WER plain",
+        "WER clone",
+        "RTF",
+    ):
         table.add_column(col, justify="right")
 
     def cells(r: CloneRow) -> list[str]:
-        return [f"{r.ref_seconds:.1f}", f"{r.adapt_per_10s:.2f}", f"{r.sim_plain:.3f}", f"{r.sim:.3f}",
-                f"{r.margin:+.3f}", f"{r.wer_plain:.3f}", f"{r.wer:.3f}", f"{r.rtf:.3f}"]  # fmt: skip
+        return [
+            f"{r.ref_seconds:.1f}",
+            f"{r.adapt_per_10s:.2f}",
+            f"{r.sim_plain:.3f}",
+            f"{r.sim:.3f}",
+            f"{r.margin:+.3f}",
+            f"{r.wer_plain:.3f}",
+            f"{r.wer:.3f}",
+            f"{r.rtf:.3f}",
+        ]
 
     for row in rows:
         table.add_row(row.speaker, *cells(row))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -37,7 +37,7 @@ class EngineRunner:
     def call_sync(self, fn: Callable[[], T]) -> T:
         return self._executor.submit(fn).result()
 
-    async def stream(self, make: Callable[[], Iterator[AudioChunk]]) -> AsyncIterator[AudioChunk]:
+    async def stream(self, make: Callable[[], Iterator[AudioChunk]]) -> AsyncGenerator[AudioChunk, None]:
         """Iterate ``make()`` on the engine's thread, yielding its chunks here as they arrive.
 
         Closing this iterator early (a client went away) stops the synthesis at its next chunk.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parla.engines.registry import EngineRegistry
+from parla.services.dialogue import DialogueService
 from parla.services.history import HistoryService
 from parla.services.jobs import JobService
 from parla.services.queue import JobQueue
@@ -30,6 +31,7 @@ class Services:
     history: HistoryService
     jobs: JobService
     queue: JobQueue
+    dialogue: DialogueService
 
     @classmethod
     def build(cls, settings: Settings, *, engines: EngineRegistry | None = None) -> Services:
@@ -65,6 +67,7 @@ class Services:
             history=HistoryService(db=db, blobs=blobs, config=config),
             jobs=jobs,
             queue=queue,
+            dialogue=DialogueService(speech),
         )
 
     def close(self) -> None:

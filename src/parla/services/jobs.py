@@ -276,8 +276,9 @@ class JobService:
                     .values(heartbeat_at=utcnow())
                 )
 
-    def _finish(self, job_id: str, worker: str, status: str, *, error: str | None = None,
-                generation_id: str | None = None) -> None:  # fmt: skip
+    def _finish(
+        self, job_id: str, worker: str, status: str, *, error: str | None = None, generation_id: str | None = None
+    ) -> None:
         values: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow()}
         if status == "completed":
             values |= {"progress": 1.0, "generation_id": generation_id}

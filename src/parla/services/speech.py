@@ -12,10 +12,13 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from parla.audio.encode import FORMATS, StreamEncoder, finalize_wav, open_encoder, output_sample_rate
 from parla.engines.base import AudioChunk, Engine, SynthesisRequest, VoiceRef
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 """OpenAI model names; they select the default engine."""
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
+
+CROSSFADE_S = 0.01
+"""Overlap between consecutive pieces of a long text."""
 
 Progress = Callable[[int, int], None]
 """Called with (pieces done, pieces in all) as synthesis advances."""
@@ -74,13 +80,41 @@ class SpeechPlan:
         ]
 
     def synthesize(self, progress: Progress | None = None) -> Iterator[AudioChunk]:
-        """All pieces in order (blocking; runs on the engine's thread). ``progress(done, total)``
-        is called after each piece."""
+        """All pieces in order, joined with short crossfades (blocking; runs on the engine's
+        thread). ``progress(done, total)`` is called after each piece."""
         requests = self.requests()
-        for done, request in enumerate(requests, start=1):
-            yield from self.engine.synthesize(request)
-            if progress:
-                progress(done, len(requests))
+
+        def pieces() -> Iterator[AudioChunk]:
+            for done, request in enumerate(requests, start=1):
+                yield from self.engine.synthesize(request)
+                if progress:
+                    progress(done, len(requests))
+
+        return crossfaded(pieces(), CROSSFADE_S)
+
+
+def crossfaded(chunks: Iterator[AudioChunk], seconds: float) -> Iterator[AudioChunk]:
+    """Overlap consecutive chunks by ``seconds`` with linear fades, so that joins between
+    separately synthesised pieces never click. Holds back only the last few milliseconds."""
+    tail: AudioChunk | None = None
+    for chunk in chunks:
+        x, rate = chunk.samples, chunk.sample_rate
+        n = int(seconds * rate)
+        if tail is not None and tail.sample_rate == rate:
+            k = min(n, tail.samples.size, x.size)
+            ramp = np.linspace(0.0, 1.0, k, dtype=np.float32)
+            head = tail.samples[: tail.samples.size - k]
+            blend = tail.samples[tail.samples.size - k :] * (1 - ramp) + x[:k] * ramp
+            x = np.concatenate([head, blend, x[k:]]).astype(np.float32)
+        elif tail is not None:
+            yield tail
+        if x.size > n:
+            yield AudioChunk(x[: x.size - n], rate)
+            tail = AudioChunk(x[x.size - n :], rate)
+        else:
+            tail = AudioChunk(x, rate)
+    if tail is not None:
+        yield tail
 
 
 class _Output:
@@ -256,19 +290,24 @@ class SpeechService:
         except Exception as exc:  # the request that needs it will report the problem
             log.warning("could not prepare voice %s: %s", voice, exc)
 
-    async def audio(self, plan: SpeechPlan, progress: Progress | None = None) -> AsyncIterator[AudioChunk]:
+    def audio(self, plan: SpeechPlan, progress: Progress | None = None) -> AsyncGenerator[AudioChunk, None]:
         """Raw audio chunks as the engine makes them (no encoding, no record)."""
-        async for chunk in plan.runner.stream(lambda: plan.synthesize(progress)):
-            yield chunk
+        return plan.runner.stream(lambda: plan.synthesize(progress))
 
-    async def encoded(self, plan: SpeechPlan, progress: Progress | None = None) -> AsyncIterator[bytes]:
+    def encoded(self, plan: SpeechPlan, progress: Progress | None = None) -> AsyncGenerator[bytes, None]:
         """Encoded bytes as they are ready; on completion the file is kept and the generation recorded."""
+        return self.encode(plan, self.audio(plan, progress))
+
+    async def encode(self, plan: SpeechPlan, chunks: AsyncGenerator[AudioChunk, None]) -> AsyncGenerator[bytes, None]:
+        """Encode ``chunks`` (the plan's audio, or a dialogue's) as they come; keep and record at the end.
+        Closing this early (a client left) closes ``chunks`` at once, which stops the synthesis."""
         out = _Output(plan, self.blobs if await asyncio.to_thread(self.save_outputs) else None)
         try:
-            async for chunk in self.audio(plan, progress):
-                data = out.feed(chunk)
-                if data:
-                    yield data
+            async with aclosing(chunks):
+                async for chunk in chunks:
+                    data = out.feed(chunk)
+                    if data:
+                        yield data
             yield out.close()
             await asyncio.to_thread(self._record, plan, out)
         except BaseException:

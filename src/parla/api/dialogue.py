@@ -1,0 +1,42 @@
+"""``POST /v1/audio/dialogue``: several voices in one recording."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from parla.api.deps import ServicesDep
+from parla.audio.encode import CONTENT_TYPES
+from parla.services.dialogue import DialogueRequest
+
+router = APIRouter(tags=["Dialogue"])
+
+
+@router.post("/v1/audio/dialogue", summary="Speak a dialogue between voices")
+async def create_dialogue(
+    body: DialogueRequest,
+    services: ServicesDep,
+    stream: bool = Query(False, description="Stream the audio turn by turn (the turn times are then in the history)."),
+    output: Literal["audio", "json"] = Query("audio", description="audio: the file, turn times in X-Turns; json: both"),
+) -> Response:
+    plan = services.dialogue.prepare(body)
+    headers = {"X-Generation-Id": plan.record.id, "X-Seed": str(plan.record.seed)}
+    media_type = CONTENT_TYPES[body.response_format]
+    if stream:
+        return StreamingResponse(services.dialogue.encoded(plan), media_type=media_type, headers=headers)
+    audio = b"".join([part async for part in services.dialogue.encoded(plan)])
+    if output == "json":
+        return JSONResponse(
+            {
+                "generation_id": plan.record.id,
+                "format": body.response_format,
+                "duration": round(plan.turns[-1].end, 3),
+                "turns": plan.timings,
+                "audio": base64.b64encode(audio).decode(),
+            }
+        )
+    return Response(audio, media_type=media_type, headers={**headers, "X-Turns": json.dumps(plan.timings)})

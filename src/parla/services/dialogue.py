@@ -1,0 +1,215 @@
+"""Dialogue: turns between voices, from a list of turns, a text with speaker tags, or chat roles.
+
+Each turn is spoken by its own voice (and that voice's engine), brought to a common loudness so
+no speaker is louder than another, and joined to the next with a pause. The audio streams turn
+by turn; the generation record (and a non-streamed response) carries each turn's start and end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field, model_validator
+
+from parla.audio.dsp import normalize_loudness, resample
+from parla.audio.encode import AudioFormat
+from parla.engines.base import AudioChunk, VoiceRef
+from parla.errors import InvalidInputError, ParlaError
+from parla.services.speech import SpeechPlan, SpeechService
+from parla.store.models import new_id
+from parla.text.dialogue import (
+    NONVERBAL_PAUSE_S,
+    ROLE_SPEAKERS,
+    DialogueSyntaxError,
+    is_cue,
+    parse_speaker_tags,
+    split_cues,
+)
+
+TURN_LUFS = -23.0
+"""Every turn is brought to this loudness (EBU R128), so speakers match; low enough that the
+peak ceiling rarely has to cut a bright, peaky voice below it."""
+SECOND_VOICES = ("nova", "onyx")
+"""The voice S2 gets when a request names one voice only (the first that differs from S1's)."""
+
+
+class TurnIn(BaseModel):
+    text: str = Field(..., description="What this turn says.")
+    voice: str | None = Field(None, description="Voice name or id; else the speaker's voice.")
+    speaker: str | None = Field(None, description="Speaker tag (S1, S2...) when no voice is given.")
+
+
+class Message(BaseModel):
+    role: Literal["user", "assistant", "system"]
+    content: str
+
+
+class DialogueRequest(BaseModel):
+    """One of ``turns``, ``text`` (with ``[S1]``/``[S2]`` tags) or ``messages`` (chat roles)."""
+
+    turns: list[TurnIn] | None = None
+    text: str | None = None
+    messages: list[Message] | None = None
+    voices: dict[str, str] = Field(
+        default_factory=dict, description="Voice per speaker tag (S1, S2) or role (user, assistant, system)."
+    )
+    voice: str | None = Field(None, description="S1's voice when ``voices`` names none; S2 then gets another.")
+    model: str | None = None
+    response_format: AudioFormat = "mp3"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    pause_s: float = Field(0.35, ge=0.0, le=5.0, description="Silence between turns.")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DialogueRequest:
+        given = [name for name in ("turns", "text", "messages") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of turns, text (with [S1]/[S2] tags) or messages")
+        return self
+
+
+@dataclass
+class TurnPlan:
+    speaker: str
+    voice: str
+    text: str
+    parts: list[SpeechPlan | float]
+    """Speech, and pauses (seconds) where nonverbal cues were."""
+    start: float = 0.0
+    end: float = 0.0
+
+
+@dataclass
+class DialoguePlan:
+    turns: list[TurnPlan]
+    pause_s: float
+    record: SpeechPlan
+    """Stands for the whole dialogue in the history (id, format, text, seed)."""
+    timings: list[dict[str, Any]] = field(default_factory=list)
+
+
+class DialogueService:
+    def __init__(self, speech: SpeechService) -> None:
+        self.speech = speech
+
+    def _turns(self, request: DialogueRequest) -> list[tuple[str, str | None, str]]:
+        """(speaker, explicit voice, text) for each turn."""
+        try:
+            if request.turns is not None:
+                return [(t.speaker or f"S{1 + i % 2}", t.voice, t.text) for i, t in enumerate(request.turns)]
+            if request.messages is not None:
+                return [(ROLE_SPEAKERS[m.role], request.voices.get(m.role), m.content) for m in request.messages]
+            return [(t.speaker, None, t.text) for t in parse_speaker_tags(request.text or "")]
+        except DialogueSyntaxError as exc:
+            raise InvalidInputError(str(exc), param="text") from None
+
+    def _voice_for(self, speaker: str, request: DialogueRequest) -> str:
+        if speaker in request.voices:
+            return request.voices[speaker]
+        first = request.voices.get("S1") or request.voice or self.speech.settings.default_voice
+        if speaker == "S1":
+            return first
+        # Only one voice named: the others must still sound like other people.
+        others = [v for v in SECOND_VOICES if v != first.lower()]
+        return others[(int(speaker[1:]) - 2) % len(others)] if speaker[1:].isdigit() else others[0]
+
+    def prepare(self, request: DialogueRequest, *, min_turns: int = 1, source: str = "dialogue") -> DialoguePlan:
+        raw = self._turns(request)
+        if len(raw) < min_turns:
+            raise InvalidInputError(f"a dialogue needs at least {min_turns} turns, got {len(raw)}", param="turns")
+        turns: list[TurnPlan] = []
+        seed = request.seed if request.seed is not None else int(np.random.default_rng().integers(2**31))
+        assigned: dict[str, str] = {}  # a speaker keeps the voice it first spoke with
+        for i, (speaker, explicit, text) in enumerate(raw, start=1):
+            if not text.strip():
+                raise InvalidInputError(f"turn {i} is empty", param="turns")
+            voice = explicit or assigned.get(speaker) or self._voice_for(speaker, request)
+            assigned.setdefault(speaker, voice)
+            parts: list[SpeechPlan | float] = []
+            for part in split_cues(text):
+                if is_cue(part):
+                    parts.append(NONVERBAL_PAUSE_S)  # no built-in engine renders cues yet
+                    continue
+                try:
+                    parts.append(
+                        self.speech.prepare(
+                            text=part,
+                            voice=voice,
+                            model=request.model,
+                            fmt=request.response_format,
+                            speed=request.speed,
+                            seed=seed,
+                            parameters=request.parameters,
+                            source=source,
+                        )
+                    )
+                except ParlaError as exc:
+                    raise type(exc)(f"turn {i}: {exc.detail}", param=exc.param) from None
+            if not any(isinstance(p, SpeechPlan) for p in parts):
+                raise InvalidInputError(f"turn {i} has nothing to say besides cues", param="turns")
+            turns.append(TurnPlan(speaker, voice, text, parts))
+        first = next(p for p in turns[0].parts if isinstance(p, SpeechPlan))
+        transcript = "\n".join(f"[{t.speaker}] {t.text}" for t in turns)
+        voices = ", ".join(dict.fromkeys(f"{t.speaker}={t.voice}" for t in turns))
+        record = SpeechPlan(
+            id=new_id(),
+            text=transcript,
+            pieces=[],
+            engine=first.engine,
+            runner=first.runner,
+            voice=VoiceRef(name=voices[:255]),
+            model=request.model or "dialogue",
+            format=request.response_format,
+            speed=request.speed,
+            seed=seed,
+            language=first.language,
+            instructions=None,
+            parameters={"dialogue": True, "pause_s": request.pause_s},
+            source=source,
+        )
+        return DialoguePlan(turns=turns, pause_s=request.pause_s, record=record)
+
+    async def audio(self, plan: DialoguePlan) -> AsyncGenerator[AudioChunk, None]:
+        """Turn after turn, each loudness-matched, with pauses; fills in the turns' times."""
+        rate = 0
+        position = 0.0
+        for index, turn in enumerate(plan.turns):
+            pieces: list[np.ndarray] = []
+            turn_rate = 0
+            for part in turn.parts:
+                if isinstance(part, float):
+                    pieces.append(np.zeros(int(part * (turn_rate or 22050)), dtype=np.float32))
+                    continue
+                async for chunk in self.speech.audio(part):
+                    if turn_rate and chunk.sample_rate != turn_rate:
+                        chunk = AudioChunk(resample(chunk.samples, chunk.sample_rate, turn_rate), turn_rate)
+                    turn_rate = turn_rate or chunk.sample_rate
+                    pieces.append(chunk.samples)
+            rate = rate or turn_rate
+            audio = normalize_loudness(np.concatenate(pieces), turn_rate, TURN_LUFS)
+            if turn_rate != rate:
+                audio = resample(audio, turn_rate, rate)
+            if index:
+                gap = np.zeros(int(plan.pause_s * rate), dtype=np.float32)
+                position += gap.size / rate
+                yield AudioChunk(gap, rate)
+            turn.start, turn.end = position, position + audio.size / rate
+            position = turn.end
+            plan.timings.append(
+                {
+                    "speaker": turn.speaker,
+                    "voice": turn.voice,
+                    "text": turn.text,
+                    "start": round(turn.start, 3),
+                    "end": round(turn.end, 3),
+                }
+            )
+            yield AudioChunk(audio, rate)
+        plan.record.parameters["turns"] = plan.timings
+
+    def encoded(self, plan: DialoguePlan) -> AsyncGenerator[bytes, None]:
+        return self.speech.encode(plan.record, self.audio(plan))
