@@ -180,3 +180,15 @@ def test_bad_job_requests_fail_at_once(client: httpx.Client) -> None:
     assert client.post("/v1/jobs", json={"input": ""}).status_code == 422
     response = client.post("/v1/jobs", json={"input": "hello", "voice": "nobody"})
     assert response.status_code == 400 and "unknown voice" in response.json()["detail"]
+
+
+def test_a_dialogue_runs_as_a_job(client: httpx.Client, listener: Listener) -> None:
+    body = {"text": "[S1] Is the kettle on? [S2] It is boiling already.", "response_format": "wav"}
+    submitted = client.post("/v1/jobs/dialogue", json=body)
+    assert submitted.status_code == 202, submitted.text
+    job = wait_for(client, submitted.json()["id"])
+    assert job["status"] == "completed" and job["kind"] == "dialogue"
+    audio = client.get(f"/jobs/{job['id']}/result").content
+    assert wer("Is the kettle on? It is boiling already.", listener.transcribe(audio)) < 0.3
+    bad = client.post("/v1/jobs/dialogue", json={"text": "[S1] hi [S2]"})
+    assert bad.status_code == 400 and "has no text" in bad.json()["detail"]

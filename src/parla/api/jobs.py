@@ -17,6 +17,7 @@ from parla.api.deps import ServicesDep
 from parla.audio.encode import CONTENT_TYPES
 from parla.errors import NotFoundError, ParlaError
 from parla.services import Services
+from parla.services.dialogue import DialogueRequest
 from parla.services.jobs import MAX_BATCH, TERMINAL, JobPublic, JobStatus, SpeechJobRequest
 
 router = APIRouter(tags=["Jobs"])
@@ -32,6 +33,11 @@ class BatchRequest(BaseModel):
 @router.post("/v1/jobs", status_code=202, summary="Queue one speech generation")
 def submit_job(body: SpeechJobRequest, services: ServicesDep) -> JobPublic:
     return services.jobs.submit(body)
+
+
+@router.post("/v1/jobs/dialogue", status_code=202, summary="Queue a dialogue")
+def submit_dialogue_job(body: DialogueRequest, services: ServicesDep) -> JobPublic:
+    return services.jobs.submit_dialogue(body)
 
 
 @router.post("/v1/batch", status_code=202, summary="Queue many texts at once")

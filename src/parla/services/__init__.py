@@ -53,7 +53,8 @@ class Services:
             blobs=blobs,
             save_outputs=lambda: config.get().save_outputs,
         )
-        jobs = JobService(settings=settings, db=db, speech=speech)
+        dialogue = DialogueService(speech)
+        jobs = JobService(settings=settings, db=db, speech=speech, dialogue=dialogue)
         queue = JobQueue(settings, jobs)
         return cls(
             settings=settings,
@@ -67,7 +68,7 @@ class Services:
             history=HistoryService(db=db, blobs=blobs, config=config),
             jobs=jobs,
             queue=queue,
-            dialogue=DialogueService(speech),
+            dialogue=dialogue,
         )
 
     def close(self) -> None:

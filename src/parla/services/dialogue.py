@@ -18,7 +18,7 @@ from parla.audio.dsp import normalize_loudness, resample
 from parla.audio.encode import AudioFormat
 from parla.engines.base import AudioChunk, VoiceRef
 from parla.errors import InvalidInputError, ParlaError
-from parla.services.speech import SpeechPlan, SpeechService
+from parla.services.speech import Progress, SpeechPlan, SpeechService
 from parla.store.models import new_id
 from parla.text.dialogue import (
     NONVERBAL_PAUSE_S,
@@ -173,8 +173,9 @@ class DialogueService:
         )
         return DialoguePlan(turns=turns, pause_s=request.pause_s, record=record)
 
-    async def audio(self, plan: DialoguePlan) -> AsyncGenerator[AudioChunk, None]:
-        """Turn after turn, each loudness-matched, with pauses; fills in the turns' times."""
+    async def audio(self, plan: DialoguePlan, progress: Progress | None = None) -> AsyncGenerator[AudioChunk, None]:
+        """Turn after turn, each loudness-matched, with pauses; fills in the turns' times.
+        ``progress(turns done, turns)`` follows each turn."""
         rate = 0
         position = 0.0
         for index, turn in enumerate(plan.turns):
@@ -209,7 +210,9 @@ class DialogueService:
                 }
             )
             yield AudioChunk(audio, rate)
+            if progress:
+                progress(index + 1, len(plan.turns))
         plan.record.parameters["turns"] = plan.timings
 
-    def encoded(self, plan: DialoguePlan) -> AsyncGenerator[bytes, None]:
-        return self.speech.encode(plan.record, self.audio(plan))
+    def encoded(self, plan: DialoguePlan, progress: Progress | None = None) -> AsyncGenerator[bytes, None]:
+        return self.speech.encode(plan.record, self.audio(plan, progress))

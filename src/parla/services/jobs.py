@@ -9,6 +9,7 @@ Nothing is ever left running forever.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from parla.audio.encode import AudioFormat
 from parla.errors import ConflictError, InvalidInputError, NotFoundError, ParlaError
+from parla.services.dialogue import DialogueRequest, DialogueService
 from parla.services.speech import SpeechPlan, SpeechService
 from parla.settings import Settings
 from parla.store.db import Database
@@ -99,10 +101,11 @@ class JobCancelledError(Exception):
 
 
 class JobService:
-    def __init__(self, *, settings: Settings, db: Database, speech: SpeechService) -> None:
+    def __init__(self, *, settings: Settings, db: Database, speech: SpeechService, dialogue: DialogueService) -> None:
         self.settings = settings
         self.db = db
         self.speech = speech
+        self.dialogue = dialogue
         self._enqueue: Callable[[str], None] | None = None
 
     def attach_queue(self, enqueue: Callable[[str], None]) -> None:
@@ -153,6 +156,16 @@ class JobService:
             public = [JobPublic.of(j) for j in jobs]
         self._send([j.id for j in public])
         return batch_id or public[0].id, public
+
+    def submit_dialogue(self, request: DialogueRequest) -> JobPublic:
+        self.dialogue.prepare(request)  # a bad dialogue gets its 4xx now
+        with self.db.session() as session:
+            job = Job(kind="dialogue", request=request.model_dump(mode="json"))
+            session.add(job)
+            session.flush()
+            public = JobPublic.of(job)
+        self._send([public.id])
+        return public
 
     def get(self, job_id: str) -> JobPublic:
         with self.db.session() as session:
@@ -231,21 +244,26 @@ class JobService:
                 .where(Job.id == job_id, Job.status == "pending")
                 .values(status="running", worker=worker, started_at=now, heartbeat_at=now, attempts=Job.attempts + 1),
             )
-            request = session.get(Job, job_id).request if claimed else None  # type: ignore[union-attr]
-        if not claimed or request is None:
+            job = session.get(Job, job_id) if claimed else None
+            kind, request = (job.kind, job.request) if job else ("", None)
+        if request is None:
             return
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job_id, worker, stop), daemon=True)
         beat.start()
+
+        def progress(done: int, total: int) -> None:
+            self._progress(job_id, worker, done / total)
+
         try:
-            plan = self._plan(SpeechJobRequest.model_validate(request))
-
-            def progress(done: int, total: int) -> None:
-                self._progress(job_id, worker, done / total)
-
             self._progress(job_id, worker, 0.0)
-            plan.runner.call_sync(lambda: self.speech.render_blocking(plan, progress))
-            self._finish(job_id, worker, "completed", generation_id=plan.id)
+            if kind == "dialogue":
+                generation_id = self._run_dialogue(DialogueRequest.model_validate(request), progress)
+            else:
+                plan = self._plan(SpeechJobRequest.model_validate(request))
+                plan.runner.call_sync(lambda: self.speech.render_blocking(plan, progress))
+                generation_id = plan.id
+            self._finish(job_id, worker, "completed", generation_id=generation_id)
         except JobCancelledError:
             self._finish(job_id, worker, "cancelled", error="cancelled while running")
         except ParlaError as exc:
@@ -255,6 +273,18 @@ class JobService:
             self._finish(job_id, worker, "failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             stop.set()
+
+    def _run_dialogue(self, request: DialogueRequest, progress: Callable[[int, int], None]) -> str:
+        """A dialogue's turns may need several engines, each on its own thread: drive them from an
+        event loop of this consumer thread's own."""
+        plan = self.dialogue.prepare(request, source="job")
+
+        async def render() -> None:
+            async for _ in self.dialogue.encoded(plan, progress):
+                pass
+
+        asyncio.run(render())
+        return plan.record.id
 
     def _progress(self, job_id: str, worker: str, fraction: float) -> None:
         with self.db.session() as session:
