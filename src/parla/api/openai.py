@@ -14,35 +14,21 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from parla.api.deps import ServicesDep
-from parla.audio.encode import CONTENT_TYPES, AudioFormat
+from parla.audio.encode import CONTENT_TYPES
 from parla.errors import NotFoundError
-from parla.services.speech import OPENAI_MODELS, SpeechPlan, SpeechService
+from parla.services.speech import OPENAI_MODELS, SpeechOptions, SpeechPlan, SpeechService
 
 router = APIRouter(tags=["OpenAI"])
 
 
-class VoiceObject(BaseModel):
-    id: str
+class SpeechRequest(SpeechOptions):
+    """OpenAI's speech request (Parla's options, with OpenAI's default model and stream formats)."""
 
-
-class SpeechRequest(BaseModel):
-    """OpenAI's speech request, plus Parla's optional ``seed``, ``language`` and ``parameters``."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str = Field("tts-1", description="tts-1, tts-1-hd, gpt-4o-mini-tts (default engine) or an engine name.")
-    input: str = Field(..., min_length=1, description="The text to speak.")
-    voice: str | VoiceObject | None = Field(None, description="A voice name or id; OpenAI names work.")
-    response_format: AudioFormat = "mp3"
-    speed: float = Field(1.0, ge=0.25, le=4.0)
-    instructions: str | None = Field(None, description="Style instructions, used by engines that can.")
+    model: str | None = Field("tts-1", description="tts-1, tts-1-hd, gpt-4o-mini-tts or an engine name.")
     stream_format: Literal["audio", "sse"] = "audio"
-    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Same seed, same audio.")
-    language: str | None = None
-    parameters: dict[str, Any] = Field(default_factory=dict, description="Engine parameters (see /v1/models).")
 
 
 def _sse(event: dict[str, Any]) -> bytes:
@@ -66,19 +52,7 @@ async def _sse_stream(speech: SpeechService, plan: SpeechPlan) -> AsyncIterator[
 
 @router.post("/v1/audio/speech", summary="Generate speech (OpenAI)")
 async def create_speech(body: SpeechRequest, services: ServicesDep) -> StreamingResponse:
-    voice = body.voice.id if isinstance(body.voice, VoiceObject) else body.voice
-    plan = services.speech.prepare(
-        text=body.input,
-        voice=voice,
-        model=body.model,
-        fmt=body.response_format,
-        speed=body.speed,
-        seed=body.seed,
-        language=body.language,
-        instructions=body.instructions,
-        parameters=body.parameters,
-        source="openai",
-    )
+    plan = services.speech.plan(body, source="openai")
     headers = {"X-Generation-Id": plan.id, "X-Seed": str(plan.seed)}
     if body.stream_format == "sse":
         return StreamingResponse(_sse_stream(services.speech, plan), media_type="text/event-stream", headers=headers)

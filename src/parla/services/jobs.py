@@ -16,14 +16,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import CursorResult, Executable, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from parla.audio.encode import AudioFormat
 from parla.errors import ConflictError, InvalidInputError, NotFoundError, ParlaError
 from parla.services.dialogue import DialogueRequest, DialogueService
-from parla.services.speech import SpeechPlan, SpeechService
+from parla.services.speech import SpeechOptions, SpeechPlan, SpeechService
 from parla.settings import Settings
 from parla.store.db import Database
 from parla.store.models import Generation, Job, Worker, new_id, utcnow
@@ -35,20 +34,8 @@ TERMINAL = ("completed", "failed", "cancelled")
 MAX_BATCH = 100
 
 
-class SpeechJobRequest(BaseModel):
-    """What a speech job makes: the OpenAI speech request's fields."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    input: str = Field(..., min_length=1)
-    voice: str | None = None
-    model: str | None = None
-    response_format: AudioFormat = "mp3"
-    speed: float = Field(1.0, ge=0.25, le=4.0)
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    language: str | None = None
-    instructions: str | None = None
-    parameters: dict[str, Any] = Field(default_factory=dict)
+SpeechJobRequest = SpeechOptions
+"""A speech job asks for what ``/v1/audio/speech`` does."""
 
 
 class JobPublic(BaseModel):
@@ -118,18 +105,7 @@ class JobService:
             self._enqueue(job_id)
 
     def _plan(self, request: SpeechJobRequest) -> SpeechPlan:
-        return self.speech.prepare(
-            text=request.input,
-            voice=request.voice,
-            model=request.model,
-            fmt=request.response_format,
-            speed=request.speed,
-            seed=request.seed,
-            language=request.language,
-            instructions=request.instructions,
-            parameters=request.parameters,
-            source="job",
-        )
+        return self.speech.plan(request, source="job")
 
     # -- clients' side ------------------------------------------------------------------------
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from parla.audio.encode import FORMATS, StreamEncoder, finalize_wav, open_encoder, output_sample_rate
+from parla.audio.encode import FORMATS, AudioFormat, StreamEncoder, finalize_wav, open_encoder, output_sample_rate
 from parla.engines.base import AudioChunk, Engine, SynthesisRequest, VoiceRef
 from parla.engines.registry import EngineRegistry, UnknownEngineError
 from parla.engines.runner import EngineRunner
@@ -43,6 +44,29 @@ CROSSFADE_S = 0.01
 
 Progress = Callable[[int, int], None]
 """Called with (pieces done, pieces in all) as synthesis advances."""
+
+
+class SpeechOptions(BaseModel):
+    """What to say and how: the OpenAI speech request's fields, plus Parla's ``seed``,
+    ``language`` and ``parameters``. Every path that makes speech (HTTP, jobs) takes these."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: str = Field(..., min_length=1, description="The text to speak.")
+    voice: str | None = Field(None, description="A voice name or id; OpenAI names work.")
+    model: str | None = Field(None, description="tts-1, tts-1-hd, gpt-4o-mini-tts or an engine name.")
+    response_format: AudioFormat = "mp3"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    instructions: str | None = Field(None, description="Style instructions, used by engines that can.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Same seed, same audio.")
+    language: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Engine parameters (see /v1/models).")
+
+    @field_validator("voice", mode="before")
+    @classmethod
+    def _voice_object(cls, value: Any) -> Any:
+        # OpenAI's newer API also sends a voice as {"id": "..."}.
+        return value.get("id") if isinstance(value, dict) else value
 
 
 @dataclass(frozen=True)
@@ -196,6 +220,20 @@ class SpeechService:
         # Asked once per generation (it may read the database): the runtime config can turn
         # saving off and on while the server runs. Without it, the setting decides.
         self.save_outputs = save_outputs or (lambda: self.settings.save_outputs)
+
+    def plan(self, options: SpeechOptions, *, source: str) -> SpeechPlan:
+        return self.prepare(
+            text=options.input,
+            voice=options.voice,
+            model=options.model,
+            fmt=options.response_format,
+            speed=options.speed,
+            seed=options.seed,
+            language=options.language,
+            instructions=options.instructions,
+            parameters=options.parameters,
+            source=source,
+        )
 
     def engine_for(self, model: str | None, voice: VoiceRef) -> Engine:
         """The engine a request names, or for ``tts-1`` and friends (or nothing) the default one:
