@@ -8,6 +8,7 @@ defaults to the ``PARLA_SAVE_OUTPUTS`` setting, and a change made through the AP
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 
 PARLA_LOGGER = "parla"
 """The logger ``debug_mode`` turns to DEBUG: every module's logger sits under it."""
+
+
+CACHE_S = 1.0
+"""How long a read of the config is reused."""
 
 
 class InvalidConfigError(ParlaError):
@@ -57,12 +62,19 @@ class ConfigService:
         self.db = db
         # The level to return to when debug_mode is turned off again.
         self._base_level = logging.getLogger(PARLA_LOGGER).level
+        self._cached: tuple[float, RuntimeConfig] | None = None
 
     def defaults(self) -> RuntimeConfig:
         return RuntimeConfig(save_outputs=self.settings.save_outputs)
 
     def get(self) -> RuntimeConfig:
-        """The current config: the defaults with every stored change laid over them."""
+        """The current config: the defaults with every stored change laid over them.
+
+        Read at most once a second: every generation asks (save_outputs), and a change made
+        through another server sharing the database takes effect here within that second."""
+        now = time.monotonic()
+        if self._cached and now - self._cached[0] < CACHE_S:
+            return self._cached[1].model_copy()
         with self.db.session() as session:
             stored = {entry.key: entry.value for entry in session.scalars(select(ConfigEntry))}
         config = self.defaults()
@@ -73,7 +85,8 @@ class ConfigService:
                 setattr(config, key, value)
             except ValidationError:  # edited by hand: the default is safer than a crash
                 log.warning("ignoring the stored config value %s=%r", key, value)
-        return config
+        self._cached = (now, config)
+        return config.model_copy()
 
     def update(self, changes: Mapping[str, Any]) -> RuntimeConfig:
         """Change some keys, keep the others; the whole config after the change is returned."""
@@ -93,6 +106,7 @@ class ConfigService:
         with self.db.session() as session:
             for key in changes:
                 session.merge(ConfigEntry(key=key, value=getattr(checked, key)))
+        self._cached = None
         return self.apply()
 
     def apply(self, config: RuntimeConfig | None = None) -> RuntimeConfig:
