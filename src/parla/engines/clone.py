@@ -31,7 +31,7 @@ from parla.settings import Settings
 
 log = logging.getLogger(__name__)
 
-VERSION = "1"
+VERSION = "2"
 """Bumped whenever the adaptation method changes, so stale cached adaptations are not reused."""
 MEMORY_CACHE = 32
 """Adaptations kept in memory (a few kB to a few hundred kB each)."""
@@ -39,17 +39,24 @@ MEMORY_CACHE = 32
 
 PIPER_MEDIAN_F0 = 85.0
 """Median pitch of the bundled voice in Hz (measured with Praat on a read paragraph)."""
-PRESET_KEYS = {"pitch", "pitch_range", "tilt", "breath", "pace"}
+PRESET_KEYS = {"pitch", "pitch_range", "formant", "tilt", "breath", "pace"}
 
 
 def preset_adaptation(
-    *, pitch: float = 1.0, pitch_range: float = 1.0, tilt: float = 0.0, breath: float = 0.0, pace: float = 1.0
+    *,
+    pitch: float = 1.0,
+    pitch_range: float = 1.0,
+    formant: float = 1.0,
+    tilt: float = 0.0,
+    breath: float = 0.0,
+    pace: float = 1.0,
 ) -> Any:
     """An adaptation made from a description instead of a recording (the built-in voices).
 
     pitch: median pitch as a multiple of Piper's; pitch_range: multiple of its range around the
-    median; tilt: spectral tilt (positive darker, negative brighter); breath: extra aperiodic
-    share in voiced sounds (0-0.6); pace: multiple of Piper's phoneme durations.
+    median; formant: scaling of the formant frequencies (above 1 a shorter vocal tract); tilt:
+    spectral tilt (positive darker, negative brighter); breath: extra aperiodic share in voiced
+    sounds (0-0.6); pace: multiple of Piper's phoneme durations.
     """
     import pyworld
 
@@ -71,6 +78,7 @@ def preset_adaptation(
         mu=np.zeros(dims),
         gv=np.ones(dims),
         d_uv=bias.copy(),
+        alpha=formant,
         ap_diff=np.full(pyworld.get_num_aperiodicities(conversion.FS), breath),
         cfg=cfg,
     )

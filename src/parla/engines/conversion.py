@@ -3,19 +3,21 @@
 Method
 ------
 Adaptation (``adapt``) uses parallel data made from the transcript: Piper reads each reference
-transcript, both signals are analysed at 16 kHz with WORLD (Dio+StoneMask F0, CheapTrick
-envelope coded to ``n_coded`` mel-cepstrum-like coefficients), and dynamic time warping on the
-envelopes (channel-normalised) pairs each reference frame with Piper's frame for the same sound.
-From the pairs we learn
+transcript, both signals are analysed at 16 kHz (F0 by Praat's autocorrelation tracker, the one the
+PSOLA step uses: Dio doubles the F0 of Piper's joe voice, whose fundamental is weak; CheapTrick
+envelope coded to ``n_coded`` WORLD mel-cepstral coefficients), and dynamic time warping on the
+(mean-normalised) envelopes pairs each reference frame with Piper's frame for the same sound.
+All samples' pairs are pooled, so more samples give more data. From the pairs we learn
 
-* spectral envelope (formants, timbre, channel): a ridge regression of the *difference*
-  ``target - piper`` on Piper's envelope, fitted on frames that are confidently voiced in both.
-  Regularising towards zero shrinks the map towards a constant offset (= long-term spectrum
-  match), so little data gives a safe, generic correction and more data (more samples) a more
-  speaker-specific one.  The mapped features' per-dimension variance is restored towards the
-  target's (global variance), since regression averages and muffles.  Unvoiced speech frames get
-  the mean unvoiced difference (fricative/noise colour).
-* pitch: log-F0 level and range (mean, std over voiced frames) -> a log-linear transform.
+* spectral envelope (formants, timbre, channel): first one frequency-axis scaling (vocal-tract
+  length; grid search), then a ridge regression of the *difference* ``target - warped piper`` on
+  the warped Piper envelope, fitted on frames confidently voiced in both.  Regularising towards
+  zero shrinks the map towards a constant offset (= long-term spectrum match), so little data
+  gives a safe, generic correction and more data a more speaker-specific one (the penalty is
+  fixed while the data term grows with the data).  The mapped features' per-dimension variance
+  is restored towards the target's (regression averages and muffles).  Unvoiced speech frames
+  get the mean unvoiced difference (fricative/noise colour, channel).
+* pitch: log-F0 level and range (median, robust spread over voiced frames) -> log-linear map.
 * breathiness: mean per-band aperiodicity difference (D4C, voiced frames) -> noise mixing.
 * energy: dynamics come from the c0 term of the map; the mean level change is removed so the
   server's loudness stays Piper's.
@@ -29,7 +31,8 @@ conversion, but with numpy FFTs), with aperiodicity-driven noise mixed into voic
 parameter is fixed at adaptation time, so sentence-sized pieces convert independently and the
 voice stays consistent across them.
 
-Needs numpy, scipy, pyworld, praat-parselmouth.  No speaker-embedding model, no torch.
+Needs numpy, scipy, pyworld (0.3.5 imports pkg_resources: keep setuptools<81), praat-parselmouth.
+No speaker-embedding model, no torch, no network.
 """
 
 from __future__ import annotations
@@ -60,13 +63,19 @@ TARGET_F0 = (60.0, 500.0)
 class Config:
     frame_ms: float = 10.0
     n_coded: int = 30
-    lam: float = 30.0  # ridge strength (sum-of-squares objective: more data -> relatively less)
+    lam: float = 100.0  # ridge strength (sum-of-squares objective: more data -> relatively less)
     gv_power: float = 1.0  # 0: no variance restoration, 1: full
     max_boost_db: float = 20.0
     max_cut_db: float = 40.0
     breath: float = 1.0  # scale of aperiodicity-driven noise mixing (0 = off)
     pitch_range: float = 1.0  # 0: keep Piper's range, 1: match the target's
     rate: bool = True  # adapt speaking rate
+    warp: bool = True  # estimate a formant (frequency-axis) scaling before the regression
+    warp_max: float = 1.3  # search range of that scaling: [1/warp_max .. warp_max] (approx.)
+    strength: float = 1.0  # scale of the spectral filter (log domain); 0 = pitch/rate only
+    pitch: bool = True
+    uv: float = 1.0  # strength of the unvoiced-frame correction
+    smooth: int = 1  # half-width (frames) of the triangular time smoothing of the filter
 
 
 @dataclass
@@ -78,6 +87,7 @@ class Adaptation:
     mu: np.ndarray  # (D,) mean of mapped training outputs
     gv: np.ndarray  # (D,) variance restoration scale
     d_uv: np.ndarray  # (D,) mean unvoiced difference
+    alpha: float  # formant frequency scaling
     ap_diff: np.ndarray  # (B,) extra aperiodic power share per D4C band (3, 6 ... kHz)
     cfg: Config = field(default_factory=Config)
 
@@ -93,7 +103,7 @@ class Adaptation:
         z = np.load(io.BytesIO(data))
         cfg = Config(**{f.name: type(getattr(Config, f.name))(z["cfg_" + f.name]) for f in fields(Config)})
         kw = {f.name: z[f.name] for f in fields(cls) if f.name != "cfg"}
-        for k in ("length_scale", "f0_a", "f0_b"):
+        for k in ("length_scale", "f0_a", "f0_b", "alpha"):
             kw[k] = float(kw[k])
         return cls(cfg=cfg, **kw)
 
@@ -134,6 +144,19 @@ def _analyse(x16: np.ndarray, cfg: Config, f0_range: tuple[float, float], with_a
     v[1:] &= voiced[:-1]
     v[:-1] &= voiced[1:]
     return _Feats(f0, coded, ap, active, v)
+
+
+def _warp(coded: np.ndarray, alpha: float) -> np.ndarray:
+    """Scale the envelope's frequency axis by alpha (formants move by x alpha), coded domain."""
+    if alpha == 1.0 or len(coded) == 0:
+        return coded
+    lsp = np.log(pw.decode_spectral_envelope(np.ascontiguousarray(coded), FS, FFT))
+    pos = np.clip(np.arange(lsp.shape[1]) / alpha, 0, lsp.shape[1] - 1)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, lsp.shape[1] - 1)
+    g = pos - i0
+    w = lsp[:, i0] * (1 - g) + lsp[:, i1] * g
+    return np.asarray(pw.code_spectral_envelope(np.ascontiguousarray(np.exp(w)), FS, coded.shape[1]))
 
 
 def _speech_frames(active: np.ndarray, cfg: Config) -> int:
@@ -211,6 +234,18 @@ def adapt(
             apx.append(src.ap[i[v]])
             apy.append(tgt.ap[j[v]])
     x, y = np.concatenate(xs), np.concatenate(ys)
+    if len(x) < 50 or min(sum(map(len, lf_src)), sum(map(len, lf_tgt))) < 20:
+        raise ValueError("too little voiced speech matched between the references and Piper")
+    x0, alpha = x, 1.0
+    if cfg.warp:  # best frequency scaling up to a per-dimension offset (the regression bias)
+
+        def err(al: float) -> float:
+            r = (_warp(x, al) - y)[:, 1:]
+            return float(((r - r.mean(0)) ** 2).sum())
+
+        grid = np.arange(1 / cfg.warp_max, cfg.warp_max + 1e-4, 0.025)
+        alpha = float(grid[int(np.argmin([err(al) for al in grid]))])
+        x = _warp(x, alpha)
     d = x.shape[1]
     mx = x.mean(0)
     xc = x - mx
@@ -221,10 +256,11 @@ def adapt(
     mu = yhat.mean(0)
     gv = np.clip(y.std(0) / np.maximum(yhat.std(0), 1e-6), 1.0, 3.0) ** cfg.gv_power
     yhat = mu + (yhat - mu) * gv
-    w[-1, 0] -= (yhat[:, 0] - x[:, 0]).mean()  # keep Piper's mean level
-    mu[0] -= (yhat[:, 0] - x[:, 0]).mean()
+    level = (yhat[:, 0] - x0[:, 0]).mean()  # keep Piper's mean level
+    w[-1, 0] -= level
+    mu[0] -= level
     ux, uy = np.concatenate(uvx), np.concatenate(uvy)
-    d_uv = (uy - ux).mean(0) if len(ux) > 20 else (yhat - x).mean(0)
+    d_uv = (uy - ux).mean(0) if len(ux) > 20 else (yhat - x0).mean(0)
     d_uv[0] = 0.0
     ls, lt = np.concatenate(lf_src), np.concatenate(lf_tgt)
 
@@ -238,7 +274,7 @@ def adapt(
     ap_diff = (
         (10 ** (np.concatenate(apy) / 10)).mean(0) - (10 ** (np.concatenate(apx) / 10)).mean(0) if apx else np.zeros(1)
     )
-    return Adaptation(rate_ratio, a, b, w, mu, gv, d_uv, ap_diff, cfg)
+    return Adaptation(rate_ratio, a, b, w, mu, gv, d_uv, alpha, ap_diff, cfg)
 
 
 def _shift_pitch(y: np.ndarray, rate: int, ad: Adaptation) -> np.ndarray:
@@ -259,19 +295,22 @@ def convert(audio: np.ndarray, rate: int, adaptation: Adaptation) -> np.ndarray:
         return audio.astype(np.float32)
     f = _analyse(_resample(audio, rate, FS), cfg, PIPER_F0, bool(cfg.breath > 0 and np.any(ad.ap_diff > 0)))
     x = f.coded
-    y = x + np.hstack([x, np.ones((len(x), 1))]) @ ad.w
+    xw = _warp(x, ad.alpha)
+    y = xw + np.hstack([xw, np.ones((len(x), 1))]) @ ad.w
     y = ad.mu + (y - ad.mu) * ad.gv
     voiced = f.f0 > 0
-    y = np.where(voiced[:, None], y, x + ad.d_uv)
+    y = np.where(voiced[:, None], y, x + cfg.uv * ad.d_uv)
     dlog = 0.5 * (
         np.log(pw.decode_spectral_envelope(np.ascontiguousarray(y), FS, FFT))
         - np.log(pw.decode_spectral_envelope(np.ascontiguousarray(x), FS, FFT))
     )
-    k = np.array([0.25, 0.5, 0.25])  # light temporal smoothing of the filter
-    dlog = np.apply_along_axis(lambda r: np.convolve(np.pad(r, 1, mode="edge"), k, "valid"), 0, dlog)
-    dlog = np.clip(dlog, -cfg.max_cut_db / 8.686, cfg.max_boost_db / 8.686)
+    h = cfg.smooth  # temporal smoothing of the filter
+    k = np.concatenate([np.arange(1, h + 2), np.arange(h, 0, -1)]).astype(float)
+    pad = np.pad(dlog, ((h, h), (0, 0)), mode="edge")
+    dlog = sum(k[i] * pad[i : i + len(dlog)] for i in range(len(k))) / k.sum()
+    dlog = np.clip(dlog * cfg.strength, -cfg.max_cut_db / 8.686, cfg.max_boost_db / 8.686)
 
-    shifted = _shift_pitch(audio, rate, ad)
+    shifted = _shift_pitch(audio, rate, ad) if cfg.pitch else audio
     nfft, hop = 1024, 256
     fr, tt, spec = stft(shifted, fs=rate, nperseg=nfft, noverlap=nfft - hop, boundary="even")
     # map analysis frames/bins onto the STFT grid (above 8 kHz hold the 8 kHz value)

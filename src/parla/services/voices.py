@@ -72,7 +72,7 @@ BUILTIN_VOICES: tuple[BuiltinVoice, ...] = (
         "neutral",
         {
             "piper": {"noise_scale": 0.5, "noise_w_scale": 0.6},
-            "clone": {"pitch": 1.35, "pitch_range": 1.0, "tilt": 0.0},
+            "clone": {"pitch": 1.35, "pitch_range": 1.0, "formant": 1.06, "tilt": 0.0},
             "espeak": {"voice": "en-us+m3"},
         },
     ),
@@ -82,7 +82,7 @@ BUILTIN_VOICES: tuple[BuiltinVoice, ...] = (
         "male",
         {
             "piper": {"length_scale": 1.12, "noise_scale": 0.4, "noise_w_scale": 0.5},
-            "clone": {"pitch": 1.1, "pitch_range": 0.8, "tilt": 0.15, "pace": 1.08},
+            "clone": {"pitch": 1.1, "pitch_range": 0.8, "formant": 0.97, "tilt": 0.15, "pace": 1.08},
             "espeak": {"voice": "en-us+m1", "pitch": 40},
         },
     ),
@@ -92,7 +92,7 @@ BUILTIN_VOICES: tuple[BuiltinVoice, ...] = (
         "male",
         {
             "piper": {"length_scale": 1.05, "noise_scale": 0.9, "noise_w_scale": 1.0},
-            "clone": {"pitch": 1.25, "pitch_range": 1.45, "tilt": -0.05, "pace": 1.04},
+            "clone": {"pitch": 1.25, "pitch_range": 1.45, "formant": 1.03, "tilt": -0.05, "pace": 1.04},
             "espeak": {"voice": "en-gb+m2"},
         },
     ),
@@ -102,7 +102,7 @@ BUILTIN_VOICES: tuple[BuiltinVoice, ...] = (
         "female",
         {
             "piper": {"length_scale": 0.85, "noise_scale": 0.75, "noise_w_scale": 0.9},
-            "clone": {"pitch": 2.3, "pitch_range": 1.2, "tilt": -0.3, "pace": 0.93},
+            "clone": {"pitch": 2.3, "pitch_range": 1.2, "formant": 1.17, "tilt": -0.3, "pace": 0.93},
             "espeak": {"voice": "en-us+f3", "pitch": 60},
         },
     ),
@@ -112,7 +112,7 @@ BUILTIN_VOICES: tuple[BuiltinVoice, ...] = (
         "male",
         {
             "piper": {"length_scale": 1.25, "noise_scale": 0.5, "noise_w_scale": 0.4},
-            "clone": {"pitch": 0.82, "pitch_range": 0.8, "tilt": 0.3, "pace": 1.1},
+            "clone": {"pitch": 0.82, "pitch_range": 0.8, "formant": 0.92, "tilt": 0.3, "pace": 1.1},
             "espeak": {"voice": "en-us+m7", "pitch": 25},
         },
     ),
@@ -122,7 +122,7 @@ BUILTIN_VOICES: tuple[BuiltinVoice, ...] = (
         "female",
         {
             "piper": {"length_scale": 0.95, "noise_scale": 0.8, "noise_w_scale": 1.1},
-            "clone": {"pitch": 2.6, "pitch_range": 1.3, "tilt": -0.2, "breath": 0.15, "pace": 0.97},
+            "clone": {"pitch": 2.6, "pitch_range": 1.3, "formant": 1.2, "tilt": -0.2, "breath": 0.15, "pace": 0.97},
             "espeak": {"voice": "en-us+f2", "pitch": 70},
         },
     ),
