@@ -57,8 +57,10 @@ def _to16k(samples: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.float3
 
 
 def test_turns_and_chat_roles_with_voice_mappings(client: httpx.Client) -> None:
-    turns_body = {"turns": [{"text": "First line.", "voice": "onyx"}, {"text": "Second line.", "voice": "shimmer"}],
-                  "response_format": "wav"}  # fmt: skip
+    turns_body = {
+        "turns": [{"text": "First line.", "voice": "onyx"}, {"text": "Second line.", "voice": "shimmer"}],
+        "response_format": "wav",
+    }
     response = client.post("/v1/audio/dialogue", json=turns_body, params={"output": "json"})
     body = response.json()
     assert [t["voice"] for t in body["turns"]] == ["onyx", "shimmer"]

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parla import __version__
-from parla.api import dialogue, errors, health, history, jobs, openai, transcription, voices
+from parla.api import dialogue, errors, generate, health, history, jobs, openai, transcription, voices
 from parla.services import Services
 from parla.services.queue import InProcessConsumer
 from parla.settings import Settings, get_settings
@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(voices.router)
     app.include_router(jobs.router)
     app.include_router(dialogue.router)
+    app.include_router(generate.router)
     app.include_router(history.router)
     app.include_router(history.dia)
     return app

@@ -47,6 +47,8 @@ class JobPublic(BaseModel):
     status: str
     progress: float
     error: str | None
+    error_message: str | None
+    """The same as ``error``: seed 003's JavaScript client reads this name."""
     batch_id: str | None
     generation_id: str | None
     worker: str | None
@@ -66,6 +68,7 @@ class JobPublic(BaseModel):
             status=job.status,
             progress=round(job.progress, 4),
             error=job.error,
+            error_message=job.error,
             batch_id=job.batch_id,
             generation_id=job.generation_id,
             worker=job.worker,

@@ -1,0 +1,128 @@
+"""``POST /generate``: seed 003's form (audio back, ``?async_mode=true`` for a job), or seed 004's
+form when the body names a ``profile_id`` (a JSON generation record back) — DESIGN, "Clashes"."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from parla.api.deps import ServicesDep
+from parla.audio.encode import CONTENT_TYPES, AudioFormat
+from parla.errors import InvalidInputError
+from parla.services.dialogue import DialogueRequest
+from parla.services.speech import SpeechOptions
+
+router = APIRouter(tags=["Dia server (seed 003) and voicebox (seed 004)"])
+
+_SPEAKER_TAG = re.compile(r"\[\s*[Ss]\d+\s*\]")
+SEED_MODELS = ("dia", "qwen3-tts")
+"""Model names the seeds' own clients send; they mean the default engine here."""
+SAMPLING_PARAMETERS = ("temperature", "cfg_scale", "top_p", "max_tokens", "use_torch_compile")
+
+
+class GenerateRequest(BaseModel):
+    """Seed 003's fields (also its JavaScript client's ``input``/``voice``), or seed 004's."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str | None = Field(None, description="The text; may hold [S1]/[S2] speaker tags.")
+    input: str | None = Field(None, description="Same as text (seed 003's JavaScript client sends it).")
+    voice_id: str | None = Field(None, description="A voice: built-in name, library voice, or mapping.")
+    voice: str | None = None
+    model: str | None = None
+    response_format: AudioFormat = "wav"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    role: Literal["user", "assistant", "system"] | None = None
+    temperature: float | None = Field(None, ge=0.0, le=5.0)
+    cfg_scale: float | None = Field(None, ge=0.0, le=20.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    use_torch_compile: bool | None = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    language: str | None = None
+    profile_id: str | None = Field(None, description="Seed 004: speak in this voice profile, answer a record.")
+
+    def words(self) -> str:
+        text = self.text if self.text is not None else self.input
+        if text is None or not text.strip():
+            raise InvalidInputError("give the text to speak in 'text'", param="text")
+        return text
+
+    def engine_parameters(self) -> dict[str, Any]:
+        # Dia's sampling knobs go to the engine, which uses those it has and ignores the rest.
+        return {name: getattr(self, name) for name in SAMPLING_PARAMETERS if getattr(self, name) is not None}
+
+
+@router.post("/generate", summary="Generate speech (Dia server form, or voicebox form with profile_id)")
+async def generate(
+    body: GenerateRequest,
+    services: ServicesDep,
+    async_mode: bool = Query(False, description="Queue a job and answer its id instead of the audio."),
+) -> Response:
+    if body.profile_id:
+        return await _voicebox_generate(body, services)
+    text = body.words()
+    voice = body.voice_id or body.voice
+    model = None if body.model is None or body.model.lower() in SEED_MODELS else body.model
+    if _SPEAKER_TAG.search(text):
+        dialogue = DialogueRequest(
+            text=text,
+            voice=voice,
+            model=model,
+            response_format=body.response_format,
+            speed=body.speed,
+            seed=body.seed,
+            parameters=body.engine_parameters(),
+        )
+        if async_mode:
+            job = await run_in_threadpool(services.jobs.submit_dialogue, dialogue)
+            return JSONResponse(job.model_dump(mode="json"), status_code=202)
+        plan = services.dialogue.prepare(dialogue, source="generate")
+        audio = b"".join([part async for part in services.dialogue.encoded(plan)])
+        return Response(audio, media_type=CONTENT_TYPES[body.response_format])
+    options = SpeechOptions(
+        input=text,
+        voice=voice,
+        model=model,
+        response_format=body.response_format,
+        speed=body.speed,
+        seed=body.seed,
+        language=body.language,
+        parameters=body.engine_parameters(),
+    )
+    if async_mode:
+        job = await run_in_threadpool(services.jobs.submit, options)
+        return JSONResponse(job.model_dump(mode="json"), status_code=202)
+    speech_plan = services.speech.plan(options, source="generate")
+    return StreamingResponse(
+        services.speech.encoded(speech_plan),
+        media_type=CONTENT_TYPES[body.response_format],
+        headers={"X-Generation-Id": speech_plan.id},
+    )
+
+
+async def _voicebox_generate(body: GenerateRequest, services: ServicesDep) -> Response:
+    options = SpeechOptions(
+        input=body.words(), voice=body.profile_id, response_format="wav", seed=body.seed, language=body.language
+    )
+    plan = services.speech.plan(options, source="voicebox")
+    await services.speech.render(plan)
+    generation = await run_in_threadpool(services.history.get, plan.id)
+    path = (await run_in_threadpool(services.history.audio, plan.id))[0] if generation.has_audio else None
+    return JSONResponse(
+        {
+            "id": plan.id,
+            "profile_id": body.profile_id,
+            "text": plan.text,
+            "language": plan.language,
+            "audio_path": str(path) if path else None,
+            "duration": round(generation.duration_s, 3),
+            "seed": plan.seed,
+            "created_at": generation.created_at.isoformat().replace("+00:00", "Z"),
+        }
+    )

@@ -1,0 +1,92 @@
+"""``POST /generate`` as seed 003's and seed 004's clients call it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from parla.audio import decode_audio
+from tests.conftest import Listener, wer
+
+
+def test_dia_form_returns_audio_with_dia_parameters_accepted(client: httpx.Client, listener: Listener) -> None:
+    body = {
+        "text": "Hello, this is a test message.",
+        "voice_id": "alloy",
+        "role": "user",
+        "response_format": "wav",
+        "temperature": 1.0,
+        "cfg_scale": 2.5,
+        "top_p": 0.9,
+        "max_tokens": 2000,
+        "use_torch_compile": True,
+    }
+    response = client.post("/generate", json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "audio/wav"
+    assert wer("Hello, this is a test message.", listener.transcribe(response.content)) < 0.3
+
+
+def test_dia_form_with_speaker_tags_is_a_dialogue(client: httpx.Client) -> None:
+    response = client.post("/generate", json={"text": "[S1] Hello world! [S2] Hi there!", "voice_id": "alloy"})
+    assert response.status_code == 200
+    samples, rate = decode_audio(response.content)
+    assert samples.size / rate > 1.0
+
+
+def test_dia_javascript_client_form_with_async_mode(client: httpx.Client) -> None:
+    # The seed's JavaScript client sends OpenAI-style fields and polls the job.
+    body = {"model": "dia", "input": "[S1] Long text, in the background.", "voice": "nova"}
+    submitted = client.post("/generate", params={"async_mode": "true"}, json=body)
+    assert submitted.status_code == 202
+    job_id = submitted.json()["job_id"]
+    deadline = time.monotonic() + 120
+    while (job := client.get(f"/jobs/{job_id}").json())["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert job["status"] == "completed" and job["error_message"] is None
+    assert decode_audio(client.get(f"/jobs/{job_id}/result").content)[0].size > 0
+    single = client.post("/generate?async_mode=true", json={"text": "Just one voice.", "voice_id": "onyx"})
+    assert single.status_code == 202 and single.json()["status"] == "pending"
+
+
+def test_voicebox_form_answers_a_generation_record(client: httpx.Client) -> None:
+    import subprocess
+
+    from parla.audio import encode_audio
+
+    wav = subprocess.run(["espeak-ng", "--stdout", "A voice sample for the profile."], capture_output=True).stdout
+    samples, rate = decode_audio(wav)
+    profile = client.post("/v1/voices", json={"name": "voicebox-profile"}).json()
+    try:
+        client.post(
+            f"/v1/voices/{profile['id']}/samples",
+            files={"file": ("s.wav", encode_audio(samples, rate, "wav"))},
+            data={"transcript": "A voice sample for the profile."},
+        )
+        body = {"profile_id": profile["id"], "text": "Hello, this is a test.", "language": "en", "seed": 42}
+        record = client.post("/generate", json=body).json()
+        assert set(record) >= {"id", "profile_id", "text", "language", "audio_path", "duration", "seed", "created_at"}
+        assert record["profile_id"] == profile["id"] and record["seed"] == 42 and record["duration"] > 0.5
+        assert Path(record["audio_path"]).is_file()
+    finally:
+        client.delete(f"/v1/voices/{profile['id']}")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"voice_id": "alloy"}, 400, "text"),
+        ({"text": "hi", "voice_id": "nobody"}, 400, "unknown voice"),
+        ({"text": "[S1] hi [S2]"}, 400, "has no text"),
+        ({"text": "hi", "role": "narrator"}, 422, "role"),
+        ({"text": "hi", "profile_id": "no-such-profile"}, 400, "unknown voice"),
+    ],
+)
+def test_bad_generate_requests(client: httpx.Client, body: dict[str, object], status: int, needle: str) -> None:
+    response = client.post("/generate", json=body)
+    assert response.status_code == status, response.text
+    assert needle in response.json()["detail"]
