@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     """Engine used when a request names none (or names an OpenAI model such as ``tts-1``)."""
     default_voice: str = "alloy"
     """Voice used when a request names none."""
+    default_speaker_clip: Path | None = None
+    """A recording that the XTTS dialect's ``default`` speaker clones (seed 001's XTTS_DEFAULT_VOICE)."""
     default_clone_engine: str = "clone"
     """Engine used for library (cloned) voices when a request names no engine."""
     max_input_chars: int = Field(default=100_000, ge=1)

@@ -1,0 +1,1 @@
+"""Each seed's API as a thin dialect over the same services (DESIGN, "Compatibility surfaces")."""

@@ -1,0 +1,193 @@
+"""Seed 004 (the voicebox backend): ``/profiles``, ``/history``, ``/audio/{id}``, ``/models/*``.
+
+A thin dialect: profiles are library voices, history is Parla's history, shaped as voicebox's
+clients expect (``profile_id``, ``reference_text``, ``audio_path``). ``POST /generate`` with a
+``profile_id`` and ``POST /transcribe`` live with the other forms of those paths.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from parla.api.deps import ServicesDep
+from parla.api.voices import read_upload
+from parla.errors import NotFoundError
+from parla.services import Services
+from parla.services.history import GenerationPublic, HistoryFilter
+from parla.services.voices import SamplePublic, VoiceCreate, VoicePublic, VoiceUpdate
+
+router = APIRouter(tags=["voicebox (seed 004)"])
+
+
+class ProfileCreate(BaseModel):
+    name: str = Field(..., min_length=1, max_length=100)
+    description: str | None = None
+    language: str = "en"
+
+
+class ProfileUpdate(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=100)
+    description: str | None = None
+    language: str | None = None
+
+
+def _profile(voice: VoicePublic) -> dict[str, Any]:
+    return {
+        "id": voice.id,
+        "name": voice.name,
+        "description": voice.description,
+        "language": voice.language,
+        "created_at": voice.created_at,
+        "updated_at": voice.updated_at,
+        "sample_count": len(voice.samples),
+    }
+
+
+def _sample(services: Services, sample: SamplePublic) -> dict[str, Any]:
+    path = services.voices.sample_path(sample.voice_id, sample.id)
+    return {
+        "id": sample.id,
+        "profile_id": sample.voice_id,
+        "audio_path": str(path),
+        "reference_text": sample.transcript,
+    }
+
+
+def _record(services: Services, generation: GenerationPublic, profiles: dict[str, str]) -> dict[str, Any]:
+    path = services.history.audio(generation.id)[0] if generation.has_audio else None
+    return {
+        "id": generation.id,
+        "profile_id": profiles.get(generation.voice.lower()),
+        "text": generation.text,
+        "language": str(generation.parameters.get("language", "en")),
+        "audio_path": str(path) if path else None,
+        "duration": round(generation.duration_s, 3),
+        "seed": generation.seed,
+        "created_at": generation.created_at,
+    }
+
+
+def _profile_ids(services: Services) -> dict[str, str]:
+    """Library voice names (lowercased) to ids: history rows name the voice they spoke in."""
+    return {v.name.lower(): v.id for v in services.voices.list_library()}
+
+
+@router.post("/profiles", summary="Create a voice profile")
+def create_profile(body: ProfileCreate, services: ServicesDep) -> dict[str, Any]:
+    created = services.voices.create(VoiceCreate(name=body.name, description=body.description, language=body.language))
+    return _profile(created)
+
+
+@router.get("/profiles", summary="All voice profiles")
+def list_profiles(services: ServicesDep) -> list[dict[str, Any]]:
+    return [_profile(v) for v in services.voices.list_library()]
+
+
+@router.get("/profiles/{profile_id}", summary="One voice profile")
+def get_profile(profile_id: str, services: ServicesDep) -> dict[str, Any]:
+    return _profile(services.voices.get(profile_id))
+
+
+@router.put("/profiles/{profile_id}", summary="Update a voice profile")
+def update_profile(profile_id: str, body: ProfileUpdate, services: ServicesDep) -> dict[str, Any]:
+    changes = VoiceUpdate(**body.model_dump(exclude_unset=True, exclude_none=True))
+    return _profile(services.voices.update(profile_id, changes))
+
+
+@router.delete("/profiles/{profile_id}", summary="Delete a profile and all its samples")
+def delete_profile(profile_id: str, services: ServicesDep) -> dict[str, str]:
+    services.voices.delete(profile_id)
+    return {"message": "Profile deleted successfully"}
+
+
+@router.post("/profiles/{profile_id}/samples", summary="Add a sample to a profile")
+async def add_sample(
+    profile_id: str,
+    services: ServicesDep,
+    file: Annotated[UploadFile, File()],
+    reference_text: Annotated[str | None, Form()] = None,
+) -> dict[str, Any]:
+    await run_in_threadpool(services.voices.get, profile_id)
+    data = await read_upload(file, services.settings.max_upload_bytes)
+    added = await run_in_threadpool(services.voices.add_sample, profile_id, data, reference_text)
+    return _sample(services, added.sample) | {"warnings": added.warnings}
+
+
+@router.get("/profiles/{profile_id}/samples", summary="A profile's samples")
+def list_samples(profile_id: str, services: ServicesDep) -> list[dict[str, Any]]:
+    return [_sample(services, s) for s in services.voices.list_samples(profile_id)]
+
+
+@router.delete("/profiles/samples/{sample_id}", summary="Delete one sample")
+def delete_sample(sample_id: str, services: ServicesDep) -> dict[str, str]:
+    for voice in services.voices.list_library():
+        if any(s.id == sample_id for s in voice.samples):
+            services.voices.delete_sample(voice.id, sample_id)
+            return {"message": "Sample deleted successfully"}
+    raise NotFoundError(f"sample {sample_id!r} not found")
+
+
+@router.get("/history", summary="Generation history")
+def list_history(
+    services: ServicesDep,
+    profile_id: str | None = None,
+    search: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[dict[str, Any]]:
+    voice = services.voices.get(profile_id).name if profile_id else None
+    page = services.history.list_page(HistoryFilter(search=search, voice=voice), limit=limit, offset=offset)
+    profiles = _profile_ids(services)
+    return [_record(services, g, profiles) for g in page.items]
+
+
+@router.get("/history/stats", summary="Generation statistics")
+def history_stats(services: ServicesDep) -> dict[str, Any]:
+    stats = services.history.stats()
+    profiles = _profile_ids(services)
+    by_profile = {profiles.get(name.lower(), name): count for name, count in stats.generations_by_voice.items()}
+    return {
+        "total_generations": stats.total_generations,
+        "total_duration_seconds": round(stats.total_duration_seconds, 3),
+        "generations_by_profile": by_profile,
+    }
+
+
+@router.get("/history/{generation_id}", summary="One generation")
+def get_history(generation_id: str, services: ServicesDep) -> dict[str, Any]:
+    return _record(services, services.history.get(generation_id), _profile_ids(services))
+
+
+@router.delete("/history/{generation_id}", summary="Delete a generation")
+def delete_history(generation_id: str, services: ServicesDep) -> dict[str, str]:
+    services.history.delete(generation_id)
+    return {"message": "Generation deleted successfully"}
+
+
+@router.get("/audio/{generation_id}", summary="A generation's audio file")
+def get_audio(generation_id: str, services: ServicesDep) -> FileResponse:
+    path, fmt = services.history.audio(generation_id)
+    return FileResponse(path, media_type=f"audio/{'mpeg' if fmt == 'mp3' else fmt}", filename=f"{generation_id}.{fmt}")
+
+
+@router.post("/models/load", summary="Load the speech model")
+async def load_model(services: ServicesDep, model_size: str | None = None) -> dict[str, Any]:
+    # Qwen3-TTS's sizes (1.7B, 0.6B) have no meaning for the CPU engines: accepted and reported.
+    name = services.settings.default_clone_engine
+    engine = services.engines.get(name)
+    await services.engines.runner(name).call(engine.load)
+    return {"message": f"Model {name} loaded successfully", "model_size": model_size, "loaded_at": datetime.now()}
+
+
+@router.post("/models/unload", summary="Unload the speech model")
+async def unload_model(services: ServicesDep) -> dict[str, str]:
+    name = services.settings.default_clone_engine
+    engine = services.engines.get(name)
+    await services.engines.runner(name).call(engine.unload)
+    return {"message": f"Model {name} unloaded successfully"}

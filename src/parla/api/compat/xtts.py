@@ -1,0 +1,143 @@
+"""Seed 001 (the XTTS-v2 service): ``/api/v1/tts/synthesize`` answering base64 WAV in JSON,
+``/api/v1/tts/voices`` (list; register by base64 or URL) and ``/api/v1/tts/config``."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, model_validator
+
+from parla.api.deps import ServicesDep
+from parla.api.voices import SampleJSON, audio_from_json
+from parla.audio.decode import decode_audio
+from parla.errors import NotFoundError
+from parla.services import Services
+from parla.services.speech import SpeechOptions
+from parla.services.voices import VoiceCreate
+
+router = APIRouter(prefix="/api/v1/tts", tags=["XTTS service (seed 001)"])
+
+DEFAULT_SPEAKER = "default"
+_default_lock = threading.Lock()
+
+
+class SynthesizeRequest(BaseModel):
+    text: str = Field(..., min_length=1)
+    language: str = "en"
+    speaker_id: str = DEFAULT_SPEAKER
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    store_generated_audio: bool = False
+
+
+class RegisterVoice(BaseModel):
+    """A voice sample by base64 or URL (the seed's two ways), with an id to call it by."""
+
+    speaker_id: str | None = Field(None, min_length=1, max_length=100)
+    name: str | None = Field(None, min_length=1, max_length=100)
+    audio_base64: str | None = None
+    audio_url: str | None = None
+    url: str | None = None
+    language: str = "en"
+    transcript: str | None = None
+
+    @model_validator(mode="after")
+    def _named(self) -> RegisterVoice:
+        if not (self.speaker_id or self.name):
+            raise ValueError("give the voice a speaker_id (or name)")
+        return self
+
+
+def default_speaker(services: Services) -> str:
+    """``default``: the clip configured by ``PARLA_DEFAULT_SPEAKER_CLIP`` (seed 001's
+    ``XTTS_DEFAULT_VOICE``), imported once into the library; else the default voice."""
+    clip = services.settings.default_speaker_clip
+    if clip is None:
+        return services.settings.default_voice
+    with _default_lock:
+        try:
+            return services.voices.get(DEFAULT_SPEAKER).id
+        except NotFoundError:
+            voice = services.voices.create(VoiceCreate(name=DEFAULT_SPEAKER, description=f"from {clip}"))
+            try:
+                services.voices.add_sample(voice.id, clip.read_bytes())
+            except BaseException:
+                services.voices.delete(voice.id)
+                raise
+            return voice.id
+
+
+@router.get("/config", summary="Languages and synthesis defaults")
+def config(services: ServicesDep) -> dict[str, Any]:
+    languages = sorted({lang for engine in services.engines for lang in engine.capabilities.languages if lang != "*"})
+    return {
+        "languages": languages,
+        "default_language": "en",
+        "default_speaker": DEFAULT_SPEAKER,
+        "default_speaker_configured": services.settings.default_speaker_clip is not None,
+        "sample_rate": services.engines.get(services.settings.default_clone_engine).capabilities.sample_rate,
+        "format": "wav",
+        "defaults": {"language": "en", "speaker_id": DEFAULT_SPEAKER, "speed": 1.0, "store_generated_audio": False},
+        "store_dir": str(services.settings.data_dir / "generations"),
+    }
+
+
+@router.get("/voices", summary="Registered voices")
+def list_voices(services: ServicesDep) -> dict[str, Any]:
+    voices = [
+        {
+            "id": v["id"],
+            "speaker_id": v["name"],
+            "name": v["name"],
+            "language": v.get("language", "en"),
+            "builtin": v.get("builtin", False),
+            "samples": v.get("samples", 0),
+        }
+        for v in services.voices.list_all()
+    ]
+    return {"voices": [{"id": DEFAULT_SPEAKER, "speaker_id": DEFAULT_SPEAKER, "name": DEFAULT_SPEAKER}, *voices]}
+
+
+@router.post("/voices", status_code=201, summary="Register a voice by base64 WAV or URL")
+def register_voice(body: RegisterVoice, services: ServicesDep) -> dict[str, Any]:
+    sample = SampleJSON(audio_base64=body.audio_base64, url=body.audio_url or body.url, transcript=body.transcript)
+    data = audio_from_json(services, sample)
+    name = str(body.speaker_id or body.name)
+    voice = services.voices.create(VoiceCreate(name=name, language=body.language))
+    try:
+        added = services.voices.add_sample(voice.id, data, body.transcript)
+    except BaseException:
+        services.voices.delete(voice.id)
+        raise
+    return {"id": voice.id, "speaker_id": name, "name": name, "language": body.language, "warnings": added.warnings}
+
+
+@router.post("/synthesize", summary="Synthesize speech; base64 WAV in JSON")
+async def synthesize(body: SynthesizeRequest, services: ServicesDep) -> dict[str, Any]:
+    speaker = body.speaker_id
+    if speaker == DEFAULT_SPEAKER:
+        speaker = await run_in_threadpool(default_speaker, services)
+    options = SpeechOptions(
+        input=body.text, voice=speaker, language=body.language, speed=body.speed, response_format="wav"
+    )
+    plan = services.speech.plan(options, source="xtts")
+    wav = await services.speech.render(plan)
+    samples, rate = decode_audio(wav)
+    stored = None
+    if body.store_generated_audio:
+        generation = await run_in_threadpool(services.history.get, plan.id)
+        if generation.has_audio:
+            stored = str((await run_in_threadpool(services.history.audio, plan.id))[0])
+    return {
+        "audio_base64": base64.b64encode(wav).decode(),
+        "format": "wav",
+        "sample_rate": rate,
+        "duration": round(samples.size / rate, 3),
+        "speaker_id": body.speaker_id,
+        "language": body.language,
+        "generation_id": plan.id,
+        "stored_path": stored,
+    }

@@ -1,0 +1,152 @@
+"""Contract tests for seed 004 (voicebox) and seed 001 (XTTS service): every documented request,
+replayed as the documents write them, and the documented response shapes."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from parla.audio import decode_audio, encode_audio
+from tests.conftest import Listener, LiveServer, wer
+
+SAMPLE_TEXT = "This is my voice sample, recorded for the profile."
+
+
+@functools.cache
+def recording() -> bytes:
+    wav = subprocess.run(["espeak-ng", "--stdout", SAMPLE_TEXT], capture_output=True, check=True).stdout
+    samples, rate = decode_audio(wav)
+    return encode_audio(samples, rate, "wav")
+
+
+# -- seed 004 -----------------------------------------------------------------------------------
+
+
+def test_voicebox_profiles_samples_generate_history_audio(client: httpx.Client, tmp_path: Path) -> None:
+    # curl -X POST /profiles -d '{"name": "My Voice", "language": "en"}'
+    created = client.post(
+        "/profiles", json={"name": "My Voice", "description": "Optional description", "language": "en"}
+    )
+    assert created.status_code == 200, created.text
+    profile = created.json()
+    assert {"id", "name", "description", "language", "created_at", "updated_at"} <= set(profile)
+    pid = profile["id"]
+    try:
+        # curl -X POST /profiles/abc-123/samples -F "file=@sample.wav" -F "reference_text=This is my voice sample"
+        sample = client.post(
+            f"/profiles/{pid}/samples",
+            files={"file": ("sample.wav", recording())},
+            data={"reference_text": SAMPLE_TEXT},
+        ).json()
+        assert {"id", "profile_id", "audio_path", "reference_text"} <= set(sample)
+        assert sample["profile_id"] == pid and Path(sample["audio_path"]).is_file()
+        assert [s["id"] for s in client.get(f"/profiles/{pid}/samples").json()] == [sample["id"]]
+        assert client.get(f"/profiles/{pid}").json()["name"] == "My Voice"
+        assert any(p["id"] == pid for p in client.get("/profiles").json())
+        updated = client.put(f"/profiles/{pid}", json={"description": "Updated"}).json()
+        assert updated["description"] == "Updated" and updated["name"] == "My Voice"
+
+        body = {"profile_id": pid, "text": "Hello, this is a test.", "language": "en", "seed": 42}
+        generation = client.post("/generate", json=body).json()
+        assert generation["profile_id"] == pid and generation["seed"] == 42
+
+        history = client.get("/history", params={"profile_id": pid}).json()
+        assert [h["id"] for h in history] == [generation["id"]]
+        assert history[0]["profile_id"] == pid
+        searched = client.get("/history", params={"search": "this is a test", "limit": 50, "offset": 0}).json()
+        assert generation["id"] in [h["id"] for h in searched]
+        one = client.get(f"/history/{generation['id']}").json()
+        assert one["text"] == "Hello, this is a test." and one["duration"] == pytest.approx(generation["duration"])
+        stats = client.get("/history/stats").json()
+        assert {"total_generations", "total_duration_seconds", "generations_by_profile"} <= set(stats)
+        assert stats["generations_by_profile"][pid] >= 1
+
+        audio = client.get(f"/audio/{generation['id']}")
+        assert audio.status_code == 200 and audio.headers["content-type"].startswith("audio/")
+        assert decode_audio(audio.content)[0].size > 0
+
+        assert client.delete(f"/history/{generation['id']}").status_code == 200
+        assert client.get(f"/history/{generation['id']}").status_code == 404
+        assert client.delete(f"/profiles/samples/{sample['id']}").status_code == 200
+        assert client.get(f"/profiles/{pid}/samples").json() == []
+        assert client.delete("/profiles/samples/no-such-sample").status_code == 404
+    finally:
+        client.delete(f"/profiles/{pid}")
+    assert client.get(f"/profiles/{pid}").status_code == 404
+
+
+def test_voicebox_health_root_models_and_transcribe(client: httpx.Client) -> None:
+    health = client.get("/health").json()
+    assert {"status", "model_loaded", "gpu_available", "vram_used_mb"} <= set(health)
+    assert "version" in client.get("/").json()
+    assert client.post("/models/load", params={"model_size": "1.7B"}).status_code == 200
+    assert client.post("/models/unload").status_code == 200
+    assert client.post("/models/load").status_code == 200
+    body = client.post("/transcribe", files={"file": ("a.wav", recording())}, data={"language": "en"}).json()
+    assert set(body) == {"text", "duration"}
+
+
+# -- seed 001 -----------------------------------------------------------------------------------
+
+
+def test_xtts_synthesize_as_documented(client: httpx.Client, listener: Listener) -> None:
+    # The seed's quick-start curl call.
+    body = {"text": "Hello from our AI server!", "language": "en", "speaker_id": "default"}
+    response = client.post("/api/v1/tts/synthesize", json=body)
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    wav = base64.b64decode(payload["audio_base64"])
+    assert wav[:4] == b"RIFF" and payload["sample_rate"] > 0 and payload["duration"] > 0.8
+    assert wer("Hello from our AI server!", listener.transcribe(wav)) < 0.3
+
+
+def test_xtts_voices_register_by_base64_and_url_then_synthesize(
+    client: httpx.Client, server: LiveServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    encoded = base64.b64encode(recording()).decode()
+    registered = client.post(
+        "/api/v1/tts/voices", json={"speaker_id": "narrator", "audio_base64": encoded, "transcript": SAMPLE_TEXT}
+    )
+    assert registered.status_code == 201, registered.text
+    try:
+        ids = [v["speaker_id"] for v in client.get("/api/v1/tts/voices").json()["voices"]]
+        assert "narrator" in ids and "default" in ids
+        spoken = client.post(
+            "/api/v1/tts/synthesize",
+            json={"text": "Story time.", "speaker_id": "narrator", "store_generated_audio": True},
+        ).json()
+        assert spoken["stored_path"] and Path(spoken["stored_path"]).is_file()
+        refused = client.post(
+            "/api/v1/tts/voices", json={"speaker_id": "remote", "audio_url": "http://127.0.0.1/x.wav"}
+        )
+        assert refused.status_code == 400 and "non-public" in refused.json()["detail"]
+    finally:
+        client.delete("/v1/voices/narrator")
+
+
+def test_xtts_config_and_errors(client: httpx.Client) -> None:
+    config = client.get("/api/v1/tts/config").json()
+    assert "en" in config["languages"] and config["default_speaker"] == "default"
+    assert client.post("/api/v1/tts/synthesize", json={"text": ""}).status_code == 422
+    unknown = client.post("/api/v1/tts/synthesize", json={"text": "hi", "speaker_id": "nobody"})
+    assert unknown.status_code == 400 and "unknown voice" in unknown.json()["detail"]
+    assert client.post("/api/v1/tts/voices", json={"audio_base64": "AAAA"}).status_code == 422
+
+
+def test_xtts_default_speaker_from_a_configured_clip(
+    client: httpx.Client, server: LiveServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clip = tmp_path / "voice.wav"
+    clip.write_bytes(recording())
+    monkeypatch.setattr(server.services.settings, "default_speaker_clip", clip)
+    try:
+        response = client.post("/api/v1/tts/synthesize", json={"text": "I am the default.", "speaker_id": "default"})
+        assert response.status_code == 200, response.text
+        assert client.get("/v1/voices/default").json()["samples"]
+    finally:
+        client.delete("/v1/voices/default")
