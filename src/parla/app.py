@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from parla import __version__
 from parla.api import dialogue, errors, generate, health, history, jobs, openai, transcription, voices
-from parla.api.compat import voicebox, xtts
+from parla.api.compat import dia, voicebox, xtts
 from parla.services import Services
 from parla.services.queue import InProcessConsumer
 from parla.settings import Settings, get_settings
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(generate.router)
     app.include_router(voicebox.router)
     app.include_router(xtts.router)
+    app.include_router(dia.router)
     app.include_router(history.router)
     app.include_router(history.dia)
     return app

@@ -8,6 +8,7 @@ from parla.engines.registry import EngineRegistry
 from parla.services.dialogue import DialogueService
 from parla.services.history import HistoryService
 from parla.services.jobs import JobService
+from parla.services.mappings import VoiceMappings
 from parla.services.queue import JobQueue
 from parla.services.runtime_config import ConfigService
 from parla.services.speech import SpeechService
@@ -32,6 +33,7 @@ class Services:
     jobs: JobService
     queue: JobQueue
     dialogue: DialogueService
+    mappings: VoiceMappings
 
     @classmethod
     def build(cls, settings: Settings, *, engines: EngineRegistry | None = None) -> Services:
@@ -43,6 +45,8 @@ class Services:
         engines = engines or EngineRegistry.from_entry_points(settings)
         transcriber = Transcriber(settings)
         voices = VoiceLibrary(settings=settings, db=db, blobs=blobs, transcriber=transcriber)
+        mappings = VoiceMappings(settings=settings, db=db, transcriber=transcriber)
+        voices.aliases = mappings.resolve
         config = ConfigService(settings=settings, db=db)
         config.apply()  # the log level stored by a PUT /config before this start
         speech = SpeechService(
@@ -69,6 +73,7 @@ class Services:
             jobs=jobs,
             queue=queue,
             dialogue=dialogue,
+            mappings=mappings,
         )
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import io
 import json
 import shutil
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -222,6 +222,8 @@ class VoiceLibrary:
         self.blobs = blobs
         self.transcriber = transcriber
         self._builtin = {v.name: v for v in BUILTIN_VOICES}
+        self.aliases: Callable[[str], VoiceRef | None] | None = None
+        """Other names a voice may go by (seed 003's voice mappings), consulted after the library."""
 
     # -- lookup ---------------------------------------------------------------------------------
 
@@ -252,6 +254,9 @@ class VoiceLibrary:
             return builtin.ref()
         with self.db.session() as session:
             voice = self._find(session, id_or_name)
+            alias = self.aliases(id_or_name) if voice is None and self.aliases else None
+            if alias is not None:
+                return alias
             if voice is None:
                 known = ", ".join(self.builtin_names())
                 raise InvalidInputError(

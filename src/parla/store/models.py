@@ -139,3 +139,17 @@ class Worker(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class VoiceMapping(Base):
+    """Seed 003's voice mapping: a voice id that speaks with an uploaded audio prompt (or a style)."""
+
+    __tablename__ = "voice_mappings"
+
+    voice_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    style: Mapped[str] = mapped_column(String(64), default="neutral")
+    primary_speaker: Mapped[str] = mapped_column(String(8), default="S1")
+    audio_prompt: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    audio_prompt_transcript: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -1,0 +1,166 @@
+"""Contract tests for seed 003 (the Dia TTS server): its documented requests, replayed."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from parla.audio import decode_audio, encode_audio
+from tests.conftest import Listener, wer
+
+PROMPT_TEXT = "This is what I said in the audio sample."
+
+
+@functools.cache
+def sample_wav() -> bytes:
+    wav = subprocess.run(["espeak-ng", "--stdout", PROMPT_TEXT], capture_output=True, check=True).stdout
+    samples, rate = decode_audio(wav)
+    return encode_audio(samples, rate, "wav")
+
+
+def test_quick_start_requests(client: httpx.Client, listener: Listener) -> None:
+    sync = client.post(
+        "/generate",
+        json={
+            "text": "Hello, this is a test message.",
+            "voice_id": "alloy",
+            "role": "user",
+            "response_format": "wav",
+            "temperature": 1.0,
+            "cfg_scale": 2.5,
+        },
+    )
+    assert sync.status_code == 200 and wer("Hello, this is a test message.", listener.transcribe(sync.content)) < 0.3
+    role = client.post(
+        "/generate", json={"text": "I can help you with that request.", "voice_id": "nova", "role": "assistant"}
+    )
+    assert role.status_code == 200 and decode_audio(role.content)[0].size > 0
+    queued = client.post(
+        "/generate?async_mode=true",
+        json={"text": "Hello, this is a test message.", "voice_id": "alloy", "role": "user"},
+    )
+    assert queued.status_code == 202 and queued.json()["job_id"]
+
+
+def test_listing_endpoints(client: httpx.Client) -> None:
+    assert client.get("/health").json()["status"] == "healthy"
+    models = client.get("/models").json()["models"]
+    assert {"piper", "clone"} <= {m["id"] for m in models}
+    voices = {v["name"] for v in client.get("/voices").json()["voices"]}
+    assert {"alloy", "echo", "fable", "nova", "onyx", "shimmer"} <= voices
+    mappings = {m["voice_id"] for m in client.get("/voice_mappings").json()}
+    assert {"alloy", "nova"} <= mappings
+    assert set(client.get("/config").json()) >= {"debug_mode", "save_outputs", "show_prompts", "output_retention_hours"}
+    assert {"pending_jobs", "active_workers"} <= set(client.get("/queue/stats").json())
+    assert "jobs" in client.get("/jobs").json()
+
+
+def test_custom_voice_setup_and_use(client: httpx.Client, listener: Listener) -> None:
+    # 1. Upload voice sample
+    uploaded = client.post(
+        "/audio_prompts/upload",
+        data={"prompt_id": "character_voice"},
+        files={"audio_file": ("sample.wav", sample_wav())},
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    try:
+        assert "character_voice" in [p["prompt_id"] for p in client.get("/audio_prompts").json()["audio_prompts"]]
+        # 2. Create voice mapping with transcript
+        mapping = {
+            "voice_id": "my_character",
+            "style": "expressive",
+            "primary_speaker": "S1",
+            "audio_prompt": "character_voice",
+            "audio_prompt_transcript": f"[S1] {PROMPT_TEXT}",
+        }
+        created = client.post("/voice_mappings", json=mapping)
+        assert created.status_code == 200, created.text
+        assert created.json()["audio_prompt_transcript"] == f"[S1] {PROMPT_TEXT}"
+        # 3. Use it as a voice
+        spoken = client.post(
+            "/generate",
+            json={
+                "text": "[S1] Hello, this is my cloned voice!",
+                "voice_id": "my_character",
+                "temperature": 1.1,
+                "cfg_scale": 2.8,
+                "top_p": 0.9,
+            },
+        )
+        assert spoken.status_code == 200, spoken.text
+        assert wer("Hello, this is my cloned voice!", listener.transcribe(spoken.content)) < 0.4
+        updated = client.put("/voice_mappings/my_character", json={"style": "calm"}).json()
+        assert updated["style"] == "calm" and updated["audio_prompt"] == "character_voice"
+        assert client.post("/voice_mappings", json=mapping).status_code == 409
+        assert client.delete("/voice_mappings/my_character").status_code == 200
+        assert client.delete("/voice_mappings/my_character").status_code == 404
+    finally:
+        client.delete("/voice_mappings/my_character")
+        client.delete("/audio_prompts/character_voice")
+    assert client.delete("/audio_prompts/character_voice").status_code == 404
+
+
+def test_a_mapping_without_transcript_gets_one_from_whisper(client: httpx.Client) -> None:
+    client.post("/audio_prompts/upload", data={"prompt_id": "untold"}, files={"audio_file": ("s.wav", sample_wav())})
+    try:
+        created = client.post("/voice_mappings", json={"voice_id": "untold_voice", "audio_prompt": "untold"}).json()
+        assert created["audio_prompt_transcript"].startswith("[S1] ")
+        assert wer(PROMPT_TEXT, created["audio_prompt_transcript"][5:]) < 0.5
+    finally:
+        client.delete("/voice_mappings/untold_voice")
+        client.delete("/audio_prompts/untold")
+
+
+def test_job_workflow_as_documented(client: httpx.Client) -> None:
+    job_id = client.post("/generate?async_mode=true", json={"text": "[S1] Hello world!", "voice_id": "alloy"}).json()[
+        "job_id"
+    ]
+    deadline = time.monotonic() + 120
+    while (job := client.get(f"/jobs/{job_id}").json())["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert job["status"] == "completed"
+    assert client.get(f"/jobs/{job_id}/result").status_code == 200
+    assert isinstance(client.get("/jobs", params={"status": "pending"}).json()["jobs"], list)
+
+
+def test_debug_config_and_logs(client: httpx.Client) -> None:
+    before = client.get("/config").json()
+    try:
+        assert client.put("/config", json={"debug_mode": True}).json()["debug_mode"] is True
+        assert isinstance(client.get("/logs", params={"limit": 10}).json(), list)
+    finally:
+        client.put("/config", json={"debug_mode": before["debug_mode"]})
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("POST", "/voice_mappings", {"json": {"voice_id": "x", "audio_prompt": "missing"}}, 404),
+        ("POST", "/voice_mappings", {"json": {"voice_id": "alloy"}}, 409),
+        ("POST", "/voice_mappings", {"json": {"voice_id": "../etc"}}, 400),
+        ("PUT", "/voice_mappings/nobody", {"json": {"style": "x"}}, 404),
+        (
+            "POST",
+            "/audio_prompts/upload",
+            {"data": {"prompt_id": "bad/id"}, "files": {"audio_file": ("a.wav", b"x")}},
+            400,
+        ),
+        (
+            "POST",
+            "/audio_prompts/upload",
+            {"data": {"prompt_id": "notes"}, "files": {"audio_file": ("a.wav", b"text")}},
+            400,
+        ),
+        ("DELETE", "/audio_prompts/nothing", {}, 404),
+    ],
+)
+def test_bad_requests(client: httpx.Client, method: str, path: str, kwargs: dict[str, Any], status: int) -> None:
+    response = client.request(method, path, **kwargs)
+    assert response.status_code == status, response.text
+    assert isinstance(response.json()["detail"], str)
