@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parla import __version__
-from parla.api import dialogue, errors, generate, health, history, jobs, openai, transcription, voices
+from parla.api import dialogue, errors, generate, health, history, jobs, openai, standard, transcription, voices
 from parla.api.compat import dia, voicebox, xtts
 from parla.services import Services
 from parla.services.queue import InProcessConsumer
@@ -104,4 +104,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(dia.router)
     app.include_router(history.router)
     app.include_router(history.dia)
+    app.include_router(standard.router)
     return app

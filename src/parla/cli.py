@@ -1,4 +1,4 @@
-"""The ``parla`` command: serve, say, voices, engines, bench."""
+"""The ``parla`` command: serve, serve-engine, worker, say, voices, engines, bench."""
 
 from __future__ import annotations
 
@@ -35,6 +35,30 @@ def serve(
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@app.command("serve-engine")
+def serve_engine(
+    name: Annotated[str, typer.Argument(help="The engine to serve (see `parla engines`).")],
+    host: Annotated[str | None, typer.Option(help="Bind address (default PARLA_HOST or 127.0.0.1).")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port (default: seed 000's, dia 8003, chatterbox 8004, higgs 8005, mock 8999; 8006)."),
+    ] = None,
+) -> None:
+    """Serve one local engine alone as a worker (seed 000's API plus streaming) for gateways to use."""
+    import uvicorn
+
+    from parla.engines import EngineUnavailableError, UnknownEngineError
+    from parla.worker_app import create_worker_app, default_port
+
+    settings = Settings(**({"host": host} if host else {}))  # type: ignore[arg-type]
+    try:
+        worker_app = create_worker_app(name, settings)
+    except (UnknownEngineError, EngineUnavailableError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    uvicorn.run(worker_app, host=settings.host, port=port or default_port(name), log_level=settings.log_level)
 
 
 @app.command()

@@ -6,10 +6,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+MOCK_WORKER_URL = "http://127.0.0.1:8999"
+"""Where seed 000's testing mode (``TESTING=true``) expects the mock engine's worker."""
+
+
+class RemoteEngineSettings(BaseModel):
+    """An engine served by a ``parla serve-engine`` worker (``PARLA_ENGINES__<NAME>__URL``)."""
+
+    url: str
+    """Base URL of the worker, e.g. ``http://gpu-1:8003``."""
+    timeout_s: float = Field(default=300.0, gt=0)
+    """Longest wait for the worker's next bytes while it synthesises (a long piece on a slow GPU)."""
 
 
 class Settings(BaseSettings):
@@ -40,6 +52,16 @@ class Settings(BaseSettings):
     """Largest audio upload accepted, in bytes."""
     cors_origins: Annotated[list[str], NoDecode] = ["*"]
     """Origins allowed by CORS: a comma-separated list, ``*`` for any."""
+    allowed_paths: Annotated[list[Path], NoDecode] = []
+    """Directories besides the data dir where seed 000's file paths (``voice_id``,
+    ``output_filepath``) may point: a comma-separated list. Anything else is refused."""
+    engines: dict[str, RemoteEngineSettings] = {}
+    """Engines served by workers, by name (``PARLA_ENGINES__DIA__URL=http://gpu-1:8003``); each
+    replaces a local engine of the same name."""
+    testing: bool = Field(default=False, validation_alias=AliasChoices("testing", "parla_testing"))
+    """Seed 000's testing mode (``TESTING=true``): every request goes to the mock worker on port 8999."""
+    testing_ui: bool = Field(default=False, validation_alias=AliasChoices("testing_ui", "parla_testing_ui"))
+    """Seed 000's UI testing mode (``TESTING_UI=true``): the same as ``testing``."""
     log_level: LogLevel = "info"
     """Logging verbosity of the server."""
     espeak_binary: str = "espeak-ng"
@@ -73,12 +95,23 @@ class Settings(BaseSettings):
     """Allow sample URLs on loopback and private networks (only for trusted set-ups and tests:
     otherwise a client could make the server reach into its own network)."""
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_paths", mode="before")
     @classmethod
-    def _split_origins(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _testing_mode(self) -> Settings:
+        # Seed 000: in testing mode the callers reach the mock service on port 8999 instead of
+        # the real models. Settings named explicitly still win.
+        if self.testing or self.testing_ui:
+            self.engines.setdefault("mock", RemoteEngineSettings(url=MOCK_WORKER_URL))
+            for name in ("default_engine", "default_clone_engine"):
+                if name not in self.model_fields_set:
+                    setattr(self, name, "mock")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

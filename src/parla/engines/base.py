@@ -81,6 +81,10 @@ class Capabilities:
     nonverbal: bool = False
     instructions: bool = False
     parameters: tuple[Param, ...] = ()
+    single_speaker: bool = True
+    """Speaks one voice alone; an engine that only makes dialogue (Dia) refuses text-to-speech."""
+    min_dialogue_turns: int = 1
+    """Fewest turns a dialogue must have for this engine (Dia: 2)."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -92,6 +96,8 @@ class Capabilities:
             "nonverbal": self.nonverbal,
             "instructions": self.instructions,
             "parameters": [p.describe() for p in self.parameters],
+            "single_speaker": self.single_speaker,
+            "min_dialogue_turns": self.min_dialogue_turns,
         }
 
 

@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from parla.engines.base import Engine
+from parla.engines.remote import RemoteEngine
 from parla.engines.runner import EngineRunner
 from parla.settings import Settings
 
@@ -35,17 +36,24 @@ class EngineRegistry:
         """Entry points that failed to import, with the reason (shown by /health)."""
 
     @classmethod
-    def from_entry_points(cls, settings: Settings) -> EngineRegistry:
-        engines: list[Engine] = []
+    def from_entry_points(cls, settings: Settings, *, remote: bool = True) -> EngineRegistry:
+        """The installed engines, each replaced by a ``RemoteEngine`` where ``settings.engines``
+        names a worker for it (``remote=False``: local engines only, as a worker serves them)."""
+        engines: dict[str, Engine] = {}
         broken: dict[str, str] = {}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if remote and ep.name in settings.engines:
+                continue  # served by a worker: its dependencies need not be installed here
             try:
                 engine_cls: Any = ep.load()
-                engines.append(engine_cls(settings))
+                engines[ep.name] = engine_cls(settings)
             except Exception as exc:  # a broken plugin must not take the server down
                 log.warning("engine %s failed to load: %s", ep.name, exc)
                 broken[ep.name] = f"{type(exc).__name__}: {exc}"
-        registry = cls(engines)
+        if remote:
+            for name, worker in settings.engines.items():
+                engines[name] = RemoteEngine(settings, name, worker)
+        registry = cls(engines.values())
         registry.broken = broken
         return registry
 
@@ -69,4 +77,7 @@ class EngineRegistry:
         for runner in self._runners.values():
             runner.shutdown()
         for engine in self._engines.values():
-            engine.unload()
+            if isinstance(engine, RemoteEngine):
+                engine.close()  # the worker's model is the worker's: other gateways may be using it
+            else:
+                engine.unload()

@@ -9,6 +9,7 @@ the last byte is out; a request that stops halfway leaves no file and no row.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -21,7 +22,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
 from parla.audio.encode import FORMATS, AudioFormat, StreamEncoder, finalize_wav, open_encoder, output_sample_rate
+from parla.audio.quality import MAX_SECONDS
 from parla.engines.base import AudioChunk, Engine, SynthesisRequest, VoiceRef
 from parla.engines.registry import EngineRegistry, UnknownEngineError
 from parla.engines.runner import EngineRunner
@@ -220,6 +223,8 @@ class SpeechService:
         # Asked once per generation (it may read the database): the runtime config can turn
         # saving off and on while the server runs. Without it, the setting decides.
         self.save_outputs = save_outputs or (lambda: self.settings.save_outputs)
+        self._file_transcripts: dict[str, str] = {}
+        """What Whisper heard in reference files, by content hash (see ``prepare_file_voice``)."""
 
     def plan(self, options: SpeechOptions, *, source: str) -> SpeechPlan:
         return self.prepare(
@@ -260,7 +265,7 @@ class SpeechService:
         self,
         *,
         text: str,
-        voice: str | None = None,
+        voice: str | VoiceRef | None = None,
         model: str | None = None,
         fmt: str = "mp3",
         speed: float = 1.0,
@@ -283,7 +288,7 @@ class SpeechService:
             )
         if not MIN_SPEED <= speed <= MAX_SPEED:
             raise InvalidInputError(f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {speed}", param="speed")
-        voice_ref = self.voices.resolve(voice or self.settings.default_voice)
+        voice_ref = voice if isinstance(voice, VoiceRef) else self.voices.resolve(voice or self.settings.default_voice)
         engine = self.engine_for(model, voice_ref)
         reason = engine.unavailable_reason()
         if reason:
@@ -312,6 +317,40 @@ class SpeechService:
             parameters=params,
             source=source,
         )
+
+    def prepare_file_voice(
+        self, path: Path, *, transcript: str | None = None, model: str | None = None, **options: Any
+    ) -> SpeechPlan:
+        """``prepare`` for a voice given as one reference file (seed 000's ``voice_id``); the other
+        arguments are ``prepare``'s. Blocking (it reads, and may transcribe, the file).
+
+        An engine that clones learns from what the file says: ``transcript`` when given, else
+        what Whisper hears (remembered per file content, so a file is transcribed once). The
+        voice's key hashes the file's bytes and transcript, so engines cache their conditioning
+        per file content, like a library voice's.
+        """
+        if path.stat().st_size > self.settings.max_upload_bytes:
+            raise TooLargeError(f"the voice file is larger than {self.settings.max_upload_bytes} bytes", param="voice")
+        data = path.read_bytes()
+        try:
+            audio, _ = decode_audio(data, 16_000, max_seconds=MAX_SECONDS)
+        except AudioTooLongError:
+            raise InvalidInputError(f"the voice file is longer than {MAX_SECONDS:g} s", param="voice") from None
+        except AudioDecodeError as exc:
+            raise InvalidInputError(f"the voice file is not audio that can be read: {exc}", param="voice") from None
+        digest = hashlib.sha256(data).hexdigest()
+        transcript = (transcript or "").strip() or None
+        engine = self.engine_for(model, VoiceRef(path.name, samples=((path, transcript),)))
+        if transcript is None and engine.capabilities.cloning:
+            if digest not in self._file_transcripts:
+                if len(self._file_transcripts) >= 256:  # a bound, not an LRU: re-hearing a file is cheap
+                    self._file_transcripts.clear()
+                heard = self.voices.transcriber.transcribe(audio, language=options.get("language"))
+                self._file_transcripts[digest] = heard.text
+            transcript = self._file_transcripts[digest] or None
+        key = hashlib.sha256(f"{digest}\n{transcript or ''}".encode()).hexdigest()[:32]
+        voice = VoiceRef(path.name, samples=((path, transcript),), key=f"file-{key}")
+        return self.prepare(voice=voice, model=model, **options)
 
     async def warm_voice(self, voice: str) -> None:
         """Let the default cloning engine learn a voice's conditioning now, in the background,

@@ -1,0 +1,307 @@
+"""Seed 000's standard model-microservice API: ``/v1/text-to-speech/{voice_id}``,
+``/v1/text-to-dialogue``, ``/v1/load-model``, ``/v1/unload-model`` (``/health`` and ``/`` are in
+``health``). What a ``parla serve-engine`` worker serves, and what the gateway answers too.
+
+A thin translation onto the speech and dialogue services. The dialect's own conventions: a voice
+is a file path (``voice_id``, URL-encoded) of reference audio, the audio is written to
+``output_filepath`` (WAV, or the format its extension names) and the answer says where. Both paths
+must lie inside the allowed directories (``parla.paths``). A ``voice_id`` that is no file may name
+a voice (``alloy``, a library voice); otherwise the default voice speaks and the answer says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import struct
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from parla.api.deps import ServicesDep
+from parla.audio.encode import FORMATS
+from parla.engines.base import Engine, VoiceRef
+from parla.engines.registry import UnknownEngineError
+from parla.errors import InvalidInputError
+from parla.paths import PathPolicy
+from parla.services import Services
+from parla.services.dialogue import DialoguePlan, TurnPlan
+from parla.services.speech import SpeechPlan
+from parla.store.blobs import BlobWriter
+from parla.store.models import new_id
+from parla.text.dialogue import NONVERBAL_PAUSE_S, is_cue, split_cues
+
+router = APIRouter(tags=["Standard (seed 000)"])
+
+ENGINE_QUERY = Query(None, description="Engine to use (see /v1/models); default: the server's.")
+SUFFIX_FORMATS = {"ogg": "opus", "wave": "wav"}
+
+
+# -- the seed's shared models -------------------------------------------------------------------
+
+
+class DialogueInput(BaseModel):
+    text: str = Field(..., min_length=1, description="What this speaker says.")
+    voice_id: str = Field(..., min_length=1, description="Reference audio file of this speaker's voice.")
+
+
+class TextToSpeechRequest(BaseModel):
+    text: str = Field(..., min_length=1, description="Text to generate.")
+    output_filepath: str = Field(..., description="Where to write the audio (inside the allowed directories).")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="seed, speed, language, instructions, transcription (of the voice file), and the engine's own "
+        "parameters (see /v1/models); others are ignored.",
+    )
+
+
+class TextToDialogueRequest(BaseModel):
+    inputs: list[DialogueInput] = Field(..., min_length=1)
+    output_filepath: str = Field(..., description="Where to write the audio (inside the allowed directories).")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="As for text-to-speech, plus audio_transcriptions (one per input) and pause_s.",
+    )
+
+
+class GenerationResponse(BaseModel):
+    status: str = "success"
+    output_filepath: str
+    message: str
+
+
+class ModelResponse(BaseModel):
+    """The seed's ``LoadModelResponse`` and ``UnloadModelResponse``, naming the engine."""
+
+    status: str = "success"
+    message: str
+    engine: str
+
+
+class Controls(BaseModel):
+    """The parameters the dialect acts on itself. All parameters also go to the engine, which
+    checks the ones it knows and ignores the rest (seed 000: "all parameters accepted")."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    language: str | None = None
+    instructions: str | None = None
+    transcription: str | None = None
+    audio_transcriptions: list[str | None] | None = None
+    pause_s: float = Field(0.35, ge=0.0, le=5.0)
+
+    @classmethod
+    def of(cls, parameters: dict[str, Any]) -> Controls:
+        try:
+            return cls.model_validate(parameters)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"parameters.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+            )
+            raise InvalidInputError(problems, param="parameters") from None
+
+
+# -- translation --------------------------------------------------------------------------------
+
+
+def plan_speech(
+    services: Services,
+    voice_id: str,
+    *,
+    text: str,
+    parameters: dict[str, Any],
+    controls: Controls,
+    engine: str | None,
+    fmt: str = "wav",
+    transcript: str | None = None,
+) -> tuple[SpeechPlan, str]:
+    """The plan for speaking ``text`` in the voice ``voice_id`` names, and a note for the answer's
+    message when the voice was not found. Blocking: it may read and transcribe the voice file."""
+    path = PathPolicy.from_settings(services.settings).resolve(voice_id, param="voice_id")
+    options: dict[str, Any] = {
+        "text": text,
+        "model": engine,
+        "fmt": fmt,
+        "speed": controls.speed,
+        "seed": controls.seed,
+        "language": controls.language,
+        "instructions": controls.instructions,
+        "parameters": parameters,
+        "source": "standard",
+    }
+    if path.is_file():
+        return services.speech.prepare_file_voice(path, transcript=transcript, **options), ""
+    try:
+        voice: VoiceRef | None = services.voices.resolve(voice_id)
+    except InvalidInputError:
+        voice = None
+    default = services.settings.default_voice
+    note = "" if voice else f" (voice file {voice_id!r} not found: used the default voice {default!r})"
+    return services.speech.prepare(voice=voice, **options), note
+
+
+def _engine(services: Services, name: str | None) -> Engine:
+    try:
+        return services.engines.get(name or services.settings.default_engine)
+    except UnknownEngineError as exc:
+        raise InvalidInputError(str(exc), param="engine") from None
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower().lstrip(".")
+    suffix = SUFFIX_FORMATS.get(suffix, suffix)
+    return suffix if suffix in FORMATS else "wav"
+
+
+def _write(path: Path, fmt: str, audio: bytes) -> None:
+    """Put the file in place whole (a temporary file beside it, then a rename), so a reader never
+    sees half of it. A WAV gets its real sizes instead of the streaming marker."""
+    if fmt == "wav":
+        sized = bytearray(audio)
+        struct.pack_into("<I", sized, 4, len(sized) - 8)
+        struct.pack_into("<I", sized, 40, len(sized) - 44)
+        audio = bytes(sized)
+    writer = BlobWriter(path)
+    try:
+        writer.write(audio)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _dialogue_plan(
+    services: Services, body: TextToDialogueRequest, controls: Controls, engine: str | None, fmt: str
+) -> tuple[DialoguePlan, str]:
+    """The dialogue service's plan, with each turn spoken in its input's voice file. The same
+    file is the same speaker (seed 000: automatic speaker mapping); cues become pauses as in
+    every dialogue."""
+    seed = controls.seed if controls.seed is not None else secrets.randbelow(2**31)
+    controls = controls.model_copy(update={"seed": seed})
+    transcripts = controls.audio_transcriptions or []
+    speakers: dict[str, str] = {}
+    turns: list[TurnPlan] = []
+    notes: list[str] = []
+    for i, item in enumerate(body.inputs):
+        speaker = speakers.setdefault(item.voice_id, f"S{len(speakers) + 1}")
+        pieces = split_cues(item.text)
+        spoken = " ".join(p for p in pieces if not is_cue(p))
+        if not spoken.strip():
+            raise InvalidInputError(f"input {i + 1} has nothing to say besides cues", param="inputs")
+        transcript = transcripts[i] if i < len(transcripts) else None
+        first, note = plan_speech(
+            services,
+            item.voice_id,
+            text=spoken,
+            parameters=body.parameters,
+            controls=controls,
+            engine=engine,
+            fmt=fmt,
+            transcript=transcript,
+        )
+        if note and note not in notes:
+            notes.append(note)
+        parts: list[SpeechPlan | float] = [first]
+        if len(pieces) > 1:  # speak around the cues in the voice just found
+            parts = [
+                NONVERBAL_PAUSE_S if is_cue(p) else services.speech.prepare(**_same_as(first, p, engine))
+                for p in pieces
+            ]
+        turns.append(TurnPlan(speaker, item.voice_id, item.text, parts))
+    for used in dict.fromkeys(p.engine for t in turns for p in t.parts if isinstance(p, SpeechPlan)):
+        if len(body.inputs) < used.capabilities.min_dialogue_turns:
+            raise InvalidInputError(
+                f"engine {used.name!r} needs at least {used.capabilities.min_dialogue_turns} dialogue inputs, "
+                f"got {len(body.inputs)}",
+                param="inputs",
+            )
+    transcript = "\n".join(f"[{t.speaker}] {t.text}" for t in turns)
+    first_plan = next(p for p in turns[0].parts if isinstance(p, SpeechPlan))
+    record = replace(
+        first_plan,
+        id=new_id(),
+        text=transcript,
+        pieces=[],
+        voice=VoiceRef(name=", ".join(f"{s}={v}" for v, s in speakers.items())[:255]),
+        model=engine or "dialogue",
+        parameters={"dialogue": True, "pause_s": controls.pause_s},
+    )
+    return DialoguePlan(turns=turns, pause_s=controls.pause_s, record=record), "".join(notes)
+
+
+def _same_as(plan: SpeechPlan, text: str, engine: str | None) -> dict[str, Any]:
+    """``prepare``'s arguments for more text in the voice and settings of ``plan``."""
+    return {
+        "text": text,
+        "voice": plan.voice,
+        "model": engine,
+        "fmt": plan.format,
+        "speed": plan.speed,
+        "seed": plan.seed,
+        "language": plan.language,
+        "instructions": plan.instructions,
+        "parameters": plan.parameters,
+        "source": plan.source,
+    }
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+
+
+@router.post("/v1/text-to-speech/{voice_id:path}", summary="Single-speaker speech to a file (seed 000)")
+async def text_to_speech(
+    voice_id: str, body: TextToSpeechRequest, services: ServicesDep, engine: str | None = ENGINE_QUERY
+) -> GenerationResponse:
+    output = PathPolicy.from_settings(services.settings).output(body.output_filepath)
+    controls = Controls.of(body.parameters)
+    fmt = _format_of(output)
+    plan, note = await asyncio.to_thread(
+        plan_speech,
+        services,
+        voice_id,
+        text=body.text,
+        parameters=body.parameters,
+        controls=controls,
+        engine=engine,
+        fmt=fmt,
+        transcript=controls.transcription,
+    )
+    if not plan.engine.capabilities.single_speaker:
+        raise InvalidInputError(
+            f"engine {plan.engine.name!r} makes dialogue only: use /v1/text-to-dialogue", param="engine"
+        )
+    audio = await services.speech.render(plan)
+    await asyncio.to_thread(_write, output, fmt, audio)
+    return GenerationResponse(output_filepath=str(output), message=f"Audio generated successfully{note}")
+
+
+@router.post("/v1/text-to-dialogue", summary="Multi-speaker dialogue to a file (seed 000)")
+async def text_to_dialogue(
+    body: TextToDialogueRequest, services: ServicesDep, engine: str | None = ENGINE_QUERY
+) -> GenerationResponse:
+    output = PathPolicy.from_settings(services.settings).output(body.output_filepath)
+    controls = Controls.of(body.parameters)
+    plan, note = await asyncio.to_thread(_dialogue_plan, services, body, controls, engine, _format_of(output))
+    audio = b"".join([part async for part in services.dialogue.encoded(plan)])
+    await asyncio.to_thread(_write, output, plan.record.format, audio)
+    return GenerationResponse(output_filepath=str(output), message=f"Dialogue generated successfully{note}")
+
+
+@router.post("/v1/load-model", summary="Load an engine's model (seed 000)")
+async def load_model(services: ServicesDep, engine: str | None = ENGINE_QUERY) -> ModelResponse:
+    target = _engine(services, engine)
+    await services.engines.runner(target.name).call(target.load)
+    return ModelResponse(message="Model loaded successfully", engine=target.name)
+
+
+@router.post("/v1/unload-model", summary="Unload an engine's model and free its memory (seed 000)")
+async def unload_model(services: ServicesDep, engine: str | None = ENGINE_QUERY) -> ModelResponse:
+    target = _engine(services, engine)
+    # On the engine's thread: after the requests already queued, never under one in progress.
+    await services.engines.runner(target.name).call(target.unload)
+    return ModelResponse(message="Model unloaded successfully", engine=target.name)

@@ -1,0 +1,197 @@
+"""``parla serve-engine NAME``: one local engine alone, served as a worker for gateways.
+
+A worker answers seed 000's standard API (``api.standard``, ``/health``, ``/``) for its one
+engine, and two additions that a gateway's ``RemoteEngine`` uses: ``GET /v1/engine`` (name,
+capabilities, status) and ``POST /v1/text-to-speech/{voice_id}/stream``, the engine's own audio
+chunks, framed, as they are made. The stream is engine-level: the gateway has already normalised
+and split the text, resolved the voice and checked the parameters, and records the generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from parla import __version__
+from parla.api import errors, health, standard
+from parla.api.deps import ServicesDep
+from parla.engines.base import AudioChunk, Engine, EngineUnavailableError, SynthesisRequest, VoiceRef
+from parla.engines.registry import EngineRegistry
+from parla.engines.remote import FRAMES_MEDIA_TYPE, audio_frame, end_frame
+from parla.errors import InvalidInputError, ServiceUnavailableError
+from parla.paths import PathPolicy
+from parla.services import Services
+from parla.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORTS = {"dia": 8003, "chatterbox": 8004, "higgs": 8005, "mock": 8999}
+"""Seed 000's port assignments."""
+OTHER_PORT = 8006
+"""Seed 000: "8006+: future models"."""
+
+router = APIRouter(tags=["Worker"])
+
+
+def default_port(name: str) -> int:
+    return DEFAULT_PORTS.get(name, OTHER_PORT)
+
+
+def local_engine(settings: Settings, name: str) -> Engine:
+    """The installed engine ``name`` (never a remote one: a worker does the work itself).
+    Raises ``UnknownEngineError`` or, when its package fails to import, ``EngineUnavailableError``."""
+    registry = EngineRegistry.from_entry_points(settings, remote=False)
+    if name in registry.broken:
+        raise EngineUnavailableError(f"engine {name!r} cannot be imported here: {registry.broken[name]}")
+    return registry.get(name)
+
+
+class VoiceSpec(BaseModel):
+    """A gateway's resolved voice (``VoiceRef``), so the worker speaks exactly what it would."""
+
+    name: str = Field(..., min_length=1)
+    samples: list[tuple[str, str | None]] = Field(default_factory=list)
+    presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    language: str = "en"
+    key: str = ""
+
+
+class StreamRequest(BaseModel):
+    text: str = Field(..., min_length=1, description="One piece of text, spoken as it is.")
+    voice: VoiceSpec | None = Field(None, description="The voice; without it, voice_id is resolved as seed 000 does.")
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    language: str = "en"
+    instructions: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+def _engine(services: Services) -> Engine:
+    return services.engines.get(services.settings.default_engine)
+
+
+def _voice(services: Services, spec: VoiceSpec) -> VoiceRef:
+    """The gateway's voice, its sample files held to this worker's allowed directories."""
+    policy = PathPolicy.from_settings(services.settings)
+    samples = []
+    for raw, transcript in spec.samples:
+        path = policy.resolve(raw, param="voice.samples")
+        if not path.is_file():
+            raise InvalidInputError(f"voice sample {raw!r} is not a file this worker can read", param="voice.samples")
+        samples.append((path, transcript))
+    return VoiceRef(spec.name, samples=tuple(samples), presets=spec.presets, language=spec.language, key=spec.key)
+
+
+@router.get("/v1/engine", summary="This worker's engine: name, capabilities, status")
+async def engine_info(services: ServicesDep) -> dict[str, Any]:
+    engine = _engine(services)
+    return {
+        "name": engine.name,
+        "description": engine.description,
+        "version": __version__,
+        "capabilities": engine.capabilities.describe(),
+        "status": engine.status().describe(),
+    }
+
+
+@router.post("/v1/text-to-speech/{voice_id:path}/stream", summary="The engine's audio as it is made (frames)")
+async def stream_speech(voice_id: str, body: StreamRequest, services: ServicesDep) -> StreamingResponse:
+    engine = _engine(services)
+    if body.voice is not None:
+        voice = _voice(services, body.voice)
+    else:
+        controls = standard.Controls.of(body.parameters)
+        plan, _ = await asyncio.to_thread(
+            standard.plan_speech, services, voice_id, text=body.text, parameters={}, controls=controls, engine=None
+        )
+        voice = plan.voice
+    reason = engine.unavailable_reason()
+    if reason:
+        raise ServiceUnavailableError(f"engine {engine.name!r} is unavailable: {reason}")
+    try:
+        params = engine.resolve_parameters(body.parameters, voice.preset(engine.name))
+    except ValueError as exc:
+        raise InvalidInputError(str(exc), param="parameters") from None
+    request = SynthesisRequest(
+        text=body.text,
+        voice=voice,
+        speed=body.speed,
+        seed=body.seed,
+        language=body.language,
+        instructions=body.instructions,
+        parameters=params,
+    )
+    chunks = services.engines.runner(engine.name).stream(lambda: engine.synthesize(request))
+    # The first chunk is awaited here, so that a failure to start (the model cannot load) is an
+    # HTTP error status rather than a stream that ends in an error frame.
+    try:
+        first: AudioChunk | None = await anext(chunks)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await chunks.aclose()
+        raise
+    rate = first.sample_rate if first else engine.capabilities.sample_rate
+    return StreamingResponse(_frames(first, chunks), media_type=FRAMES_MEDIA_TYPE, headers={"X-Sample-Rate": str(rate)})
+
+
+async def _frames(first: AudioChunk | None, chunks: AsyncGenerator[AudioChunk, None]) -> AsyncIterator[bytes]:
+    async with aclosing(chunks):
+        try:
+            if first is not None:
+                yield audio_frame(first)
+            async for chunk in chunks:
+                yield audio_frame(chunk)
+        except Exception as exc:  # the status is sent already: say what failed in the last frame
+            log.exception("synthesis failed mid-stream")
+            yield end_frame(f"{type(exc).__name__}: {exc}")
+            return
+    yield end_frame()
+
+
+def _report_load(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        # Not fatal: /health and /v1/engine report the engine unavailable, requests get a 503.
+        log.warning("could not load the engine: %s", future.exception())
+
+
+def create_worker_app(name: str, settings: Settings, services: Services | None = None) -> FastAPI:
+    """The worker for engine ``name`` (see ``local_engine`` for the errors)."""
+    # The one engine is the default for every request, cloned voices included; engines mapped to
+    # workers in the settings are not this worker's business.
+    settings = settings.model_copy(update={"default_engine": name, "default_clone_engine": name, "engines": {}})
+    engine = services.engines.get(name) if services else local_engine(settings, name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = services is None
+        app.state.services = services or await asyncio.to_thread(
+            Services.build, settings, engines=EngineRegistry([engine])
+        )
+        # Load in the background on the engine's thread: /health answers at once, requests queue.
+        preload = asyncio.ensure_future(app.state.services.engines.runner(name).call(engine.load))
+        preload.add_done_callback(_report_load)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.services.close()
+
+    app = FastAPI(
+        title=f"Parla worker: {name}",
+        version=__version__,
+        description=f"The {name!r} engine alone, with seed 000's standard API and streaming.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(router)  # before the standard router, whose {voice_id:path} would take ".../stream"
+    app.include_router(standard.router)
+    return app

@@ -1,0 +1,359 @@
+"""Seed 000's standard API on the live server: the seed's example requests, parameters, file paths."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from parla.app import create_app
+from parla.audio import decode_audio
+from parla.engines import EngineRegistry
+from parla.engines.mock import MockEngine
+from parla.services import Services
+from parla.settings import Settings
+from tests.conftest import Listener, LiveServer, duration_of, natural_length, wer
+
+SENTENCE = "The birch canoe slid on the smooth planks."
+TEXT = "Glue the sheet to the dark blue background."
+
+
+def _tts(voice_id: str, **body: Any) -> tuple[str, dict[str, Any]]:
+    return f"/v1/text-to-speech/{quote(voice_id, safe='')}", body
+
+
+@pytest.fixture(scope="module")
+def data_dir(server: LiveServer) -> Path:
+    return server.services.settings.data_dir.resolve()
+
+
+@pytest.fixture(scope="module")
+def reference(server: LiveServer, data_dir: Path) -> Path:
+    """A reference recording inside the data dir: the bundled voice saying ``SENTENCE``."""
+    speech = server.services.speech
+    audio = asyncio.run(speech.render(speech.prepare(text=SENTENCE, voice="joe", fmt="wav", seed=7, source="test")))
+    path = data_dir / "refs" / "ref.wav"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(audio)
+    return path
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory outside every allowed root."""
+    return tmp_path
+
+
+# -- the seed's examples ------------------------------------------------------------------------
+
+
+def test_text_to_speech_example(client: httpx.Client, reference: Path, data_dir: Path, listener: Listener) -> None:
+    """The seed's request, as written: unknown parameters (max_new_tokens, temperature) are ignored."""
+    target = data_dir / "path" / "to" / "output.wav"
+    url, body = _tts(
+        str(reference),
+        text=TEXT,
+        output_filepath=str(target),
+        parameters={"max_new_tokens": 256, "seed": 42, "temperature": 1.0, "transcription": SENTENCE},
+    )
+    response = client.post(url, json=body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "status": "success",
+        "output_filepath": str(target),
+        "message": "Audio generated successfully",
+    }
+    audio = target.read_bytes()
+    with wave.open(str(target)) as w:  # sizes filled in: strict readers accept it
+        assert w.getnframes() / w.getframerate() == pytest.approx(duration_of(audio), abs=0.01)
+    low, high = natural_length(TEXT)
+    assert low < duration_of(audio) < high
+    assert wer(TEXT, listener.transcribe(audio)) < 0.3
+
+
+def test_text_to_speech_transcribes_a_voice_file_without_transcription(
+    client: httpx.Client, reference: Path, data_dir: Path, listener: Listener
+) -> None:
+    url, body = _tts("refs/ref.wav", text=TEXT, output_filepath="out/heard.wav", parameters={"seed": 3})
+    response = client.post(url, json=body)
+    assert response.status_code == 200, response.text
+    audio = (data_dir / "out" / "heard.wav").read_bytes()
+    assert wer(TEXT, listener.transcribe(audio)) < 0.3
+    # The clone engine learnt the file once, under a key made from its bytes and transcript.
+    assert list((data_dir / "cache" / "clone").glob("file-*.npz"))
+
+
+def test_text_to_dialogue_example(client: httpx.Client, reference: Path, data_dir: Path) -> None:
+    """Mock (seed 000's test engine) concatenates the voice files, with the dialogue pause between."""
+    second = data_dir / "refs" / "voice2.wav"
+    second.write_bytes(reference.read_bytes())
+    target = data_dir / "path" / "to" / "dialogue.wav"
+    body: dict[str, Any] = {
+        "inputs": [
+            {"text": "First speaker text", "voice_id": str(reference)},
+            {"text": "Second speaker text", "voice_id": str(second)},
+        ],
+        "output_filepath": str(target),
+        "parameters": {"max_new_tokens": 256, "seed": 42},
+    }
+    response = client.post("/v1/text-to-dialogue?engine=mock", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "status": "success",
+        "output_filepath": str(target),
+        "message": "Dialogue generated successfully",
+    }
+    one = duration_of(reference.read_bytes())
+    assert duration_of(target.read_bytes()) == pytest.approx(2 * one + 0.35, abs=0.05)
+
+
+def test_nonverbal_cues_in_a_dialogue_become_pauses(client: httpx.Client, reference: Path, data_dir: Path) -> None:
+    body = {"inputs": [{"text": "Ha! (laughs) Yes.", "voice_id": "refs/ref.wav"}], "output_filepath": "out/cue.wav"}
+    assert client.post("/v1/text-to-dialogue?engine=mock", json=body).status_code == 200
+    one = duration_of(reference.read_bytes())  # mock speaks each part as a copy of the voice file
+    assert duration_of((data_dir / "out" / "cue.wav").read_bytes()) == pytest.approx(2 * one + 0.3, abs=0.05)
+
+
+def test_text_to_dialogue_with_real_voices_says_both_turns(
+    client: httpx.Client, reference: Path, data_dir: Path, listener: Listener
+) -> None:
+    turns = ["Did you see the boat?", "It is easy to tell the depth of a well."]
+    body = {
+        "inputs": [{"text": turns[0], "voice_id": "refs/ref.wav"}, {"text": turns[1], "voice_id": "onyx"}],
+        "output_filepath": "out/dialogue.mp3",
+        "parameters": {"audio_transcriptions": [SENTENCE, None]},
+    }
+    response = client.post("/v1/text-to-dialogue", json=body)
+    assert response.status_code == 200, response.text
+    audio = (data_dir / "out" / "dialogue.mp3").read_bytes()
+    assert audio[:3] == b"ID3" or audio[0] == 0xFF  # the extension picks the format
+    low, high = natural_length(" ".join(turns))
+    assert low < duration_of(audio) < high + 0.35
+    assert wer(" ".join(turns), listener.transcribe(audio)) < 0.3
+
+
+def test_load_and_unload_model_examples(client: httpx.Client) -> None:
+    unloaded = client.post("/v1/unload-model")
+    assert unloaded.status_code == 200
+    assert unloaded.json() == {"status": "success", "message": "Model unloaded successfully", "engine": "piper"}
+    assert client.get("/health").json()["model_loaded"] is False
+    loaded = client.post("/v1/load-model")
+    assert loaded.json() == {"status": "success", "message": "Model loaded successfully", "engine": "piper"}
+    assert client.get("/health").json()["model_loaded"] is True
+    assert client.post("/v1/load-model?engine=mock").json()["engine"] == "mock"
+    unknown = client.post("/v1/load-model?engine=nothing")
+    assert unknown.status_code == 400 and "nothing" in unknown.json()["detail"]
+
+
+def test_health_and_info_have_the_seed_fields(client: httpx.Client) -> None:
+    health = client.get("/health").json()
+    assert health["status"] == "healthy" and health["model_loaded"] is True
+    assert isinstance(health["device"], str) and health["dependencies_available"] is True
+    info = client.get("/").json()
+    assert isinstance(info["message"], str) and info["model"] == "piper"
+
+
+# -- parameters ---------------------------------------------------------------------------------
+
+
+def test_same_seed_same_audio_and_speed_passes_through(client: httpx.Client, data_dir: Path) -> None:
+    def speak(name: str, **parameters: Any) -> bytes:
+        url, body = _tts("alloy", text=SENTENCE, output_filepath=f"out/{name}.wav", parameters=parameters)
+        assert client.post(f"{url}?engine=piper", json=body).status_code == 200
+        return (data_dir / "out" / f"{name}.wav").read_bytes()
+
+    first, again = speak("a", seed=11, noise_scale=0.5), speak("b", seed=11, noise_scale=0.5)
+    assert first == again
+    assert duration_of(speak("fast", seed=11, speed=2.0)) < 0.75 * duration_of(first)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "named"),
+    [
+        ({"seed": "forty-two"}, "seed"),
+        ({"seed": -1}, "seed"),
+        ({"speed": 10}, "speed"),
+        ({"noise_scale": "loud"}, "noise_scale"),
+        ({"length_scale": 99.0}, "length_scale"),
+        ({"audio_transcriptions": "not a list"}, "audio_transcriptions"),
+    ],
+)
+def test_parameters_of_the_wrong_type_or_range_are_refused(
+    client: httpx.Client, parameters: dict[str, Any], named: str
+) -> None:
+    url, body = _tts("alloy", text=SENTENCE, output_filepath="out/never.wav", parameters=parameters)
+    response = client.post(f"{url}?engine=piper", json=body)
+    assert response.status_code == 400, response.text
+    assert named in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"output_filepath": "out/x.wav"},
+        {"text": "", "output_filepath": "out/x.wav"},
+        {"text": "Hello."},
+        {"text": "Hello.", "output_filepath": "out/x.wav", "parameters": [1, 2]},
+    ],
+)
+def test_malformed_requests_are_refused(client: httpx.Client, body: dict[str, Any]) -> None:
+    response = client.post("/v1/text-to-speech/alloy", json=body)
+    assert response.status_code == 422 and response.json()["detail"]
+
+
+def test_unknown_engine_is_a_400(client: httpx.Client) -> None:
+    url, body = _tts("alloy", text=SENTENCE, output_filepath="out/x.wav")
+    response = client.post(f"{url}?engine=nothing", json=body)
+    assert response.status_code == 400 and "nothing" in response.json()["detail"]
+
+
+def test_a_voice_file_the_engine_cannot_clone_is_a_400(client: httpx.Client, reference: Path) -> None:
+    url, body = _tts(str(reference), text=SENTENCE, output_filepath="out/x.wav")
+    response = client.post(f"{url}?engine=piper", json=body)
+    assert response.status_code == 400 and "cloned voice" in response.json()["detail"]
+
+
+def test_a_voice_file_that_is_not_audio_is_a_400(client: httpx.Client, data_dir: Path) -> None:
+    (data_dir / "refs").mkdir(exist_ok=True)
+    (data_dir / "refs" / "notes.wav").write_text("not audio at all")
+    url, body = _tts("refs/notes.wav", text=SENTENCE, output_filepath="out/x.wav")
+    response = client.post(f"{url}?engine=mock", json=body)
+    assert response.status_code == 400 and "not audio" in response.json()["detail"]
+
+
+# -- paths --------------------------------------------------------------------------------------
+
+
+def test_voice_paths_absolute_relative_and_url_encoded(client: httpx.Client, reference: Path, data_dir: Path) -> None:
+    odd = data_dir / "refs" / "my voice é+1%.wav"
+    odd.write_bytes(reference.read_bytes())
+    seconds = duration_of(reference.read_bytes())
+    for i, voice_id in enumerate([str(reference), "refs/ref.wav", "./refs/../refs/ref.wav", str(odd)]):
+        url, body = _tts(voice_id, text=SENTENCE, output_filepath=f"out/path-{i}.wav")
+        response = client.post(f"{url}?engine=mock", json=body)
+        assert response.status_code == 200, (voice_id, response.text)
+        assert response.json()["message"] == "Audio generated successfully"
+        assert duration_of((data_dir / "out" / f"path-{i}.wav").read_bytes()) == pytest.approx(seconds, abs=0.02)
+    # Unencoded slashes reach the same file (the route takes the rest of the path).
+    response = client.post("/v1/text-to-speech/refs/ref.wav?engine=mock", json=body)
+    assert response.status_code == 200, response.text
+
+
+def test_voice_paths_leaving_the_roots_are_refused(
+    client: httpx.Client, reference: Path, data_dir: Path, outside: Path
+) -> None:
+    secret = outside / "secret.wav"
+    secret.write_bytes(reference.read_bytes())
+    link = data_dir / "refs" / "link.wav"
+    link.unlink(missing_ok=True)
+    link.symlink_to(secret)
+    escapes = [str(secret), "../" * 12 + str(secret).lstrip("/"), "refs/../../x.wav", "/etc/passwd", "refs/link.wav"]
+    for voice_id in escapes:
+        url, body = _tts(voice_id, text=SENTENCE, output_filepath="out/x.wav")
+        response = client.post(f"{url}?engine=mock", json=body)
+        assert response.status_code == 400, voice_id
+        assert "outside the allowed directories" in response.json()["detail"]
+        assert response.json()["error"]["param"] == "voice_id"
+
+
+def test_output_paths_leaving_the_roots_are_refused(
+    client: httpx.Client, data_dir: Path, outside: Path, reference: Path
+) -> None:
+    victim = outside / "victim.wav"
+    victim.write_bytes(b"untouched")
+    link = data_dir / "out-link.wav"
+    link.unlink(missing_ok=True)
+    link.symlink_to(victim)
+    for target in [str(outside / "new.wav"), "../escaped.wav", "out-link.wav", str(data_dir / ".." / "up.wav")]:
+        url, body = _tts("alloy", text=SENTENCE, output_filepath=target)
+        response = client.post(f"{url}?engine=mock", json=body)
+        assert response.status_code == 400, target
+        assert response.json()["error"]["param"] == "output_filepath"
+    assert victim.read_bytes() == b"untouched"
+    assert not (outside / "new.wav").exists() and not (data_dir.parent / "escaped.wav").exists()
+    dialogue = {"inputs": [{"text": "Hi.", "voice_id": str(reference)}], "output_filepath": str(outside / "d.wav")}
+    assert client.post("/v1/text-to-dialogue?engine=mock", json=dialogue).status_code == 400
+    bad_voice = {"inputs": [{"text": "Hi.", "voice_id": "/etc/passwd"}], "output_filepath": "out/d.wav"}
+    assert client.post("/v1/text-to-dialogue?engine=mock", json=bad_voice).status_code == 400
+
+
+def test_allowed_paths_open_more_directories(
+    client: httpx.Client, server: LiveServer, reference: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    voice = outside / "voice.wav"
+    voice.write_bytes(reference.read_bytes())
+    monkeypatch.setattr(server.services.settings, "allowed_paths", [outside])
+    url, body = _tts(str(voice), text=SENTENCE, output_filepath=str(outside / "out.wav"))
+    response = client.post(f"{url}?engine=mock", json=body)
+    assert response.status_code == 200, response.text
+    assert (outside / "out.wav").read_bytes()[:4] == b"RIFF"
+
+
+def test_a_missing_voice_file_falls_back_to_the_default_voice(
+    client: httpx.Client, data_dir: Path, listener: Listener
+) -> None:
+    url, body = _tts("refs/nobody.wav", text=TEXT, output_filepath="out/fallback.wav")
+    response = client.post(url, json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["message"] == (
+        "Audio generated successfully (voice file 'refs/nobody.wav' not found: used the default voice 'alloy')"
+    )
+    audio = (data_dir / "out" / "fallback.wav").read_bytes()
+    low, high = natural_length(TEXT)
+    assert low < duration_of(audio) < high
+    assert wer(TEXT, listener.transcribe(audio)) < 0.3
+
+
+def test_a_voice_name_is_accepted_as_voice_id(client: httpx.Client, data_dir: Path) -> None:
+    url, body = _tts("nova", text=SENTENCE, output_filepath="out/nova.flac")
+    response = client.post(url, json=body)
+    assert response.json()["message"] == "Audio generated successfully"
+    samples, rate = decode_audio(data_dir / "out" / "nova.flac")
+    assert (data_dir / "out" / "nova.flac").read_bytes()[:4] == b"fLaC" and samples.size / rate > 1
+
+
+# -- engines that make dialogue only ------------------------------------------------------------
+
+
+class _Duo(MockEngine):
+    """Like Dia: dialogue only, with at least two speakers."""
+
+    name = "duo"
+    capabilities = replace(MockEngine.capabilities, single_speaker=False, min_dialogue_turns=2)
+
+
+@pytest.fixture(scope="module")
+def duo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Path]]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("duo"), default_engine="duo", _env_file=None)
+    services = Services.build(settings, engines=EngineRegistry([_Duo(settings), MockEngine(settings)]))
+    try:
+        with TestClient(create_app(services=services)) as test_client:
+            yield test_client, settings.data_dir.resolve()
+    finally:
+        services.close()
+
+
+def test_a_dialogue_only_engine_refuses_single_speech_and_short_dialogues(
+    duo: tuple[TestClient, Path], reference: Path
+) -> None:
+    test_client, data = duo
+    voice = data / "v.wav"
+    voice.write_bytes(reference.read_bytes())
+    speech = test_client.post("/v1/text-to-speech/v.wav?engine=duo", json={"text": "Hi.", "output_filepath": "o.wav"})
+    assert speech.status_code == 400 and "dialogue only" in speech.json()["detail"]
+    inputs = [{"text": "Hi.", "voice_id": "v.wav"}]
+    one = {"inputs": inputs, "output_filepath": "d.wav"}
+    short = test_client.post("/v1/text-to-dialogue?engine=duo", json=one)
+    assert short.status_code == 400 and "at least 2" in short.json()["detail"]
+    assert not (data / "d.wav").exists()
+    two = {**one, "inputs": inputs * 2}
+    assert test_client.post("/v1/text-to-dialogue?engine=duo", json=two).status_code == 200
+    assert test_client.post("/v1/text-to-dialogue?engine=mock", json=one).status_code == 200
