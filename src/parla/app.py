@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parla import __version__
@@ -43,6 +43,15 @@ async def _keep_retention(services: Services) -> None:
         except Exception:  # a failed round (the database away) must not end the loop: the next retries
             log.exception("the retention clean-up failed")
         await asyncio.sleep(services.settings.cleanup_interval_s)
+
+
+DIALECT_ROUTERS: dict[str, tuple[APIRouter, ...]] = {
+    "openai": (openai.router, transcription.router),
+    "standard": (standard.router,),
+    "xtts": (xtts.router,),
+    "dia": (dia.router, generate.router, history.dia, jobs.dia),
+    "voicebox": (voicebox.router, generate.router, transcription.voicebox),
+}
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -92,17 +101,18 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         expose_headers=["X-Generation-Id", "X-Seed", "X-Turns"],
     )
     errors.install(app)
-    app.include_router(health.router)
-    app.include_router(openai.router)
-    app.include_router(transcription.router)
-    app.include_router(voices.router)
-    app.include_router(jobs.router)
-    app.include_router(dialogue.router)
-    app.include_router(generate.router)
-    app.include_router(voicebox.router)
-    app.include_router(xtts.router)
-    app.include_router(dia.router)
-    app.include_router(history.router)
-    app.include_router(history.dia)
-    app.include_router(standard.router)
+    # Parla's own API, always there.
+    for router in (health.router, voices.router, dialogue.router, jobs.router, history.router):
+        app.include_router(router)
+    # The compatibility dialects, each switchable and movable (settings.dialects). /generate
+    # belongs to both the Dia server and voicebox: it is mounted once per distinct prefix.
+    mounted: set[tuple[int, str]] = set()
+    for name, routers in DIALECT_ROUTERS.items():
+        dialect = settings.dialect(name)
+        if not dialect.enabled:
+            continue
+        for router in routers:
+            if (id(router), dialect.prefix) not in mounted:
+                mounted.add((id(router), dialect.prefix))
+                app.include_router(router, prefix=dialect.prefix)
     return app

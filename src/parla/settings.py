@@ -24,6 +24,18 @@ class RemoteEngineSettings(BaseModel):
     """Longest wait for the worker's next bytes while it synthesises (a long piece on a slow GPU)."""
 
 
+DIALECTS = ("openai", "standard", "xtts", "dia", "voicebox")
+"""The seeds' APIs (and OpenAI's) that Parla speaks; each can be switched off or moved."""
+
+
+class DialectSettings(BaseModel):
+    """One API dialect (``PARLA_DIALECTS__VOICEBOX__PREFIX=/voicebox``, ``..._ENABLED=false``)."""
+
+    enabled: bool = True
+    prefix: str = Field(default="", pattern=r"^(/[A-Za-z0-9._~-]+)*$")
+    """Mount its paths under this prefix (e.g. ``/dia``) instead of at the root."""
+
+
 class Settings(BaseSettings):
     """Everything an operator can set. Each field reads ``PARLA_<NAME>``."""
 
@@ -52,6 +64,8 @@ class Settings(BaseSettings):
     """Largest audio upload accepted, in bytes."""
     cors_origins: Annotated[list[str], NoDecode] = ["*"]
     """Origins allowed by CORS: a comma-separated list, ``*`` for any."""
+    dialects: dict[str, DialectSettings] = {}
+    """Per dialect (openai, standard, xtts, dia, voicebox): enabled, and the prefix it is mounted under."""
     allowed_paths: Annotated[list[Path], NoDecode] = []
     """Directories besides the data dir where seed 000's file paths (``voice_id``,
     ``output_filepath``) may point: a comma-separated list. Anything else is refused."""
@@ -94,6 +108,17 @@ class Settings(BaseSettings):
     url_fetch_allow_private: bool = False
     """Allow sample URLs on loopback and private networks (only for trusted set-ups and tests:
     otherwise a client could make the server reach into its own network)."""
+
+    @field_validator("dialects")
+    @classmethod
+    def _known_dialects(cls, value: dict[str, DialectSettings]) -> dict[str, DialectSettings]:
+        unknown = sorted(set(value) - set(DIALECTS))
+        if unknown:
+            raise ValueError(f"unknown dialect(s) {', '.join(unknown)}; known: {', '.join(DIALECTS)}")
+        return value
+
+    def dialect(self, name: str) -> DialectSettings:
+        return self.dialects.get(name, DialectSettings())
 
     @field_validator("cors_origins", "allowed_paths", mode="before")
     @classmethod

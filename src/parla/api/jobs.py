@@ -21,6 +21,7 @@ from parla.services.dialogue import DialogueRequest
 from parla.services.jobs import MAX_BATCH, TERMINAL, JobPublic, JobStatus, SpeechJobRequest
 
 router = APIRouter(tags=["Jobs"])
+dia = APIRouter(tags=["Dia server (seed 003)"])
 
 POLL_S = 0.25
 """How often live progress looks at the jobs table (the truth, whichever machine runs the job)."""
@@ -126,13 +127,14 @@ async def job_socket(websocket: WebSocket, job_id: str) -> None:
         pass
 
 
-# Seed 003's paths, and the same under /v1 for Parla's own clients.
-for prefix in ("", "/v1"):
-    router.add_api_route(f"{prefix}/jobs", list_jobs, methods=["GET"], summary="List jobs")
-    router.add_api_route(f"{prefix}/jobs", clear_jobs, methods=["DELETE"], summary="Forget finished jobs")
-    router.add_api_route(f"{prefix}/jobs/{{job_id}}", get_job, methods=["GET"], summary="A job's state")
-    router.add_api_route(f"{prefix}/jobs/{{job_id}}", cancel_job, methods=["DELETE"], summary="Cancel a job")
-    router.add_api_route(f"{prefix}/jobs/{{job_id}}/result", job_result, methods=["GET"], summary="A job's audio")
-    router.add_api_route(f"{prefix}/jobs/{{job_id}}/events", job_events, methods=["GET"], summary="Progress (SSE)")
-    router.add_api_websocket_route(f"{prefix}/jobs/{{job_id}}/ws", job_socket)
-    router.add_api_route(f"{prefix}/queue/stats", queue_stats, methods=["GET"], summary="Queue statistics")
+# Seed 003's paths (a dialect that can be switched off or moved), and the same under /v1 for
+# Parla's own clients.
+for target, prefix in ((dia, ""), (router, "/v1")):
+    target.add_api_route(f"{prefix}/jobs", list_jobs, methods=["GET"], summary="List jobs")
+    target.add_api_route(f"{prefix}/jobs", clear_jobs, methods=["DELETE"], summary="Forget finished jobs")
+    target.add_api_route(f"{prefix}/jobs/{{job_id}}", get_job, methods=["GET"], summary="A job's state")
+    target.add_api_route(f"{prefix}/jobs/{{job_id}}", cancel_job, methods=["DELETE"], summary="Cancel a job")
+    target.add_api_route(f"{prefix}/jobs/{{job_id}}/result", job_result, methods=["GET"], summary="A job's audio")
+    target.add_api_route(f"{prefix}/jobs/{{job_id}}/events", job_events, methods=["GET"], summary="Progress (SSE)")
+    target.add_api_websocket_route(f"{prefix}/jobs/{{job_id}}/ws", job_socket)
+    target.add_api_route(f"{prefix}/queue/stats", queue_stats, methods=["GET"], summary="Queue statistics")

@@ -19,6 +19,7 @@ from parla.services import Services
 from parla.services.transcription import RATE, Segment, Transcript
 
 router = APIRouter(tags=["Transcription"])
+voicebox = APIRouter(tags=["voicebox (seed 004)"])
 
 MAX_TRANSCRIBE_SECONDS = 4 * 3600
 """Longest recording accepted for transcription."""
@@ -157,7 +158,7 @@ async def create_transcription(
     return Response(json.dumps({"text": transcript.text}), media_type="application/json")
 
 
-@router.post("/transcribe", summary="Transcribe audio (voicebox)")
+@voicebox.post("/transcribe", summary="Transcribe audio (voicebox)")
 async def transcribe(
     services: ServicesDep,
     file: Annotated[UploadFile, File()],
