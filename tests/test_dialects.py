@@ -35,3 +35,37 @@ def test_unknown_dialects_and_bad_prefixes_are_refused() -> None:
         Settings(dialects={"titans2": DialectSettings()}, _env_file=None)
     with pytest.raises(ValidationError):
         DialectSettings(prefix="no-leading-slash")
+
+
+def test_cors_origins_come_from_settings(services: Services) -> None:
+    settings = services.settings.model_copy(
+        update={"in_process_worker": False, "cors_origins": ["https://app.example"]}
+    )
+    with TestClient(create_app(settings=settings, services=services)) as client:
+        allowed = client.options(
+            "/api/v1/tts/synthesize",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+        other = client.options(
+            "/api/v1/tts/synthesize",
+            headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_audio_prompts_survive_a_restart(services: Services) -> None:
+    import subprocess
+
+    from parla.audio import decode_audio, encode_audio
+    from parla.services.mappings import VoiceMappings
+
+    wav = subprocess.run(["espeak-ng", "--stdout", "A prompt that outlives the server."], capture_output=True).stdout
+    samples, rate = decode_audio(wav)
+    services.mappings.upload_prompt("survivor", encode_audio(samples, rate, "wav"))
+    try:
+        # A new server process reads the same data dir: the prompt is still there.
+        restarted = VoiceMappings(settings=services.settings, db=services.db, transcriber=services.transcriber)
+        assert "survivor" in [p["prompt_id"] for p in restarted.list_prompts()]
+    finally:
+        services.mappings.delete_prompt("survivor")
