@@ -80,7 +80,8 @@ def test_voicebox_form_answers_a_generation_record(client: httpx.Client) -> None
     ("body", "status", "needle"),
     [
         ({"voice_id": "alloy"}, 400, "text"),
-        ({"text": "hi", "voice_id": "nobody"}, 400, "unknown voice"),
+        ({"text": "hi", "voice_id": "nobody"}, 404, "Voice 'nobody' not found"),  # the Dia server's wording
+        ({"text": "[S1] hi [S2] yo", "voice_id": "nobody"}, 404, "Voice 'nobody' not found"),
         ({"text": "[S1] hi [S2]"}, 400, "has no text"),
         ({"text": "hi", "role": "narrator"}, 422, "role"),
         ({"text": "hi", "profile_id": "no-such-profile"}, 400, "unknown voice"),

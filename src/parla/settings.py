@@ -101,8 +101,8 @@ class Settings(BaseSettings):
     """A running job whose worker has not reported for this long is considered lost."""
     job_max_attempts: int = Field(default=2, ge=1)
     """Runs a job gets before a lost worker makes it fail instead of retrying it."""
-    job_ttl_hours: float = Field(default=24.0, gt=0)
-    """Finished jobs are forgotten, and pending ones expire, after this many hours."""
+    job_ttl_hours: float = Field(default=1.0, gt=0)
+    """Finished jobs are forgotten, and pending ones expire, after this many hours (seed 003: 1)."""
     url_fetch_timeout_s: float = Field(default=20.0, gt=0)
     """How long fetching a sample by URL may take."""
     url_fetch_allow_private: bool = False

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from parla.api.deps import ServicesDep
 from parla.audio.encode import CONTENT_TYPES, AudioFormat
-from parla.errors import InvalidInputError
+from parla.errors import InvalidInputError, NotFoundError
 from parla.services.dialogue import DialogueRequest
 from parla.services.speech import SpeechOptions
 
@@ -66,6 +66,17 @@ async def generate(
 ) -> Response:
     if body.profile_id:
         return await _voicebox_generate(body, services)
+    try:
+        return await _dia_generate(body, services, async_mode)
+    except InvalidInputError as exc:
+        voice = body.voice_id or body.voice
+        if exc.param == "voice" and voice:
+            # The Dia server answers an unknown voice with a 404 worded like this.
+            raise NotFoundError(f"Voice '{voice}' not found", param="voice") from None
+        raise
+
+
+async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode: bool) -> Response:
     text = body.words()
     voice = body.voice_id or body.voice
     model = None if body.model is None or body.model.lower() in SEED_MODELS else body.model
