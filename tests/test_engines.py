@@ -221,3 +221,12 @@ def test_piper_acts_on_pace_words_in_instructions(services: Services) -> None:
     slow = _speak(piper, text, seed=2, instructions="Speak slowly and calmly.").size
     fast = _speak(piper, text, seed=2, instructions="Read it quickly, it is urgent!").size
     assert slow > 1.1 * plain > 1.1 * fast
+
+
+def test_mock_can_take_a_realistic_time(settings: Settings) -> None:
+    import time
+
+    mock = EngineRegistry.from_entry_points(settings.model_copy(update={"mock_delay_s": 0.3})).get("mock")
+    started = time.monotonic()
+    _speak(mock, "some text")
+    assert time.monotonic() - started >= 0.3

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     """Seed 000's UI testing mode (``TESTING_UI=true``): the same as ``testing``."""
     log_level: LogLevel = "info"
     """Logging verbosity of the server."""
+    mock_delay_s: float = Field(default=0.0, ge=0, le=60)
+    """Seconds the mock engine waits per request, for its "realistic processing delays" (seed 000)."""
     espeak_binary: str = "espeak-ng"
     """The espeak-ng executable used by the ``espeak`` engine (a name on PATH or a path)."""
     piper_model_path: Path | None = None

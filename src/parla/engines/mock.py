@@ -1,4 +1,4 @@
-"""The mock engine of seed 000: zero compute, for tests and UI development.
+"""The mock engine of seed 000: zero compute (or a set delay, ``PARLA_MOCK_DELAY_S``), for tests and UI development.
 
 Single-speaker synthesis copies the voice's reference file; dialogue concatenates the voice files
 (the base class's turn-by-turn dialogue does exactly that). A voice without a file gives silence
@@ -7,6 +7,7 @@ as long as the text would take to read. All parameters are accepted and ignored.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -27,6 +28,8 @@ class MockEngine(Engine):
         return {}
 
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        if self.settings.mock_delay_s:
+            time.sleep(self.settings.mock_delay_s)  # a stand-in for a model's time, for UI and timeout tests
         rate = self.capabilities.sample_rate
         if request.voice.samples:
             path, _ = request.voice.samples[0]
