@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import struct
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ from parla.services import Services
 from parla.services.dialogue import DialoguePlan, TurnPlan
 from parla.services.speech import SpeechPlan
 from parla.store.blobs import BlobWriter
-from parla.store.models import new_id
 from parla.text.dialogue import NONVERBAL_PAUSE_S, is_cue, split_cues
 
 router = APIRouter(tags=["Standard (seed 000)"])
@@ -220,18 +218,9 @@ def _dialogue_plan(
                 f"got {len(body.inputs)}",
                 param="inputs",
             )
-    transcript = "\n".join(f"[{t.speaker}] {t.text}" for t in turns)
-    first_plan = next(p for p in turns[0].parts if isinstance(p, SpeechPlan))
-    record = replace(
-        first_plan,
-        id=new_id(),
-        text=transcript,
-        pieces=[],
-        voice=VoiceRef(name=", ".join(f"{s}={v}" for v, s in speakers.items())[:255]),
-        model=engine or "dialogue",
-        parameters={"dialogue": True, "pause_s": controls.pause_s},
-    )
-    return DialoguePlan(turns=turns, pause_s=controls.pause_s, record=record), "".join(notes)
+    source = next(p for p in turns[0].parts if isinstance(p, SpeechPlan)).source
+    plan = services.dialogue.assemble(turns, pause_s=controls.pause_s, model=engine, source=source)
+    return plan, "".join(notes)
 
 
 def _same_as(plan: SpeechPlan, text: str, engine: str | None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ by turn; the generation record (and a non-streamed response) carries each turn's
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -152,26 +152,27 @@ class DialogueService:
             if not any(isinstance(p, SpeechPlan) for p in parts):
                 raise InvalidInputError(f"turn {i} has nothing to say besides cues", param="turns")
             turns.append(TurnPlan(speaker, voice, text, parts))
+        return self.assemble(turns, pause_s=request.pause_s, model=request.model, source=source)
+
+    @staticmethod
+    def assemble(turns: list[TurnPlan], *, pause_s: float, model: str | None, source: str) -> DialoguePlan:
+        """A dialogue plan from prepared turns (any dialect's). Its record, which stands for the
+        whole dialogue in the history, takes the first turn's format, speed, seed and language."""
         first = next(p for p in turns[0].parts if isinstance(p, SpeechPlan))
         transcript = "\n".join(f"[{t.speaker}] {t.text}" for t in turns)
         voices = ", ".join(dict.fromkeys(f"{t.speaker}={t.voice}" for t in turns))
-        record = SpeechPlan(
+        record = replace(
+            first,
             id=new_id(),
             text=transcript,
             pieces=[],
-            engine=first.engine,
-            runner=first.runner,
             voice=VoiceRef(name=voices[:255]),
-            model=request.model or "dialogue",
-            format=request.response_format,
-            speed=request.speed,
-            seed=seed,
-            language=first.language,
+            model=model or "dialogue",
             instructions=None,
-            parameters={"dialogue": True, "pause_s": request.pause_s},
+            parameters={"dialogue": True, "pause_s": pause_s},
             source=source,
         )
-        return DialoguePlan(turns=turns, pause_s=request.pause_s, record=record)
+        return DialoguePlan(turns=turns, pause_s=pause_s, record=record)
 
     async def audio(self, plan: DialoguePlan, progress: Progress | None = None) -> AsyncGenerator[AudioChunk, None]:
         """Turn after turn, each loudness-matched, with pauses; fills in the turns' times.
