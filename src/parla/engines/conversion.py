@@ -22,12 +22,22 @@ All samples' pairs are pooled, so more samples give more data. From the pairs we
 * energy: dynamics come from the c0 term of the map; the mean level change is removed so the
   server's loudness stays Piper's.
 * speaking rate: ratio of speaking times without pauses (reference / Piper) -> Piper ``length_scale``.
+* closed-loop calibration (``_calibrate``): Piper's readings of the reference transcripts (already
+  rendered for the map) are converted with the adaptation just learned and compared with the
+  references.  The smoothed (mel-band) ratio of the long-term average spectra, separately for voiced
+  and for unvoiced frames, becomes a fixed EQ applied in ``convert``: it corrects what the shrunk,
+  log-domain regression under-shoots (channel, tilt, fricative level).  Cuts go to -12 dB, boosts
+  only to +3 dB (a boost amplifies Piper's own noisy fine structure, not the target's).  A pitch
+  level/range correction from the same loop exists (``calib_pitch``) but is off: it hurt.
 
 Conversion (``convert``) keeps Piper's own waveform instead of resynthesising it with WORLD
 (WORLD resynthesis costs intelligibility): pitch is moved with PSOLA (Praat via parselmouth),
 then the waveform is filtered in the STFT domain by the per-frame spectral *difference* between
 the mapped and the original envelope (the same thing an MLSA filter does in differential
-conversion, but with numpy FFTs), with aperiodicity-driven noise mixed into voiced frames.  Every
+conversion, but with numpy FFTs), with aperiodicity-driven noise mixed into voiced frames.  The
+filter is the mapped envelope minus the envelope of the *pitch-shifted* signal (``post_env``), i.e.
+of the signal actually filtered, analysed at the pitch PSOLA aimed for, so PSOLA's own envelope and
+level changes and CheapTrick's pitch-dependent bias cancel.  Every
 parameter is fixed at adaptation time, so sentence-sized pieces convert independently and the
 voice stays consistent across them.
 
@@ -42,6 +52,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from math import gcd
+from typing import Any
 
 import numpy as np
 from scipy.signal import istft, resample_poly, stft
@@ -62,7 +73,7 @@ TARGET_F0 = (60.0, 500.0)
 @dataclass
 class Config:
     frame_ms: float = 10.0
-    n_coded: int = 30
+    n_coded: int = 40
     lam: float = 100.0  # ridge strength (sum-of-squares objective: more data -> relatively less)
     gv_power: float = 1.0  # 0: no variance restoration, 1: full
     max_boost_db: float = 20.0
@@ -76,6 +87,13 @@ class Config:
     pitch: bool = True
     uv: float = 1.0  # strength of the unvoiced-frame correction
     smooth: int = 1  # half-width (frames) of the triangular time smoothing of the filter
+    post_env: bool = True  # filter relative to the envelope of the pitch-shifted signal (what is filtered)
+    calib: bool = True  # closed-loop calibration: convert Piper's reading of the references and compare
+    eq: float = 1.0  # strength of the long-term-spectrum correction found by the calibration
+    eq_max_db: float = 12.0  # clip of that correction (cut)
+    eq_max_boost_db: float = 3.0  # boosts only amplify Piper's own (noisy, mismatched) fine structure
+    eq_bands: int = 32  # mel bands over which the long-term spectra are compared (smoothness)
+    calib_pitch: float = 0.0  # strength of the pitch level/range correction found by the calibration
 
 
 @dataclass
@@ -89,6 +107,8 @@ class Adaptation:
     d_uv: np.ndarray  # (D,) mean unvoiced difference
     alpha: float  # formant frequency scaling
     ap_diff: np.ndarray  # (B,) extra aperiodic power share per D4C band (3, 6 ... kHz)
+    eq: np.ndarray = field(default_factory=lambda: np.zeros(FFT // 2 + 1))  # (FFT/2+1,) log-amplitude EQ, voiced
+    eq_uv: np.ndarray = field(default_factory=lambda: np.zeros(FFT // 2 + 1))  # the same for unvoiced frames
     cfg: Config = field(default_factory=Config)
 
     def to_bytes(self) -> bytes:
@@ -101,8 +121,15 @@ class Adaptation:
     @classmethod
     def from_bytes(cls, data: bytes) -> Adaptation:
         z = np.load(io.BytesIO(data))
-        cfg = Config(**{f.name: type(getattr(Config, f.name))(z["cfg_" + f.name]) for f in fields(Config)})
-        kw = {f.name: z[f.name] for f in fields(cls) if f.name != "cfg"}
+        # fields added later (calibration) fall back to their defaults in older blobs
+        cfg = Config(
+            **{
+                f.name: type(getattr(Config, f.name))(z["cfg_" + f.name])
+                for f in fields(Config)
+                if "cfg_" + f.name in z.files
+            }
+        )
+        kw: dict[str, Any] = {f.name: z[f.name] for f in fields(cls) if f.name != "cfg" and f.name in z.files}
         for k in ("length_scale", "f0_a", "f0_b", "alpha"):
             kw[k] = float(kw[k])
         return cls(cfg=cfg, **kw)
@@ -124,7 +151,9 @@ class _Feats:
     voiced: np.ndarray
 
 
-def _analyse(x16: np.ndarray, cfg: Config, f0_range: tuple[float, float], with_ap: bool) -> _Feats:
+def _analyse(
+    x16: np.ndarray, cfg: Config, f0_range: tuple[float, float], with_ap: bool, envelope: bool = True
+) -> _Feats:
     x = np.ascontiguousarray(x16, dtype=np.float64)
     # F0 from Praat (the same tracker the PSOLA step uses; Dio makes octave errors on Piper)
     t = np.arange(int(len(x) / FS * 1000 / cfg.frame_ms) + 1) * cfg.frame_ms / 1000
@@ -132,6 +161,13 @@ def _analyse(x16: np.ndarray, cfg: Config, f0_range: tuple[float, float], with_a
     pf = pitch.selected_array["frequency"]
     idx = np.clip(np.round((t - pitch.xs()[0]) / pitch.time_step).astype(int), 0, len(pf) - 1)
     f0 = np.ascontiguousarray(pf[idx], dtype=np.float64)
+    if not envelope:  # pitch and activity only (calibration)
+        hop = int(FS * cfg.frame_ms / 1000)
+        fr = np.lib.stride_tricks.sliding_window_view(np.pad(x, (FFT // 2, FFT // 2)), FFT)[::hop][: len(t)]
+        e = np.log((fr[:, FFT // 4 : 3 * FFT // 4] ** 2).sum(1) + 1e-12)
+        e = np.pad(e, (0, len(t) - len(e)), mode="edge")
+        active = e > np.percentile(e, 98) - np.log(10**3.5)
+        return _Feats(f0, np.zeros((len(t), 0)), None, active, (f0 > 0) & active)
     sp = pw.cheaptrick(x, f0, t, FS, fft_size=FFT)
     sp = np.maximum(sp, np.percentile(sp.max(axis=1), 95) * 1e-8)  # 80 dB floor (empty bands)
     coded = pw.code_spectral_envelope(sp, FS, cfg.n_coded)
@@ -214,10 +250,12 @@ def adapt(
     cfg = cfg or Config()
     xs, ys, uvx, uvy, apx, apy = [], [], [], [], [], []
     lf_src, lf_tgt = [], []
+    renditions: list[np.ndarray] = []
     act_src = act_tgt = 0
     for audio, rate, text in samples:
         tgt = _analyse(_resample(audio, rate, FS), cfg, TARGET_F0, cfg.breath > 0)
         render_audio = render(text)
+        renditions.append(render_audio)
         src = _analyse(_resample(render_audio, piper_rate, FS), cfg, PIPER_F0, cfg.breath > 0)
         act_src += _speech_frames(src.active, cfg)
         act_tgt += _speech_frames(tgt.active, cfg)
@@ -274,7 +312,88 @@ def adapt(
     ap_diff = (
         (10 ** (np.concatenate(apy) / 10)).mean(0) - (10 ** (np.concatenate(apx) / 10)).mean(0) if apx else np.zeros(1)
     )
-    return Adaptation(rate_ratio, a, b, w, mu, gv, d_uv, alpha, ap_diff, cfg)
+    ad = Adaptation(rate_ratio, a, b, w, mu, gv, d_uv, alpha, ap_diff, cfg=cfg)
+    if cfg.calib:
+        _calibrate(
+            ad, [(_resample(au, r, FS), ren) for (au, r, _), ren in zip(samples, renditions, strict=True)], piper_rate
+        )
+    return ad
+
+
+def _mel_fb(n: int) -> np.ndarray:
+    """(n, FFT/2+1) triangular mel filterbank at 16 kHz, 50 Hz .. 8 kHz."""
+
+    def mel(f: float) -> float:
+        return float(2595 * np.log10(1 + f / 700))
+
+    edges = 700 * (10 ** (np.linspace(mel(50.0), mel(FS / 2), n + 2) / 2595) - 1)
+    fr = np.arange(FFT // 2 + 1) * FS / FFT
+    fb = np.zeros((n, len(fr)))
+    for k in range(n):
+        lo, c, hi = edges[k : k + 3]
+        fb[k] = np.clip(np.minimum((fr - lo) / (c - lo), (hi - fr) / (hi - c)), 0, None)
+    return fb
+
+
+def _ltas(x16: np.ndarray, f: _Feats, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """Long-term average power spectra (FFT/2+1 bins) of the voiced and of the unvoiced active frames,
+    both divided by the voiced frames' total power (so fricative level relative to vowels counts)."""
+    hop = int(FS * cfg.frame_ms / 1000)
+    _, _, z = stft(x16, fs=FS, nperseg=FFT, noverlap=FFT - hop, boundary="even")
+    p = np.abs(z.T) ** 2  # (T, F), frame t centred at t*hop like the analysis grid
+    n = min(len(p), len(f.active))
+    p, act, v = p[:n], f.active[:n], (f.f0[:n] > 0) & f.active[:n]
+    pv = p[v].mean(0) + 1e-12
+    uv = act & ~v
+    pu = p[uv].mean(0) + 1e-12 if uv.sum() > 10 else pv.copy()
+    return pv / pv.sum(), pu / pv.sum()
+
+
+def _calibrate(ad: Adaptation, pairs: list[tuple[np.ndarray, np.ndarray]], piper_rate: int) -> None:
+    """Closed loop: convert Piper's readings of the reference transcripts with the learned adaptation,
+    compare the result with the references (both analysed the same way) and correct what the
+    open-loop estimates missed: the long-term spectrum (a smooth EQ: timbre and channel that the
+    shrunk regression under-shoots) and the pitch level and range (PSOLA and tracker biases).
+    pairs: (reference at 16 kHz, Piper's rendition at piper_rate)."""
+    cfg = ad.cfg
+    lt, lc, pt, pc = [], [], [], []
+    for x16, rendition in pairs:
+        y = convert(rendition, piper_rate, ad)
+        y16 = _resample(y, piper_rate, FS)
+        ft = _analyse(x16, cfg, TARGET_F0, False, envelope=False)
+        fc = _analyse(y16, cfg, TARGET_F0, False, envelope=False)
+        lt.append(np.log(ft.f0[ft.voiced]))
+        lc.append(np.log(fc.f0[fc.voiced]))
+        pt.append(_ltas(x16, ft, cfg))
+        pc.append(_ltas(y16, fc, cfg))
+    # EQ: smooth (mel-band) log ratio of the long-term spectra, separately for voiced and unvoiced
+    # frames (fricative colour must not tilt the vowels); power-neutral on the converted vowels
+    fb = _mel_fb(cfg.eq_bands)
+    centres = (fb * np.arange(fb.shape[1])).sum(1) / fb.sum(1)
+    lo, hi = -cfg.eq_max_db / 8.686, cfg.eq_max_boost_db / 8.686
+
+    def curve(t: np.ndarray, c: np.ndarray) -> np.ndarray:
+        g = np.clip(0.5 * np.log((fb @ t) / (fb @ c)), lo, hi)  # log amplitude per band
+        return np.asarray(np.interp(np.arange(FFT // 2 + 1), centres, g) * cfg.eq)
+
+    eqv = curve(np.mean([p[0] for p in pt], 0), np.mean([p[0] for p in pc], 0))
+    equ = curve(np.mean([p[1] for p in pt], 0), np.mean([p[1] for p in pc], 0))
+    pcm = np.mean([p[0] for p in pc], 0)
+    off = 0.5 * np.log((pcm * np.exp(2 * eqv)).sum() / pcm.sum())
+    ad.eq, ad.eq_uv = eqv - off, equ - off
+    # pitch: map the converted distribution onto the target's (same tracker and range for both)
+    ltt, lcc = np.concatenate(lt), np.concatenate(lc)
+    if len(ltt) > 20 and len(lcc) > 20:
+
+        def spread(v: np.ndarray) -> float:
+            return float(np.diff(np.percentile(v, [16, 84]))[0] / 2)
+
+        k = float(np.clip(spread(ltt) / max(spread(lcc), 1e-3), 0.7, 1.4)) ** cfg.calib_pitch
+        dm = (float(np.median(ltt)) - float(np.median(lcc))) * cfg.calib_pitch
+        mc = float(np.median(lcc))
+        # new log f0 = mc + dm + k * (old mapped - mc)
+        ad.f0_b = float(np.clip(k * ad.f0_b, 0.4, 2.5))
+        ad.f0_a = float(mc + dm + k * (ad.f0_a - mc))
 
 
 def _shift_pitch(y: np.ndarray, rate: int, ad: Adaptation) -> np.ndarray:
@@ -300,17 +419,27 @@ def convert(audio: np.ndarray, rate: int, adaptation: Adaptation) -> np.ndarray:
     y = ad.mu + (y - ad.mu) * ad.gv
     voiced = f.f0 > 0
     y = np.where(voiced[:, None], y, x + cfg.uv * ad.d_uv)
+    shifted = _shift_pitch(audio, rate, ad) if cfg.pitch else audio
+    xs = x
+    if cfg.post_env and cfg.pitch:
+        # PSOLA does not keep the envelope exactly (pulse overlap, level change with pitch): filter
+        # from the envelope of the signal actually being filtered, at the pitch PSOLA aimed for
+        s16 = np.ascontiguousarray(_resample(shifted, rate, FS)[: len(x) * int(FS * cfg.frame_ms / 1000)])
+        t = np.arange(len(x)) * cfg.frame_ms / 1000
+        f0s = np.where(f.f0 > 0, np.exp(ad.f0_a + ad.f0_b * np.log(np.maximum(f.f0, 1.0))), 0.0)
+        sps = pw.cheaptrick(s16, np.ascontiguousarray(f0s), t, FS, fft_size=FFT)
+        sps = np.maximum(sps, np.percentile(sps.max(axis=1), 95) * 1e-8)
+        xs = pw.code_spectral_envelope(sps, FS, cfg.n_coded)
     dlog = 0.5 * (
         np.log(pw.decode_spectral_envelope(np.ascontiguousarray(y), FS, FFT))
-        - np.log(pw.decode_spectral_envelope(np.ascontiguousarray(x), FS, FFT))
+        - np.log(pw.decode_spectral_envelope(np.ascontiguousarray(xs), FS, FFT))
     )
+    dlog = dlog * cfg.strength + np.where(voiced[:, None], ad.eq, ad.eq_uv)
     h = cfg.smooth  # temporal smoothing of the filter
     k = np.concatenate([np.arange(1, h + 2), np.arange(h, 0, -1)]).astype(float)
     pad = np.pad(dlog, ((h, h), (0, 0)), mode="edge")
     dlog = sum(k[i] * pad[i : i + len(dlog)] for i in range(len(k))) / k.sum()
-    dlog = np.clip(dlog * cfg.strength, -cfg.max_cut_db / 8.686, cfg.max_boost_db / 8.686)
-
-    shifted = _shift_pitch(audio, rate, ad) if cfg.pitch else audio
+    dlog = np.clip(dlog, -cfg.max_cut_db / 8.686, cfg.max_boost_db / 8.686)
     nfft, hop = 1024, 256
     fr, tt, spec = stft(shifted, fs=rate, nperseg=nfft, noverlap=nfft - hop, boundary="even")
     # map analysis frames/bins onto the STFT grid (above 8 kHz hold the 8 kHz value)
