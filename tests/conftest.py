@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -21,7 +23,7 @@ import uvicorn
 from sqlalchemy import create_engine, text
 
 from parla.app import create_app
-from parla.audio import decode_audio
+from parla.audio import decode_audio, encode_audio
 from parla.services import Services
 from parla.settings import Settings
 from parla.text import normalize_text
@@ -119,6 +121,14 @@ def natural_length(text: str) -> tuple[float, float]:
     """Seconds a text takes read aloud, from brisk to slow: 0.2 to 0.6 s a word, plus pauses."""
     words = len(words_of(text).split())
     return 0.2 * words, 0.6 * words + 0.5
+
+
+@functools.cache
+def someone_saying(text: str, voice: str = "en-us") -> bytes:
+    """A WAV of someone saying ``text``: espeak-ng's voice, standing in for a user's recording."""
+    wav = subprocess.run(["espeak-ng", "--stdout", "-v", voice, text], capture_output=True, check=True).stdout
+    samples, rate = decode_audio(wav)
+    return encode_audio(samples, rate, "wav")
 
 
 def duration_of(audio: bytes) -> float:

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import functools
-import subprocess
 import time
 from typing import Any
 
 import httpx
 import pytest
 
-from parla.audio import decode_audio, encode_audio
-from tests.conftest import Listener, wer
+from parla.audio import decode_audio
+from tests.conftest import Listener, someone_saying, wer
 
 PROMPT_TEXT = "This is what I said in the audio sample."
 
 
-@functools.cache
 def sample_wav() -> bytes:
-    wav = subprocess.run(["espeak-ng", "--stdout", PROMPT_TEXT], capture_output=True, check=True).stdout
-    samples, rate = decode_audio(wav)
-    return encode_audio(samples, rate, "wav")
+    return someone_saying(PROMPT_TEXT)
 
 
 def test_quick_start_requests(client: httpx.Client, listener: Listener) -> None:

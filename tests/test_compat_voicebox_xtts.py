@@ -4,24 +4,19 @@ replayed as the documents write them, and the documented response shapes."""
 from __future__ import annotations
 
 import base64
-import functools
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
-from parla.audio import decode_audio, encode_audio
-from tests.conftest import Listener, LiveServer, wer
+from parla.audio import decode_audio
+from tests.conftest import Listener, LiveServer, someone_saying, wer
 
 SAMPLE_TEXT = "This is my voice sample, recorded for the profile."
 
 
-@functools.cache
 def recording() -> bytes:
-    wav = subprocess.run(["espeak-ng", "--stdout", SAMPLE_TEXT], capture_output=True, check=True).stdout
-    samples, rate = decode_audio(wav)
-    return encode_audio(samples, rate, "wav")
+    return someone_saying(SAMPLE_TEXT)
 
 
 # -- seed 004 -----------------------------------------------------------------------------------

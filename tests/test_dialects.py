@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from parla.app import create_app
 from parla.services import Services
 from parla.settings import DialectSettings, Settings
+from tests.conftest import someone_saying
 
 
 def test_dialects_can_be_switched_off_and_moved(services: Services) -> None:
@@ -55,14 +56,9 @@ def test_cors_origins_come_from_settings(services: Services) -> None:
 
 
 def test_audio_prompts_survive_a_restart(services: Services) -> None:
-    import subprocess
-
-    from parla.audio import decode_audio, encode_audio
     from parla.services.mappings import VoiceMappings
 
-    wav = subprocess.run(["espeak-ng", "--stdout", "A prompt that outlives the server."], capture_output=True).stdout
-    samples, rate = decode_audio(wav)
-    services.mappings.upload_prompt("survivor", encode_audio(samples, rate, "wav"))
+    services.mappings.upload_prompt("survivor", someone_saying("A prompt that outlives the server."))
     try:
         # A new server process reads the same data dir: the prompt is still there.
         restarted = VoiceMappings(settings=services.settings, db=services.db, transcriber=services.transcriber)

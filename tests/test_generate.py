@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from parla.audio import decode_audio
-from tests.conftest import Listener, wer
+from tests.conftest import Listener, someone_saying, wer
 
 
 def test_dia_form_returns_audio_with_dia_parameters_accepted(client: httpx.Client, listener: Listener) -> None:
@@ -54,17 +54,11 @@ def test_dia_javascript_client_form_with_async_mode(client: httpx.Client) -> Non
 
 
 def test_voicebox_form_answers_a_generation_record(client: httpx.Client) -> None:
-    import subprocess
-
-    from parla.audio import encode_audio
-
-    wav = subprocess.run(["espeak-ng", "--stdout", "A voice sample for the profile."], capture_output=True).stdout
-    samples, rate = decode_audio(wav)
     profile = client.post("/v1/voices", json={"name": "voicebox-profile"}).json()
     try:
         client.post(
             f"/v1/voices/{profile['id']}/samples",
-            files={"file": ("s.wav", encode_audio(samples, rate, "wav"))},
+            files={"file": ("s.wav", someone_saying("A voice sample for the profile."))},
             data={"transcript": "A voice sample for the profile."},
         )
         body = {"profile_id": profile["id"], "text": "Hello, this is a test.", "language": "en", "seed": 42}
