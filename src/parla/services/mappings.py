@@ -17,14 +17,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
+from parla.audio.decode import decode_audio
 from parla.audio.dsp import resample
 from parla.audio.encode import encode_audio
-from parla.audio.quality import MAX_SECONDS, SAMPLE_RATE, UnusableAudioError, analyse, check, clean
+from parla.audio.quality import SAMPLE_RATE
 from parla.engines.base import VoiceRef
 from parla.errors import ConflictError, InvalidInputError, NotFoundError, TooLargeError
 from parla.services.transcription import Transcriber
-from parla.services.voices import BUILTIN_VOICES
+from parla.services.voices import BUILTIN_VOICES, clean_recording
 from parla.settings import Settings
 from parla.store.db import Database
 from parla.store.models import VoiceMapping, utcnow
@@ -84,17 +84,10 @@ class VoiceMappings:
         target = self.prompt_path(prompt_id)
         if len(data) > self.settings.max_upload_bytes:
             raise TooLargeError(f"the upload is larger than the limit of {self.settings.max_upload_bytes} bytes")
-        try:
-            samples, rate = decode_audio(data, max_seconds=MAX_SECONDS + 1)
-            report, regions = analyse(samples, rate)
-            report = check(report)
-        except AudioTooLongError:
-            raise InvalidInputError(f"the recording is longer than {MAX_SECONDS:g} s", param="audio_file") from None
-        except (AudioDecodeError, UnusableAudioError) as exc:
-            raise InvalidInputError(f"the recording cannot be used: {exc}", param="audio_file") from None
+        cleaned, report = clean_recording(data, param="audio_file")
         self.prompts_dir.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".part")
-        tmp.write_bytes(encode_audio(clean(samples, rate, regions), SAMPLE_RATE, "wav"))
+        tmp.write_bytes(encode_audio(cleaned, SAMPLE_RATE, "wav"))
         tmp.replace(target)
         return self._prompt_info(target) | {"warnings": report.warnings}
 

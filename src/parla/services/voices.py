@@ -24,9 +24,18 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
-from parla.audio.dsp import resample
+from parla.audio.dsp import FloatArray, resample
 from parla.audio.encode import encode_audio
-from parla.audio.quality import MAX_SECONDS, MAX_VOICE_SECONDS, SAMPLE_RATE, UnusableAudioError, analyse, check, clean
+from parla.audio.quality import (
+    MAX_SECONDS,
+    MAX_VOICE_SECONDS,
+    SAMPLE_RATE,
+    QualityReport,
+    UnusableAudioError,
+    analyse,
+    check,
+    clean,
+)
 from parla.engines.base import VoiceRef
 from parla.errors import ConflictError, InvalidInputError, NotFoundError, TooLargeError
 from parla.services.transcription import Transcriber
@@ -138,6 +147,25 @@ ALIASES = {
     "marin": "shimmer",
     "cedar": "onyx",
 }
+
+
+def clean_recording(data: bytes, *, param: str) -> tuple[FloatArray, QualityReport]:
+    """A reference recording decoded, checked and cleaned (24 kHz), with its quality report.
+    Unusable audio raises ``InvalidInputError`` naming ``param`` and saying why."""
+    try:
+        samples, rate = decode_audio(data, max_seconds=MAX_SECONDS + 1)
+    except AudioTooLongError:
+        raise InvalidInputError(
+            f"the recording is longer than {MAX_SECONDS:g} s: cut it into shorter samples", param=param
+        ) from None
+    except AudioDecodeError as exc:
+        raise InvalidInputError(f"the upload is not audio that can be read: {exc}", param=param) from None
+    try:
+        report, regions = analyse(samples, rate)
+        report = check(report)
+    except UnusableAudioError as exc:
+        raise InvalidInputError(f"the recording cannot be used: {exc}", param=param) from None
+    return clean(samples, rate, regions), report
 
 
 # -- request and response shapes --------------------------------------------------------------------
@@ -355,20 +383,7 @@ class VoiceLibrary:
             voice = self._get(session, id_or_name)
             voice_id, language = voice.id, voice.language
             used = sum(s.duration_s for s in voice.samples)
-        try:
-            samples, rate = decode_audio(data, max_seconds=MAX_SECONDS + 1)
-        except AudioTooLongError:
-            raise InvalidInputError(
-                f"the recording is longer than {MAX_SECONDS:g} s: cut it into shorter samples", param="file"
-            ) from None
-        except AudioDecodeError as exc:
-            raise InvalidInputError(f"the upload is not audio that can be read: {exc}", param="file") from None
-        try:
-            report, regions = analyse(samples, rate)
-            report = check(report)
-        except UnusableAudioError as exc:
-            raise InvalidInputError(f"the recording cannot be used: {exc}", param="file") from None
-        cleaned = clean(samples, rate, regions)
+        cleaned, report = clean_recording(data, param="file")
         duration = cleaned.size / SAMPLE_RATE
         if used + duration > MAX_VOICE_SECONDS:
             raise InvalidInputError(
