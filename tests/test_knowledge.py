@@ -58,8 +58,9 @@ def _pdf(text: str) -> bytes:
 def test_documents_of_every_kind_become_passages() -> None:
     txt = passages(b"First paragraph about bees.\n\nSecond paragraph about honey.", "notes.txt")
     assert txt == ["First paragraph about bees.\nSecond paragraph about honey."]
-    md = passages(b"# Bees\nThey dance.\n\n# Honey\nIt keeps.", "kb.md")
-    assert "They dance." in md[0] and "It keeps." in md[0]
+    # One topic per passage: each Markdown section apart, titled by its heading.
+    md = passages(b"Intro.\n# Bees\nThey dance.\n\nThey sting.\n## Honey\nIt keeps.", "kb.md")
+    assert md == ["Intro.", "Bees: They dance.\nThey sting.", "Honey: It keeps."]
     data = json.dumps({"city": {"name": "Lumen", "population": 2100000, "rivers": ["Ash", "Vell"]}}).encode()
     js = passages(data, "facts.json")
     assert "city: name: Lumen" in js[0] and "city: rivers: Ash, Vell" in js[0]

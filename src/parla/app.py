@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from parla import __version__
 from parla.api import dialogue, errors, generate, health, history, jobs, openai, standard, transcription, voices
-from parla.api.compat import dia, voicebox, xtts
+from parla.api.compat import dia, titans, voicebox, xtts
 from parla.services import Services
 from parla.services.queue import InProcessConsumer
 from parla.settings import Settings, get_settings
@@ -49,6 +49,7 @@ DIALECT_ROUTERS: dict[str, tuple[APIRouter, ...]] = {
     "openai": (openai.router, transcription.router),
     "standard": (standard.router,),
     "xtts": (xtts.router,),
+    "titans": (titans.router,),
     "dia": (dia.router, generate.router, history.dia, jobs.dia),
     "voicebox": (voicebox.router, generate.router, transcription.voicebox),
 }

@@ -182,5 +182,17 @@ def bench_clone(
     run_clone_bench(directory, console=console, speakers_limit=limit)
 
 
+@bench_app.command("characters")
+def bench_characters(
+    rounds: Annotated[int, typer.Option(help="Rounds over the three questions.")] = 3,
+) -> None:
+    """A character's spoken answer: time to first token, first audio and total, streaming against
+    answer-then-speak, and the language model alone."""
+    from parla.bench import run_characters_bench
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    run_characters_bench(rounds=rounds, console=console)
+
+
 if __name__ == "__main__":
     app()

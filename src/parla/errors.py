@@ -30,3 +30,9 @@ class TooLargeError(ParlaError):
 
 class ServiceUnavailableError(ParlaError):
     status_code = 503
+
+
+class UpstreamError(ParlaError):
+    """Something Parla depends on (a language model endpoint) failed: a 502 that says what and why."""
+
+    status_code = 502

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -24,7 +24,7 @@ class RemoteEngineSettings(BaseModel):
     """Longest wait for the worker's next bytes while it synthesises (a long piece on a slow GPU)."""
 
 
-DIALECTS = ("openai", "standard", "xtts", "dia", "voicebox")
+DIALECTS = ("openai", "standard", "xtts", "titans", "dia", "voicebox")
 """The seeds' APIs (and OpenAI's) that Parla speaks; each can be switched off or moved."""
 
 
@@ -92,6 +92,16 @@ class Settings(BaseSettings):
     ``output_retention_hours`` (when that is above 0)."""
     whisper_model_path: Path | None = None
     """A CTranslate2 Whisper model directory; empty means the bundled tiny.en."""
+    chroma_url: str | None = None
+    """A Chroma server (``http://host:8000``) for the characters' knowledge bases; empty keeps them
+    in an embedded Chroma under ``<data_dir>/chroma`` (seed 002's ``CHROMA_DB_PATH``)."""
+    llm_base_url: str | None = None
+    """The OpenAI-compatible chat endpoint for characters whose ``llm_config`` names none (seed
+    002's ``OPENAI_BASE_URL``); empty: such characters use the embedded GGUF model."""
+    llm_api_key: SecretStr | None = None
+    """The key for ``llm_base_url`` (seed 002's ``OPENAI_API_KEY``)."""
+    max_question_chars: int = Field(default=4000, ge=1)
+    """The longest question a character takes."""
     redis_url: str | None = None
     """Redis for the job queue (``redis://host:6379/0``). Empty: a SQLite queue under the data dir."""
     queue_name: str = "parla"

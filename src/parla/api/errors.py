@@ -24,6 +24,7 @@ _TYPES = {
     404: "not_found_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
+    502: "upstream_error",
 }
 
 

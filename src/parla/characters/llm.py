@@ -127,6 +127,11 @@ class LlamaCppChat:
                 raise LLMError(f"could not load the model {path.name}: {exc}") from None
         return self._models[key]
 
+    def load(self, config: LLMConfig) -> None:
+        """Load the configured model now (``/load-character``), not on the first question."""
+        with self._lock:
+            self._model(Path(config.model_path) if config.model_path else bundled_model_path())
+
     def stream(self, messages: list[Message], config: LLMConfig) -> Iterator[str]:
         path = Path(config.model_path) if config.model_path else bundled_model_path()
         with self._lock:

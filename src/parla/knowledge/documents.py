@@ -2,7 +2,9 @@
 
 Passages follow the document's own structure (paragraphs, Markdown sections, JSON entries, PDF
 pages), are kept near ``PASSAGE_CHARS`` long and overlap a little, so a fact cut at a boundary is
-still whole in one of them.
+still whole in one of them. A Markdown section never shares a passage with another one, and each
+of its passages starts with the section's heading: one topic per passage is what makes retrieval
+pick the right one, and what keeps a small model from answering from the wrong paragraph.
 """
 
 from __future__ import annotations
@@ -43,13 +45,14 @@ def _text_of_pdf(data: bytes) -> list[str]:
         raise DocumentError(f"the PDF cannot be read: {exc}") from None
 
 
-def blocks(data: bytes, filename: str) -> list[str]:
-    """The document's natural blocks of text, by its kind (from the file name, then the content)."""
+def sections(data: bytes, filename: str) -> list[tuple[str, list[str]]]:
+    """The document's sections (a title, possibly empty, and its blocks of text), by its kind (from
+    the file name, then the content). Only Markdown has more than one section."""
     if len(data) > MAX_DOCUMENT_BYTES:
         raise DocumentError(f"the document is larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MB")
     name = filename.lower()
     if name.endswith(".pdf") or data.startswith(b"%PDF"):
-        return [b for page in _text_of_pdf(data) for b in re.split(r"\n\s*\n", page)]
+        return [("", [b for page in _text_of_pdf(data) for b in re.split(r"\n\s*\n", page)])]
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -58,34 +61,43 @@ def blocks(data: bytes, filename: str) -> list[str]:
         raise DocumentError("the document is binary, not text")
     if name.endswith(".json"):
         try:
-            return _text_of_json(json.loads(text))
+            return [("", _text_of_json(json.loads(text)))]
         except json.JSONDecodeError as exc:
             raise DocumentError(f"the JSON is not valid: {exc.msg} at line {exc.lineno}") from None
     if name.endswith((".md", ".markdown")):
-        # A heading opens a block, so each section's facts stay together.
-        return [b for section in re.split(r"\n(?=#{1,6}\s)", text) for b in re.split(r"\n\s*\n", section)]
-    return re.split(r"\n\s*\n", text)
+        out = []
+        for section in re.split(r"\n(?=#{1,6}\s)", "\n" + text):
+            heading = re.match(r"#{1,6}\s+(.*)\n?", section.lstrip("\n"))
+            title = heading.group(1).strip() if heading else ""
+            body = section.lstrip("\n")[heading.end() :] if heading else section
+            out.append((title, re.split(r"\n\s*\n", body)))
+        return out
+    return [("", re.split(r"\n\s*\n", text))]
 
 
 def passages(data: bytes, filename: str) -> list[str]:
-    """Blocks joined or cut into passages of about ``PASSAGE_CHARS``, overlapping a little."""
+    """Each section's blocks joined or cut into passages of about ``PASSAGE_CHARS``, overlapping a
+    little; a titled section's passages start with its title."""
     out: list[str] = []
-    current = ""
-    for block in (re.sub(r"[ \t]+", " ", b).strip() for b in blocks(data, filename)):
-        if not block:
-            continue
-        while len(block) > PASSAGE_CHARS:  # one long block: cut at a sentence end, else a space
-            half = PASSAGE_CHARS // 2
-            cut = block.rfind(". ", half, PASSAGE_CHARS) + 1 or block.rfind(" ", half, PASSAGE_CHARS)
-            cut = cut if cut > half else PASSAGE_CHARS
-            out.append(block[:cut].strip())
-            block = block[cut - OVERLAP_CHARS :].strip()  # cut > half > overlap: always progresses
-        if current and len(current) + len(block) + 1 > PASSAGE_CHARS:
-            out.append(current)
-            current = ""
-        current = f"{current}\n{block}" if current else block
-    if current:
-        out.append(current)
+    for title, section_blocks in sections(data, filename):
+        head = f"{title}: " if title else ""
+        size = PASSAGE_CHARS - len(head)
+        current = ""
+        for block in (re.sub(r"[ \t]+", " ", b).strip() for b in section_blocks):
+            if not block:
+                continue
+            while len(block) > size:  # one long block: cut at a sentence end, else a space
+                half = size // 2
+                cut = block.rfind(". ", half, size) + 1 or block.rfind(" ", half, size)
+                cut = cut if cut > half else size
+                out.append(head + block[:cut].strip())
+                block = block[cut - OVERLAP_CHARS :].strip()  # cut > half > overlap: always progresses
+            if current and len(current) + len(block) + 1 > size:
+                out.append(head + current)
+                current = ""
+            current = f"{current}\n{block}" if current else block
+        if current:
+            out.append(head + current)
     if not out:
         raise DocumentError("the document has no text")
     return out

@@ -67,15 +67,18 @@ class KnowledgeBase:
 
     def add(self, owner: str, data: bytes, filename: str) -> int:
         """Split, embed and store a document; returns how many passages it gave."""
-        texts = passages(data, filename)
+        return self.add_passages(owner, passages(data, filename), filename)
+
+    def add_passages(self, owner: str, texts: list[str], source: str) -> int:
+        """Embed and store passages already split from ``source`` (a file name)."""
         vectors = self.embedder.embed(texts)
         collection = self._collection(owner)
         start = collection.count()
         collection.add(
-            ids=[f"{filename}:{start + i}" for i in range(len(texts))],
+            ids=[f"{source}:{start + i}" for i in range(len(texts))],
             embeddings=vectors.tolist(),
             documents=texts,
-            metadatas=[{"source": filename, "index": i} for i in range(len(texts))],
+            metadatas=[{"source": source, "index": i} for i in range(len(texts))],
         )
         return len(texts)
 

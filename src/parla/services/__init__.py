@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parla.characters.service import CharacterService
 from parla.engines.registry import EngineRegistry
+from parla.knowledge.store import KnowledgeBase
 from parla.services.dialogue import DialogueService
 from parla.services.history import HistoryService
 from parla.services.jobs import JobService
@@ -34,6 +36,7 @@ class Services:
     queue: JobQueue
     dialogue: DialogueService
     mappings: VoiceMappings
+    characters: CharacterService
 
     @classmethod
     def build(cls, settings: Settings, *, engines: EngineRegistry | None = None) -> Services:
@@ -60,6 +63,15 @@ class Services:
         dialogue = DialogueService(speech)
         jobs = JobService(settings=settings, db=db, speech=speech, dialogue=dialogue)
         queue = JobQueue(settings, jobs)
+        characters = CharacterService(
+            settings=settings,
+            db=db,
+            blobs=blobs,
+            voices=voices,
+            speech=speech,
+            transcriber=transcriber,
+            knowledge=KnowledgeBase(path=settings.data_dir / "chroma", url=settings.chroma_url),
+        )
         return cls(
             settings=settings,
             db=db,
@@ -74,6 +86,7 @@ class Services:
             queue=queue,
             dialogue=dialogue,
             mappings=mappings,
+            characters=characters,
         )
 
     def close(self) -> None:

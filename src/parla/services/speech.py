@@ -371,14 +371,20 @@ class SpeechService:
         """Raw audio chunks as the engine makes them (no encoding, no record)."""
         return plan.runner.stream(lambda: plan.synthesize(progress))
 
-    def encoded(self, plan: SpeechPlan, progress: Progress | None = None) -> AsyncGenerator[bytes, None]:
+    def encoded(
+        self, plan: SpeechPlan, progress: Progress | None = None, *, keep: bool = False
+    ) -> AsyncGenerator[bytes, None]:
         """Encoded bytes as they are ready; on completion the file is kept and the generation recorded."""
-        return self.encode(plan, self.audio(plan, progress))
+        return self.encode(plan, self.audio(plan, progress), keep=keep)
 
-    async def encode(self, plan: SpeechPlan, chunks: AsyncGenerator[AudioChunk, None]) -> AsyncGenerator[bytes, None]:
+    async def encode(
+        self, plan: SpeechPlan, chunks: AsyncGenerator[AudioChunk, None], *, keep: bool = False
+    ) -> AsyncGenerator[bytes, None]:
         """Encode ``chunks`` (the plan's audio, or a dialogue's) as they come; keep and record at the end.
-        Closing this early (a client left) closes ``chunks`` at once, which stops the synthesis."""
-        out = _Output(plan, self.blobs if await asyncio.to_thread(self.save_outputs) else None)
+        Closing this early (a client left) closes ``chunks`` at once, which stops the synthesis.
+        The file is kept when the runtime config saves outputs, or always with ``keep`` (audio that
+        is served by URL afterwards, such as a character's answer)."""
+        out = _Output(plan, self.blobs if keep or await asyncio.to_thread(self.save_outputs) else None)
         try:
             async with aclosing(chunks):
                 async for chunk in chunks:
@@ -391,9 +397,24 @@ class SpeechService:
             out.abort()
             raise
 
-    async def render(self, plan: SpeechPlan, progress: Progress | None = None) -> bytes:
+    async def render(self, plan: SpeechPlan, progress: Progress | None = None, *, keep: bool = False) -> bytes:
         """The whole encoded file at once (CLI, tests, non-streaming callers)."""
-        return b"".join([part async for part in self.encoded(plan, progress)])
+        return b"".join([part async for part in self.encoded(plan, progress, keep=keep)])
+
+    def record_audio(self, plan: SpeechPlan, chunks: list[AudioChunk]) -> Path:
+        """Keep audio already made for ``plan`` (piece by piece, elsewhere) as its generation's file
+        and record it; blocking. Used when the text was not known before the audio started."""
+        out = _Output(plan, self.blobs)
+        try:
+            for chunk in chunks:
+                out.feed(chunk)
+            out.close()
+            self._record(plan, out)
+        except BaseException:
+            out.abort()
+            raise
+        assert out.committed is not None
+        return out.committed
 
     def render_blocking(self, plan: SpeechPlan, progress: Progress | None = None) -> bytes:
         """Synthesise, encode, keep and record on the calling thread (background jobs run this on

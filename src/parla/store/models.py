@@ -153,3 +153,28 @@ class VoiceMapping(Base):
     audio_prompt_transcript: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Character(Base):
+    """Seed 002's character: a persona with a language model, knowledge, style examples and a voice.
+
+    Integer ids, as seed 002's clients expect (``"character_id": 1``). Files live under
+    ``characters/<id>/``; the knowledge base lives in Chroma under the character's id.
+    """
+
+    __tablename__ = "characters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    llm_model: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    llm_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    voice_cloning_settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    stt_settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    voice_id: Mapped[str | None] = mapped_column(ForeignKey("voices.id", ondelete="SET NULL"), nullable=True)
+    owns_voice: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The voice was made from this character's ``voice_cloning_audio`` and goes with it."""
+    image_file: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    knowledge_files: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    style_examples: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -1,0 +1,481 @@
+"""Characters (seed 002): a persona answers from its own knowledge, in its voice, by text and by
+speech, and speaks while it is still writing. The embedded SmolLM2 model answers; a local
+OpenAI-compatible server stands in for a remote model where the test needs a fixed pace."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import httpx
+import numpy as np
+import pytest
+
+from parla.characters.prompting import (
+    SentenceStream,
+    StyleExample,
+    as_question,
+    build_messages,
+    parse_style_examples,
+)
+from parla.errors import InvalidInputError
+from parla.knowledge.store import Passage
+from parla.services import Services
+from parla.settings import Settings
+from tests.conftest import Listener, LiveServer, duration_of, natural_length, someone_saying, wer
+
+KNOWLEDGE = """# Marrow Island
+
+Marrow Island lies forty kilometres off the coast. About three hundred people live there all year.
+
+## The lighthouse
+
+The lighthouse on Marrow Island was built in 1887 by the engineer Clara Voss. It is white with a
+red lantern room, and its light can be seen from thirty kilometres away.
+
+## The ferry
+
+The ferry to Marrow Island leaves from Port Elsin every morning at seven o'clock. The crossing
+takes two hours when the sea is calm.
+
+## Wildlife
+
+Blue puffins nest on the northern cliffs of the island every June. Grey seals rest on the southern
+beaches in winter.
+
+## Food
+
+The island bakery is known for its seaweed bread, baked with flour from the mainland.
+"""
+
+STYLE = [
+    {"question": "How are you today?", "response": "Calm as the sea at dawn, thank you."},
+    {"question": "Do you like storms?", "response": "I respect them. The light keeps the ships safe."},
+]
+
+REFERENCE_TEXT = "I have kept this lighthouse for many years, and I know every stone of the island."
+
+
+def _create(client: httpx.Client, name: str, **overrides: Any) -> httpx.Response:
+    data = {
+        "name": name,
+        "llm_config": json.dumps({"temperature": 0.0, "max_tokens": 60}),
+        "voice_cloning_settings": json.dumps({"model": "f5tts", "reference_text": REFERENCE_TEXT}),
+        "stt_settings": json.dumps({"model": "whisper", "model_size": "base", "language": "en"}),
+    }
+    files: dict[str, tuple[str, bytes, str]] = {
+        "knowledge_base_file": ("marrow.md", KNOWLEDGE.encode(), "text/markdown"),
+        "style_tuning_file": ("style.json", json.dumps(STYLE).encode(), "application/json"),
+        "voice_cloning_audio": ("keeper.wav", someone_saying(REFERENCE_TEXT, "en-us+m3"), "audio/wav"),
+        "character_image": ("keeper.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "image/png"),
+    }
+    if "display_name" in overrides:
+        data["name"] = overrides.pop("display_name")
+    for key, value in overrides.items():
+        if key in files or key.endswith(("_file", "_audio", "_image")):
+            if value is None:
+                files.pop(key, None)
+            else:
+                files[key] = value
+        elif value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return client.post("/create-character", data=data, files=files)
+
+
+@pytest.fixture(scope="module")
+def keeper(server: LiveServer) -> Iterator[int]:
+    with httpx.Client(base_url=server.url, timeout=300) as client:
+        response = _create(client, "Keeper")
+        assert response.status_code == 200, response.text
+        character_id = int(response.json()["character_id"])
+        yield character_id
+        client.delete(f"/delete-character/{character_id}")
+
+
+def _events(response: httpx.Response) -> Iterator[tuple[float, dict[str, Any]]]:
+    for line in response.iter_lines():
+        if line.startswith("data:"):
+            yield time.perf_counter(), json.loads(line[5:])
+
+
+# -- asking --------------------------------------------------------------------------------------
+
+
+def test_a_character_answers_from_its_knowledge_in_its_voice(
+    client: httpx.Client, keeper: int, listener: Listener
+) -> None:
+    response = client.post(
+        "/ask-question-text", json={"character_id": keeper, "question": "Who built the lighthouse on Marrow Island?"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "success" and body["character_name"] == "Keeper"
+    assert "voss" in body["text_response"].lower(), body
+    assert "Document 1:" in body["knowledge_context"] and "Clara Voss" in body["knowledge_context"]
+    assert body["knowledge_sources"][0]["source"] == "marrow.md"
+
+    audio = client.get(body["audio_url"])
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+    low, high = natural_length(body["text_response"])
+    assert low <= duration_of(audio.content) <= high
+    # The spoken answer says the written one.
+    assert wer(body["text_response"], listener.transcribe(audio.content)) <= 0.35
+    # It is a generation like any other: in the history, in the character's cloned voice.
+    record = client.get(f"/v1/history/{body['generation_id']}").json()
+    voice_id = client.get(f"/get-character/{keeper}").json()["character"]["voice_id"]
+    assert record["source"] == "character" and record["engine"] == "clone"
+    assert record["voice"] == client.get(f"/v1/voices/{voice_id}").json()["name"]
+
+
+def test_a_spoken_question_is_heard_and_answered(client: httpx.Client, keeper: int) -> None:
+    question = someone_saying("Who built the lighthouse on Marrow Island?")
+    response = client.post(
+        "/ask-question-audio",
+        data={"character_id": str(keeper)},
+        files={"audio_file": ("question.wav", question, "audio/wav")},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "lighthouse" in body["transcribed_question"].lower()
+    assert "voss" in body["text_response"].lower(), body
+    assert body["audio_url"] and client.get(body["audio_url"]).status_code == 200
+
+
+def test_the_answer_streams_token_by_token(client: httpx.Client, keeper: int) -> None:
+    body = {"character_id": keeper, "question": "When does the ferry leave Port Elsin?", "stream": True}
+    with client.stream("POST", "/ask-question-text", json=body) as response:
+        assert response.status_code == 200
+        events = [event for _, event in _events(response)]
+    deltas = [e["delta"] for e in events if e["type"] == "answer.delta"]
+    done = next(e for e in events if e["type"] == "answer.done")
+    final = events[-1]
+    assert len(deltas) > 3 and "".join(deltas).strip() == done["text"]
+    assert "seven" in done["text"].lower() or "7" in done["text"]
+    assert final["type"] == "speech.audio.done" and final["text_response"] == done["text"]
+    assert client.get(final["audio_url"]).status_code == 200
+
+
+# -- speaking while thinking -----------------------------------------------------------------------
+
+SLOW_ANSWER = (
+    "The lighthouse was built in 1887. Clara Voss designed it herself, and she chose the red lantern room. "
+    "Ships have trusted its light ever since, even on the darkest winter nights. The keepers lived in the "
+    "small house beside the tower, and they wrote down the weather every morning. Today the light runs by "
+    "itself, but people still climb the stairs to watch the sun go down over the sea."
+)
+
+
+class _SlowChat(BaseHTTPRequestHandler):
+    """An OpenAI-compatible model that writes at a steady pace (80 ms a token, a CPU model's)."""
+
+    delay_s: ClassVar[float] = 0.08
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for word in SLOW_ANSWER.split(" "):
+            chunk = {"choices": [{"delta": {"content": word + " "}}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.flush()
+            time.sleep(self.delay_s)
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def slow_model() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowChat)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_speech_starts_before_the_answer_is_written(client: httpx.Client, slow_model: str, listener: Listener) -> None:
+    created = _create(
+        client,
+        "Narrator",
+        llm_config=json.dumps({"base_url": slow_model, "model_name": "slow"}),
+        voice_cloning_settings=json.dumps({"voice": "nova"}),
+        voice_cloning_audio=None,
+        knowledge_base_file=None,
+    )
+    assert created.status_code == 200, created.text
+    character_id = created.json()["character_id"]
+    try:
+        assert client.post("/load-character", json={"character_id": character_id}).status_code == 200
+        body = {"character_id": character_id, "question": "Tell me about the lighthouse."}
+        with client.stream("POST", "/ask-question-stream", json=body) as response:
+            assert response.status_code == 200
+            timeline = list(_events(response))
+        kinds = [event["type"] for _, event in timeline]
+        first_audio = kinds.index("speech.audio.delta")
+        written = kinds.index("answer.done")
+        # The first sentence is heard while the model is still writing the rest: most of the
+        # answer's tokens come after the first audio.
+        assert first_audio < written
+        assert kinds[:first_audio].count("answer.delta") < kinds.count("answer.delta") / 2
+        pcm = b"".join(base64.b64decode(e["audio"]) for _, e in timeline if e["type"] == "speech.audio.delta")
+        samples = (np.frombuffer(pcm, "<i2") / 32768).astype(np.float32)
+        low, high = natural_length(SLOW_ANSWER)
+        assert low <= samples.size / 24_000 <= high
+        assert wer(SLOW_ANSWER, listener.transcribe(_to_16k(samples))) <= 0.3
+        final = timeline[-1][1]
+        assert final["type"] == "speech.audio.done" and final["text_response"] == SLOW_ANSWER.strip()
+        kept = client.get(final["audio_url"])
+        assert abs(duration_of(kept.content) - samples.size / 24_000) < 0.1
+    finally:
+        client.delete(f"/delete-character/{character_id}")
+
+
+def _to_16k(samples: np.ndarray[Any, np.dtype[np.float32]]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    from parla.audio.dsp import resample
+
+    return resample(samples, 24_000, 16_000)
+
+
+def test_a_voice_question_can_be_answered_as_a_stream(client: httpx.Client, keeper: int) -> None:
+    question = someone_saying("Which birds nest on the northern cliffs?")
+    with client.stream(
+        "POST",
+        "/ask-question-audio",
+        data={"character_id": str(keeper), "stream": "true"},
+        files={"audio_file": ("q.wav", question, "audio/wav")},
+    ) as response:
+        assert response.status_code == 200
+        events = [event for _, event in _events(response)]
+    kinds = {e["type"] for e in events}
+    assert {"answer.delta", "speech.audio.delta", "answer.done", "speech.audio.done"} <= kinds
+    assert "puffin" in events[-1]["text_response"].lower(), events[-1]
+    assert "cliffs" in events[-1]["transcribed_question"].lower()
+
+
+# -- managing characters -------------------------------------------------------------------------
+
+
+def test_characters_are_listed_shown_loaded_changed_and_deleted(client: httpx.Client) -> None:
+    created = _create(client, "Ferryman", voice_cloning_audio=None, voice_cloning_settings=None)
+    assert created.status_code == 200, created.text
+    assert created.json()["message"] == "Character created successfully"
+    character_id = created.json()["character_id"]
+    listed = client.get("/get-characters").json()
+    assert listed["status"] == "success"
+    entry = next(c for c in listed["characters"] if c["id"] == character_id)
+    assert entry["name"] == "Ferryman" and entry["created_at"]
+    assert client.get(entry["image_url"]).content == b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+    detail = client.get(f"/get-character/{character_id}").json()["character"]
+    assert detail["knowledge_files"][0]["filename"] == "marrow.md" and detail["style_examples"] == 2
+    assert detail["stt_settings"]["language"] == "en"
+
+    loaded = client.post("/load-character", json={"character_id": character_id})
+    assert loaded.status_code == 200 and loaded.json()["message"] == "Models loaded for character Ferryman"
+
+    # A new knowledge file replaces the old one; the answer follows it.
+    changed = client.put(
+        f"/update-character/{character_id}",
+        data={"name": "Ferry captain", "llm_config": json.dumps({"temperature": 0, "max_tokens": 40})},
+        files={"knowledge_base_file": ("ferry.txt", b"The ferry captain is called Olaf Brandt.", "text/plain")},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["character"]["name"] == "Ferry captain"
+    answer = client.post(
+        "/ask-question-text", json={"character_id": character_id, "question": "What is the ferry captain called?"}
+    ).json()
+    assert "olaf" in answer["text_response"].lower(), answer
+    assert "Clara Voss" not in answer["knowledge_context"]
+
+    assert client.delete(f"/delete-character/{character_id}").status_code == 200
+    assert client.get(f"/get-character/{character_id}").status_code == 404
+    assert client.get(entry["image_url"]).status_code == 404
+
+
+def test_deleting_a_character_takes_its_voice_and_files(client: httpx.Client, services: Services) -> None:
+    created = _create(client, "Temporary", knowledge_base_file=None)
+    assert created.status_code == 200, created.text
+    character = created.json()["character"]
+    assert client.get(f"/v1/voices/{character['voice_id']}").status_code == 200
+    folder = services.settings.data_dir / "characters" / str(character["id"])
+    assert folder.is_dir()
+    client.delete(f"/delete-character/{character['id']}")
+    assert client.get(f"/v1/voices/{character['voice_id']}").status_code == 404
+    assert not folder.exists()
+
+
+def test_models_for_characters(client: httpx.Client) -> None:
+    models = {m["name"]: m for m in client.get("/get-tts-models").json()["models"]}
+    assert models["clone"]["available"] and models["clone"]["cloning"]
+    assert not models["f5tts"]["available"] and "PARLA_ENGINES__F5TTS__URL" in models["f5tts"]["dependencies"][0]
+    bundled = client.post("/download-model", json={"model_name": "smollm2", "model_type": "gguf"})
+    assert bundled.status_code == 200 and bundled.json()["model_path"].endswith(".gguf")
+    assert client.post("/download-model", json={"model_name": "gpt-4o", "model_type": "openai"}).status_code == 200
+    hub = client.post("/download-model", json={"model_name": "microsoft/DialoGPT-medium", "model_type": "huggingface"})
+    assert hub.status_code == 400 and "downloads no models" in hub.json()["detail"]
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def test_unknown_characters_and_empty_questions(client: httpx.Client, keeper: int) -> None:
+    for response in (
+        client.get("/get-character/999999"),
+        client.post("/ask-question-text", json={"character_id": 999999, "question": "Hello?"}),
+        client.post("/ask-question-stream", json={"character_id": 999999, "question": "Hello?"}),
+        client.post("/load-character", json={"character_id": 999999}),
+        client.post(
+            "/ask-question-audio",
+            data={"character_id": "999999"},
+            files={"audio_file": ("q.wav", someone_saying("Hello there"), "audio/wav")},
+        ),
+        client.delete("/delete-character/999999"),
+    ):
+        assert response.status_code == 404, response.text
+        assert "character 999999 not found" in response.json()["detail"]
+    empty = client.post("/ask-question-text", json={"character_id": keeper, "question": "   "})
+    assert empty.status_code == 400 and "question is empty" in empty.json()["detail"]
+    silent = client.post(
+        "/ask-question-audio",
+        data={"character_id": str(keeper)},
+        files={"audio_file": ("q.wav", _silence_wav(), "audio/wav")},
+    )
+    assert silent.status_code == 400 and "no speech" in silent.json()["detail"]
+    broken = client.post(
+        "/ask-question-audio",
+        data={"character_id": str(keeper)},
+        files={"audio_file": ("q.wav", b"this is not audio", "audio/wav")},
+    )
+    assert broken.status_code == 400 and "audio_file" in broken.json()["detail"]
+
+
+def _silence_wav() -> bytes:
+    from parla.audio.encode import encode_audio
+
+    return encode_audio(np.zeros(16_000 * 2, np.float32), 16_000, "wav")
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ({"knowledge_base_file": ("kb.pdf", b"%PDF-1.4 broken", "application/pdf")}, "PDF cannot be read"),
+        ({"knowledge_base_file": ("kb.txt", b"\x00\x01\x02binary", "text/plain")}, "binary"),
+        ({"style_tuning_file": ("style.json", b"{not json", "application/json")}, "not valid JSON"),
+        ({"style_tuning_file": ("style.json", b'[{"question": "hi"}]', "application/json")}, "response"),
+        ({"voice_cloning_audio": ("voice.wav", b"just text, not audio", "audio/wav")}, "voice_cloning_audio"),
+        ({"character_image": ("face.png", b"GIF? no, text", "image/png")}, "not a PNG"),
+        ({"llm_config": "{broken"}, "llm_config is not valid JSON"),
+        ({"llm_config": json.dumps({"temperature": 9})}, "temperature"),
+        ({"llm_config": json.dumps({"model_path": "/etc/passwd.gguf"})}, "outside the allowed directories"),
+        ({"stt_settings": json.dumps({"model": "wav2vec"})}, "whisper"),
+        ({"voice_cloning_settings": json.dumps({"voice": "nobody-at-all"})}, "nobody-at-all"),
+        ({"display_name": "  "}, "name"),
+    ],
+)
+def test_bad_uploads_are_refused_and_leave_nothing(
+    client: httpx.Client, services: Services, override: dict[str, Any], reason: str
+) -> None:
+    characters_before = client.get("/get-characters").json()["characters"]
+    voices_before = client.get("/v1/voices").json()
+    response = _create(client, "Broken", **override)
+    assert 400 <= response.status_code < 500, response.text
+    assert reason in response.json()["detail"]
+    assert client.get("/get-characters").json()["characters"] == characters_before
+    assert client.get("/v1/voices").json() == voices_before
+    folder = services.settings.data_dir / "characters"
+    left = {p.name for p in folder.iterdir()} if folder.exists() else set()
+    assert left <= {str(c["id"]) for c in characters_before}
+
+
+def test_names_are_unique(client: httpx.Client, keeper: int) -> None:
+    response = _create(client, "Keeper", voice_cloning_audio=None)
+    assert response.status_code == 409 and "already exists" in response.json()["detail"]
+
+
+def test_an_unreachable_model_is_a_502_with_the_reason(client: httpx.Client) -> None:
+    created = _create(
+        client,
+        "Offline",
+        llm_config=json.dumps({"base_url": "http://127.0.0.1:9/v1", "model_name": "gone"}),
+        voice_cloning_audio=None,
+    )
+    character_id = created.json()["character_id"]
+    try:
+        for path, extra in (
+            ("/ask-question-text", {}),
+            ("/ask-question-text", {"stream": True}),
+            ("/ask-question-stream", {}),
+        ):
+            response = client.post(path, json={"character_id": character_id, "question": "Are you there?", **extra})
+            assert response.status_code == 502, (path, response.text)
+            assert "could not reach the language model at http://127.0.0.1:9/v1" in response.json()["detail"]
+    finally:
+        client.delete(f"/delete-character/{character_id}")
+
+
+# -- prompts and sentences -------------------------------------------------------------------------
+
+
+def test_prompts_carry_persona_style_and_knowledge() -> None:
+    messages = build_messages(
+        name="Keeper",
+        question="Who built it?",
+        passages=[Passage("Clara Voss built the lighthouse.", "kb.md", 0.8)],
+        style_examples=[StyleExample(question="Hi?", response="Ahoy.")],
+    )
+    assert messages[0]["role"] == "system" and "Keeper" in messages[0]["content"]
+    assert messages[-3:-1] == [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Ahoy."}]
+    assert messages[-1]["role"] == "user"
+    assert messages[-1]["content"].index("Clara Voss") < messages[-1]["content"].index("Who built it?")
+    assert build_messages(name="K", question="Q?", passages=[], style_examples=[], system_prompt="Be brief.") == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Q?"},
+    ]
+    assert as_question("which birds nest there.") == "Which birds nest there?"
+    assert as_question("tell me about the island.") == "Tell me about the island."
+    assert parse_style_examples(b'{"examples": [{"question": "a", "response": "b"}]}')[0].response == "b"
+    with pytest.raises(InvalidInputError):
+        parse_style_examples(b"[]")
+
+
+def test_sentences_are_cut_from_a_stream_of_tokens() -> None:
+    stream = SentenceStream(first_clause_chars=20, max_chars=60)
+    tokens = "Well, the light was built long ago, in the year 1887. It still works! Doesn't it? Yes"
+    pieces = [piece for token in tokens.split(" ") for piece in stream.feed(token + " ")] + stream.close()
+    assert pieces == [
+        "Well, the light was built long ago,",
+        "in the year 1887.",
+        "It still works!",
+        "Doesn't it?",
+        "Yes",
+    ]
+    run_on = SentenceStream(max_chars=30)
+    cut = run_on.feed("word " * 20) + run_on.close()
+    assert all(len(p) <= 30 for p in cut) and " ".join(cut) == ("word " * 20).strip()
+    assert SentenceStream().feed("... ") == []
+
+
+def test_characters_live_in_postgresql_too(postgres_url: str, tmp_path: Any) -> None:
+    services = Services.build(Settings(data_dir=tmp_path, database_url=postgres_url, _env_file=None))
+    try:
+        from parla.characters.service import CharacterFields, CharacterUploads, Upload
+
+        made = services.characters.create(
+            CharacterFields(name="Pg", llm_config={"max_tokens": 20}),
+            CharacterUploads(knowledge_base_file=Upload(b"Postgres keeps the rows.", "kb.txt")),
+        )
+        assert isinstance(made.id, int)
+        assert [c.name for c in services.characters.list_all()] == ["Pg"]
+        assert services.characters.knowledge.count(f"character-{made.id}") == 1
+        services.characters.delete(made.id)
+        assert services.characters.list_all() == []
+    finally:
+        services.close()
