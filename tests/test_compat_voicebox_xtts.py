@@ -78,6 +78,7 @@ def test_voicebox_profiles_samples_generate_history_audio(client: httpx.Client, 
 def test_voicebox_health_root_models_and_transcribe(client: httpx.Client) -> None:
     health = client.get("/health").json()
     assert {"status", "model_loaded", "gpu_available", "vram_used_mb"} <= set(health)
+    assert 50 < health["memory_rss_mb"] < 16_000  # the server's own resident memory, in MiB
     assert "version" in client.get("/").json()
     assert client.post("/models/load", params={"model_size": "1.7B"}).status_code == 200
     assert client.post("/models/unload").status_code == 200

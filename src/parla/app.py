@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parla import __version__
-from parla.api import dialogue, errors, generate, health, history, jobs, openai, standard, transcription, voices
+from parla.api import dialogue, errors, generate, health, history, jobs, openai, standard, transcription, ui, voices
 from parla.api.compat import dia, titans, voicebox, xtts
 from parla.services import Services
 from parla.services.queue import InProcessConsumer
@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     errors.install(app)
     # Parla's own API, always there.
-    for router in (health.router, voices.router, dialogue.router, jobs.router, history.router):
+    for router in (health.router, voices.router, dialogue.router, jobs.router, history.router, ui.router):
         app.include_router(router)
     # The compatibility dialects, each switchable and movable (settings.dialects). /generate
     # belongs to both the Dia server and voicebox: it is mounted once per distinct prefix.

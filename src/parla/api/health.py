@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import resource
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
@@ -10,6 +12,17 @@ from parla import __version__
 from parla.api.deps import ServicesDep
 
 router = APIRouter(tags=["Health"])
+
+
+def memory_rss_mb() -> float:
+    """The server process's resident memory now (Linux ``/proc``), else its peak so far."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 @router.get("/health", summary="Health and engine status")
@@ -23,6 +36,7 @@ async def health(services: ServicesDep) -> dict[str, Any]:
         "dependencies_available": default.available,
         "gpu_available": False,
         "vram_used_mb": 0.0,
+        "memory_rss_mb": memory_rss_mb(),
         "version": __version__,
         "default_engine": default.name,
         "engines": engines,
