@@ -4,6 +4,7 @@ OpenAI-compatible server stands in for a remote model where the test needs a fix
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -477,5 +478,24 @@ def test_characters_live_in_postgresql_too(postgres_url: str, tmp_path: Any) -> 
         assert services.characters.knowledge.count(f"character-{made.id}") == 1
         services.characters.delete(made.id)
         assert services.characters.list_all() == []
+    finally:
+        services.close()
+
+
+def test_another_gguf_file_is_chosen_by_path(tmp_path: Any) -> None:
+    from parla.characters.llm import bundled_model_path
+    from parla.characters.service import CharacterFields, CharacterUploads, Upload
+
+    gguf = bundled_model_path()  # any GGUF file inside an allowed directory; this one is at hand
+    settings = Settings(data_dir=tmp_path, database_url=None, allowed_paths=[gguf.parent], _env_file=None)
+    services = Services.build(settings)
+    try:
+        made = services.characters.create(
+            CharacterFields(name="Local", llm_model=str(gguf), llm_config={"temperature": 0, "max_tokens": 30}),
+            CharacterUploads(knowledge_base_file=Upload(b"The harbour master is called Ines Duarte.", "kb.txt")),
+        )
+        assert services.characters.persona(made.id).llm.model_path == str(gguf.resolve())
+        answer = asyncio.run(services.characters.answer(made.id, "What is the harbour master called?"))
+        assert "ines" in answer.text.lower() and answer.generation_id
     finally:
         services.close()

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -108,3 +114,46 @@ def test_search_finds_the_passage_that_answers(tmp_path: Path, embedder: Embedde
     again.drop("character-1")
     assert again.search("character-1", "lighthouse keeper") == []
     assert again.count("character-2") == 1
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[str]:
+    """A real Chroma server (the ``chroma`` program that the chromadb package installs)."""
+    program = Path(sys.executable).parent / "chroma"
+    if not program.exists():
+        pytest.skip("the chroma server program is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(program), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the Chroma server did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_chroma_server_by_url_works_the_same(chroma_server: str, tmp_path: Path, embedder: Embedder) -> None:
+    kb = KnowledgeBase(path=tmp_path / "unused", url=chroma_server, embedder=embedder)
+    kb.add("character-7", b"The lighthouse keeper is Ada Morrow.\n\nTrains leave at noon.", "island.txt")
+    assert "Ada Morrow" in kb.search("character-7", "Who keeps the lighthouse?", k=1)[0].text
+    # Another API replica (another client) sees the same knowledge; nothing was written locally.
+    other = KnowledgeBase(path=tmp_path / "unused", url=chroma_server, embedder=embedder)
+    assert other.count("character-7") == 1
+    assert not (tmp_path / "unused").exists()
+    other.drop("character-7")
+    assert kb.search("character-7", "lighthouse") == []
