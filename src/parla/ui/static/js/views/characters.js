@@ -271,7 +271,7 @@ function exchange(question) {
     },
     audio: (url) => {
       if (!url) return;
-      audio.replaceChildren(h("audio", { controls: true, preload: "none", src: new URL(url, apiUrl("/")).toString(), "aria-label": "Replay the answer" }));
+      audio.replaceChildren(h("audio", { controls: true, preload: "metadata", src: new URL(url, apiUrl("/")).toString(), "aria-label": "Replay the answer" }));
     },
     done: () => them.removeAttribute("aria-busy"),
     fail: (err) => {
