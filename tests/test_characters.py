@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from parla.bench import CHARACTER_KNOWLEDGE
 from parla.characters.prompting import (
     SentenceStream,
     StyleExample,
@@ -30,29 +31,15 @@ from parla.services import Services
 from parla.settings import Settings
 from tests.conftest import Listener, LiveServer, duration_of, natural_length, someone_saying, wer
 
-KNOWLEDGE = """# Marrow Island
-
-Marrow Island lies forty kilometres off the coast. About three hundred people live there all year.
-
-## The lighthouse
-
-The lighthouse on Marrow Island was built in 1887 by the engineer Clara Voss. It is white with a
-red lantern room, and its light can be seen from thirty kilometres away.
-
-## The ferry
-
-The ferry to Marrow Island leaves from Port Elsin every morning at seven o'clock. The crossing
-takes two hours when the sea is calm.
-
-## Wildlife
-
-Blue puffins nest on the northern cliffs of the island every June. Grey seals rest on the southern
-beaches in winter.
-
+KNOWLEDGE = (
+    CHARACTER_KNOWLEDGE
+    + """
 ## Food
 
 The island bakery is known for its seaweed bread, baked with flour from the mainland.
 """
+)
+"""The benchmark's island, with one more section."""
 
 STYLE = [
     {"question": "How are you today?", "response": "Calm as the sea at dawn, thank you."},

@@ -48,6 +48,23 @@ class DownloadModel(BaseModel):
     model_type: Literal["huggingface", "openai", "gguf"] = "huggingface"
 
 
+def _fields(
+    name: str | None,
+    llm_model: str | None,
+    llm_config: str | None,
+    voice_cloning_settings: str | None,
+    stt_settings: str | None,
+) -> CharacterFields:
+    """The multipart form's text fields, the JSON ones parsed (a 400 naming the field when not JSON)."""
+    return CharacterFields(
+        name=name,
+        llm_model=llm_model,
+        llm_config=_json_field(llm_config, "llm_config"),
+        voice_cloning_settings=_json_field(voice_cloning_settings, "voice_cloning_settings"),
+        stt_settings=_json_field(stt_settings, "stt_settings"),
+    )
+
+
 def _json_field(raw: str | None, name: str) -> dict[str, Any] | None:
     if raw is None or not raw.strip():
         return None
@@ -164,13 +181,7 @@ async def create_character(
     voice_cloning_audio: Annotated[UploadFile | None, File()] = None,
     style_tuning_file: Annotated[UploadFile | None, File()] = None,
 ) -> dict[str, Any]:
-    fields = CharacterFields(
-        name=name,
-        llm_model=llm_model or None,
-        llm_config=_json_field(llm_config, "llm_config"),
-        voice_cloning_settings=_json_field(voice_cloning_settings, "voice_cloning_settings"),
-        stt_settings=_json_field(stt_settings, "stt_settings"),
-    )
+    fields = _fields(name, llm_model or None, llm_config, voice_cloning_settings, stt_settings)
     uploads = await _uploads(services, character_image, knowledge_base_file, voice_cloning_audio, style_tuning_file)
     character = await asyncio.to_thread(services.characters.create, fields, uploads)
     if character.voice_id:  # learnt now, so the first answer does not wait for it
@@ -199,13 +210,7 @@ async def update_character(
     voice_cloning_audio: Annotated[UploadFile | None, File()] = None,
     style_tuning_file: Annotated[UploadFile | None, File()] = None,
 ) -> dict[str, Any]:
-    fields = CharacterFields(
-        name=name,
-        llm_model=llm_model,
-        llm_config=_json_field(llm_config, "llm_config"),
-        voice_cloning_settings=_json_field(voice_cloning_settings, "voice_cloning_settings"),
-        stt_settings=_json_field(stt_settings, "stt_settings"),
-    )
+    fields = _fields(name, llm_model, llm_config, voice_cloning_settings, stt_settings)
     uploads = await _uploads(services, character_image, knowledge_base_file, voice_cloning_audio, style_tuning_file)
     character = await asyncio.to_thread(services.characters.update, character_id, fields, uploads)
     if character.voice_id and voice_cloning_audio is not None:
