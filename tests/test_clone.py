@@ -80,3 +80,57 @@ def test_conditioning_is_learned_once_and_cached(client: httpx.Client, server: L
     finally:
         client.delete(f"/v1/voices/{voice_id}")
     assert not cached.exists()  # deleting the voice removes its cached conditioning
+
+
+def _split_at_pause(audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two recordings from one: cut at the quietest 100 ms of the middle third."""
+    win = rate // 10
+    start, stop = len(audio) // 3, 2 * len(audio) // 3
+    energy = np.convolve(audio[start:stop] ** 2, np.ones(win), mode="valid")
+    cut = start + int(np.argmin(energy)) + win // 2
+    return audio[:cut], audio[cut:]
+
+
+def test_more_samples_help_not_hurt(dev_voices: Path, tmp_path: Path) -> None:
+    # A speaker's reference cut in two, with transcripts from Whisper (which mishears some words,
+    # as it would for a user): the voice learned from both halves must come closer to the speaker
+    # (by the judge) than one learned from either half alone does on average. Its adaptation must
+    # also survive the on-disk cache unchanged.
+    from parla.audio.decode import decode_audio
+    from parla.audio.encode import encode_audio
+    from parla.engines import conversion
+    from parla.evaluation import TEST_SENTENCES, Judge
+    from parla.services.voices import VoiceCreate
+    from parla.settings import Settings
+
+    judge = Judge()
+    services = Services.build(Settings(data_dir=tmp_path, database_url=None, _env_file=None))
+    try:
+        engine = services.engines.get("clone")
+        assert isinstance(engine, CloneEngine)
+        gains = []
+        for speaker in ("flite_awb", "festival_kal_diphone"):
+            audio, rate = decode_audio(dev_voices / speaker / "ref.wav")
+            first, second = (encode_audio(half, rate, "wav") for half in _split_at_pause(audio, rate))
+            target = judge.embed_file(dev_voices / speaker / "judge.wav")
+            sims = {}
+            for label, recordings in (("first", [first]), ("second", [second]), ("both", [first, second])):
+                voice = services.voices.create(VoiceCreate(name=f"{speaker}-{label}"))
+                for recording in recordings:
+                    services.voices.add_sample(voice.id, recording)
+                adaptation = engine.adaptation_for(services.voices.resolve(voice.id))
+                piper = engine._render_plain(TEST_SENTENCES[0])
+                restored = conversion.Adaptation.from_bytes(adaptation.to_bytes())
+                assert np.array_equal(
+                    conversion.convert(piper, 22050, adaptation), conversion.convert(piper, 22050, restored)
+                )
+                outputs = []
+                for sentence in TEST_SENTENCES:
+                    plan = services.speech.prepare(text=sentence, voice=voice.id, model="clone", fmt="wav", seed=1)
+                    outputs.append(np.concatenate([c.samples for c in plan.synthesize()]))
+                sims[label] = np.mean([judge.similarity(judge.embed(o, 22050), target) for o in outputs])
+            gains.append(sims["both"] - (sims["first"] + sims["second"]) / 2)
+        assert np.mean(gains) > 0, gains
+        assert min(gains) > -0.02, gains
+    finally:
+        services.close()

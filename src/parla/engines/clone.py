@@ -31,7 +31,7 @@ from parla.settings import Settings
 
 log = logging.getLogger(__name__)
 
-VERSION = "3"
+VERSION = "4"
 """Bumped whenever the adaptation method changes, so stale cached adaptations are not reused."""
 MEMORY_CACHE = 32
 """Adaptations kept in memory (a few kB to a few hundred kB each)."""

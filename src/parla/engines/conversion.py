@@ -22,6 +22,17 @@ All samples' pairs are pooled, so more samples give more data. From the pairs we
 * energy: dynamics come from the c0 term of the map; the mean level change is removed so the
   server's loudness stays Piper's.
 * speaking rate: ratio of speaking times without pauses (reference / Piper) -> Piper ``length_scale``.
+* alignment refinement (``realign``): the pairs are aligned again with Piper's envelopes first
+  mapped by the fit just made, which compares like with like and pairs fewer wrong sounds; the
+  adaptation is then fitted again on those pairs.
+* local correction (``knn``): the global map is one linear function for every sound.  What it
+  misses, each voiced pair's residual ``target - map(piper)`` in the broad envelope shape
+  (c1..c12), is kept, keyed by the Piper envelope it came from.  A synthesised frame adds the
+  kernel-weighted mean residual of its nearest Piper frames (a pseudo-weight of "no correction"
+  shrinks it where they are few or far), i.e. the speaker's own realisation of that sound where
+  the references contain it.  The kernel width is the typical distance from a frame to the
+  nearest frame of other words, which is what frames of a new sentence see.  More samples give
+  more neighbours.
 * closed-loop calibration (``_calibrate``): Piper's readings of the reference transcripts (already
   rendered for the map) are converted with the adaptation just learned and compared with the
   references.  The smoothed (mel-band) ratio of the long-term average spectra, separately for voiced
@@ -94,6 +105,12 @@ class Config:
     eq_max_boost_db: float = 3.0  # boosts only amplify Piper's own (noisy, mismatched) fine structure
     eq_bands: int = 32  # mel bands over which the long-term spectra are compared (smoothness)
     calib_pitch: float = 0.0  # strength of the pitch level/range correction found by the calibration
+    realign: int = 1  # alignments repeated with Piper's envelopes mapped by the previous fit
+    knn: float = 1.0  # strength of the local (nearest-neighbour) correction of the voiced map; 0 = off
+    knn_k: int = 16  # neighbours averaged
+    knn_prior: float = 3.0  # pseudo-weight of "no correction": shrinks the correction where neighbours are far
+    knn_dims: int = 12  # envelope coefficients (from c1) the correction may change: low orders = broad shape
+    knn_max: int = 12000  # most training pairs kept as neighbours (memory and synthesis time)
 
 
 @dataclass
@@ -109,6 +126,10 @@ class Adaptation:
     ap_diff: np.ndarray  # (B,) extra aperiodic power share per D4C band (3, 6 ... kHz)
     eq: np.ndarray = field(default_factory=lambda: np.zeros(FFT // 2 + 1))  # (FFT/2+1,) log-amplitude EQ, voiced
     eq_uv: np.ndarray = field(default_factory=lambda: np.zeros(FFT // 2 + 1))  # the same for unvoiced frames
+    knn_keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N, D-1) warped Piper c1..
+    knn_res: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N, D) target - map(key)
+    knn_seg: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (N,) 2*sample + half
+    knn_h: float = 1.0  # kernel width: typical distance from a frame to the nearest frame of other words
     cfg: Config = field(default_factory=Config)
 
     def to_bytes(self) -> bytes:
@@ -130,8 +151,9 @@ class Adaptation:
             }
         )
         kw: dict[str, Any] = {f.name: z[f.name] for f in fields(cls) if f.name != "cfg" and f.name in z.files}
-        for k in ("length_scale", "f0_a", "f0_b", "alpha"):
-            kw[k] = float(kw[k])
+        for k in ("length_scale", "f0_a", "f0_b", "alpha", "knn_h"):
+            if k in kw:
+                kw[k] = float(kw[k])
         return cls(cfg=cfg, **kw)
 
 
@@ -208,7 +230,7 @@ def _dtw(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Plain DTW (steps (1,1),(1,0),(0,1)), row-vectorised; returns index pairs."""
     a = a - a.mean(0)
     b = b - b.mean(0)
-    cost = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)).astype(np.float64)
+    cost = np.sqrt(_sq_dist(a, b))
     n, m = cost.shape
     acc = np.empty((n, m))
     prev = np.full(m, np.inf)
@@ -240,40 +262,57 @@ def _dtw(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p[:, 0], p[:, 1]
 
 
-def adapt(
-    samples: list[tuple[np.ndarray, int, str]],
-    render: Callable[[str], np.ndarray],
-    piper_rate: int = 22050,
-    cfg: Config | None = None,
-) -> Adaptation:
-    """samples: (float32 mono audio, its rate, transcript); render(text) -> Piper audio at piper_rate."""
-    cfg = cfg or Config()
-    xs, ys, uvx, uvy, apx, apy = [], [], [], [], [], []
-    lf_src, lf_tgt = [], []
-    renditions: list[np.ndarray] = []
-    act_src = act_tgt = 0
-    for audio, rate, text in samples:
-        tgt = _analyse(_resample(audio, rate, FS), cfg, TARGET_F0, cfg.breath > 0)
-        render_audio = render(text)
-        renditions.append(render_audio)
-        src = _analyse(_resample(render_audio, piper_rate, FS), cfg, PIPER_F0, cfg.breath > 0)
-        act_src += _speech_frames(src.active, cfg)
-        act_tgt += _speech_frames(tgt.active, cfg)
-        lf_src.append(np.log(src.f0[src.voiced]))
-        lf_tgt.append(np.log(tgt.f0[tgt.voiced]))
-        i, j = _dtw(src.coded[:, 1:], tgt.coded[:, 1:])
+@dataclass
+class _Pairs:
+    """Frames paired by DTW across all samples: voiced (x, y), unvoiced (ux, uy), aperiodicity."""
+
+    x: np.ndarray
+    y: np.ndarray
+    seg: np.ndarray  # 2 * sample + half (of the Piper rendition) of each voiced pair
+    ux: np.ndarray
+    uy: np.ndarray
+    apx: np.ndarray | None
+    apy: np.ndarray | None
+
+
+def _pair(analysed: list[tuple[_Feats, _Feats]], ad: Adaptation | None) -> _Pairs:
+    """Align each Piper rendition with its reference.  Without an adaptation the envelopes are
+    compared as they are (mean-normalised); with one, Piper's are first mapped towards the speaker,
+    so the second alignment compares like with like and pairs fewer wrong sounds."""
+    xs, ys, segs, uxs, uys, apx, apy = [], [], [], [], [], [], []
+    for n, (src, tgt) in enumerate(analysed):
+        key = src.coded
+        if ad is not None:
+            key = np.where((src.f0 > 0)[:, None], _map(_warp(src.coded, ad.alpha), ad), src.coded + ad.d_uv)
+        i, j = _dtw(key[:, 1:], tgt.coded[:, 1:])
         v = src.voiced[i] & tgt.voiced[j]
         xs.append(src.coded[i[v]])
         ys.append(tgt.coded[j[v]])
+        segs.append(2 * n + (i[v] >= len(src.f0) // 2))
         u = src.active[i] & tgt.active[j] & (src.f0[i] == 0) & (tgt.f0[j] == 0)
-        uvx.append(src.coded[i[u]])
-        uvy.append(tgt.coded[j[u]])
+        uxs.append(src.coded[i[u]])
+        uys.append(tgt.coded[j[u]])
         if src.ap is not None and tgt.ap is not None:
             apx.append(src.ap[i[v]])
             apy.append(tgt.ap[j[v]])
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    if len(x) < 50 or min(sum(map(len, lf_src)), sum(map(len, lf_tgt))) < 20:
-        raise ValueError("too little voiced speech matched between the references and Piper")
+    return _Pairs(
+        np.concatenate(xs),
+        np.concatenate(ys),
+        np.concatenate(segs),
+        np.concatenate(uxs),
+        np.concatenate(uys),
+        np.concatenate(apx) if apx else None,
+        np.concatenate(apy) if apy else None,
+    )
+
+
+def _fit(
+    p: _Pairs, analysed: list[tuple[_Feats, _Feats]], cfg: Config, previous: Adaptation | None = None
+) -> Adaptation:
+    """Learn the adaptation from paired frames (envelope, breathiness) and from the two voices'
+    statistics (pitch, speaking rate).  A refit after realignment searches the formant scaling
+    only near the previous fit's."""
+    x, y = p.x, p.y
     x0, alpha = x, 1.0
     if cfg.warp:  # best frequency scaling up to a per-dimension offset (the regression bias)
 
@@ -282,6 +321,8 @@ def adapt(
             return float(((r - r.mean(0)) ** 2).sum())
 
         grid = np.arange(1 / cfg.warp_max, cfg.warp_max + 1e-4, 0.025)
+        if previous is not None:
+            grid = grid[np.abs(grid - previous.alpha) < 0.06]
         alpha = float(grid[int(np.argmin([err(al) for al in grid]))])
         x = _warp(x, alpha)
     d = x.shape[1]
@@ -289,35 +330,118 @@ def adapt(
     xc = x - mx
     a_ = np.linalg.solve(xc.T @ xc + cfg.lam * np.eye(d), xc.T @ (y - x - (y - x).mean(0)))
     w = np.vstack([a_, (y - x).mean(0) - mx @ a_])  # d = [x, 1] @ w
-    xb = np.hstack([x, np.ones((len(x), 1))])
-    yhat = x + xb @ w
+    yhat = x + np.hstack([x, np.ones((len(x), 1))]) @ w
     mu = yhat.mean(0)
     gv = np.clip(y.std(0) / np.maximum(yhat.std(0), 1e-6), 1.0, 3.0) ** cfg.gv_power
     yhat = mu + (yhat - mu) * gv
     level = (yhat[:, 0] - x0[:, 0]).mean()  # keep Piper's mean level
     w[-1, 0] -= level
     mu[0] -= level
-    ux, uy = np.concatenate(uvx), np.concatenate(uvy)
-    d_uv = (uy - ux).mean(0) if len(ux) > 20 else (yhat - x0).mean(0)
+    d_uv = (p.uy - p.ux).mean(0) if len(p.ux) > 20 else (yhat - x0).mean(0)
     d_uv[0] = 0.0
-    ls, lt = np.concatenate(lf_src), np.concatenate(lf_tgt)
+    ls = np.concatenate([np.log(src.f0[src.voiced]) for src, _ in analysed])
+    lt = np.concatenate([np.log(tgt.f0[tgt.voiced]) for _, tgt in analysed])
 
     def spread(v: np.ndarray) -> float:  # robust std (tracker octave errors)
         return float(np.diff(np.percentile(v, [16, 84]))[0] / 2)
 
     b = float(np.clip(spread(lt) / spread(ls), 0.5, 2.0)) ** cfg.pitch_range
     a = float(np.median(lt) - b * np.median(ls))
+    act_src = sum(_speech_frames(src.active, cfg) for src, _ in analysed)
+    act_tgt = sum(_speech_frames(tgt.active, cfg) for _, tgt in analysed)
     rate_ratio = float(np.clip(act_tgt / max(act_src, 1), 0.75, 1.35)) if cfg.rate else 1.0
     # extra noise power share wanted per band (D4C codes aperiodicity in dB)
     ap_diff = (
-        (10 ** (np.concatenate(apy) / 10)).mean(0) - (10 ** (np.concatenate(apx) / 10)).mean(0) if apx else np.zeros(1)
+        (10 ** (p.apy / 10)).mean(0) - (10 ** (p.apx / 10)).mean(0)
+        if p.apx is not None and p.apy is not None
+        else np.zeros(1)
     )
-    ad = Adaptation(rate_ratio, a, b, w, mu, gv, d_uv, alpha, ap_diff, cfg=cfg)
+    return Adaptation(rate_ratio, a, b, w, mu, gv, d_uv, alpha, ap_diff, cfg=cfg)
+
+
+def adapt(
+    samples: list[tuple[np.ndarray, int, str]],
+    render: Callable[[str], np.ndarray],
+    piper_rate: int = 22050,
+    cfg: Config | None = None,
+) -> Adaptation:
+    """samples: (float32 mono audio, its rate, transcript); render(text) -> Piper audio at piper_rate."""
+    cfg = cfg or Config()
+    analysed: list[tuple[_Feats, _Feats]] = []
+    renditions: list[np.ndarray] = []
+    for audio, rate, text in samples:
+        tgt = _analyse(_resample(audio, rate, FS), cfg, TARGET_F0, cfg.breath > 0)
+        renditions.append(render(text))
+        analysed.append((_analyse(_resample(renditions[-1], piper_rate, FS), cfg, PIPER_F0, cfg.breath > 0), tgt))
+    if sum(int(src.voiced.sum()) for src, _ in analysed) < 20 or sum(int(t.voiced.sum()) for _, t in analysed) < 20:
+        raise ValueError("too little voiced speech in the references or in Piper's reading of them")
+    pairs, ad = None, None
+    for _ in range(1 + cfg.realign):
+        pairs = _pair(analysed, ad)
+        if len(pairs.x) < 50:
+            raise ValueError("too little voiced speech matched between the references and Piper")
+        ad = _fit(pairs, analysed, cfg, ad)
+    assert pairs is not None and ad is not None
+    if cfg.knn > 0:
+        _fit_neighbours(ad, _warp(pairs.x, ad.alpha), pairs.y, pairs.seg)
     if cfg.calib:
         _calibrate(
             ad, [(_resample(au, r, FS), ren) for (au, r, _), ren in zip(samples, renditions, strict=True)], piper_rate
         )
     return ad
+
+
+def _map(xw: np.ndarray, ad: Adaptation) -> np.ndarray:
+    """The global (ridge) map of warped Piper envelopes, with the variance restored."""
+    y = xw + np.hstack([xw, np.ones((len(xw), 1))]) @ ad.w
+    return np.asarray(ad.mu + (y - ad.mu) * ad.gv)
+
+
+def _sq_dist(q: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows of q and of keys."""
+    return np.asarray(np.maximum((q**2).sum(1)[:, None] + (keys**2).sum(1)[None, :] - 2 * q @ keys.T, 0.0))
+
+
+def _fit_neighbours(ad: Adaptation, x: np.ndarray, y: np.ndarray, seg: np.ndarray) -> None:
+    """Keep what the global map misses, frame by frame: the residual ``target - map(piper)`` of every
+    voiced training pair, keyed by the (warped) Piper envelope it came from.  At synthesis a frame
+    adds the kernel-weighted mean residual of its nearest Piper frames, i.e. the speaker's own
+    realisation of that sound where the references contain it, and little where they do not.
+    The kernel width is the typical distance from a frame to the nearest frame of *other* words
+    (other half or other sample), which is what a new sentence's frames see."""
+    cfg = ad.cfg
+    rng = np.random.default_rng(0)
+    if len(x) > cfg.knn_max:
+        keep = np.sort(rng.choice(len(x), cfg.knn_max, replace=False))
+        x, y, seg = x[keep], y[keep], seg[keep]
+    keys = x[:, 1:]
+    res = (y - _map(x, ad))[:, : cfg.knn_dims + 1]  # higher orders: fine detail, mostly alignment noise
+    res[:, 0] = 0.0  # loudness stays the map's
+    probe = rng.choice(len(keys), min(len(keys), 1500), replace=False)
+    nearest = []
+    for p in np.array_split(probe, max(1, len(probe) // 256)):
+        d2 = _sq_dist(keys[p], keys)
+        d2[seg[p][:, None] == seg[None, :]] = np.inf
+        nearest.append(d2.min(1))
+    d = np.sqrt(np.concatenate(nearest))
+    ad.knn_h = float(np.median(d[np.isfinite(d)])) if np.isfinite(d).any() else 1.0
+    ad.knn_keys, ad.knn_res, ad.knn_seg = keys.astype(np.float32), res.astype(np.float32), seg.astype(np.int32)
+
+
+def _neighbour_correction(q: np.ndarray, ad: Adaptation, seg: np.ndarray | None = None) -> np.ndarray:
+    """seg: per query frame, the training segment whose pairs it must not use (calibration on the
+    training renditions, which would otherwise find themselves)."""
+    cfg, keys, res = ad.cfg, ad.knn_keys.astype(np.float64), ad.knn_res.astype(np.float64)
+    k = min(cfg.knn_k, len(keys))
+    out = np.zeros((len(q), res.shape[1]))
+    for rows in np.array_split(np.arange(len(q)), max(1, len(q) // 256)):
+        d2 = _sq_dist(q[rows], keys)
+        if seg is not None:
+            d2[seg[rows][:, None] == ad.knn_seg[None, :]] = np.inf
+        idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        wts = np.exp(-np.take_along_axis(d2, idx, 1) / (2 * ad.knn_h**2))
+        out[rows] = (wts[:, :, None] * res[idx]).sum(1) / (wts.sum(1) + cfg.knn_prior)[:, None]
+    return out
 
 
 def _mel_fb(n: int) -> np.ndarray:
@@ -351,14 +475,15 @@ def _ltas(x16: np.ndarray, f: _Feats, cfg: Config) -> tuple[np.ndarray, np.ndarr
 
 def _calibrate(ad: Adaptation, pairs: list[tuple[np.ndarray, np.ndarray]], piper_rate: int) -> None:
     """Closed loop: convert Piper's readings of the reference transcripts with the learned adaptation,
-    compare the result with the references (both analysed the same way) and correct what the
+    compare the result with the references (both analysed the same way; a rendition's frames use no
+    neighbours from their own half of it, as a new sentence would find none) and correct what the
     open-loop estimates missed: the long-term spectrum (a smooth EQ: timbre and channel that the
     shrunk regression under-shoots) and the pitch level and range (PSOLA and tracker biases).
     pairs: (reference at 16 kHz, Piper's rendition at piper_rate)."""
     cfg = ad.cfg
     lt, lc, pt, pc = [], [], [], []
-    for x16, rendition in pairs:
-        y = convert(rendition, piper_rate, ad)
+    for n, (x16, rendition) in enumerate(pairs):
+        y = convert(rendition, piper_rate, ad, training_sample=n)
         y16 = _resample(y, piper_rate, FS)
         ft = _analyse(x16, cfg, TARGET_F0, False, envelope=False)
         fc = _analyse(y16, cfg, TARGET_F0, False, envelope=False)
@@ -406,8 +531,10 @@ def _shift_pitch(y: np.ndarray, rate: int, ad: Adaptation) -> np.ndarray:
     return out[: len(y)] if len(out) >= len(y) else np.pad(out, (0, len(y) - len(out)))
 
 
-def convert(audio: np.ndarray, rate: int, adaptation: Adaptation) -> np.ndarray:
-    """Piper audio (rendered with adaptation.length_scale) -> converted float32 audio, same rate."""
+def convert(audio: np.ndarray, rate: int, adaptation: Adaptation, training_sample: int | None = None) -> np.ndarray:
+    """Piper audio (rendered with adaptation.length_scale) -> converted float32 audio, same rate.
+    training_sample: this is Piper's rendition of that training sample (calibration): its frames
+    use no neighbours from their own half of it, as a new sentence would find none."""
     ad, cfg = adaptation, adaptation.cfg
     audio = np.asarray(audio, dtype=np.float64)
     if len(audio) < rate // 20:
@@ -415,9 +542,13 @@ def convert(audio: np.ndarray, rate: int, adaptation: Adaptation) -> np.ndarray:
     f = _analyse(_resample(audio, rate, FS), cfg, PIPER_F0, bool(cfg.breath > 0 and np.any(ad.ap_diff > 0)))
     x = f.coded
     xw = _warp(x, ad.alpha)
-    y = xw + np.hstack([xw, np.ones((len(x), 1))]) @ ad.w
-    y = ad.mu + (y - ad.mu) * ad.gv
+    y = _map(xw, ad)
     voiced = f.f0 > 0
+    if cfg.knn > 0 and len(ad.knn_keys) and voiced.any():
+        seg = None
+        if training_sample is not None:
+            seg = (2 * training_sample + (np.arange(len(xw)) >= len(xw) // 2))[voiced]
+        y[voiced, : ad.knn_res.shape[1]] += cfg.knn * _neighbour_correction(xw[voiced, 1:], ad, seg)
     y = np.where(voiced[:, None], y, x + cfg.uv * ad.d_uv)
     shifted = _shift_pitch(audio, rate, ad) if cfg.pitch else audio
     xs = x
