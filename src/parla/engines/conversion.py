@@ -127,7 +127,7 @@ class Adaptation:
     eq: np.ndarray = field(default_factory=lambda: np.zeros(FFT // 2 + 1))  # (FFT/2+1,) log-amplitude EQ, voiced
     eq_uv: np.ndarray = field(default_factory=lambda: np.zeros(FFT // 2 + 1))  # the same for unvoiced frames
     knn_keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N, D-1) warped Piper c1..
-    knn_res: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N, D) target - map(key)
+    knn_res: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N, knn_dims+1) target - map(key), c0 zero
     knn_seg: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (N,) 2*sample + half
     knn_h: float = 1.0  # kernel width: typical distance from a frame to the nearest frame of other words
     cfg: Config = field(default_factory=Config)
