@@ -14,7 +14,7 @@ from rich.console import Console
 from parla.bench import run_clone_bench
 from parla.engines.clone import CloneEngine
 from parla.services import Services
-from tests.conftest import LiveServer
+from tests.conftest import Listener, LiveServer, natural_length, wer
 
 DEV_VOICES = Path(os.environ.get("PARLA_DEV_VOICES", Path(__file__).parents[1] / ".cache" / "dev-voices"))
 
@@ -80,6 +80,34 @@ def test_conditioning_is_learned_once_and_cached(client: httpx.Client, server: L
     finally:
         client.delete(f"/v1/voices/{voice_id}")
     assert not cached.exists()  # deleting the voice removes its cached conditioning
+
+
+def test_a_voice_from_a_second_of_speech_still_speaks(
+    client: httpx.Client, dev_voices: Path, listener: Listener
+) -> None:
+    # 1.2 s is a valid sample (0.5-60 s) but too little to pair enough frames with Piper's
+    # reading: the voice learns only pitch, pace and level offsets, and must still speak.
+    from parla.audio.decode import decode_audio
+    from parla.audio.encode import encode_audio
+
+    audio, rate = decode_audio(dev_voices / "flite_rms" / "ref.wav")
+    clip = encode_audio(audio[: int(1.2 * rate)], rate, "wav")
+    created = client.post(
+        "/v1/voices/clone", data={"name": "one-second", "transcript": "The boy was"}, files={"file": ("a.wav", clip)}
+    )
+    assert created.status_code == 201, created.text
+    try:
+        text = "A pot of tea helps to pass the evening."
+        spoken = client.post(
+            "/v1/audio/speech", json={"model": "tts-1", "voice": "one-second", "input": text, "response_format": "wav"}
+        )
+        assert spoken.status_code == 200, spoken.text
+        samples, out_rate = decode_audio(spoken.content)
+        shortest, longest = natural_length(text)
+        assert shortest <= samples.size / out_rate <= longest
+        assert wer(text, listener.transcribe(spoken.content)) <= 0.3
+    finally:
+        client.delete("/v1/voices/one-second")
 
 
 def _split_at_pause(audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:

@@ -79,6 +79,10 @@ FS = 16000  # analysis rate
 FFT = 1024  # CheapTrick FFT size at 16 kHz
 PIPER_F0 = (60.0, 350.0)  # Piper's joe: ~85-130 Hz with a weak fundamental (Dio doubles it)
 TARGET_F0 = (60.0, 500.0)
+MIN_PAIRS = 50
+"""Voiced frame pairs needed to learn a formant scaling, the local correction and the calibration;
+with fewer (a second or so of speech) only what is safe is learned: pitch, level offsets, pace."""
+MIN_PITCH_FRAMES = 20
 
 
 @dataclass
@@ -127,7 +131,7 @@ class Adaptation:
     eq: np.ndarray = field(default_factory=lambda: np.zeros(FFT // 2 + 1))  # (FFT/2+1,) log-amplitude EQ, voiced
     eq_uv: np.ndarray = field(default_factory=lambda: np.zeros(FFT // 2 + 1))  # the same for unvoiced frames
     knn_keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N, D-1) warped Piper c1..
-    knn_res: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N, knn_dims+1) target - map(key), c0 zero
+    knn_res: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N, knn_dims+1) residuals
     knn_seg: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (N,) 2*sample + half
     knn_h: float = 1.0  # kernel width: typical distance from a frame to the nearest frame of other words
     cfg: Config = field(default_factory=Config)
@@ -313,8 +317,11 @@ def _fit(
     statistics (pitch, speaking rate).  A refit after realignment searches the formant scaling
     only near the previous fit's."""
     x, y = p.x, p.y
-    x0, alpha = x, 1.0
-    if cfg.warp:  # best frequency scaling up to a per-dimension offset (the regression bias)
+    x0, alpha, d = x, 1.0, x.shape[1]
+    if len(x) < 2:  # nothing to learn the envelope from: Piper's, with pitch and pace adapted
+        w, mu, gv = np.zeros((d + 1, d)), np.zeros(d), np.ones(d)
+        return _fit_prosody(p, analysed, cfg, w, mu, gv, np.zeros(d), alpha)
+    if cfg.warp and len(x) >= MIN_PAIRS:  # best frequency scaling up to a per-dimension offset
 
         def err(al: float) -> float:
             r = (_warp(x, al) - y)[:, 1:]
@@ -325,7 +332,6 @@ def _fit(
             grid = grid[np.abs(grid - previous.alpha) < 0.06]
         alpha = float(grid[int(np.argmin([err(al) for al in grid]))])
         x = _warp(x, alpha)
-    d = x.shape[1]
     mx = x.mean(0)
     xc = x - mx
     a_ = np.linalg.solve(xc.T @ xc + cfg.lam * np.eye(d), xc.T @ (y - x - (y - x).mean(0)))
@@ -337,7 +343,22 @@ def _fit(
     level = (yhat[:, 0] - x0[:, 0]).mean()  # keep Piper's mean level
     w[-1, 0] -= level
     mu[0] -= level
-    d_uv = (p.uy - p.ux).mean(0) if len(p.ux) > 20 else (yhat - x0).mean(0)
+    return _fit_prosody(p, analysed, cfg, w, mu, gv, (yhat - x0).mean(0), alpha)
+
+
+def _fit_prosody(
+    p: _Pairs,
+    analysed: list[tuple[_Feats, _Feats]],
+    cfg: Config,
+    w: np.ndarray,
+    mu: np.ndarray,
+    gv: np.ndarray,
+    d_voiced: np.ndarray,
+    alpha: float,
+) -> Adaptation:
+    """The rest of the adaptation around a fitted envelope map: unvoiced offset (``d_voiced``, the
+    voiced mean change, stands in when there are too few unvoiced pairs), pitch, pace, breathiness."""
+    d_uv = (p.uy - p.ux).mean(0) if len(p.ux) > 20 else d_voiced.copy()
     d_uv[0] = 0.0
     ls = np.concatenate([np.log(src.f0[src.voiced]) for src, _ in analysed])
     lt = np.concatenate([np.log(tgt.f0[tgt.voiced]) for _, tgt in analysed])
@@ -345,15 +366,17 @@ def _fit(
     def spread(v: np.ndarray) -> float:  # robust std (tracker octave errors)
         return float(np.diff(np.percentile(v, [16, 84]))[0] / 2)
 
-    b = float(np.clip(spread(lt) / spread(ls), 0.5, 2.0)) ** cfg.pitch_range
-    a = float(np.median(lt) - b * np.median(ls))
+    a, b = 0.0, 1.0  # too little voicing to measure the speaker's pitch: keep Piper's
+    if min(len(ls), len(lt)) >= MIN_PITCH_FRAMES:
+        b = float(np.clip(spread(lt) / max(spread(ls), 1e-3), 0.5, 2.0)) ** cfg.pitch_range
+        a = float(np.median(lt) - b * np.median(ls))
     act_src = sum(_speech_frames(src.active, cfg) for src, _ in analysed)
     act_tgt = sum(_speech_frames(tgt.active, cfg) for _, tgt in analysed)
     rate_ratio = float(np.clip(act_tgt / max(act_src, 1), 0.75, 1.35)) if cfg.rate else 1.0
     # extra noise power share wanted per band (D4C codes aperiodicity in dB)
     ap_diff = (
         (10 ** (p.apy / 10)).mean(0) - (10 ** (p.apx / 10)).mean(0)
-        if p.apx is not None and p.apy is not None
+        if p.apx is not None and p.apy is not None and len(p.apx)
         else np.zeros(1)
     )
     return Adaptation(rate_ratio, a, b, w, mu, gv, d_uv, alpha, ap_diff, cfg=cfg)
@@ -373,16 +396,14 @@ def adapt(
         tgt = _analyse(_resample(audio, rate, FS), cfg, TARGET_F0, cfg.breath > 0)
         renditions.append(render(text))
         analysed.append((_analyse(_resample(renditions[-1], piper_rate, FS), cfg, PIPER_F0, cfg.breath > 0), tgt))
-    if sum(int(src.voiced.sum()) for src, _ in analysed) < 20 or sum(int(t.voiced.sum()) for _, t in analysed) < 20:
-        raise ValueError("too little voiced speech in the references or in Piper's reading of them")
-    pairs, ad = None, None
-    for _ in range(1 + cfg.realign):
+    pairs = _pair(analysed, None)
+    ad = _fit(pairs, analysed, cfg)
+    if len(pairs.x) < MIN_PAIRS:  # a second or so of speech: the safe, generic part only
+        return ad
+    for _ in range(cfg.realign):
         pairs = _pair(analysed, ad)
-        if len(pairs.x) < 50:
-            raise ValueError("too little voiced speech matched between the references and Piper")
         ad = _fit(pairs, analysed, cfg, ad)
-    assert pairs is not None and ad is not None
-    if cfg.knn > 0:
+    if cfg.knn > 0 and len(pairs.x) >= MIN_PAIRS:
         _fit_neighbours(ad, _warp(pairs.x, ad.alpha), pairs.y, pairs.seg)
     if cfg.calib:
         _calibrate(
@@ -487,10 +508,14 @@ def _calibrate(ad: Adaptation, pairs: list[tuple[np.ndarray, np.ndarray]], piper
         y16 = _resample(y, piper_rate, FS)
         ft = _analyse(x16, cfg, TARGET_F0, False, envelope=False)
         fc = _analyse(y16, cfg, TARGET_F0, False, envelope=False)
+        if min(ft.voiced.sum(), fc.voiced.sum()) < MIN_PITCH_FRAMES:
+            continue  # too little voicing in this sample to compare spectra
         lt.append(np.log(ft.f0[ft.voiced]))
         lc.append(np.log(fc.f0[fc.voiced]))
         pt.append(_ltas(x16, ft, cfg))
         pc.append(_ltas(y16, fc, cfg))
+    if not pt:
+        return
     # EQ: smooth (mel-band) log ratio of the long-term spectra, separately for voiced and unvoiced
     # frames (fricative colour must not tilt the vowels); power-neutral on the converted vowels
     fb = _mel_fb(cfg.eq_bands)
