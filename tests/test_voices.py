@@ -219,6 +219,25 @@ def test_unusable_audio_gets_a_4xx_that_says_why(
     assert not list(server.services.blobs.path(f"voices/{voice}").glob("*.wav"))
 
 
+def test_speech_without_recognisable_words_needs_its_transcript(
+    client: httpx.Client, server: LiveServer, voice: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Speech that Whisper makes no words of (humming, a language it does not know) has nothing for
+    # cloning to pair with Piper's reading: the upload asks for the transcript and keeps nothing.
+    from parla.services.transcription import Transcript
+
+    def hears_nothing(*args: Any, **kwargs: Any) -> Transcript:
+        return Transcript(text=" ", language="en", duration=1.0, segments=[])
+
+    monkeypatch.setattr(server.services.voices.transcriber, "transcribe", hears_nothing)
+    samples, rate = espeak(SPOKEN)
+    response = upload(client, voice, encode_audio(samples, rate, "wav"), "hum.wav")
+    assert response.status_code == 400, response.text
+    assert "send its transcript" in response.json()["detail"]
+    assert client.get(f"/v1/voices/{voice}").json()["samples"] == []
+    assert upload(client, voice, encode_audio(samples, rate, "wav"), "hum.wav", SPOKEN).status_code == 201
+
+
 def test_poor_audio_is_accepted_with_warnings(client: httpx.Client, voice: str) -> None:
     samples, rate = espeak(SPOKEN)
     clipped = np.clip(samples * 8, -1, 1)

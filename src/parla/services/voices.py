@@ -395,7 +395,11 @@ class VoiceLibrary:
         transcript = (transcript or "").strip()
         if not transcript:
             heard = self.transcriber.transcribe(resample(cleaned, SAMPLE_RATE, 16_000), language=language)
-            transcript, source = heard.text, "whisper"
+            transcript, source = heard.text.strip(), "whisper"
+            if not transcript:  # cloning learns from what was said: without words it has nothing to pair
+                raise InvalidInputError(
+                    "no words were recognised in this recording; send its transcript with it", param="transcript"
+                )
         wav = encode_audio(cleaned, SAMPLE_RATE, "wav")
         sample_id = new_id()
         key = f"voices/{voice_id}/{sample_id}.wav"
