@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 VERSION = "4"
 """Bumped whenever the adaptation method changes, so stale cached adaptations are not reused."""
 MEMORY_CACHE = 32
-"""Adaptations kept in memory (a few kB to a few hundred kB each)."""
+"""Adaptations kept in memory (a few hundred kB each; up to about 2.5 MB for five minutes of samples)."""
 
 
 PIPER_MEDIAN_F0 = 85.0
