@@ -94,6 +94,24 @@ def test_long_audio_is_transcribed_in_pieces_with_progress(client: httpx.Client,
     assert wer(" ".join([TEXT] * 12), events[-1]["text"]) < 0.3
 
 
+def test_silence_between_and_around_speech_adds_no_words(client: httpx.Client, recording: bytes) -> None:
+    # Whisper alone hears "You" in two seconds of silence; only what the VAD finds to be speech
+    # is decoded, and the timestamps still point into the original recording.
+    silence = encode_audio(np.zeros(32_000, np.float32), 16_000, "wav")
+    for path in ("/v1/audio/transcriptions", "/transcribe"):
+        response = client.post(path, files={"file": ("quiet.wav", silence)}, data={"model": "whisper-1"})
+        assert response.status_code == 200 and response.json()["text"] == "", (path, response.text)
+    samples, rate = decode_audio(recording)
+    padded = np.concatenate([np.zeros(3 * rate, np.float32), samples, np.zeros(3 * rate, np.float32)])
+    verbose = client.post(
+        "/v1/audio/transcriptions",
+        files={"file": ("padded.wav", encode_audio(padded, rate, "wav"))},
+        data={"response_format": "verbose_json"},
+    ).json()
+    assert wer(TEXT, verbose["text"]) < 0.2
+    assert verbose["segments"][0]["start"] >= 2.5 and verbose["segments"][-1]["end"] <= padded.size / rate - 2.0
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [(b"not audio at all" * 10, "not audio"), (b"", "not audio")],

@@ -335,7 +335,10 @@ def run_clone_bench(
                     others = [judge.similarity(embedding, e) for name, e in judged.items() if name != speaker]
                     sims.append(own)
                     margins.append(own - max(others) if others else 0.0)
-                    heard = services.transcriber.transcribe(resample(audio, rate, 16_000), language="en").text
+                    # the protocol's Whisper: the whole clip, no VAD in front
+                    heard = services.transcriber.transcribe(
+                        resample(audio, rate, 16_000), language="en", vad=False
+                    ).text
                     wers.append(word_error_rate(sentence, heard))
                 return float(np.mean(sims)), float(np.mean(margins)), float(np.mean(wers))
 

@@ -89,9 +89,11 @@ class Transcriber:
         prompt: str | None = None,
         word_timestamps: bool = False,
         on_segment: Callable[[Segment, float], None] | None = None,
+        vad: bool = True,
     ) -> Transcript:
         """Transcribe 16 kHz mono audio. Whisper works through it in 30-second windows;
-        ``on_segment`` gets each segment as it is recognised, with the fraction of the audio done."""
+        ``on_segment`` gets each segment as it is recognised, with the fraction of the audio done.
+        ``vad``: only the stretches the Silero VAD finds to be speech are decoded."""
         model = self.load()
         duration = samples.size / RATE
         with self._lock:
@@ -101,7 +103,9 @@ class Transcriber:
                 language=language if model.model.is_multilingual else None,
                 initial_prompt=prompt or None,
                 word_timestamps=word_timestamps,
-                vad_filter=False,
+                # without speech Whisper invents words ("You" for silence): transcribe only what the
+                # Silero VAD finds to be speech; timestamps stay on the original timeline
+                vad_filter=vad,
             )
             segments = []
             for i, s in enumerate(pieces):  # decoding happens as the generator is consumed
