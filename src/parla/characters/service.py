@@ -31,7 +31,6 @@ from sqlalchemy.exc import IntegrityError
 
 from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
 from parla.audio.encode import open_encoder
-from parla.audio.quality import speech_regions
 from parla.characters.llm import LlamaCppChat, LLMConfig, LLMError, Message, OpenAICompatibleChat, chat_model_for
 from parla.characters.prompting import (
     SentenceStream,
@@ -565,9 +564,6 @@ class CharacterService:
             ) from None
         except AudioDecodeError as exc:
             raise InvalidInputError(f"audio_file is not audio that can be read: {exc}", param="audio_file") from None
-        # Whisper can "hear" words in silence or noise: only audio with speech in it is transcribed
-        if not speech_regions(audio, 16_000):
-            raise InvalidInputError("no speech was heard in audio_file", param="audio_file")
         heard = self._transcriber_for(persona.stt).transcribe(audio, language=persona.stt.language)
         if not heard.text.strip():
             raise InvalidInputError("no speech was heard in audio_file", param="audio_file")
