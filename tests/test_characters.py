@@ -1,4 +1,4 @@
-"""Characters (seed 002): a persona answers from its own knowledge, in its voice, by text and by
+"""Characters (Titans character API): a persona answers from its own knowledge, in its voice, by text and by
 speech, and speaks while it is still writing. The embedded SmolLM2 model answers; a local
 OpenAI-compatible server stands in for a remote model where the test needs a fixed pace."""
 

@@ -63,3 +63,32 @@ def test_bench_prints_its_tables() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     for heading in ("single requests", "concurrent clients", "server memory", "paragraph", "raw Piper"):
         assert heading in result.stdout
+
+
+def test_doctor_reports_what_is_installed_and_reachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import POSTGRES_URL
+
+    monkeypatch.setenv("PARLA_DATABASE_URL", POSTGRES_URL)
+    monkeypatch.setenv("PARLA_REDIS_URL", "redis://127.0.0.1:6379/0")
+    result = runner.invoke(app, ["doctor"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") >= 3}
+    assert "ok" in rows["database"] and "postgresql+psycopg://postgres@127.0.0.1:5432/test answers" in rows["database"]
+    assert "ok" in rows["job queue"] and "Redis" in rows["job queue"]
+    for name in ("engine piper", "engine clone", "Piper voice (joe)", "Whisper tiny.en", "language model runtime"):
+        assert "ok" in rows[name], rows.get(name)
+
+
+def test_doctor_fails_for_a_configured_service_that_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLA_REDIS_URL", "redis://:secret@127.0.0.1:9/0")
+    monkeypatch.setenv("PARLA_CHROMA_URL", "http://127.0.0.1:9")
+    result = runner.invoke(app, ["doctor"])
+    assert result.exit_code == 1, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") >= 3}
+    assert "fail" in rows["job queue"] and "fail" in rows["knowledge base"]
+    assert "secret" not in result.output  # passwords never printed
+
+
+def test_llm_runtime_install_is_quick_when_it_is_there() -> None:
+    result = runner.invoke(app, ["llm-runtime", "install"])
+    assert result.exit_code == 0 and "llama-cpp-python is installed" in result.output

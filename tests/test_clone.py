@@ -22,7 +22,9 @@ DEV_VOICES = Path(os.environ.get("PARLA_DEV_VOICES", Path(__file__).parents[1] /
 @pytest.fixture(scope="module")
 def dev_voices() -> Path:
     if not (DEV_VOICES / "asterisk_allison" / "judge.wav").is_file():
-        pytest.fail(f"the development voices are missing: run `bash ../shared/eval/dev-voices.sh {DEV_VOICES}`")
+        pytest.fail(
+            f"the development voices are missing: run `bash scripts/dev-voices.sh {DEV_VOICES}` (or `make test`)"
+        )
     return DEV_VOICES
 
 

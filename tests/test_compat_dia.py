@@ -1,4 +1,4 @@
-"""Contract tests for seed 003 (the Dia TTS server): its documented requests, replayed."""
+"""Contract tests for the Dia server API: its documented requests, replayed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Contract tests for seed 004 (voicebox) and seed 001 (XTTS service): every documented request,
+"""Contract tests for the voicebox API and the XTTS service API: every documented request,
 replayed as the documents write them, and the documented response shapes."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def recording() -> bytes:
     return someone_saying(SAMPLE_TEXT)
 
 
-# -- seed 004 -----------------------------------------------------------------------------------
+# -- the voicebox API -----------------------------------------------------------------------------------
 
 
 def test_voicebox_profiles_samples_generate_history_audio(client: httpx.Client, tmp_path: Path) -> None:
@@ -87,18 +87,18 @@ def test_voicebox_health_root_models_and_transcribe(client: httpx.Client) -> Non
     assert set(body) == {"text", "duration"}
 
 
-# -- seed 001 -----------------------------------------------------------------------------------
+# -- the XTTS service API -----------------------------------------------------------------------------------
 
 
 def test_xtts_synthesize_as_documented(client: httpx.Client, listener: Listener) -> None:
-    # The seed's quick-start curl call.
+    # The XTTS service API's quick-start curl call.
     body = {"text": "Hello from our AI server!", "language": "en", "speaker_id": "default"}
     response = client.post("/api/v1/tts/synthesize", json=body)
     assert response.status_code == 200, response.text
     payload = response.json()
     wav = base64.b64decode(payload["audio_base64"])
     assert wav[:4] == b"RIFF" and payload["sample_rate"] > 0 and payload["duration"] > 0.8
-    # The seed's API takes no seed, so each call is a new rendition; in about one in twenty Whisper
+    # The XTTS service API takes no seed, so each call is a new rendition; in about one in twenty Whisper
     # tiny runs "our AI" together ("RAI"), which costs two of the five words.
     assert wer("Hello from our AI server!", listener.transcribe(wav)) <= 0.4
 

@@ -1,4 +1,4 @@
-"""Each seed's API can be switched off or mounted under a prefix."""
+"""Each reference API can be switched off or mounted under a prefix."""
 
 from __future__ import annotations
 

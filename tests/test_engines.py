@@ -53,7 +53,7 @@ def test_parameters_take_defaults_presets_and_client_values(settings: Settings) 
     toy = _Toy(settings)
     assert toy.resolve_parameters(None) == {"temperature": 0.7, "steps": 10}
     assert toy.resolve_parameters({"steps": 5}, {"temperature": 1.0, "steps": 20}) == {"temperature": 1.0, "steps": 5}
-    # Unknown names are ignored (seed 000), integers pass as floats, whole floats as integers.
+    # Unknown names are ignored (model microservice API), integers pass as floats, whole floats as integers.
     assert toy.resolve_parameters({"max_new_tokens": 256, "temperature": 1, "steps": 3.0}) == {
         "temperature": 1.0,
         "steps": 3,

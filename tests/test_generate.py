@@ -1,4 +1,4 @@
-"""``POST /generate`` as seed 003's and seed 004's clients call it."""
+"""``POST /generate`` as the Dia server API's and the voicebox API's clients call it."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_dia_form_with_speaker_tags_is_a_dialogue(client: httpx.Client) -> None:
 
 
 def test_dia_javascript_client_form_with_async_mode(client: httpx.Client) -> None:
-    # The seed's JavaScript client sends OpenAI-style fields and polls the job.
+    # The Dia server API's JavaScript client sends OpenAI-style fields and polls the job.
     body = {"model": "dia", "input": "[S1] Long text, in the background.", "voice": "nova"}
     submitted = client.post("/generate", params={"async_mode": "true"}, json=body)
     assert submitted.status_code == 202

@@ -1,5 +1,5 @@
 """Generation history over HTTP (search, filters, pages, stats, audio, delete), the runtime config
-(``/config``), seed 003's ``/logs`` and ``/cleanup``, retention, and both on SQLite and PostgreSQL.
+(``/config``), the Dia server API's ``/logs`` and ``/cleanup``, retention, and both on SQLite and PostgreSQL.
 
 The server is shared with every other test module: its history is not empty, so every check
 filters by a tag only this module's texts carry, and every config change is undone afterwards."""

@@ -1,4 +1,4 @@
-"""The path policy of seed 000's file paths: only inside the data dir and the allowed directories."""
+"""The path policy of the model microservice API's file paths: only inside the data dir and the allowed directories."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Seed 000's standard API on the live server: the seed's example requests, parameters, file paths."""
+"""The model microservice API on the live server: its documented example requests, parameters, file paths."""
 
 from __future__ import annotations
 
@@ -52,11 +52,11 @@ def outside(tmp_path: Path) -> Path:
     return tmp_path
 
 
-# -- the seed's examples ------------------------------------------------------------------------
+# -- the documented examples ------------------------------------------------------------------------
 
 
 def test_text_to_speech_example(client: httpx.Client, reference: Path, data_dir: Path, listener: Listener) -> None:
-    """The seed's request, as written: unknown parameters (max_new_tokens, temperature) are ignored."""
+    """The documented request, as written: unknown parameters (max_new_tokens, temperature) are ignored."""
     target = data_dir / "path" / "to" / "output.wav"
     url, body = _tts(
         str(reference),
@@ -92,7 +92,7 @@ def test_text_to_speech_transcribes_a_voice_file_without_transcription(
 
 
 def test_text_to_dialogue_example(client: httpx.Client, reference: Path, data_dir: Path) -> None:
-    """Mock (seed 000's test engine) concatenates the voice files, with the dialogue pause between."""
+    """Mock (the model microservice API's test engine) concatenates the voice files, with the dialogue pause between."""
     second = data_dir / "refs" / "voice2.wav"
     second.write_bytes(reference.read_bytes())
     target = data_dir / "path" / "to" / "dialogue.wav"

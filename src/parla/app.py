@@ -45,6 +45,17 @@ async def _keep_retention(services: Services) -> None:
         await asyncio.sleep(services.settings.cleanup_interval_s)
 
 
+def _install_llm_runtime(services: Services) -> None:
+    """Start building the characters' embedded model runtime in the background when it is missing:
+    speech never waits for it, and characters say it is coming (503) until it is there."""
+    settings = services.settings
+    if settings.llm_runtime_autoinstall and services.characters.llm_runtime.start_install():
+        log.info(
+            "installing the characters' language model runtime in the background (log: %s)",
+            services.characters.llm_runtime.log_path,
+        )
+
+
 DIALECT_ROUTERS: dict[str, tuple[APIRouter, ...]] = {
     "openai": (openai.router, transcription.router),
     "standard": (standard.router,),
@@ -77,6 +88,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         )
         if consumer:
             consumer.start()
+        _install_llm_runtime(app.state.services)
+        log.info(
+            "Parla is ready on http://%s:%d - web studio /ui/, API docs /docs; first audio: "
+            "curl -s http://%s:%d/v1/audio/speech -H 'Content-Type: application/json' "
+            """-d '{"input": "Hello from Parla.", "voice": "nova"}' -o hello.mp3""",
+            settings.host,
+            settings.port,
+            settings.host,
+            settings.port,
+        )
         try:
             yield
         finally:

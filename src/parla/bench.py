@@ -201,7 +201,9 @@ def run_speech_bench(*, rounds: int, clients: int, fmt: str, console: Console, l
                 for name, text in (("short", SHORT), ("paragraph", PARAGRAPH)):
                     order = ("raw", "http") if r % 2 == 0 else ("http", "raw")
                     for side in order:
-                        time.sleep(0.05)  # let onnxruntime's spinning threads settle (NOTES.md)
+                        # onnxruntime's worker threads spin for a while after a run; without a pause the next
+                        # measurement pays for the previous one's spinning.
+                        time.sleep(0.05)
                         m = raw.speak(text) if side == "raw" else _http_speech(client, url, text, fmt, r)
                         results.setdefault((name, side), Timing()).add(*m)
                         bar.advance(task)
@@ -479,7 +481,7 @@ def _ask_streaming(client: httpx.Client, url: str, character_id: int, question: 
 
 
 def _ask_whole(client: httpx.Client, url: str, character_id: int, question: str) -> tuple[float, ...]:
-    """The seed's way: ``/ask-question-text`` answers when everything is done, then the WAV is
+    """The Titans character API's way: ``/ask-question-text`` answers when everything is done, then the WAV is
     fetched. Its first audio is its total."""
     start = time.perf_counter()
     body = {"character_id": character_id, "question": question}

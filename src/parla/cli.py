@@ -1,4 +1,4 @@
-"""The ``parla`` command: serve, serve-engine, worker, say, voices, engines, bench."""
+"""The ``parla`` command: serve, serve-engine, worker, say, voices, engines, doctor, llm-runtime, bench."""
 
 from __future__ import annotations
 
@@ -19,7 +19,26 @@ from parla.settings import Settings
 app = typer.Typer(help="Parla: a self-hosted voice-cloning speech server.", no_args_is_help=True)
 bench_app = typer.Typer(help="Measure speed and memory; prints a table.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+llm_runtime_app = typer.Typer(
+    help="The characters' embedded language model runtime (llama-cpp-python).", no_args_is_help=True
+)
+app.add_typer(llm_runtime_app, name="llm-runtime")
 err = Console(stderr=True)
+
+
+def _log_to_console(settings: Settings) -> None:
+    """Parla's own log lines (start-up, background work, retention) beside uvicorn's, in its format,
+    at ``PARLA_LOG_LEVEL``; other libraries stay quiet."""
+    import logging
+
+    from uvicorn.logging import DefaultFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+    logger = logging.getLogger("parla")
+    logger.addHandler(handler)
+    logger.setLevel(settings.log_level.upper())
+    logger.propagate = False
 
 
 @app.command()
@@ -34,6 +53,7 @@ def serve(
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    _log_to_console(settings)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
@@ -43,16 +63,19 @@ def serve_engine(
     host: Annotated[str | None, typer.Option(help="Bind address (default PARLA_HOST or 127.0.0.1).")] = None,
     port: Annotated[
         int | None,
-        typer.Option(help="Port (default: seed 000's, dia 8003, chatterbox 8004, higgs 8005, mock 8999; 8006)."),
+        typer.Option(
+            help="Port (default: the model microservice API's: dia 8003, chatterbox 8004, higgs 8005, mock 8999; 8006)."
+        ),
     ] = None,
 ) -> None:
-    """Serve one local engine alone as a worker (seed 000's API plus streaming) for gateways to use."""
+    """Serve one local engine alone as a worker (the model microservice API plus streaming) for gateways to use."""
     import uvicorn
 
     from parla.engines import EngineUnavailableError, UnknownEngineError
     from parla.worker_app import create_worker_app, default_port
 
     settings = Settings(**({"host": host} if host else {}))  # type: ignore[arg-type]
+    _log_to_console(settings)
     try:
         worker_app = create_worker_app(name, settings)
     except (UnknownEngineError, EngineUnavailableError) as exc:
@@ -153,6 +176,41 @@ def engines() -> None:
     for name, reason in registry.broken.items():
         table.add_row(name, "no", "-", f"[red]{reason}[/red]")
     Console().print(table)
+
+
+@app.command()
+def doctor() -> None:
+    """What is installed, which engines can run and why not, where the data lives, and whether the
+    configured PostgreSQL, Redis, Chroma and language model endpoint answer. Exits 1 when something
+    speech needs, or something configured, does not work."""
+    from parla.doctor import run_checks
+
+    settings = Settings()
+    colours = {"ok": "green", "warn": "yellow", "fail": "red", "off": "dim"}
+    table = Table("check", "state", "detail")
+    checks = run_checks(settings)
+    for check in checks:
+        table.add_row(check.name, f"[{colours[check.status]}]{check.status}[/]", check.detail)
+    (Console() if sys.stdout.isatty() else Console(width=200)).print(table)
+    if any(check.status == "fail" for check in checks):
+        raise typer.Exit(1)
+
+
+@llm_runtime_app.command("install")
+def llm_runtime_install() -> None:
+    """Build llama-cpp-python without native CPU flags (once per machine; the wheel is kept in
+    ~/.cache/parla/wheels or PARLA_WHEELS_DIR) and install it into this environment."""
+    from parla.characters import runtime
+
+    if runtime.is_installed():
+        print(f"{runtime.PACKAGE} is installed", flush=True)
+        return
+    try:
+        runtime.install(runtime.wheels_dir(), say=lambda line: print(line, flush=True))
+    except RuntimeError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    print(f"{runtime.PACKAGE} {runtime.VERSION} is installed: characters can use the embedded model", flush=True)
 
 
 @bench_app.command("speech")

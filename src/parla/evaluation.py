@@ -1,4 +1,4 @@
-"""Measuring cloned voices by the protocol of ``shared/eval/README.md``.
+"""Measuring cloned voices by the protocol of ``docs/cloning-evaluation.md``.
 
 The judge is resemblyzer's speaker encoder: cosine similarity of utterance embeddings at 16 kHz.
 It is imported here only, lazily, for ``parla bench clone`` and the tests; no engine may use it

@@ -1,4 +1,4 @@
-"""Which file paths a client may name: seed 000's ``voice_id`` and ``output_filepath``.
+"""Which file paths a client may name: the model microservice API's ``voice_id`` and ``output_filepath``.
 
 A client of the standard API names files on the server's disk, so every path is resolved
 (symlinks followed, ``..`` collapsed) and accepted only when what it resolves to lies inside the

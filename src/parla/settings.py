@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
 MOCK_WORKER_URL = "http://127.0.0.1:8999"
-"""Where seed 000's testing mode (``TESTING=true``) expects the mock engine's worker."""
+"""Where the model microservice API's testing mode (``TESTING=true``) expects the mock engine's worker."""
 
 
 class RemoteEngineSettings(BaseModel):
@@ -25,7 +25,7 @@ class RemoteEngineSettings(BaseModel):
 
 
 DIALECTS = ("openai", "standard", "xtts", "titans", "dia", "voicebox")
-"""The seeds' APIs (and OpenAI's) that Parla speaks; each can be switched off or moved."""
+"""The reference APIs (and OpenAI's) that Parla speaks; each can be switched off or moved."""
 
 
 class DialectSettings(BaseModel):
@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     default_voice: str = "alloy"
     """Voice used when a request names none."""
     default_speaker_clip: Path | None = None
-    """A recording that the XTTS dialect's ``default`` speaker clones (seed 001's XTTS_DEFAULT_VOICE)."""
+    """A recording that the XTTS dialect's ``default`` speaker clones (the XTTS service API's XTTS_DEFAULT_VOICE)."""
     default_clone_engine: str = "clone"
     """Engine used for library (cloned) voices when a request names no engine."""
     max_input_chars: int = Field(default=100_000, ge=1)
@@ -67,19 +67,20 @@ class Settings(BaseSettings):
     dialects: dict[str, DialectSettings] = {}
     """Per dialect (openai, standard, xtts, dia, voicebox): enabled, and the prefix it is mounted under."""
     allowed_paths: Annotated[list[Path], NoDecode] = []
-    """Directories besides the data dir where seed 000's file paths (``voice_id``,
+    """Directories besides the data dir where the model microservice API's file paths (``voice_id``,
     ``output_filepath``) may point: a comma-separated list. Anything else is refused."""
     engines: dict[str, RemoteEngineSettings] = {}
     """Engines served by workers, by name (``PARLA_ENGINES__DIA__URL=http://gpu-1:8003``); each
     replaces a local engine of the same name."""
     testing: bool = Field(default=False, validation_alias=AliasChoices("testing", "parla_testing"))
-    """Seed 000's testing mode (``TESTING=true``): every request goes to the mock worker on port 8999."""
+    """The model microservice API's testing mode (``TESTING=true``): every request goes to the mock
+    worker on port 8999."""
     testing_ui: bool = Field(default=False, validation_alias=AliasChoices("testing_ui", "parla_testing_ui"))
-    """Seed 000's UI testing mode (``TESTING_UI=true``): the same as ``testing``."""
+    """The model microservice API's UI testing mode (``TESTING_UI=true``): the same as ``testing``."""
     log_level: LogLevel = "info"
     """Logging verbosity of the server."""
     mock_delay_s: float = Field(default=0.0, ge=0, le=60)
-    """Seconds the mock engine waits per request, for its "realistic processing delays" (seed 000)."""
+    """Seconds the mock engine waits per request, for its "realistic processing delays" (model microservice API)."""
     espeak_binary: str = "espeak-ng"
     """The espeak-ng executable used by the ``espeak`` engine (a name on PATH or a path)."""
     piper_model_path: Path | None = None
@@ -94,12 +95,16 @@ class Settings(BaseSettings):
     """A CTranslate2 Whisper model directory; empty means the bundled tiny.en."""
     chroma_url: str | None = None
     """A Chroma server (``http://host:8000``) for the characters' knowledge bases; empty keeps them
-    in an embedded Chroma under ``<data_dir>/chroma`` (seed 002's ``CHROMA_DB_PATH``)."""
+    in an embedded Chroma under ``<data_dir>/chroma`` (the Titans character API's ``CHROMA_DB_PATH``)."""
     llm_base_url: str | None = None
-    """The OpenAI-compatible chat endpoint for characters whose ``llm_config`` names none (seed
-    002's ``OPENAI_BASE_URL``); empty: such characters use the embedded GGUF model."""
+    """The OpenAI-compatible chat endpoint for characters whose ``llm_config`` names none (the
+    Titans character API's ``OPENAI_BASE_URL``); empty: such characters use the embedded GGUF model."""
     llm_api_key: SecretStr | None = None
-    """The key for ``llm_base_url`` (seed 002's ``OPENAI_API_KEY``)."""
+    """The key for ``llm_base_url`` (the Titans character API's ``OPENAI_API_KEY``)."""
+    llm_runtime_autoinstall: bool = True
+    """When the embedded model's runtime (llama-cpp-python) is missing, ``parla serve`` builds and
+    installs it in the background (characters answer 503 until it is ready); false leaves it to
+    ``parla llm-runtime install``."""
     max_question_chars: int = Field(default=4000, ge=1)
     """The longest question a character takes."""
     redis_url: str | None = None
@@ -114,7 +119,7 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=2, ge=1)
     """Runs a job gets before a lost worker makes it fail instead of retrying it."""
     job_ttl_hours: float = Field(default=1.0, gt=0)
-    """Finished jobs are forgotten, and pending ones expire, after this many hours (seed 003: 1)."""
+    """Finished jobs are forgotten, and pending ones expire, after this many hours (the Dia server API: 1)."""
     url_fetch_timeout_s: float = Field(default=20.0, gt=0)
     """How long fetching a sample by URL may take."""
     url_fetch_allow_private: bool = False
@@ -141,7 +146,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _testing_mode(self) -> Settings:
-        # Seed 000: in testing mode the callers reach the mock service on port 8999 instead of
+        # The model microservice API: in testing mode the callers reach the mock service on port 8999 instead of
         # the real models. Settings named explicitly still win.
         if self.testing or self.testing_ui:
             self.engines.setdefault("mock", RemoteEngineSettings(url=MOCK_WORKER_URL))

@@ -1,6 +1,6 @@
 """``parla serve-engine NAME``: one local engine alone, served as a worker for gateways.
 
-A worker answers seed 000's standard API (``api.standard``, ``/health``, ``/``) for its one
+A worker answers the model microservice API (``api.standard``, ``/health``, ``/``) for its one
 engine, and two additions that a gateway's ``RemoteEngine`` uses: ``GET /v1/engine`` (name,
 capabilities, status) and ``POST /v1/text-to-speech/{voice_id}/stream``, the engine's own audio
 chunks, framed, as they are made. The stream is engine-level: the gateway has already normalised
@@ -33,9 +33,9 @@ from parla.settings import Settings
 log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"dia": 8003, "chatterbox": 8004, "higgs": 8005, "mock": 8999}
-"""Seed 000's port assignments."""
+"""The model microservice API's port assignments."""
 OTHER_PORT = 8006
-"""Seed 000: "8006+: future models"."""
+"""The model microservice API: "8006+: future models"."""
 
 router = APIRouter(tags=["Worker"])
 
@@ -65,7 +65,9 @@ class VoiceSpec(BaseModel):
 
 class StreamRequest(BaseModel):
     text: str = Field(..., min_length=1, description="One piece of text, spoken as it is.")
-    voice: VoiceSpec | None = Field(None, description="The voice; without it, voice_id is resolved as seed 000 does.")
+    voice: VoiceSpec | None = Field(
+        None, description="The voice; without it, voice_id is resolved as the model microservice API does."
+    )
     speed: float = Field(1.0, ge=0.25, le=4.0)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     language: str = "en"
@@ -187,7 +189,7 @@ def create_worker_app(name: str, settings: Settings, services: Services | None =
     app = FastAPI(
         title=f"Parla worker: {name}",
         version=__version__,
-        description=f"The {name!r} engine alone, with seed 000's standard API and streaming.",
+        description=f"The {name!r} engine alone, with the model microservice API and streaming.",
         lifespan=lifespan,
     )
     errors.install(app)

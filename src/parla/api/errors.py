@@ -1,4 +1,4 @@
-"""Every error leaves as JSON with a ``detail`` string (the seeds' convention) and an OpenAI-style
+"""Every error leaves as JSON with a ``detail`` string (the reference APIs' convention) and an OpenAI-style
 ``error`` object, so both kinds of client can read it. No request ever gets a bare 500 page."""
 
 from __future__ import annotations

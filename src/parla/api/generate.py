@@ -1,5 +1,5 @@
-"""``POST /generate``: seed 003's form (audio back, ``?async_mode=true`` for a job), or seed 004's
-form when the body names a ``profile_id`` (a JSON generation record back) — DESIGN, "Clashes"."""
+"""``POST /generate``: the Dia server API's form (audio back, ``?async_mode=true`` for a job), or the voicebox API's
+form when the body names a ``profile_id`` (a JSON generation record back) — docs/architecture.md, "Clashes"."""
 
 from __future__ import annotations
 
@@ -17,21 +17,21 @@ from parla.errors import InvalidInputError, NotFoundError
 from parla.services.dialogue import DialogueRequest
 from parla.services.speech import SpeechOptions
 
-router = APIRouter(tags=["Dia server (seed 003) and voicebox (seed 004)"])
+router = APIRouter(tags=["Dia server API", "voicebox API"])
 
 _SPEAKER_TAG = re.compile(r"\[\s*[Ss]\d+\s*\]")
 SEED_MODELS = ("dia", "qwen3-tts")
-"""Model names the seeds' own clients send; they mean the default engine here."""
+"""Model names the reference APIs' own clients send; they mean the default engine here."""
 SAMPLING_PARAMETERS = ("temperature", "cfg_scale", "top_p", "max_tokens", "use_torch_compile")
 
 
 class GenerateRequest(BaseModel):
-    """Seed 003's fields (also its JavaScript client's ``input``/``voice``), or seed 004's."""
+    """The Dia server API's fields (also its JavaScript client's ``input``/``voice``), or the voicebox API's."""
 
     model_config = ConfigDict(extra="ignore")
 
     text: str | None = Field(None, description="The text; may hold [S1]/[S2] speaker tags.")
-    input: str | None = Field(None, description="Same as text (seed 003's JavaScript client sends it).")
+    input: str | None = Field(None, description="Same as text (the Dia server API's JavaScript client sends it).")
     voice_id: str | None = Field(None, description="A voice: built-in name, library voice, or mapping.")
     voice: str | None = None
     model: str | None = None
@@ -45,7 +45,7 @@ class GenerateRequest(BaseModel):
     use_torch_compile: bool | None = None
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     language: str | None = None
-    profile_id: str | None = Field(None, description="Seed 004: speak in this voice profile, answer a record.")
+    profile_id: str | None = Field(None, description="The voicebox API: speak in this voice profile, answer a record.")
 
     def words(self) -> str:
         text = self.text if self.text is not None else self.input

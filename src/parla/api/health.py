@@ -1,4 +1,4 @@
-"""``GET /health`` and ``GET /``: one answer carrying every seed's fields (DESIGN, "Clashes")."""
+"""``GET /health`` and ``GET /``: one answer carrying every reference API's fields (docs/architecture.md, "Clashes")."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def memory_rss_mb() -> float:
 async def health(services: ServicesDep) -> dict[str, Any]:
     engines = [e.status().describe() for e in services.engines]
     default = services.engines.get(services.settings.default_engine).status()
+    llm_runtime = services.characters.llm_runtime.state()
     return {
         "status": "healthy" if default.available else "degraded",
         "model_loaded": default.loaded,
@@ -41,6 +42,7 @@ async def health(services: ServicesDep) -> dict[str, Any]:
         "default_engine": default.name,
         "engines": engines,
         "broken_engines": services.engines.broken,
+        "llm_runtime": {"state": llm_runtime.phase, "detail": llm_runtime.detail},
     }
 
 

@@ -1,4 +1,4 @@
-"""Generation history: Parla's ``/v1/history``, and seed 003's ``/config``, ``/logs`` and ``/cleanup``."""
+"""Generation history: Parla's ``/v1/history``, and the Dia server API's ``/config``, ``/logs`` and ``/cleanup``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from parla.services.history import (
 from parla.services.runtime_config import RuntimeConfig
 
 router = APIRouter(prefix="/v1/history", tags=["History"])
-dia = APIRouter(tags=["Dia server (003)"])
+dia = APIRouter(tags=["Dia server API"])
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Results per page.")]
 Offset = Annotated[int, Query(ge=0, description="Results to skip.")]
@@ -80,7 +80,7 @@ def delete_generation(generation_id: str, services: ServicesDep) -> Response:
     return Response(status_code=204)
 
 
-# -- seed 003: /config, /logs, /cleanup -------------------------------------------------------------
+# -- the Dia server API: /config, /logs, /cleanup -------------------------------------------------------------
 
 
 @dia.get("/config", summary="The runtime configuration")

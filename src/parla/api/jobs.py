@@ -1,4 +1,4 @@
-"""Background jobs: seed 003's ``/jobs`` and ``/queue/stats`` (also under ``/v1``), batches, and
+"""Background jobs: the Dia server API's ``/jobs`` and ``/queue/stats`` (also under ``/v1``), batches, and
 live progress as server-sent events or over a WebSocket."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from parla.services.dialogue import DialogueRequest
 from parla.services.jobs import MAX_BATCH, TERMINAL, JobPublic, JobStatus, SpeechJobRequest
 
 router = APIRouter(tags=["Jobs"])
-dia = APIRouter(tags=["Dia server (seed 003)"])
+dia = APIRouter(tags=["Dia server API"])
 
 POLL_S = 0.25
 """How often live progress looks at the jobs table (the truth, whichever machine runs the job)."""
@@ -127,7 +127,7 @@ async def job_socket(websocket: WebSocket, job_id: str) -> None:
         pass
 
 
-# Seed 003's paths (a dialect that can be switched off or moved), and the same under /v1 for
+# The Dia server API's paths (a dialect that can be switched off or moved), and the same under /v1 for
 # Parla's own clients.
 for target, prefix in ((dia, ""), (router, "/v1")):
     target.add_api_route(f"{prefix}/jobs", list_jobs, methods=["GET"], summary="List jobs")

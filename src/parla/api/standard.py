@@ -1,4 +1,4 @@
-"""Seed 000's standard model-microservice API: ``/v1/text-to-speech/{voice_id}``,
+"""The model microservice API: ``/v1/text-to-speech/{voice_id}``,
 ``/v1/text-to-dialogue``, ``/v1/load-model``, ``/v1/unload-model`` (``/health`` and ``/`` are in
 ``health``). What a ``parla serve-engine`` worker serves, and what the gateway answers too.
 
@@ -32,13 +32,13 @@ from parla.services.speech import SpeechPlan
 from parla.store.blobs import BlobWriter
 from parla.text.dialogue import NONVERBAL_PAUSE_S, is_cue, split_cues
 
-router = APIRouter(tags=["Standard (seed 000)"])
+router = APIRouter(tags=["Model microservice API"])
 
 ENGINE_QUERY = Query(None, description="Engine to use (see /v1/models); default: the server's.")
 SUFFIX_FORMATS = {"ogg": "opus", "wave": "wav"}
 
 
-# -- the seed's shared models -------------------------------------------------------------------
+# -- the API's shared models -------------------------------------------------------------------
 
 
 class DialogueInput(BaseModel):
@@ -72,7 +72,7 @@ class GenerationResponse(BaseModel):
 
 
 class ModelResponse(BaseModel):
-    """The seed's ``LoadModelResponse`` and ``UnloadModelResponse``, naming the engine."""
+    """The API's ``LoadModelResponse`` and ``UnloadModelResponse``, naming the engine."""
 
     status: str = "success"
     message: str
@@ -81,7 +81,7 @@ class ModelResponse(BaseModel):
 
 class Controls(BaseModel):
     """The parameters the dialect acts on itself. All parameters also go to the engine, which
-    checks the ones it knows and ignores the rest (seed 000: "all parameters accepted")."""
+    checks the ones it knows and ignores the rest (the model microservice API: "all parameters accepted")."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -177,7 +177,7 @@ def _dialogue_plan(
     services: Services, body: TextToDialogueRequest, controls: Controls, engine: str | None, fmt: str
 ) -> tuple[DialoguePlan, str]:
     """The dialogue service's plan, with each turn spoken in its input's voice file. The same
-    file is the same speaker (seed 000: automatic speaker mapping); cues become pauses as in
+    file is the same speaker (the model microservice API: automatic speaker mapping); cues become pauses as in
     every dialogue."""
     seed = controls.seed if controls.seed is not None else secrets.randbelow(2**31)
     controls = controls.model_copy(update={"seed": seed})
@@ -242,7 +242,7 @@ def _same_as(plan: SpeechPlan, text: str, engine: str | None) -> dict[str, Any]:
 # -- endpoints ----------------------------------------------------------------------------------
 
 
-@router.post("/v1/text-to-speech/{voice_id:path}", summary="Single-speaker speech to a file (seed 000)")
+@router.post("/v1/text-to-speech/{voice_id:path}", summary="Single-speaker speech to a file (model microservice API)")
 async def text_to_speech(
     voice_id: str, body: TextToSpeechRequest, services: ServicesDep, engine: str | None = ENGINE_QUERY
 ) -> GenerationResponse:
@@ -269,7 +269,7 @@ async def text_to_speech(
     return GenerationResponse(output_filepath=str(output), message=f"Audio generated successfully{note}")
 
 
-@router.post("/v1/text-to-dialogue", summary="Multi-speaker dialogue to a file (seed 000)")
+@router.post("/v1/text-to-dialogue", summary="Multi-speaker dialogue to a file (model microservice API)")
 async def text_to_dialogue(
     body: TextToDialogueRequest, services: ServicesDep, engine: str | None = ENGINE_QUERY
 ) -> GenerationResponse:
@@ -281,14 +281,14 @@ async def text_to_dialogue(
     return GenerationResponse(output_filepath=str(output), message=f"Dialogue generated successfully{note}")
 
 
-@router.post("/v1/load-model", summary="Load an engine's model (seed 000)")
+@router.post("/v1/load-model", summary="Load an engine's model (model microservice API)")
 async def load_model(services: ServicesDep, engine: str | None = ENGINE_QUERY) -> ModelResponse:
     target = _engine(services, engine)
     await services.engines.runner(target.name).call(target.load)
     return ModelResponse(message="Model loaded successfully", engine=target.name)
 
 
-@router.post("/v1/unload-model", summary="Unload an engine's model and free its memory (seed 000)")
+@router.post("/v1/unload-model", summary="Unload an engine's model and free its memory (model microservice API)")
 async def unload_model(services: ServicesDep, engine: str | None = ENGINE_QUERY) -> ModelResponse:
     target = _engine(services, engine)
     # On the engine's thread: after the requests already queued, never under one in progress.

@@ -1,4 +1,4 @@
-"""Speech recognition: OpenAI's ``/v1/audio/transcriptions`` and seed 004's ``/transcribe``."""
+"""Speech recognition: OpenAI's ``/v1/audio/transcriptions`` and the voicebox API's ``/transcribe``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from parla.services import Services
 from parla.services.transcription import RATE, Segment, Transcript
 
 router = APIRouter(tags=["Transcription"])
-voicebox = APIRouter(tags=["voicebox (seed 004)"])
+voicebox = APIRouter(tags=["voicebox API"])
 
 MAX_TRANSCRIBE_SECONDS = 4 * 3600
 """Longest recording accepted for transcription."""

@@ -1,1 +1,1 @@
-"""AI characters (seed 002): a persona with a language model, knowledge, style and a voice."""
+"""AI characters (Titans character API): a persona with a language model, knowledge, style and a voice."""

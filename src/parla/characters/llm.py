@@ -26,7 +26,7 @@ class LLMError(RuntimeError):
 
 
 class LLMConfig(BaseModel):
-    """Seed 002's ``llm_config``: an OpenAI-compatible endpoint, or a local GGUF file."""
+    """The Titans character API's ``llm_config``: an OpenAI-compatible endpoint, or a local GGUF file."""
 
     model_config = ConfigDict(extra="ignore")
 

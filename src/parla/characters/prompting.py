@@ -24,7 +24,7 @@ MAX_STYLE_FILE_BYTES = 1024 * 1024
 
 
 class StyleExample(BaseModel):
-    """Seed 002's style tuning pair."""
+    """The Titans character API's style tuning pair."""
 
     question: str = Field(..., min_length=1, max_length=2000)
     response: str = Field(..., min_length=1, max_length=4000)
@@ -63,7 +63,7 @@ def default_system_prompt(name: str) -> str:
 
 
 def knowledge_context(passages: Iterable[Passage]) -> str:
-    """Seed 002's ``knowledge_context``: ``Document 1: ...`` per retrieved passage."""
+    """The Titans character API's ``knowledge_context``: ``Document 1: ...`` per retrieved passage."""
     return "\n\n".join(f"Document {i}: {p.text}" for i, p in enumerate(passages, start=1))
 
 

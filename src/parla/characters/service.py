@@ -1,4 +1,4 @@
-"""Characters (seed 002): personas that answer questions from their own knowledge, in their own
+"""Characters (Titans character API): personas that answer questions from their own knowledge, in their own
 style and voice, by text or by speech.
 
 A character ties together services that exist on their own: a voice in the library (made from
@@ -40,8 +40,17 @@ from parla.characters.prompting import (
     knowledge_context,
     parse_style_examples,
 )
+from parla.characters.runtime import LlamaRuntime
 from parla.engines.base import AudioChunk
-from parla.errors import ConflictError, InvalidInputError, NotFoundError, ParlaError, TooLargeError, UpstreamError
+from parla.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    ParlaError,
+    ServiceUnavailableError,
+    TooLargeError,
+    UpstreamError,
+)
 from parla.knowledge.documents import DocumentError, passages
 from parla.knowledge.store import KnowledgeBase, Passage
 from parla.paths import PathPolicy
@@ -62,17 +71,20 @@ RELEVANCE_FLOOR = 0.6
 """Passages scoring below this fraction of the best one are left out: a small model answers from
 whatever text it is given, so a weakly related passage is a wrong answer waiting to happen."""
 ANSWER_FORMAT = "wav"
-"""Seed 002 serves answers as WAV files."""
+"""The Titans character API serves answers as WAV files."""
 
 _IMAGE_KINDS = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpg", b"GIF87a": "gif", b"GIF89a": "gif"}
 
 
 class VoiceCloningSettings(BaseModel):
-    """Seed 002's ``voice_cloning_settings``, plus Parla's ``voice`` (an existing voice by name or id)."""
+    """The Titans character API's ``voice_cloning_settings``, plus Parla's ``voice`` (an existing
+    voice by name or id)."""
 
     model_config = ConfigDict(extra="allow")
 
-    model: str | None = Field(None, description="The engine; seed names (f5tts, xtts, zonos) when such a worker runs.")
+    model: str | None = Field(
+        None, description="The engine; the Titans character API's names (f5tts, xtts, zonos) when such a worker runs."
+    )
     reference_text: str | None = Field(None, max_length=5000)
     preprocess_audio: bool = True
     language: str = Field("en", min_length=2, max_length=16)
@@ -80,7 +92,7 @@ class VoiceCloningSettings(BaseModel):
 
 
 class STTSettings(BaseModel):
-    """Seed 002's ``stt_settings``. Whisper is the only recogniser; ``model_path`` names another
+    """The Titans character API's ``stt_settings``. Whisper is the only recogniser; ``model_path`` names another
     CTranslate2 Whisper model inside the allowed directories."""
 
     model_config = ConfigDict(extra="allow")
@@ -207,6 +219,7 @@ class CharacterService:
         knowledge: KnowledgeBase,
         embedded: LlamaCppChat | None = None,
         remote: OpenAICompatibleChat | None = None,
+        llm_runtime: LlamaRuntime | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -217,6 +230,7 @@ class CharacterService:
         self.knowledge = knowledge
         self.embedded = embedded or LlamaCppChat()
         self.remote = remote or OpenAICompatibleChat()
+        self.llm_runtime = llm_runtime or LlamaRuntime(settings.data_dir / "logs" / "llm-runtime.log")
         self.paths = PathPolicy.from_settings(settings)
         self._transcribers: dict[Path, Transcriber] = {}
         self._transcribers_lock = threading.Lock()
@@ -292,6 +306,15 @@ class CharacterService:
     def persona(self, character_id: int) -> Persona:
         with self.db.session() as session:
             return self._persona(self._row(session, character_id))
+
+    def require_language_model(self, persona: Persona) -> None:
+        """A 503 that says when, before any work, while the embedded model's runtime is still being
+        installed (or is missing); a character on an endpoint does not need it."""
+        if persona.llm.base_url:
+            return
+        state = self.llm_runtime.state()
+        if not state.ready:
+            raise ServiceUnavailableError(state.detail)
 
     @staticmethod
     def _settings_of(model: type[BaseModel], raw: dict[str, Any] | None, param: str) -> dict[str, Any]:
@@ -602,9 +625,10 @@ class CharacterService:
         )
 
     async def answer(self, character_id: int, question: str) -> Answer:
-        """The whole answer: text, then its audio kept as a generation (seed 002's ask endpoints)."""
+        """The whole answer: text, then its audio kept as a generation (the Titans character API's ask endpoints)."""
         question = self.check_question(question)
         persona = await asyncio.to_thread(self.persona, character_id)
+        self.require_language_model(persona)
         messages, found = await asyncio.to_thread(self.context, persona, question)
         text = (await asyncio.to_thread(lambda: "".join(self.tokens(persona, messages)))).strip()
         answer = Answer(question, text, found, persona.id, persona.name)
@@ -625,7 +649,8 @@ class CharacterService:
         answer's ``audio_url``). A client that leaves stops the model and the synthesis."""
         question = self.check_question(question)
         persona = await asyncio.to_thread(self.persona, character_id)
-        # Speech is checked before the model starts: a broken voice fails fast, not mid-answer.
+        # The model and speech are checked before the model starts: fail fast, not mid-answer.
+        self.require_language_model(persona)
         self.speech_plan(persona, question)
         messages, found = await asyncio.to_thread(self.context, persona, question)
         loop = asyncio.get_running_loop()
@@ -713,6 +738,7 @@ class CharacterService:
         persona = await asyncio.to_thread(self.persona, character_id)
         loaded: list[str] = []
         if not persona.llm.base_url:
+            self.require_language_model(persona)
             try:
                 await asyncio.to_thread(self.embedded.load, persona.llm)
             except LLMError as exc:

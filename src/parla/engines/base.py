@@ -214,7 +214,7 @@ class Engine(ABC):
     ) -> dict[str, Any]:
         """The engine's defaults, overlaid by a voice's preset, overlaid by the client's values.
 
-        Unknown names are ignored (seed 000: "all parameters accepted"); a wrong type or an
+        Unknown names are ignored (the model microservice API: "all parameters accepted"); a wrong type or an
         out-of-range value raises ``ValueError`` naming the parameter.
         """
         specs = {p.name: p for p in self.capabilities.parameters}

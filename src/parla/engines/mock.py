@@ -1,4 +1,5 @@
-"""The mock engine of seed 000: zero compute (or a set delay, ``PARLA_MOCK_DELAY_S``), for tests and UI development.
+"""The model microservice API's mock engine: zero compute (or a set delay, ``PARLA_MOCK_DELAY_S``),
+for tests and UI development.
 
 Single-speaker synthesis copies the voice's reference file; dialogue concatenates the voice files
 (the base class's turn-by-turn dialogue does exactly that). A voice without a file gives silence
@@ -21,7 +22,7 @@ SECONDS_PER_CHAR = 0.065
 
 class MockEngine(Engine):
     name = "mock"
-    description = "Mock engine (seed 000): copies the voice file, concatenates voice files for dialogue."
+    description = "Mock engine (model microservice API): copies the voice file, concatenates voice files for dialogue."
     capabilities = Capabilities(sample_rate=22050, languages=("*",), streaming=True, dialogue=True, cloning=True)
 
     def resolve_parameters(self, given: object, preset: object = None) -> dict[str, object]:

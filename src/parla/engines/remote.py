@@ -1,6 +1,6 @@
 """``RemoteEngine``: an engine whose work happens in a ``parla serve-engine`` worker.
 
-The worker speaks seed 000's standard API plus two additions this engine uses:
+The worker speaks the model microservice API plus two additions this engine uses:
 ``GET /v1/engine`` (the engine's name, capabilities and status) and
 ``POST /v1/text-to-speech/{voice_id}/stream``, which answers the engine's own audio chunks as
 they are made, framed (see ``audio_frame``) so that the gateway sees exactly the chunks a local

@@ -1,6 +1,6 @@
 """A knowledge base per character: passages embedded with MiniLM, kept and searched in Chroma.
 
-Chroma runs embedded, persisted under ``<data_dir>/chroma`` (seed 002's ``CHROMA_DB_PATH``), or as
+Chroma runs embedded, persisted under ``<data_dir>/chroma`` (the Titans character API's ``CHROMA_DB_PATH``), or as
 a server by URL at scale (``PARLA_CHROMA_URL``). Parla computes the embeddings itself and hands
 Chroma the vectors: Chroma's own default embedding function would download a model.
 """

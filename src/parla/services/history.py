@@ -161,7 +161,7 @@ class HistoryStats(BaseModel):
     duration_seconds_by_voice: dict[str, float]
     generations_by_engine: dict[str, int]
 
-    @computed_field(description="Seed 004's name for generations_by_voice.")  # type: ignore[prop-decorator]
+    @computed_field(description="The voicebox API's name for generations_by_voice.")  # type: ignore[prop-decorator]
     @property
     def generations_by_profile(self) -> dict[str, int]:
         return self.generations_by_voice
@@ -297,7 +297,7 @@ class HistoryService:
         return self.cleanup(older_than_hours)
 
     def delete_all(self) -> CleanupResult:
-        """Every generation and its file (seed 003's ``DELETE /logs``)."""
+        """Every generation and its file (the Dia server API's ``DELETE /logs``)."""
         return self._purge(true(), utcnow())
 
     def _purge(self, condition: ColumnElement[bool], cutoff: datetime) -> CleanupResult:

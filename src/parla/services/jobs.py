@@ -48,7 +48,7 @@ class JobPublic(BaseModel):
     progress: float
     error: str | None
     error_message: str | None
-    """The same as ``error``: seed 003's JavaScript client reads this name."""
+    """The same as ``error``: the Dia server API's JavaScript client reads this name."""
     batch_id: str | None
     generation_id: str | None
     worker: str | None

@@ -1,4 +1,4 @@
-"""Seed 003's audio prompts and voice mappings.
+"""The Dia server API's audio prompts and voice mappings.
 
 An audio prompt is a recording kept as a WAV file under ``<data_dir>/audio_prompts/`` (so it
 survives restarts). A voice mapping gives a voice id a style, a primary speaker and optionally an

@@ -1,4 +1,4 @@
-"""Runtime config: what an operator may change while the server runs (seed 003's ``/config``).
+"""Runtime config: what an operator may change while the server runs (the Dia server API's ``/config``).
 
 The values live in the ``config`` table, not in memory, so every API replica and every restart
 sees the same ones. A key nobody has changed has no row and keeps its default; ``save_outputs``
@@ -37,7 +37,7 @@ class InvalidConfigError(ParlaError):
 
 
 class RuntimeConfig(BaseModel):
-    """Seed 003's server configuration, field for field."""
+    """The Dia server API's server configuration, field for field."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

@@ -321,7 +321,7 @@ class SpeechService:
     def prepare_file_voice(
         self, path: Path, *, transcript: str | None = None, model: str | None = None, **options: Any
     ) -> SpeechPlan:
-        """``prepare`` for a voice given as one reference file (seed 000's ``voice_id``); the other
+        """``prepare`` for a voice given as one reference file (the model microservice API's ``voice_id``); the other
         arguments are ``prepare``'s. Blocking (it reads, and may transcribe, the file).
 
         An engine that clones learns from what the file says: ``transcript`` when given, else

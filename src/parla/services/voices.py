@@ -251,7 +251,7 @@ class VoiceLibrary:
         self.transcriber = transcriber
         self._builtin = {v.name: v for v in BUILTIN_VOICES}
         self.aliases: Callable[[str], VoiceRef | None] | None = None
-        """Other names a voice may go by (seed 003's voice mappings), consulted after the library."""
+        """Other names a voice may go by (the Dia server API's voice mappings), consulted after the library."""
 
     # -- lookup ---------------------------------------------------------------------------------
 

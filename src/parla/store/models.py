@@ -100,7 +100,7 @@ class VoiceSample(Base):
 
 
 class ConfigEntry(Base):
-    """One runtime setting changed through the API (seed 003's ``PUT /config``). Only changed keys
+    """One runtime setting changed through the API (the Dia server API's ``PUT /config``). Only changed keys
     have a row; the others keep their defaults, so a new setting needs no data migration."""
 
     __tablename__ = "config"
@@ -142,7 +142,7 @@ class Worker(Base):
 
 
 class VoiceMapping(Base):
-    """Seed 003's voice mapping: a voice id that speaks with an uploaded audio prompt (or a style)."""
+    """The Dia server API's voice mapping: a voice id that speaks with an uploaded audio prompt (or a style)."""
 
     __tablename__ = "voice_mappings"
 
@@ -156,9 +156,9 @@ class VoiceMapping(Base):
 
 
 class Character(Base):
-    """Seed 002's character: a persona with a language model, knowledge, style examples and a voice.
+    """The Titans character API's character: a persona with a language model, knowledge, style examples and a voice.
 
-    Integer ids, as seed 002's clients expect (``"character_id": 1``). Files live under
+    Integer ids, as the Titans character API's clients expect (``"character_id": 1``). Files live under
     ``characters/<id>/``; the knowledge base lives in Chroma under the character's id.
     """
 

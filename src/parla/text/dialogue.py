@@ -1,6 +1,6 @@
 """Dialogue text: speaker tags (``[S1] ... [S2] ...``), chat roles, and nonverbal cues.
 
-Nonverbal cues are the seed-003 set: ``(laughs)``, ``(sighs)``, ``(coughs)``, ``(gasps)``,
+Nonverbal cues are the Dia server API's set: ``(laughs)``, ``(sighs)``, ``(coughs)``, ``(gasps)``,
 ``(clears throat)``, ``(whispers)``, ``(shouts)``. An engine that can render them gets them in
 its text; for any other they are taken out of what is spoken and become a short pause.
 """
@@ -14,7 +14,7 @@ NONVERBAL = ("laughs", "sighs", "coughs", "gasps", "clears throat", "whispers", 
 NONVERBAL_PAUSE_S = 0.3
 """The pause a nonverbal cue becomes for an engine that cannot render it."""
 ROLE_SPEAKERS = {"user": "S1", "assistant": "S2", "system": "S2"}
-"""Seed 003's mapping of chat roles to speaker tags."""
+"""The Dia server API's mapping of chat roles to speaker tags."""
 
 _TAG = re.compile(r"\[\s*[Ss](\d+)\s*\]")
 _BROKEN_TAG = re.compile(r"\[\s*[Ss]\d*\s*(?!\d|\s|\])|\[\s*[Ss]\s*\]")

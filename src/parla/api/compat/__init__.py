@@ -1,1 +1,1 @@
-"""Each seed's API as a thin dialect over the same services (DESIGN, "Compatibility surfaces")."""
+"""Each reference API as a thin dialect over the same services (docs/architecture.md, "Dialects")."""

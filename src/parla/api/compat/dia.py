@@ -1,4 +1,4 @@
-"""Seed 003 (the Dia TTS server): ``/models``, ``/voices``, ``/voice_mappings``, ``/audio_prompts``.
+"""The Dia server API: ``/models``, ``/voices``, ``/voice_mappings``, ``/audio_prompts``.
 
 ``/generate``, the job paths, ``/config``, ``/logs`` and ``/cleanup`` are shared with other
 dialects and live in their own routers.
@@ -15,7 +15,7 @@ from parla.api.deps import ServicesDep
 from parla.api.voices import read_upload
 from parla.services.mappings import MappingIn, MappingPublic, MappingUpdate
 
-router = APIRouter(tags=["Dia server (seed 003)"])
+router = APIRouter(tags=["Dia server API"])
 
 
 @router.get("/models", summary="Available models")

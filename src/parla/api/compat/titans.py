@@ -1,4 +1,4 @@
-"""Seed 002 (the Titans character API): characters that answer by voice from their knowledge.
+"""The Titans character API: characters that answer by voice from their knowledge.
 
 Paths and shapes as the seed documents them, so its clients work unchanged, plus what it lacks:
 ``PUT /update-character/{id}``, ``DELETE /delete-character/{id}``, token streaming
@@ -28,10 +28,10 @@ from parla.errors import InvalidInputError, NotFoundError, ParlaError
 from parla.paths import PathPolicy
 from parla.store.models import Generation
 
-router = APIRouter(tags=["characters (seed 002)"])
+router = APIRouter(tags=["Titans character API"])
 
 SEED_ENGINES = {"f5tts": "F5-TTS", "xtts": "XTTS-v2", "zonos": "Zonos"}
-"""The seed's voice-cloning models; each is a Parla engine worker when one is configured."""
+"""The Titans character API's voice-cloning models; each is a Parla engine worker when one is configured."""
 
 
 class CharacterId(BaseModel):
@@ -166,7 +166,7 @@ async def _event_stream(
 # -- characters --------------------------------------------------------------------------------
 
 
-@router.post("/create-character", summary="Create a character (seed 002)")
+@router.post("/create-character", summary="Create a character (Titans character API)")
 async def create_character(
     request: Request,
     services: ServicesDep,
@@ -224,19 +224,19 @@ async def delete_character(character_id: int, services: ServicesDep) -> dict[str
     return {"message": f"Character {character_id} deleted", "status": "success"}
 
 
-@router.get("/get-characters", summary="List characters (seed 002)")
+@router.get("/get-characters", summary="List characters (Titans character API)")
 async def get_characters(request: Request, services: ServicesDep) -> dict[str, Any]:
     characters = await asyncio.to_thread(services.characters.list_all)
     return {"characters": [_public(request, c) for c in characters], "status": "success"}
 
 
-@router.get("/get-character/{character_id}", summary="One character (seed 002)")
+@router.get("/get-character/{character_id}", summary="One character (Titans character API)")
 async def get_character(character_id: int, request: Request, services: ServicesDep) -> dict[str, Any]:
     character = await asyncio.to_thread(services.characters.get, character_id)
     return {"character": _public(request, character), "status": "success"}
 
 
-@router.post("/load-character", summary="Load a character's models (seed 002)")
+@router.post("/load-character", summary="Load a character's models (Titans character API)")
 async def load_character(body: CharacterId, services: ServicesDep) -> dict[str, Any]:
     character = await asyncio.to_thread(services.characters.get, body.character_id)
     loaded = await services.characters.load(body.character_id)
@@ -251,7 +251,11 @@ async def load_character(body: CharacterId, services: ServicesDep) -> dict[str, 
 # -- questions ---------------------------------------------------------------------------------
 
 
-@router.post("/ask-question-text", summary="Ask by text; the answer as text and audio (seed 002)", response_model=None)
+@router.post(
+    "/ask-question-text",
+    summary="Ask by text; the answer as text and audio (Titans character API)",
+    response_model=None,
+)
 async def ask_question_text(
     body: TextQuestion, request: Request, services: ServicesDep
 ) -> dict[str, Any] | StreamingResponse:
@@ -263,7 +267,9 @@ async def ask_question_text(
 
 
 @router.post(
-    "/ask-question-audio", summary="Ask by voice; the answer as text and audio (seed 002)", response_model=None
+    "/ask-question-audio",
+    summary="Ask by voice; the answer as text and audio (Titans character API)",
+    response_model=None,
 )
 async def ask_question_audio(
     request: Request,
@@ -285,7 +291,7 @@ async def ask_question_audio(
 async def ask_question_stream(body: TextQuestion, request: Request, services: ServicesDep) -> StreamingResponse:
     """Server-sent events, OpenAI style (``data: {"type": ...}``): ``answer.delta`` as the model
     writes, ``speech.audio.delta`` (base64 24 kHz 16-bit mono PCM) for each sentence as soon as it
-    is complete, ``answer.done`` with the whole text, then ``speech.audio.done`` with seed 002's
+    is complete, ``answer.done`` with the whole text, then ``speech.audio.done`` with the Titans character API's
     answer fields (``audio_url`` of the whole answer as WAV)."""
     events = services.characters.converse(body.character_id, body.question, speak=True)
     return await _event_stream(request, events, {})
@@ -294,7 +300,7 @@ async def ask_question_stream(body: TextQuestion, request: Request, services: Se
 # -- models and files --------------------------------------------------------------------------
 
 
-@router.post("/download-model", summary="Make a language model available (seed 002)")
+@router.post("/download-model", summary="Make a language model available (Titans character API)")
 async def download_model(body: DownloadModel, services: ServicesDep) -> dict[str, Any]:
     """Parla runs offline and downloads nothing at run time. The embedded model is always there;
     a GGUF file already inside the data dir (or ``PARLA_ALLOWED_PATHS``) is accepted by path."""
@@ -315,7 +321,7 @@ async def download_model(body: DownloadModel, services: ServicesDep) -> dict[str
     )
 
 
-@router.get("/get-tts-models", summary="Speech engines and whether they can run (seed 002)")
+@router.get("/get-tts-models", summary="Speech engines and whether they can run (Titans character API)")
 async def get_tts_models(services: ServicesDep) -> dict[str, Any]:
     models = []
     for engine in services.engines:
@@ -347,7 +353,9 @@ async def get_tts_models(services: ServicesDep) -> dict[str, Any]:
     return {"models": models, "status": "success"}
 
 
-@router.get("/serve-audio/{character_id}/{filename}", name="serve_audio", summary="A spoken answer (seed 002)")
+@router.get(
+    "/serve-audio/{character_id}/{filename}", name="serve_audio", summary="A spoken answer (Titans character API)"
+)
 async def serve_audio(character_id: int, filename: str, services: ServicesDep) -> FileResponse:
     await asyncio.to_thread(services.characters.get, character_id)
     generation_id = Path(filename).stem
@@ -367,7 +375,9 @@ async def serve_audio(character_id: int, filename: str, services: ServicesDep) -
     return FileResponse(path, media_type="audio/wav", filename=filename)
 
 
-@router.get("/serve-image/{character_id}/{filename}", name="serve_image", summary="A character's image (seed 002)")
+@router.get(
+    "/serve-image/{character_id}/{filename}", name="serve_image", summary="A character's image (Titans character API)"
+)
 async def serve_image(character_id: int, filename: str, services: ServicesDep) -> FileResponse:
     path = await asyncio.to_thread(services.characters.image_path, character_id, filename)
     return FileResponse(path)

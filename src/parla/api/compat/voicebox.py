@@ -1,4 +1,4 @@
-"""Seed 004 (the voicebox backend): ``/profiles``, ``/history``, ``/audio/{id}``, ``/models/*``.
+"""The voicebox API (the voicebox backend's): ``/profiles``, ``/history``, ``/audio/{id}``, ``/models/*``.
 
 A thin dialect: profiles are library voices, history is Parla's history, shaped as voicebox's
 clients expect (``profile_id``, ``reference_text``, ``audio_path``). ``POST /generate`` with a
@@ -22,7 +22,7 @@ from parla.services import Services
 from parla.services.history import GenerationPublic, HistoryFilter
 from parla.services.voices import SamplePublic, VoiceCreate, VoicePublic, VoiceUpdate
 
-router = APIRouter(tags=["voicebox (seed 004)"])
+router = APIRouter(tags=["voicebox API"])
 
 
 class ProfileCreate(BaseModel):

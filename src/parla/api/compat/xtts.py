@@ -1,4 +1,4 @@
-"""Seed 001 (the XTTS-v2 service): ``/api/v1/tts/synthesize`` answering base64 WAV in JSON,
+"""The XTTS service API (an XTTS-v2 service's): ``/api/v1/tts/synthesize`` answering base64 WAV in JSON,
 ``/api/v1/tts/voices`` (list; register by base64 or URL) and ``/api/v1/tts/config``."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from parla.services import Services
 from parla.services.speech import SpeechOptions
 from parla.services.voices import VoiceCreate
 
-router = APIRouter(prefix="/api/v1/tts", tags=["XTTS service (seed 001)"])
+router = APIRouter(prefix="/api/v1/tts", tags=["XTTS service API"])
 
 DEFAULT_SPEAKER = "default"
 _default_lock = threading.Lock()
@@ -34,7 +34,7 @@ class SynthesizeRequest(BaseModel):
 
 
 class RegisterVoice(BaseModel):
-    """A voice sample by base64 or URL (the seed's two ways), with an id to call it by."""
+    """A voice sample by base64 or URL (the API's two ways), with an id to call it by."""
 
     speaker_id: str | None = Field(None, min_length=1, max_length=100)
     name: str | None = Field(None, min_length=1, max_length=100)
@@ -52,7 +52,7 @@ class RegisterVoice(BaseModel):
 
 
 def default_speaker(services: Services) -> str:
-    """``default``: the clip configured by ``PARLA_DEFAULT_SPEAKER_CLIP`` (seed 001's
+    """``default``: the clip configured by ``PARLA_DEFAULT_SPEAKER_CLIP`` (the XTTS service API's
     ``XTTS_DEFAULT_VOICE``), imported once into the library; else the default voice."""
     clip = services.settings.default_speaker_clip
     if clip is None:

@@ -1,4 +1,4 @@
-"""voice_mappings: seed 003's voice ids bound to audio prompts
+"""voice_mappings: the Dia server API's voice ids bound to audio prompts
 
 Revision ID: 0005
 Revises: 0004

@@ -1,4 +1,4 @@
-"""characters: seed 002's personas with a model, knowledge, style examples and a voice
+"""characters: the Titans character API's personas with a model, knowledge, style examples and a voice
 
 Revision ID: 0006
 Revises: 0005

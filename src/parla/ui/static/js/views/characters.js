@@ -1,4 +1,4 @@
-// Characters (seed 002's API): create, edit and delete characters, then talk with them by text
+// Characters (the Titans character API): create, edit and delete characters, then talk with them by text
 // or microphone and hear the answers. Text questions go to POST /ask-question-stream (the answer
 // and its speech arrive as server-sent events) and fall back to /ask-question-text on servers
 // without it; spoken questions go to POST /ask-question-audio.
