@@ -1,6 +1,6 @@
 """The embedded language model's runtime, llama-cpp-python: installed, being installed, or how to get it.
 
-llama-cpp-python has no wheel on PyPI, so it is compiled from source (about six minutes on two
+llama-cpp-python has no wheel on PyPI, so it is compiled from source (about eight minutes on two
 cores), and without native CPU flags: its default ``-march=native`` build crashes on the first
 decode on some CPUs. The wheel is kept outside any checkout (``~/.cache/parla/wheels``, or
 ``PARLA_WHEELS_DIR``), so every later environment on the machine installs it in seconds.
@@ -32,7 +32,7 @@ VERSION = "0.3.36"
 """The llama-cpp-python release Parla is tested with (also the ``llm`` extra's pin)."""
 CMAKE_ARGS = "-DGGML_NATIVE=OFF"
 PACKAGE = "llama-cpp-python"
-BUILD_MINUTES = 6
+BUILD_MINUTES = 8
 """About how long the compile takes on two cores, for messages."""
 
 
