@@ -75,6 +75,34 @@ def test_voicebox_profiles_samples_generate_history_audio(client: httpx.Client, 
     assert client.get(f"/profiles/{pid}").status_code == 404
 
 
+def test_voicebox_keeps_its_history_whatever_the_dia_servers_config_says(client: httpx.Client) -> None:
+    pid = client.post("/profiles", json={"name": "Keeper of history"}).json()["id"]
+    before = client.get("/config").json()
+    try:
+        client.post(
+            f"/profiles/{pid}/samples", files={"file": ("s.wav", recording())}, data={"reference_text": SAMPLE_TEXT}
+        )
+        # The Dia server API's config: save nothing, keep nothing older than an hour, then clear its logs.
+        assert client.put("/config", json={"save_outputs": False, "output_retention_hours": 1}).status_code == 200
+        generation = client.post("/generate", json={"profile_id": pid, "text": "Still here tomorrow."}).json()
+        assert generation["audio_path"] and Path(generation["audio_path"]).is_file()
+        assert client.delete("/logs").status_code == 200 and client.post("/cleanup").status_code == 200
+        assert client.get(f"/audio/{generation['id']}").status_code == 200
+        # A built-in voice's generation is in the history too, without a profile.
+        builtin = client.post("/v1/audio/speech", json={"input": "Built in.", "voice": "nova", "model": "mock"})
+        listed = {h["id"]: h for h in client.get("/history", params={"limit": 500}).json()}
+        assert listed[generation["id"]]["profile_id"] == pid
+        assert listed[builtin.headers["X-Generation-Id"]]["profile_id"] is None
+        # Renaming the profile keeps its history hers, and the stats count it by id alone.
+        assert client.put(f"/profiles/{pid}", json={"name": "Renamed keeper"}).status_code == 200
+        assert [h["id"] for h in client.get("/history", params={"profile_id": pid}).json()] == [generation["id"]]
+        by_profile = client.get("/history/stats").json()["generations_by_profile"]
+        assert by_profile[pid] == 1 and "nova" not in by_profile and "Renamed keeper" not in by_profile
+    finally:
+        client.put("/config", json=before)
+        client.delete(f"/profiles/{pid}")
+
+
 def test_voicebox_health_root_models_and_transcribe(client: httpx.Client) -> None:
     health = client.get("/health").json()
     assert {"status", "model_loaded", "gpu_available", "vram_used_mb"} <= set(health)

@@ -56,6 +56,13 @@ def speak(client: httpx.Client, text: str, voice: str = "alloy", model: str = "m
     return Spoken(response.headers["X-Generation-Id"], text, voice, model, fmt, response.content)
 
 
+def speak_dia(client: httpx.Client, text: str, voice: str = "alloy", fmt: str = "wav") -> Spoken:
+    """Through the Dia server API's ``/generate``: the outputs its config governs."""
+    response = client.post("/generate", json={"text": text, "voice_id": voice, "model": "mock", "response_format": fmt})
+    assert response.status_code == 200, response.text
+    return Spoken(response.headers["X-Generation-Id"], text, voice, "mock", fmt, response.content)
+
+
 @pytest.fixture(scope="module")
 def spoken(server: LiveServer) -> list[Spoken]:
     """Four generations, oldest first: two voices on mock, one on piper, one of them an mp3."""
@@ -220,7 +227,10 @@ def test_unknown_ids_are_404(client: httpx.Client, method: str, path: str) -> No
 
 
 def test_cleanup_removes_old_generations_and_orphan_files(client: httpx.Client, server: LiveServer) -> None:
-    old, new = speak(client, f"Old {TAG}."), speak(client, f"New {TAG}.")
+    old, new = speak_dia(client, f"Old {TAG}."), speak_dia(client, f"New {TAG}.")
+    # As old, but asked for through another API: the Dia server's clean-up is not its owner.
+    other = speak(client, f"Old but not the Dia server's {TAG}.")
+    age(server, other.id, hours=3)
     old_file = file_of(server, old.id)
     assert old_file is not None
     size = old_file.stat().st_size
@@ -240,16 +250,23 @@ def test_cleanup_removes_old_generations_and_orphan_files(client: httpx.Client, 
         # A file with no row yet may be a generation still streaming: young ones stay.
         assert fresh.exists()
         assert client.get(f"/v1/history/{new.id}").json()["has_audio"] is True
+        assert client.get(f"/v1/history/{other.id}").json()["has_audio"] is True
+        # An operator may ask for every API's old generations, explicitly.
+        everyone = client.post("/cleanup", params={"older_than_hours": 2, "scope": "all"}).json()
+        assert everyone["deleted_generations"] >= 1
+        assert client.get(f"/v1/history/{other.id}").status_code == 404
     finally:
         fresh.unlink(missing_ok=True)
     assert client.post("/cleanup", params={"older_than_hours": -1}).status_code == 422
+    assert client.post("/cleanup", params={"scope": "everything"}).status_code == 422
 
 
 def test_cleanup_follows_the_configured_retention(
     client: httpx.Client, server: LiveServer, restore_config: dict[str, Any]
 ) -> None:
-    s = speak(client, f"Retained {TAG}.")
+    s, others = speak_dia(client, f"Retained {TAG}."), speak(client, f"Not the Dia server's {TAG}.")
     age(server, s.id, hours=3)
+    age(server, others.id, hours=3)
     assert client.put("/config", json={"output_retention_hours": 0}).status_code == 200
     kept = client.post("/cleanup").json()
     assert kept == {"deleted_generations": 0, "deleted_files": 0, "freed_bytes": 0, "older_than_hours": None}
@@ -258,6 +275,7 @@ def test_cleanup_follows_the_configured_retention(
     result = client.post("/cleanup").json()
     assert result["deleted_generations"] >= 1 and result["older_than_hours"] == 2.5
     assert client.get(f"/v1/history/{s.id}").status_code == 404
+    assert client.get(f"/v1/history/{others.id}").json()["has_audio"] is True
 
 
 # -- the runtime config -----------------------------------------------------------------------------
@@ -308,19 +326,22 @@ def test_save_outputs_off_keeps_no_file(
     client: httpx.Client, server: LiveServer, restore_config: dict[str, Any]
 ) -> None:
     assert client.put("/config", json={"save_outputs": False}).json()["save_outputs"] is False
-    unsaved = speak(client, f"Not kept {TAG}.", fmt="mp3")
+    # The Dia server's setting governs its outputs; other APIs keep what they promise to keep.
+    elsewhere = speak(client, f"Kept by another API {TAG}.", fmt="mp3")
+    assert client.get(f"/v1/history/{elsewhere.id}/audio").content == elsewhere.audio
+    unsaved = speak_dia(client, f"Not kept {TAG}.", fmt="mp3")
     item = client.get(f"/v1/history/{unsaved.id}").json()
     assert item["has_audio"] is False and item["text"] == unsaved.text
     assert not list(server.services.blobs.path("generations").glob(f"{unsaved.id}.*"))
     missing = client.get(f"/v1/history/{unsaved.id}/audio")
     assert missing.status_code == 404 and "not being saved" in missing.json()["detail"]
     assert client.put("/config", json={"save_outputs": True}).json()["save_outputs"] is True
-    saved = speak(client, f"Kept again {TAG}.", fmt="mp3")
+    saved = speak_dia(client, f"Kept again {TAG}.", fmt="mp3")
     assert client.get(f"/v1/history/{saved.id}/audio").content == saved.audio
 
 
 def test_show_prompts_shows_the_text_in_logs(client: httpx.Client, restore_config: dict[str, Any]) -> None:
-    s = speak(client, f"Secret words {TAG}.")
+    s = speak_dia(client, f"Secret words {TAG}.")
 
     def entry() -> dict[str, Any]:
         logs = client.get("/logs", params={"limit": 20}).json()
@@ -350,45 +371,58 @@ def own_services(server: LiveServer, tmp_path: Path) -> Iterator[Services]:
     built.db.dispose()  # not close(): the engines belong to the shared server
 
 
-def test_delete_logs_empties_the_history(own_services: Services) -> None:
+def test_delete_logs_empties_the_dia_servers_history_and_nothing_else(own_services: Services) -> None:
     with TestClient(create_app(services=own_services)) as client:
         for n in range(2):
-            body = {"model": "mock", "input": f"Number {n}.", "voice": "alloy", "response_format": "mp3"}
-            assert client.post("/v1/audio/speech", json=body).status_code == 200
+            body = {"model": "mock", "text": f"Number {n}.", "voice_id": "alloy", "response_format": "mp3"}
+            assert client.post("/generate", json=body).status_code == 200
+        openai = {"model": "mock", "input": "Someone else's.", "voice": "alloy", "response_format": "mp3"}
+        kept = client.post("/v1/audio/speech", json=openai).headers["X-Generation-Id"]
         assert len(client.get("/logs").json()) == 2
+        assert len(client.get("/logs", params={"scope": "all"}).json()) == 3
         result = client.delete("/logs").json()
         assert result["deleted_generations"] == 2 and result["deleted_files"] == 2 and result["freed_bytes"] > 0
         assert client.get("/logs").json() == []
+        assert [g["id"] for g in client.get("/v1/history").json()["items"]] == [kept]
+        assert client.get(f"/v1/history/{kept}/audio").status_code == 200
+        # Everything, when asked for explicitly.
+        assert client.delete("/logs", params={"scope": "all"}).json()["deleted_generations"] == 1
         assert client.get("/v1/history").json()["total"] == 0
     assert not any(own_services.blobs.path("generations").iterdir())
 
 
-def test_the_server_applies_the_retention_by_itself(own_services: Services) -> None:
+def test_the_server_applies_the_retention_by_itself_to_the_dia_servers_outputs(own_services: Services) -> None:
     own_services.config.update({"output_retention_hours": 1})
-    row = Generation(
-        text="Long ago.",
-        voice="alloy",
-        engine="mock",
-        model="mock",
-        format="mp3",
-        sample_rate=24000,
-        duration_s=1.0,
-        elapsed_s=0.1,
-        file="generations/long-ago.mp3",
-        source="test",
-        created_at=utcnow() - timedelta(hours=2),
-    )
-    writer = own_services.blobs.writer("generations/long-ago.mp3")
-    writer.write(b"old audio")
-    path = writer.commit()
-    with own_services.db.session() as session:
-        session.add(row)
+    paths = {}
+    for source in ("generate", "voicebox", "character", "xtts", "openai"):
+        writer = own_services.blobs.writer(f"generations/long-ago-{source}.mp3")
+        writer.write(b"old audio")
+        paths[source] = writer.commit()
+        with own_services.db.session() as session:
+            session.add(
+                Generation(
+                    text="Long ago.",
+                    voice="alloy",
+                    engine="mock",
+                    model="mock",
+                    format="mp3",
+                    sample_rate=24000,
+                    duration_s=1.0,
+                    elapsed_s=0.1,
+                    file=f"generations/long-ago-{source}.mp3",
+                    source=source,
+                    created_at=utcnow() - timedelta(hours=2),
+                )
+            )
     with TestClient(create_app(services=own_services)):
         deadline = time.monotonic() + 10
-        while own_services.history.list_page().total and time.monotonic() < deadline:
+        while own_services.history.list_page(HistoryFilter(source="generate")).total and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert own_services.history.list_page().total == 0
-    assert not path.exists()
+        assert own_services.history.list_page(HistoryFilter(source="generate")).total == 0
+    assert not paths.pop("generate").exists()
+    # Voicebox's full history, characters' answers, the XTTS service's clips, OpenAI's: all kept.
+    assert {g.source for g in own_services.history.list_page().items} == set(paths)
+    assert all(path.exists() for path in paths.values())
 
 
 # -- storage: SQLite and PostgreSQL -----------------------------------------------------------------
@@ -463,7 +497,9 @@ def test_history_queries_on_both_databases(db: Database, tmp_path: Path) -> None
     assert stats.mean_real_time_factor == pytest.approx((0.5 + 1.0) / 2)  # the silent one has no factor
     assert stats.generations_by_voice == {"Ada": 1, "ada": 1, "alloy": 1}
     assert stats.generations_by_engine == {"clone": 2, "piper": 1}
-    result = service.cleanup(older_than_hours=10)
+    # The Dia server's default scope does not reach these rows; a scope naming their source does.
+    assert service.cleanup(older_than_hours=10).deleted_generations == 0
+    result = service.cleanup(older_than_hours=10, sources=frozenset({source}))
     assert result.deleted_generations >= 2 and result.deleted_files >= 2 and result.freed_bytes >= 200
     assert [g.text for g in service.list_page(mine).items] == ["Third line"]
     assert sorted(p.name for p in (tmp_path / "generations").iterdir()) == [f"{source}-2.mp3"]

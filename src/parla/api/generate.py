@@ -91,7 +91,7 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
             parameters=body.engine_parameters(),
         )
         if async_mode:
-            job = await run_in_threadpool(services.jobs.submit_dialogue, dialogue)
+            job = await run_in_threadpool(services.jobs.submit_dialogue, dialogue, source="generate")
             return JSONResponse(job.model_dump(mode="json"), status_code=202)
         plan = services.dialogue.prepare(dialogue, source="generate")
         audio = b"".join([part async for part in services.dialogue.encoded(plan)])
@@ -107,7 +107,7 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
         parameters=body.engine_parameters(),
     )
     if async_mode:
-        job = await run_in_threadpool(services.jobs.submit, options)
+        job = await run_in_threadpool(services.jobs.submit, options, source="generate")
         return JSONResponse(job.model_dump(mode="json"), status_code=202)
     speech_plan = services.speech.plan(options, source="generate")
     return StreamingResponse(

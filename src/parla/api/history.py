@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import FileResponse, Response
@@ -19,7 +19,7 @@ from parla.services.history import (
     HistoryFilter,
     HistoryStats,
 )
-from parla.services.runtime_config import RuntimeConfig
+from parla.services.runtime_config import GOVERNED_SOURCES, RuntimeConfig
 
 router = APIRouter(prefix="/v1/history", tags=["History"])
 dia = APIRouter(tags=["Dia server API"])
@@ -36,7 +36,14 @@ def history_filter(
     created_after: Annotated[datetime | None, Query(description="ISO 8601; UTC when no offset is given.")] = None,
     created_before: Annotated[datetime | None, Query(description="ISO 8601; UTC when no offset is given.")] = None,
 ) -> HistoryFilter:
-    return HistoryFilter(search, voice, engine, source, created_after, created_before)
+    return HistoryFilter(
+        search=search,
+        voice=voice,
+        engine=engine,
+        source=source,
+        created_after=created_after,
+        created_before=created_before,
+    )
 
 
 FilterDep = Annotated[HistoryFilter, Depends(history_filter)]
@@ -117,10 +124,24 @@ def _log_entry(generation: GenerationPublic, show_prompts: bool) -> dict[str, An
     return (entry | {"prompt": generation.text}) if show_prompts else entry
 
 
-@dia.get("/logs", summary="Recent generations")
-def list_logs(services: ServicesDep, limit: Limit = DEFAULT_LIMIT) -> list[dict[str, Any]]:
+Scope = Annotated[
+    Literal["dia", "all"],
+    Query(
+        description="`dia`: the Dia server API's outputs (its /generate), which its config governs; "
+        "`all`: every API's generations, voicebox history and characters' answers included."
+    ),
+]
+
+
+def _sources(scope: str) -> frozenset[str] | None:
+    return GOVERNED_SOURCES if scope == "dia" else None
+
+
+@dia.get("/logs", summary="Recent generations of the Dia server API")
+def list_logs(services: ServicesDep, limit: Limit = DEFAULT_LIMIT, scope: Scope = "dia") -> list[dict[str, Any]]:
     show_prompts = services.config.get().show_prompts
-    return [_log_entry(g, show_prompts) for g in services.history.list_page(limit=limit).items]
+    page = services.history.list_page(HistoryFilter(sources=_sources(scope)), limit=limit)
+    return [_log_entry(g, show_prompts) for g in page.items]
 
 
 @dia.get("/logs/{generation_id}/download", summary="A generation's audio file")
@@ -128,16 +149,17 @@ def download_log(generation_id: str, services: ServicesDep) -> FileResponse:
     return _audio(services, generation_id, "attachment")
 
 
-@dia.delete("/logs", summary="Delete every generation and its audio")
-def clear_logs(services: ServicesDep) -> CleanupResult:
-    return services.history.delete_all()
+@dia.delete("/logs", summary="Delete the Dia server API's generations and their audio")
+def clear_logs(services: ServicesDep, scope: Scope = "dia") -> CleanupResult:
+    return services.history.delete_all(sources=_sources(scope))
 
 
-@dia.post("/cleanup", summary="Delete generations older than the retention")
+@dia.post("/cleanup", summary="Delete the Dia server API's generations older than the retention")
 def cleanup(
     services: ServicesDep,
     older_than_hours: Annotated[
         float | None, Query(ge=0, description="Instead of the config's output_retention_hours.")
     ] = None,
+    scope: Scope = "dia",
 ) -> CleanupResult:
-    return services.history.apply_retention(older_than_hours)
+    return services.history.apply_retention(older_than_hours, sources=_sources(scope))

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, computed_field
-from sqlalchemy import ColumnElement, delete, func, select, true
+from sqlalchemy import ColumnElement, delete, func, select
 
 from parla.errors import InvalidInputError, NotFoundError
-from parla.services.runtime_config import ConfigService
+from parla.services.runtime_config import GOVERNED_SOURCES, ConfigService
 from parla.store.blobs import LocalBlobStore
 from parla.store.db import Database
 from parla.store.models import Generation, utcnow
@@ -81,8 +81,11 @@ class HistoryFilter:
 
     search: str | None = None
     voice: str | None = None
+    voice_id: str | None = None
     engine: str | None = None
     source: str | None = None
+    sources: frozenset[str] | None = None
+    """Only generations asked for by these APIs (``source``); ``None``: every API's."""
     created_after: datetime | None = None
     created_before: datetime | None = None
 
@@ -92,10 +95,14 @@ class HistoryFilter:
             conditions.append(Generation.text.icontains(self.search, autoescape=True))
         if self.voice:
             conditions.append(func.lower(Generation.voice) == self.voice.strip().lower())
+        if self.voice_id:
+            conditions.append(Generation.voice_id == self.voice_id)
         if self.engine:
             conditions.append(Generation.engine == self.engine)
         if self.source:
             conditions.append(Generation.source == self.source)
+        if self.sources is not None:
+            conditions.append(Generation.source.in_(sorted(self.sources)))
         if self.created_after:
             conditions.append(Generation.created_at >= _utc(self.created_after))
         if self.created_before:
@@ -108,6 +115,7 @@ class GenerationPublic(BaseModel):
     created_at: datetime
     text: str
     voice: str
+    voice_id: str | None = Field(description="The voice's id (a library voice's id, a built-in voice's name).")
     engine: str
     model: str
     parameters: dict[str, Any]
@@ -130,6 +138,7 @@ class GenerationPublic(BaseModel):
             created_at=_utc(row.created_at),
             text=row.text,
             voice=row.voice,
+            voice_id=row.voice_id,
             engine=row.engine,
             model=row.model,
             parameters=dict(row.parameters or {}),
@@ -275,34 +284,50 @@ class HistoryService:
 
     # -- retention ------------------------------------------------------------------------------
 
-    def cleanup(self, older_than_hours: float) -> CleanupResult:
-        """Delete the generations made more than ``older_than_hours`` ago, their files, and files
-        in the generations folder that no row names (once older than the cut-off)."""
+    def counts_by_voice_id(self, filters: HistoryFilter | None = None) -> dict[str, int]:
+        """How many generations each voice (by id) spoke, for rows that know their voice's id."""
+        conditions = (filters or HistoryFilter()).conditions()
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Generation.voice_id, func.count())
+                .where(*conditions, Generation.voice_id.is_not(None))
+                .group_by(Generation.voice_id)
+                .order_by(func.count().desc(), Generation.voice_id)
+            ).all()
+        return {str(voice_id): count for voice_id, count in rows}
+
+    def cleanup(self, older_than_hours: float, *, sources: frozenset[str] | None = GOVERNED_SOURCES) -> CleanupResult:
+        """Delete the generations of ``sources`` (default: the ones the runtime config governs;
+        ``None``: every API's, when an operator asks for that explicitly) made more than
+        ``older_than_hours`` ago, their files, and files in the generations folder that no row
+        names (once older than the cut-off)."""
         if not math.isfinite(older_than_hours) or older_than_hours < 0:
             raise InvalidInputError(
                 f"older_than_hours must be 0 or more, got {older_than_hours}", param="older_than_hours"
             )
         cutoff = utcnow() - timedelta(hours=older_than_hours)
-        result = self._purge(Generation.created_at < cutoff, cutoff)
+        result = self._purge(HistoryFilter(sources=sources, created_before=cutoff), cutoff)
         result.older_than_hours = older_than_hours
         return result
 
-    def apply_retention(self, older_than_hours: float | None = None) -> CleanupResult:
+    def apply_retention(
+        self, older_than_hours: float | None = None, *, sources: frozenset[str] | None = GOVERNED_SOURCES
+    ) -> CleanupResult:
         """The clean-up for the runtime config's ``output_retention_hours`` (0: keep everything),
         or for ``older_than_hours`` when given."""
         if older_than_hours is None:
             older_than_hours = self.config.get().output_retention_hours
             if older_than_hours <= 0:
                 return CleanupResult()
-        return self.cleanup(older_than_hours)
+        return self.cleanup(older_than_hours, sources=sources)
 
-    def delete_all(self) -> CleanupResult:
-        """Every generation and its file (the Dia server API's ``DELETE /logs``)."""
-        return self._purge(true(), utcnow())
+    def delete_all(self, *, sources: frozenset[str] | None = GOVERNED_SOURCES) -> CleanupResult:
+        """Every generation of ``sources`` and its file (the Dia server API's ``DELETE /logs``)."""
+        return self._purge(HistoryFilter(sources=sources), utcnow())
 
-    def _purge(self, condition: ColumnElement[bool], cutoff: datetime) -> CleanupResult:
+    def _purge(self, filters: HistoryFilter, cutoff: datetime) -> CleanupResult:
         with self.db.session() as session:
-            doomed = session.execute(select(Generation.id, Generation.file).where(condition)).all()
+            doomed = session.execute(select(Generation.id, Generation.file).where(*filters.conditions())).all()
             for ids in _chunks([row.id for row in doomed]):
                 session.execute(delete(Generation).where(Generation.id.in_(ids)))
         result = CleanupResult(deleted_generations=len(doomed))

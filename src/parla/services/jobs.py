@@ -107,16 +107,17 @@ class JobService:
         for job_id in job_ids:
             self._enqueue(job_id)
 
-    def _plan(self, request: SpeechJobRequest) -> SpeechPlan:
-        return self.speech.plan(request, source="job")
+    def _plan(self, request: SpeechJobRequest, source: str = "job") -> SpeechPlan:
+        return self.speech.plan(request, source=source)
 
     # -- clients' side ------------------------------------------------------------------------
 
-    def submit(self, request: SpeechJobRequest) -> JobPublic:
-        """Check the request now (a bad one gets its 4xx at once), then queue it."""
-        return self.submit_batch([request])[1][0]
+    def submit(self, request: SpeechJobRequest, *, source: str = "job") -> JobPublic:
+        """Check the request now (a bad one gets its 4xx at once), then queue it. ``source`` is the
+        API asking, recorded on the generation so that API's retention and listings see it."""
+        return self.submit_batch([request], source=source)[1][0]
 
-    def submit_batch(self, requests: list[SpeechJobRequest]) -> tuple[str, list[JobPublic]]:
+    def submit_batch(self, requests: list[SpeechJobRequest], *, source: str = "job") -> tuple[str, list[JobPublic]]:
         if not requests:
             raise InvalidInputError("a batch needs at least one item", param="items")
         if len(requests) > MAX_BATCH:
@@ -129,17 +130,20 @@ class JobService:
                 raise type(exc)(prefix + exc.detail, param=exc.param) from None
         batch_id = new_id() if len(requests) > 1 else None
         with self.db.session() as session:
-            jobs = [Job(kind="speech", request=r.model_dump(mode="json"), batch_id=batch_id) for r in requests]
+            jobs = [
+                Job(kind="speech", request=r.model_dump(mode="json"), batch_id=batch_id, source=source)
+                for r in requests
+            ]
             session.add_all(jobs)
             session.flush()
             public = [JobPublic.of(j) for j in jobs]
         self._send([j.id for j in public])
         return batch_id or public[0].id, public
 
-    def submit_dialogue(self, request: DialogueRequest) -> JobPublic:
+    def submit_dialogue(self, request: DialogueRequest, *, source: str = "job") -> JobPublic:
         self.dialogue.prepare(request)  # a bad dialogue gets its 4xx now
         with self.db.session() as session:
-            job = Job(kind="dialogue", request=request.model_dump(mode="json"))
+            job = Job(kind="dialogue", request=request.model_dump(mode="json"), source=source)
             session.add(job)
             session.flush()
             public = JobPublic.of(job)
@@ -224,7 +228,7 @@ class JobService:
                 .values(status="running", worker=worker, started_at=now, heartbeat_at=now, attempts=Job.attempts + 1),
             )
             job = session.get(Job, job_id) if claimed else None
-            kind, request = (job.kind, job.request) if job else ("", None)
+            kind, request, source = (job.kind, job.request, job.source) if job else ("", None, "job")
         if request is None:
             return
         stop = threading.Event()
@@ -237,9 +241,9 @@ class JobService:
         try:
             self._progress(job_id, worker, 0.0)
             if kind == "dialogue":
-                generation_id = self._run_dialogue(DialogueRequest.model_validate(request), progress)
+                generation_id = self._run_dialogue(DialogueRequest.model_validate(request), progress, source)
             else:
-                plan = self._plan(SpeechJobRequest.model_validate(request))
+                plan = self._plan(SpeechJobRequest.model_validate(request), source)
                 plan.runner.call_sync(lambda: self.speech.render_blocking(plan, progress))
                 generation_id = plan.id
             self._finish(job_id, worker, "completed", generation_id=generation_id)
@@ -253,10 +257,10 @@ class JobService:
         finally:
             stop.set()
 
-    def _run_dialogue(self, request: DialogueRequest, progress: Callable[[int, int], None]) -> str:
+    def _run_dialogue(self, request: DialogueRequest, progress: Callable[[int, int], None], source: str) -> str:
         """A dialogue's turns may need several engines, each on its own thread: drive them from an
         event loop of this consumer thread's own."""
-        plan = self.dialogue.prepare(request, source="job")
+        plan = self.dialogue.prepare(request, source=source)
 
         async def render() -> None:
             async for _ in self.dialogue.encoded(plan, progress):

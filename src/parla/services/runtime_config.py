@@ -29,6 +29,12 @@ PARLA_LOGGER = "parla"
 CACHE_S = 1.0
 """How long a read of the config is reused."""
 
+GOVERNED_SOURCES = frozenset({"generate"})
+"""The generations this config governs: the Dia server API's outputs (its ``/generate``, at once or
+as a job). Its ``save_outputs`` and ``output_retention_hours``, and its ``/logs`` and ``/cleanup``,
+act on these alone: other APIs promise to keep what they made (voicebox's full history, the
+characters' answers by URL, the XTTS service's stored clips) until their owner deletes it."""
+
 
 class InvalidConfigError(ParlaError):
     """A known key with a value of the wrong type or out of range."""

@@ -29,6 +29,7 @@ from parla.engines.base import AudioChunk, Engine, SynthesisRequest, VoiceRef
 from parla.engines.registry import EngineRegistry, UnknownEngineError
 from parla.engines.runner import EngineRunner
 from parla.errors import InvalidInputError, ServiceUnavailableError, TooLargeError
+from parla.services.runtime_config import GOVERNED_SOURCES
 from parla.services.voices import VoiceLibrary
 from parla.settings import Settings
 from parla.store.blobs import LocalBlobStore
@@ -384,7 +385,7 @@ class SpeechService:
         Closing this early (a client left) closes ``chunks`` at once, which stops the synthesis.
         The file is kept when the runtime config saves outputs, or always with ``keep`` (audio that
         is served by URL afterwards, such as a character's answer)."""
-        out = _Output(plan, self.blobs if keep or await asyncio.to_thread(self.save_outputs) else None)
+        out = _Output(plan, self.blobs if keep or await asyncio.to_thread(self._keeps, plan) else None)
         try:
             async with aclosing(chunks):
                 async for chunk in chunks:
@@ -419,7 +420,7 @@ class SpeechService:
     def render_blocking(self, plan: SpeechPlan, progress: Progress | None = None) -> bytes:
         """Synthesise, encode, keep and record on the calling thread (background jobs run this on
         the engine's thread through ``plan.runner.call_sync``)."""
-        out = _Output(plan, self.blobs if self.save_outputs() else None)
+        out = _Output(plan, self.blobs if self._keeps(plan) else None)
         try:
             parts = [out.feed(chunk) for chunk in plan.synthesize(progress)]
             parts.append(out.close())
@@ -429,6 +430,11 @@ class SpeechService:
             out.abort()
             raise
 
+    def _keeps(self, plan: SpeechPlan) -> bool:
+        """Whether the plan's audio is kept: always, unless the runtime config governs its source
+        (the Dia server API's outputs) and says not to save outputs."""
+        return plan.source not in GOVERNED_SOURCES or self.save_outputs()
+
     def _record(self, plan: SpeechPlan, out: _Output) -> None:
         with self.db.session() as session:
             session.add(
@@ -436,6 +442,7 @@ class SpeechService:
                     id=plan.id,
                     text=plan.text,
                     voice=plan.voice.name,
+                    voice_id=plan.voice.id,
                     engine=plan.engine.name,
                     model=plan.model,
                     parameters={

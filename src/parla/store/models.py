@@ -45,6 +45,9 @@ class Generation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     text: Mapped[str] = mapped_column(Text)
     voice: Mapped[str] = mapped_column(String(255), index=True)
+    voice_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    """The id of the voice that spoke (a library voice's id, a built-in voice's name); unlike the
+    name, it stays when a library voice is renamed."""
     engine: Mapped[str] = mapped_column(String(64), index=True)
     model: Mapped[str] = mapped_column(String(128))
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -55,7 +58,9 @@ class Generation(Base):
     elapsed_s: Mapped[float] = mapped_column(Float)
     first_audio_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     file: Mapped[str | None] = mapped_column(String(512), nullable=True)
-    source: Mapped[str] = mapped_column(String(32), default="api")
+    source: Mapped[str] = mapped_column(String(32), default="api", index=True)
+    """The API that asked for it (``openai``, ``generate``, ``voicebox``, ``character``...): each
+    API lists, keeps and deletes its own."""
 
     @property
     def real_time_factor(self) -> float:
@@ -116,6 +121,8 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(32), default="speech")
+    source: Mapped[str] = mapped_column(String(32), default="job")
+    """The generation's ``source`` once done: which API queued it."""
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     request: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,6 +1,7 @@
 """The voicebox API (the voicebox backend's): ``/profiles``, ``/history``, ``/audio/{id}``, ``/models/*``.
 
-A thin dialect: profiles are library voices, history is Parla's history, shaped as voicebox's
+A thin dialect: profiles are library voices, history is Parla's history (every API's generations,
+the documented superset, with ``profile_id`` set where a profile spoke), shaped as voicebox's
 clients expect (``profile_id``, ``reference_text``, ``audio_path``). ``POST /generate`` with a
 ``profile_id`` and ``POST /transcribe`` live with the other forms of those paths.
 """
@@ -59,11 +60,11 @@ def _sample(services: Services, sample: SamplePublic) -> dict[str, Any]:
     }
 
 
-def _record(services: Services, generation: GenerationPublic, profiles: dict[str, str]) -> dict[str, Any]:
+def _record(services: Services, generation: GenerationPublic, profiles: set[str]) -> dict[str, Any]:
     path = services.history.audio(generation.id)[0] if generation.has_audio else None
     return {
         "id": generation.id,
-        "profile_id": profiles.get(generation.voice.lower()),
+        "profile_id": generation.voice_id if generation.voice_id in profiles else None,
         "text": generation.text,
         "language": str(generation.parameters.get("language", "en")),
         "audio_path": str(path) if path else None,
@@ -73,9 +74,9 @@ def _record(services: Services, generation: GenerationPublic, profiles: dict[str
     }
 
 
-def _profile_ids(services: Services) -> dict[str, str]:
-    """Library voice names (lowercased) to ids: history rows name the voice they spoke in."""
-    return {v.name.lower(): v.id for v in services.voices.list_library()}
+def _profile_ids(services: Services) -> set[str]:
+    """The ids of the library voices: a generation spoken by one of them has a profile."""
+    return {v.id for v in services.voices.list_library()}
 
 
 @router.post("/profiles", summary="Create a voice profile")
@@ -141,8 +142,8 @@ def list_history(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[dict[str, Any]]:
-    voice = services.voices.get(profile_id).name if profile_id else None
-    page = services.history.list_page(HistoryFilter(search=search, voice=voice), limit=limit, offset=offset)
+    voice_id = services.voices.get(profile_id).id if profile_id else None
+    page = services.history.list_page(HistoryFilter(search=search, voice_id=voice_id), limit=limit, offset=offset)
     profiles = _profile_ids(services)
     return [_record(services, g, profiles) for g in page.items]
 
@@ -151,7 +152,7 @@ def list_history(
 def history_stats(services: ServicesDep) -> dict[str, Any]:
     stats = services.history.stats()
     profiles = _profile_ids(services)
-    by_profile = {profiles.get(name.lower(), name): count for name, count in stats.generations_by_voice.items()}
+    by_profile = {id_: count for id_, count in services.history.counts_by_voice_id().items() if id_ in profiles}
     return {
         "total_generations": stats.total_generations,
         "total_duration_seconds": round(stats.total_duration_seconds, 3),
