@@ -30,7 +30,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
-from parla.audio.encode import open_encoder
+from parla.audio.encode import encode_audio, open_encoder
+from parla.audio.preprocess import PreprocessSettings, preprocess
+from parla.audio.quality import MAX_SECONDS as MAX_SAMPLE_SECONDS
 from parla.characters.llm import LlamaCppChat, LLMConfig, LLMError, Message, OpenAICompatibleChat, chat_model_for
 from parla.characters.prompting import (
     SentenceStream,
@@ -355,15 +357,52 @@ class CharacterService:
 
     # -- writing --------------------------------------------------------------------------------
 
+    @staticmethod
+    def _preprocessing(settings: dict[str, Any]) -> PreprocessSettings | None:
+        """The audio preprocessing options (the Titans character API's), read at the top level of
+        ``voice_cloning_settings`` or under its ``audio_preprocessing``; ``None`` when ``preprocess_audio`` is off."""
+        if not settings.get("preprocess_audio", True):
+            return None
+        nested = settings.get("audio_preprocessing") or {}
+        if not isinstance(nested, dict):
+            raise InvalidInputError(
+                "voice_cloning_settings.audio_preprocessing must be an object", param="voice_cloning_settings"
+            )
+        given = {key: settings[key] for key in PreprocessSettings.model_fields if key in settings}
+        try:
+            return PreprocessSettings.model_validate({**given, **nested})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InvalidInputError(
+                f"voice_cloning_settings.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}",
+                param="voice_cloning_settings",
+            ) from None
+
+    @staticmethod
+    def _preprocessed(data: bytes, options: PreprocessSettings) -> bytes:
+        """The upload after preprocessing, as a WAV at its own rate. Audio that cannot be decoded, or is too long,
+        is passed on as it is: the voice library refuses it with its usual reason."""
+        try:
+            samples, rate = decode_audio(data, max_seconds=MAX_SAMPLE_SECONDS + 1)
+        except (AudioDecodeError, AudioTooLongError):
+            return data
+        try:
+            return encode_audio(preprocess(samples, rate, options), rate, "wav")
+        except ValueError as exc:
+            raise InvalidInputError(f"voice_cloning_audio: {exc}", param="voice_cloning_audio") from None
+
     def _make_voice(self, name: str, upload: Upload, settings: dict[str, Any]) -> str:
-        """A library voice from the character's reference recording; returns its id."""
+        """A library voice from the character's reference recording (preprocessed unless ``preprocess_audio``
+        is off); returns its id."""
+        options = self._preprocessing(settings)
+        data = self._preprocessed(upload.data, options) if options is not None else upload.data
         voice_name = f"character: {name}"[:100]
         try:
             voice = self.voices.create(VoiceCreate(name=voice_name, language=settings.get("language", "en")))
         except ConflictError:
             voice = self.voices.create(VoiceCreate(name=f"{voice_name[:92]} #{new_id()[:6]}"))
         try:
-            self.voices.add_sample(voice.id, upload.data, settings.get("reference_text"))
+            self.voices.add_sample(voice.id, data, settings.get("reference_text"))
         except ParlaError as exc:
             self.voices.delete(voice.id)
             raise InvalidInputError(f"voice_cloning_audio: {exc.detail}", param="voice_cloning_audio") from None
@@ -399,6 +438,7 @@ class CharacterService:
         voice_settings = self._settings_of(
             VoiceCloningSettings, fields.voice_cloning_settings, "voice_cloning_settings"
         )
+        self._preprocessing(voice_settings)  # a bad option is refused now, with or without audio
         stt = self._settings_of(STTSettings, fields.stt_settings, "stt_settings")
         self._check_stt(stt)
         if voice_settings.get("voice"):
@@ -493,6 +533,7 @@ class CharacterService:
             changes["voice_cloning_settings"] = self._settings_of(
                 VoiceCloningSettings, fields.voice_cloning_settings, "voice_cloning_settings"
             )
+            self._preprocessing(changes["voice_cloning_settings"])
             if changes["voice_cloning_settings"].get("voice"):
                 self.voices.resolve(str(changes["voice_cloning_settings"]["voice"]))
         if fields.stt_settings is not None:
