@@ -9,7 +9,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 
-# Written so that this file does not match itself.
 OUTSIDE_REFERENCES = {
     "the team's folder beside the checkout": re.compile(r"\.\./shared\b|\bshared/(?:DESIGN|NOTES|STYLE|seeds|eval)\b"),
     "the team's notes": re.compile(r"\bDESIG[N](?:\.md)?\b|\b(?:NOTE[S]|STYL[E])\.md\b"),
@@ -27,6 +26,8 @@ def test_no_tracked_file_refers_outside_the_repository() -> None:
     assert len(files) > 50, "git ls-files listed too little to be this repository"
     found = []
     for path in files:
+        if path == Path(__file__):
+            continue  # it spells out what it looks for
         try:
             text = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, FileNotFoundError):
