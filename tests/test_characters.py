@@ -486,3 +486,147 @@ def test_another_gguf_file_is_chosen_by_path(tmp_path: Any) -> None:
         assert "ines" in answer.text.lower() and answer.generation_id
     finally:
         services.close()
+
+
+# -- the model a character names is the model that answers ------------------------------------------
+
+
+def _bare(client: httpx.Client, name: str, **overrides: Any) -> httpx.Response:
+    """A character with no voice and no knowledge: only its language model matters here."""
+    return _create(client, name, voice_cloning_audio=None, knowledge_base_file=None, **overrides)
+
+
+def _hf_cache(root: Any, repo: str, files: dict[str, bytes]) -> Any:
+    """A Hugging Face hub cache entry as huggingface_hub leaves it: refs/main names the snapshot."""
+    org, name = repo.split("/")
+    folder = root / f"models--{org}--{name}"
+    snapshot = folder / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(snapshot.name)
+    for filename, data in files.items():
+        (snapshot / filename).write_bytes(data)
+    return snapshot
+
+
+@pytest.fixture
+def no_endpoint(services: Services, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+    """No default endpoint and an empty Hugging Face cache of the test's own."""
+    monkeypatch.setattr(services.settings, "llm_base_url", None)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+@pytest.mark.parametrize("named", ["gpt-3.5-turbo", "HuggingFaceTB/SmolLM2-360M-Instruct", "SmolLM2-135M"])
+def test_a_model_that_is_not_here_is_refused_not_replaced(client: httpx.Client, no_endpoint: Any, named: str) -> None:
+    response = _bare(client, "Hosted", llm_model=named)
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert repr(named) in detail and "llm_config.base_url" in detail and "OPENAI_BASE_URL" in detail
+    assert "GGUF" in detail and str(no_endpoint) in detail  # what to configure, and where to put a file
+    assert "Hosted" not in {c["name"] for c in client.get("/get-characters").json()["characters"]}
+    in_config = _bare(client, "Hosted", llm_config=json.dumps({"model_name": named}))
+    assert in_config.status_code == 400 and "llm_config.model_name" in in_config.json()["detail"]
+
+
+def test_changing_to_a_model_that_is_not_here_is_refused(client: httpx.Client, no_endpoint: Any) -> None:
+    created = _bare(client, "Steady")
+    assert created.status_code == 200, created.text
+    character_id = created.json()["character_id"]
+    try:
+        changed = client.put(f"/update-character/{character_id}", data={"llm_model": "gpt-4o"})
+        assert changed.status_code == 400 and "'gpt-4o'" in changed.json()["detail"]
+        assert client.get(f"/get-character/{character_id}").json()["character"]["llm_model"] is None
+    finally:
+        client.delete(f"/delete-character/{character_id}")
+
+
+@pytest.mark.parametrize("named", ["SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2:135m"])
+def test_the_bundled_model_by_any_name_runs_embedded(
+    client: httpx.Client, services: Services, no_endpoint: Any, named: str
+) -> None:
+    created = _bare(client, "Small", llm_model=named)
+    assert created.status_code == 200, created.text
+    character_id = created.json()["character_id"]
+    try:
+        llm = services.characters.persona(character_id).llm
+        assert llm.base_url is None and llm.model_path is None  # the embedded runtime's bundled file
+    finally:
+        client.delete(f"/delete-character/{character_id}")
+
+
+class _RecordingChat(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that notes which model each request names."""
+
+    models: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.models.append(body["model"])
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        self.wfile.write(b'data: {"choices": [{"delta": {"content": "Hello."}}]}\n\ndata: [DONE]\n\n')
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_named_model_is_sent_to_the_configured_endpoint(
+    client: httpx.Client, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint = ThreadingHTTPServer(("127.0.0.1", 0), _RecordingChat)
+    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{endpoint.server_address[1]}/v1"
+    monkeypatch.setattr(services.settings, "llm_base_url", url)  # PARLA_LLM_BASE_URL or OPENAI_BASE_URL
+    created = _bare(client, "Remote", llm_model="gpt-3.5-turbo")
+    try:
+        assert created.status_code == 200, created.text
+        persona = services.characters.persona(created.json()["character_id"])
+        assert (persona.llm.base_url, persona.llm.model_name) == (url, "gpt-3.5-turbo")
+        assert "".join(services.characters.tokens(persona, [{"role": "user", "content": "Hi?"}])) == "Hello."
+        assert _RecordingChat.models == ["gpt-3.5-turbo"]
+    finally:
+        client.delete(f"/delete-character/{created.json().get('character_id')}")
+        endpoint.shutdown()
+
+
+def test_a_model_in_the_hugging_face_cache_is_used_offline(
+    client: httpx.Client, services: Services, no_endpoint: Any
+) -> None:
+    gguf = _hf_cache(no_endpoint, "acme/tiny-chat-GGUF", {"tiny-chat.Q4_K_M.gguf": b"GGUF"}) / "tiny-chat.Q4_K_M.gguf"
+    found = client.post("/download-model", json={"model_name": "acme/tiny-chat-GGUF", "model_type": "huggingface"})
+    assert found.status_code == 200 and found.json() == {"model_path": str(gguf), "status": "success"}
+    created = _bare(client, "Cached", llm_model="acme/tiny-chat-GGUF")
+    assert created.status_code == 200, created.text
+    try:
+        assert services.characters.persona(created.json()["character_id"]).llm.model_path == str(gguf)
+    finally:
+        client.delete(f"/delete-character/{created.json()['character_id']}")
+
+    # Several files: one is named; a transformers model is found but cannot run here.
+    _hf_cache(no_endpoint, "acme/multi", {"a.Q4.gguf": b"GGUF", "a.Q8.gguf": b"GGUF"})
+    several = client.post("/download-model", json={"model_name": "acme/multi"})
+    assert several.status_code == 400 and "acme/multi/<file>.gguf" in several.json()["detail"]
+    one = client.post("/download-model", json={"model_name": "acme/multi/a.Q8.gguf"})
+    assert one.status_code == 200 and one.json()["model_path"].endswith("a.Q8.gguf")
+    _hf_cache(no_endpoint, "microsoft/DialoGPT-medium", {"config.json": b"{}", "model.safetensors": b""})
+    hub = client.post("/download-model", json={"model_name": "microsoft/DialoGPT-medium"})
+    assert hub.status_code == 400 and "transformers model" in hub.json()["detail"]
+    absent = client.post("/download-model", json={"model_name": "acme/absent"}).json()["detail"]
+    assert "downloads no models" in absent and f"{no_endpoint}/models--<org>--<name>/snapshots/" in absent
+    assert client.post("/download-model", json={"model_name": "../../etc/passwd"}).status_code == 400
+
+
+def test_a_gguf_file_in_the_models_dir_is_found_by_its_name(
+    client: httpx.Client, services: Services, no_endpoint: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = no_endpoint.parent / "models"
+    models.mkdir()
+    (models / "local.gguf").write_bytes(b"GGUF")
+    monkeypatch.setattr(services.settings, "models_dir", models)  # PARLA_MODELS_DIR or MODELS_DIR
+    for name in ("local.gguf", "./models/local.gguf"):  # the Titans character API's relative form too
+        found = client.post("/download-model", json={"model_name": name, "model_type": "gguf"})
+        assert found.status_code == 200 and found.json()["model_path"] == str((models / "local.gguf").resolve())
+    both = _bare(client, "Both", llm_config=json.dumps({"model_path": "local.gguf", "base_url": "http://x/v1"}))
+    assert both.status_code == 400 and "keep one" in both.json()["detail"]

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from parla.cli import app
+from parla.settings import Settings
 from tests.conftest import Listener, duration_of, natural_length, wer
 
 runner = CliRunner()
@@ -92,3 +93,96 @@ def test_doctor_fails_for_a_configured_service_that_does_not_answer(monkeypatch:
 def test_llm_runtime_install_is_quick_when_it_is_there() -> None:
     result = runner.invoke(app, ["llm-runtime", "install"])
     assert result.exit_code == 0 and "llama-cpp-python is installed" in result.output
+
+
+# -- parla serve: the Dia server API's start-up options --------------------------------------------
+
+
+class _Started:
+    """What ``parla serve`` handed to uvicorn, instead of serving."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import uvicorn
+
+        import parla.app
+
+        self.settings: Settings | None = None
+        self.target: object = None
+        self.options: dict[str, object] = {}
+
+        def create_app(settings: Settings | None = None) -> str:
+            self.settings = settings
+            return "the app"
+
+        def run(target: object, **options: object) -> None:
+            self.target, self.options = target, options
+
+        monkeypatch.setattr(parla.app, "create_app", create_app)
+        monkeypatch.setattr(uvicorn, "run", run)
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> _Started:
+    import os
+
+    import parla.cli
+
+    # ``--workers`` hands its options to the processes through the environment: keep a copy to restore.
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    for name in ("ENABLE_GPU", "XTTS_USE_GPU", "PARLA_DEVICE", "PARLA_REDIS_URL", "PARLA_CHROMA_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(parla.cli, "cuda_device_count", lambda: 0)
+    # Not the console handler: it would stop the 'parla' loggers' records from reaching later tests.
+    monkeypatch.setattr(parla.cli, "_log_to_console", lambda settings: None)
+    return _Started(monkeypatch)
+
+
+def test_serve_takes_the_dia_server_options(started: _Started) -> None:
+    result = runner.invoke(app, ["serve", "--port", "7860", "--retention-hours", "48", "--no-save-outputs", "--debug"])
+    assert result.exit_code == 0, result.output
+    assert started.target == "the app" and started.options["port"] == 7860
+    assert started.settings is not None
+    assert started.settings.output_retention_hours == 48 and started.settings.save_outputs is False
+    assert started.settings.log_level == "debug"
+    result = runner.invoke(app, ["serve", "--save-outputs"])
+    assert result.exit_code == 0 and started.settings.save_outputs is True
+    assert started.settings.output_retention_hours == 24  # the Dia server API's default
+
+
+def test_serve_refuses_several_workers_on_the_embedded_stores(started: _Started) -> None:
+    result = runner.invoke(app, ["serve", "--workers", "8"])
+    assert result.exit_code == 2 and started.target is None
+    for needed in ("PARLA_DATABASE_URL", "PARLA_REDIS_URL", "PARLA_CHROMA_URL"):
+        assert needed in result.output
+
+
+def test_serve_runs_several_workers_on_shared_stores(started: _Started, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("PARLA_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    monkeypatch.setenv("PARLA_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("PARLA_CHROMA_URL", "http://127.0.0.1:8001")
+    result = runner.invoke(app, ["serve", "--workers", "2", "--retention-hours", "48", "--no-save-outputs"])
+    assert result.exit_code == 0, result.output
+    # Each process builds its own app from the environment, where the options now are.
+    assert started.target == "parla.app:create_app"
+    assert started.options["factory"] is True and started.options["workers"] == 2
+    assert os.environ["PARLA_OUTPUT_RETENTION_HOURS"] == "48.0" and os.environ["PARLA_SAVE_OUTPUTS"] == "false"
+    assert Settings(_env_file=None).output_retention_hours == 48
+
+
+def test_serve_refuses_a_gpu_that_is_not_there(started: _Started, monkeypatch: pytest.MonkeyPatch) -> None:
+    import parla.cli
+
+    monkeypatch.setenv("ENABLE_GPU", "true")
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 2 and "no CUDA GPU is visible here" in result.output and started.target is None
+    monkeypatch.setattr(parla.cli, "cuda_device_count", lambda: 1)
+    assert runner.invoke(app, ["serve"]).exit_code == 0
+
+
+def test_serve_reports_refused_settings_without_a_traceback(started: _Started, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDDING_MODEL", "text-embedding-ada-002")
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "all-MiniLM-L6-v2" in result.output and started.target is None

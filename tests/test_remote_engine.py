@@ -214,7 +214,7 @@ def gateway(worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     services.close()
 
 
-def test_worker_serves_its_engine_with_the_seed_api(worker: Worker) -> None:
+def test_worker_serves_its_engine_with_the_microservice_api(worker: Worker) -> None:
     info = httpx.get(f"{worker.url}/v1/engine").json()
     assert info["name"] == "piper" and info["capabilities"]["sample_rate"] == 22050
     assert httpx.get(f"{worker.url}/").json()["model"] == "piper"

@@ -357,3 +357,25 @@ def test_a_dialogue_only_engine_refuses_single_speech_and_short_dialogues(
     two = {**one, "inputs": inputs * 2}
     assert test_client.post("/v1/text-to-dialogue?engine=duo", json=two).status_code == 200
     assert test_client.post("/v1/text-to-dialogue?engine=mock", json=one).status_code == 200
+
+
+def test_a_voice_file_without_speech_is_a_400_that_says_so(client: httpx.Client, data_dir: Path) -> None:
+    import numpy as np
+
+    from parla.audio import encode_audio
+
+    silent = data_dir / "refs" / "hum.wav"
+    silent.parent.mkdir(parents=True, exist_ok=True)
+    silent.write_bytes(encode_audio(0.2 * np.sin(np.arange(48000) * 0.05).astype(np.float32), 24000, "wav"))
+    path, body = _tts("refs/hum.wav", text=TEXT, output_filepath="out/hum.wav")
+    dialogue = {
+        "inputs": [{"text": "Hi.", "voice_id": "refs/hum.wav"}, {"text": "Hello.", "voice_id": "refs/hum.wav"}],
+        "output_filepath": "out/hum-dialogue.wav",
+    }
+    for response in (client.post(path, json=body), client.post("/v1/text-to-dialogue", json=dialogue)):
+        assert response.status_code == 400, response.text
+        assert "holds no speech" in response.json()["detail"] and "internal error" not in response.text
+    assert not (data_dir / "out" / "hum.wav").exists() and not (data_dir / "out" / "hum-dialogue.wav").exists()
+    # Saying what the file says is enough for the engine to learn from it.
+    spoken = client.post(path, json={**body, "parameters": {"transcription": "Mm."}})
+    assert spoken.status_code == 200, spoken.text

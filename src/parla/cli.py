@@ -41,20 +41,134 @@ def _log_to_console(settings: Settings) -> None:
     logger.propagate = False
 
 
+def _serve_settings(overrides: dict[str, object]) -> Settings:
+    """The settings, or a clear exit: a refused value (an unknown ``EMBEDDING_MODEL``, a missing
+    ``GGUF_MODEL_PATH``...) is one line per problem, not a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = "".join(f"{part}: " for part in error["loc"])
+            err.print(f"[red]error:[/red] {where}{error['msg'].removeprefix('Value error, ')}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def cuda_device_count() -> int:
+    """CUDA GPUs visible to this process, asked of CTranslate2 (installed with faster-whisper; no
+    torch): 0 when there is none or no CUDA runtime."""
+    try:
+        import ctranslate2  # type: ignore[import-untyped]
+
+        return int(ctranslate2.get_cuda_device_count())
+    except Exception:  # an import or driver failure means no usable GPU, not a crash
+        return 0
+
+
+def _check_device(settings: Settings) -> str:
+    """The device engines get; ``cuda`` asked for where there is none is refused, not pretended."""
+    gpus = cuda_device_count()
+    if settings.device == "cuda" and gpus == 0:
+        err.print(
+            "[red]error:[/red] a GPU is asked for (PARLA_DEVICE=cuda, XTTS_USE_GPU or ENABLE_GPU=true) but no "
+            "CUDA GPU is visible here; set it to cpu or auto, or unset it",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    return "cuda" if settings.device == "cuda" or (settings.device == "auto" and gpus) else "cpu"
+
+
+def _multi_process_problems(settings: Settings) -> list[str]:
+    """What stops several server processes from sharing one Parla: each process has its own memory,
+    so every piece of state must live in a store that several processes may write at once."""
+    problems = []
+    if settings.resolved_database_url.startswith("sqlite"):
+        problems.append("a database server (PARLA_DATABASE_URL=postgresql+psycopg://...): SQLite is one process's")
+    if not settings.redis_url:
+        problems.append("Redis for the job queue (PARLA_REDIS_URL): the SQLite queue's consumer runs in one process")
+    if not settings.chroma_url and settings.dialect("titans").enabled:
+        problems.append(
+            "a Chroma server for the characters' knowledge (PARLA_CHROMA_URL), or the characters switched off "
+            "(PARLA_DIALECTS__TITANS__ENABLED=false): an embedded Chroma is one process's"
+        )
+    return problems
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default PARLA_HOST or 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default PARLA_PORT or 8000).")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes (the Dia server API's --workers). More than 1 needs PostgreSQL, Redis and a "
+            "Chroma server; jobs run on `parla worker`s.",
+        ),
+    ] = 1,
+    retention_hours: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Default hours the Dia server API's outputs are kept, 0 forever (PARLA_OUTPUT_RETENTION_HOURS, "
+            "24); PUT /config wins.",
+        ),
+    ] = None,
+    save_outputs: Annotated[
+        bool | None,
+        typer.Option(
+            "--save-outputs/--no-save-outputs",
+            help="Default of keeping generated audio (PARLA_SAVE_OUTPUTS, on); PUT /config wins.",
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Log at debug level (PARLA_LOG_LEVEL=debug).")] = False,
 ) -> None:
     """Start the HTTP server."""
+    import os
+
     import uvicorn
 
     from parla.app import create_app
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    options: dict[str, object | None] = {
+        "host": host,
+        "port": port,
+        "output_retention_hours": retention_hours,
+        "save_outputs": save_outputs,
+        "log_level": "debug" if debug else None,
+    }
+    overrides = {name: value for name, value in options.items() if value is not None}
+    settings = _serve_settings(overrides)
+    device = _check_device(settings)
     _log_to_console(settings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    if workers == 1:
+        import logging
+
+        logging.getLogger("parla").info("engines that can use a GPU run on: %s", device)
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+        return
+    problems = _multi_process_problems(settings)
+    if problems:
+        err.print(
+            f"[red]error:[/red] --workers {workers} runs {workers} server processes, which needs:", highlight=False
+        )
+        for problem in problems:
+            err.print(f"  - {problem}", highlight=False)
+        err.print("With the embedded stores, run one process (the default).", highlight=False)
+        raise typer.Exit(2)
+    # Each process builds its app from the environment (uvicorn starts them by import string), so the
+    # options travel as Parla's variables, which win over any alias set there.
+    for name, value in overrides.items():
+        os.environ[f"PARLA_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    uvicorn.run(
+        "parla.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_level=settings.log_level,
+    )
 
 
 @app.command("serve-engine")

@@ -204,7 +204,7 @@ def run_checks(settings: Settings) -> list[Check]:
             "knowledge base",
             settings.chroma_url,
             "/api/v2/heartbeat",
-            f"embedded Chroma under {(settings.data_dir / 'chroma').resolve()} (PARLA_CHROMA_URL for a server)",
+            f"embedded Chroma under {settings.resolved_chroma_path.resolve()} (PARLA_CHROMA_URL for a server)",
         ),
         check_program("Chromium", "chromium", "only the web studio's browser tests need it"),
     ]

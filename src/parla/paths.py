@@ -42,6 +42,8 @@ class PathPolicy:
         """The absolute, symlink-free path ``raw`` names, when it lies inside a root."""
         if not raw or not raw.strip():
             raise PathNotAllowedError(f"{param} is empty: give a file path", param=param)
+        if "\x00" in raw:  # no file system takes it, and os calls raise instead of answering
+            raise PathNotAllowedError(f"{param} contains a NUL character: give a file path", param=param)
         try:
             candidate = Path(raw)
             resolved = (candidate if candidate.is_absolute() else self.base / candidate).resolve()

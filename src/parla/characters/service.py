@@ -33,7 +33,21 @@ from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
 from parla.audio.encode import encode_audio, open_encoder
 from parla.audio.preprocess import PreprocessSettings, preprocess
 from parla.audio.quality import MAX_SECONDS as MAX_SAMPLE_SECONDS
-from parla.characters.llm import LlamaCppChat, LLMConfig, LLMError, Message, OpenAICompatibleChat, chat_model_for
+from parla.characters.llm import (
+    REPO_FILE,
+    LlamaCppChat,
+    LLMConfig,
+    LLMError,
+    Message,
+    ModelLookupError,
+    OpenAICompatibleChat,
+    bundled_model_path,
+    chat_model_for,
+    find_local_model,
+    is_bundled_model,
+    local_model_help,
+    models_dir_file,
+)
 from parla.characters.prompting import (
     SentenceStream,
     StyleExample,
@@ -55,7 +69,7 @@ from parla.errors import (
 )
 from parla.knowledge.documents import DocumentError, passages
 from parla.knowledge.store import KnowledgeBase, Passage
-from parla.paths import PathPolicy
+from parla.paths import PathNotAllowedError, PathPolicy
 from parla.services.speech import SpeechPlan, SpeechService
 from parla.services.transcription import Transcriber
 from parla.services.voices import VoiceCreate, VoiceLibrary
@@ -240,7 +254,8 @@ class CharacterService:
     # -- reading --------------------------------------------------------------------------------
 
     def _row(self, session: Any, character_id: int) -> Character:
-        row = session.get(Character, character_id)
+        # Ids beyond a 64-bit integer cannot be in any database (and SQLite's driver raises on them).
+        row = session.get(Character, character_id) if 0 < character_id < 2**63 else None
         if row is None:
             raise NotFoundError(f"character {character_id} not found", param="character_id")
         assert isinstance(row, Character)
@@ -265,7 +280,14 @@ class CharacterService:
     # -- checking -------------------------------------------------------------------------------
 
     def _llm_config(self, llm_model: str | None, raw: dict[str, Any] | None) -> tuple[LLMConfig, dict[str, Any]]:
-        """The model configuration, checked; and what is stored (the request's own fields)."""
+        """The model configuration, checked; and what is stored (the request's own fields).
+
+        A named model is what answers, never a stand-in: ``llm_config.model_path`` is a GGUF file
+        for the embedded runtime; ``llm_config.base_url`` an endpoint that gets the name; a name
+        that is the bundled model or a GGUF file runs embedded; any other name goes to the
+        configured endpoint (PARLA_LLM_BASE_URL), else to a GGUF copy of it on this machine, and
+        is refused (400) when there is neither. Naming nothing: the configured endpoint, else the
+        default GGUF file (PARLA_LLM_MODEL_PATH), else the bundled model."""
         stored = dict(raw or {})
         try:
             config = LLMConfig.model_validate(stored)
@@ -274,21 +296,88 @@ class CharacterService:
             raise InvalidInputError(
                 f"llm_config.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", param="llm_config"
             ) from None
-        if llm_model and llm_model.lower().endswith(".gguf") and not config.model_path:
-            config.model_path = llm_model
-        if config.model_path:
-            path = self.paths.resolve(config.model_path, param="llm_config.model_path")
-            if not path.is_file():
-                raise InvalidInputError(f"no GGUF model file at {config.model_path}", param="llm_config.model_path")
-            config.model_path = str(path)
-        elif not config.base_url and self.settings.llm_base_url:
-            config.base_url = self.settings.llm_base_url
-            config.api_key = config.api_key or self.settings.llm_api_key
-        if config.base_url and not config.model_name:
-            config.model_name = llm_model
         if config.base_url and not re.match(r"^https?://", config.base_url):
             raise InvalidInputError("llm_config.base_url must be an http(s) URL", param="llm_config")
+        if config.model_path and config.base_url:
+            # Two models named: which one answers would be a guess.
+            raise InvalidInputError(
+                "llm_config names both model_path (a GGUF file run here) and base_url (an endpoint): keep one",
+                param="llm_config",
+            )
+        named = (config.model_name or llm_model or "").strip() or None
+        param = "llm_config.model_name" if config.model_name else "llm_model"
+        if config.model_path:
+            config.model_path = str(self.local_model(config.model_path, "llm_config.model_path"))
+        elif config.base_url:
+            config.model_name = named or self.settings.llm_model
+        elif named and is_bundled_model(named):
+            config.model_path = None  # the embedded runtime's default: the bundled file
+        elif named and (named.lower().endswith(".gguf") or not self.settings.llm_base_url):
+            config.model_path = str(self.local_model(named, param))
+        elif named:
+            self._use_default_endpoint(config)
+            config.model_name = named
+        elif self.settings.llm_base_url:
+            self._use_default_endpoint(config)
+            config.model_name = self.settings.llm_model
+        elif self.settings.llm_model_path:
+            config.model_path = str(self.settings.llm_model_path)
         return config, stored
+
+    def _use_default_endpoint(self, config: LLMConfig) -> None:
+        config.base_url = self.settings.llm_base_url
+        config.api_key = config.api_key or self.settings.llm_api_key
+
+    def local_model(self, name: str, param: str) -> Path:
+        """The GGUF file of a model on this machine, read offline (nothing is downloaded): the bundled
+        model by any of its names; a GGUF file in the data dir, ``PARLA_ALLOWED_PATHS`` or
+        ``PARLA_MODELS_DIR`` (there also by its file name); or a Hugging Face repository id
+        (``org/name``, ``org/name/file.gguf``) whose copy in ``PARLA_MODELS_DIR`` or the hub cache
+        holds a GGUF file. Otherwise a 400 that says which model was named and what to configure:
+        a named model is never replaced by another one."""
+        if is_bundled_model(name):
+            try:
+                return bundled_model_path()
+            except LLMError as exc:
+                raise ServiceUnavailableError(str(exc)) from None
+        models_dir = self.settings.models_dir
+        repo_file = REPO_FILE.match(name.strip()) is not None
+        if name.lower().endswith(".gguf"):
+            in_models_dir = models_dir_file(name, models_dir)
+            if in_models_dir:
+                return in_models_dir
+            roots = [self.settings.data_dir, *self.settings.allowed_paths, *([models_dir] if models_dir else [])]
+            try:
+                path: Path | None = PathPolicy(roots).resolve(name, param=param)
+            except PathNotAllowedError:
+                if not repo_file:  # a path, and outside the allowed directories
+                    raise
+                path = None
+            if path and path.is_file():
+                return path
+            if not repo_file:
+                raise InvalidInputError(f"no GGUF model file at {name}", param=param)
+        try:
+            found = find_local_model(name, models_dir)
+        except ModelLookupError as exc:
+            raise InvalidInputError(f"{param}: {exc}", param=param) from None
+        if found and found.kind == "gguf":
+            return found.path
+        if found:
+            raise InvalidInputError(
+                f"{param} {name!r} is here ({found.path}) but as a transformers model, which Parla cannot run in "
+                "process (it runs GGUF files, and downloads no models at run time): serve it with an "
+                "OpenAI-compatible server (vLLM, text-generation-inference) and set llm_config.base_url (or "
+                "PARLA_LLM_BASE_URL / OPENAI_BASE_URL), or put a GGUF file of it in that folder",
+                param=param,
+            )
+        raise InvalidInputError(
+            f"{param} {name!r} is not a model Parla can run here, and Parla downloads no models at run time (it "
+            "works offline): it is not the bundled SmolLM2-135M-Instruct and no GGUF file of it is on this machine. "
+            f"Set llm_config.base_url (or PARLA_LLM_BASE_URL / OPENAI_BASE_URL) to an OpenAI-compatible endpoint "
+            f"that serves {name!r}, or {local_model_help(name, models_dir)}",
+            param=param,
+        )
 
     def _persona(self, row: Character) -> Persona:
         config, _ = self._llm_config(row.llm_model, row.llm_config)

@@ -85,6 +85,9 @@ class Capabilities:
     """Speaks one voice alone; an engine that only makes dialogue (Dia) refuses text-to-speech."""
     min_dialogue_turns: int = 1
     """Fewest turns a dialogue must have for this engine (Dia: 2)."""
+    needs_transcript: bool = False
+    """Learns a voice from what its samples say: a sample without a transcript (or speech that
+    Whisper can hear) teaches it nothing, so such a voice is refused."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -97,6 +100,7 @@ class Capabilities:
             "instructions": self.instructions,
             "parameters": [p.describe() for p in self.parameters],
             "single_speaker": self.single_speaker,
+            "needs_transcript": self.needs_transcript,
             "min_dialogue_turns": self.min_dialogue_turns,
         }
 

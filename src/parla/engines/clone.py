@@ -94,6 +94,7 @@ class CloneEngine(Engine):
         cloning=True,
         instructions=True,
         parameters=PiperEngine.capabilities.parameters,
+        needs_transcript=True,  # Piper says each sample's words in parallel to learn the mapping
     )
 
     def __init__(self, settings: Settings) -> None:

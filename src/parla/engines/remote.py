@@ -113,6 +113,7 @@ def capabilities_from(described: dict[str, Any]) -> Capabilities:
         parameters=params,
         single_speaker=bool(described.get("single_speaker", True)),
         min_dialogue_turns=int(described.get("min_dialogue_turns", 1)),
+        needs_transcript=bool(described.get("needs_transcript", False)),
     )
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from parla.characters.service import CharacterService
 from parla.engines.registry import EngineRegistry
+from parla.knowledge.embedder import Embedder
 from parla.knowledge.store import KnowledgeBase
 from parla.services.dialogue import DialogueService
 from parla.services.history import HistoryService
@@ -70,7 +71,11 @@ class Services:
             voices=voices,
             speech=speech,
             transcriber=transcriber,
-            knowledge=KnowledgeBase(path=settings.data_dir / "chroma", url=settings.chroma_url),
+            knowledge=KnowledgeBase(
+                path=settings.resolved_chroma_path,
+                url=settings.chroma_url,
+                embedder=Embedder(settings.embedding_model_dir),
+            ),
         )
         return cls(
             settings=settings,

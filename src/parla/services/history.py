@@ -305,7 +305,8 @@ class HistoryService:
             raise InvalidInputError(
                 f"older_than_hours must be 0 or more, got {older_than_hours}", param="older_than_hours"
             )
-        cutoff = utcnow() - timedelta(hours=older_than_hours)
+        # Beyond a million hours (114 years) nothing is old enough; datetime arithmetic would overflow.
+        cutoff = utcnow() - timedelta(hours=min(older_than_hours, 1e6))
         result = self._purge(HistoryFilter(sources=sources, created_before=cutoff), cutoff)
         result.older_than_hours = older_than_hours
         return result

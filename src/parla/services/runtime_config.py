@@ -71,7 +71,9 @@ class ConfigService:
         self._cached: tuple[float, RuntimeConfig] | None = None
 
     def defaults(self) -> RuntimeConfig:
-        return RuntimeConfig(save_outputs=self.settings.save_outputs)
+        return RuntimeConfig(
+            save_outputs=self.settings.save_outputs, output_retention_hours=self.settings.output_retention_hours
+        )
 
     def get(self) -> RuntimeConfig:
         """The current config: the defaults with every stored change laid over them.

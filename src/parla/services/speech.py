@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 """OpenAI model names; they select the default engine."""
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
+_SPEAKABLE = re.compile(r"[^\W_]")
+"""A letter or a digit: a piece without one (punctuation, symbols) has nothing to say."""
 
 CROSSFADE_S = 0.01
 """Overlap between consecutive pieces of a long text."""
@@ -187,7 +190,9 @@ class _Output:
     def close(self) -> bytes:
         """The last bytes; the file is kept (WAV sizes filled in)."""
         if self.encoder is None:
-            raise RuntimeError(f"engine {self.engine!r} produced no audio")
+            # The text passed the checks, yet the engine found nothing in it to say (a script it
+            # cannot read): the client's text, not a server failure.
+            raise InvalidInputError(f"engine {self.engine!r} found nothing it could speak in this text", param="input")
         tail = self._emit(self.encoder.close())
         if self.first_audio is None:
             self.first_audio = time.perf_counter() - self.started
@@ -299,7 +304,7 @@ class SpeechService:
         except ValueError as exc:
             raise InvalidInputError(str(exc), param="parameters") from None
         pieces = split_for_speech(normalize_text(text))
-        if not pieces:
+        if not any(_SPEAKABLE.search(piece) for piece in pieces):
             raise InvalidInputError("input has nothing to speak (no words in it)", param="input")
         return SpeechPlan(
             id=new_id(),
@@ -349,6 +354,13 @@ class SpeechService:
                 heard = self.voices.transcriber.transcribe(audio, language=options.get("language"))
                 self._file_transcripts[digest] = heard.text
             transcript = self._file_transcripts[digest] or None
+            if transcript is None and engine.capabilities.needs_transcript:
+                raise InvalidInputError(
+                    f"the voice file {path.name} holds no speech that could be heard, so a voice cannot be learned"
+                    " from it: use a recording of someone speaking, or say what it says (transcription, or"
+                    " audio_transcriptions for a dialogue)",
+                    param="voice",
+                )
         key = hashlib.sha256(f"{digest}\n{transcript or ''}".encode()).hexdigest()[:32]
         voice = VoiceRef(path.name, samples=((path, transcript),), key=f"file-{key}")
         return self.prepare(voice=voice, model=model, **options)

@@ -301,8 +301,13 @@ _RULES: list[_Rule] = [
 ]
 
 
+_UNSPEAKABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Control characters and lone surrogates: nothing a reader says, and NUL crashes phonemisers."""
+
+
 def normalize_text(text: str) -> str:
     """Spell out what a speech engine would otherwise misread. Idempotent on plain prose."""
+    text = _UNSPEAKABLE.sub(" ", text)
     text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)

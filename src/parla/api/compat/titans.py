@@ -22,10 +22,8 @@ from sqlalchemy import select
 from parla.api.deps import ServicesDep
 from parla.api.errors import error_body
 from parla.api.voices import read_upload
-from parla.characters.llm import bundled_model_path
 from parla.characters.service import Answer, CharacterFields, CharacterPublic, CharacterUploads, Upload
 from parla.errors import InvalidInputError, NotFoundError, ParlaError
-from parla.paths import PathPolicy
 from parla.store.models import Generation
 
 router = APIRouter(tags=["Titans character API"])
@@ -302,23 +300,20 @@ async def ask_question_stream(body: TextQuestion, request: Request, services: Se
 
 @router.post("/download-model", summary="Make a language model available (Titans character API)")
 async def download_model(body: DownloadModel, services: ServicesDep) -> dict[str, Any]:
-    """Parla runs offline and downloads nothing at run time. The embedded model is always there;
-    a GGUF file already inside the data dir (or ``PARLA_ALLOWED_PATHS``) is accepted by path."""
+    """Parla runs offline and downloads nothing at run time; this answers the documented success
+    for a model that is already here, with its path, and otherwise says what to place where.
+
+    Here means a file the embedded runtime can load: the bundled model (any of its names), a GGUF
+    file in the data dir, ``PARLA_ALLOWED_PATHS`` or ``PARLA_MODELS_DIR``, or a Hugging Face
+    repository (``org/name``, or ``org/name/file.gguf``) whose snapshot in the local hub cache
+    (``HF_HUB_CACHE``, ``HF_HOME/hub`` or ``~/.cache/huggingface/hub``) or under
+    ``PARLA_MODELS_DIR`` holds a GGUF file. A transformers model (a ``config.json`` and weights,
+    no GGUF file) is found but refused: Parla has no runtime for it, so a character could not use it."""
     if body.model_type == "openai":
         message = "OpenAI-compatible models are used by URL; nothing to download"
         return {"model_path": None, "message": message, "status": "success"}
-    if body.model_name.lower() in {"default", "smollm2", "smollm2-135m-instruct", bundled_model_path().name.lower()}:
-        return {"model_path": str(bundled_model_path()), "status": "success"}
-    policy = PathPolicy.from_settings(services.settings)
-    path = policy.resolve(body.model_name, param="model_name")
-    if path.is_file() and path.suffix.lower() == ".gguf":
-        return {"model_path": str(path), "status": "success"}
-    raise InvalidInputError(
-        f"{body.model_name!r} is not here, and Parla downloads no models at run time (it works offline): "
-        "put a GGUF file in the data dir or a directory of PARLA_ALLOWED_PATHS and name it in "
-        "llm_config.model_path, or use an OpenAI-compatible endpoint (llm_config.base_url)",
-        param="model_name",
-    )
+    path = await asyncio.to_thread(services.characters.local_model, body.model_name.strip(), "model_name")
+    return {"model_path": str(path), "status": "success"}
 
 
 @router.get("/get-tts-models", summary="Speech engines and whether they can run (Titans character API)")

@@ -27,15 +27,17 @@ router = APIRouter(tags=["voicebox API"])
 
 
 class ProfileCreate(BaseModel):
+    """The voicebox API's profile fields, with the library's limits (checked here: a 422, not a 500)."""
+
     name: str = Field(..., min_length=1, max_length=100)
-    description: str | None = None
-    language: str = "en"
+    description: str | None = Field(None, max_length=2000)
+    language: str = Field("en", min_length=2, max_length=16)
 
 
 class ProfileUpdate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=100)
-    description: str | None = None
-    language: str | None = None
+    description: str | None = Field(None, max_length=2000)
+    language: str | None = Field(None, min_length=2, max_length=16)
 
 
 def _profile(voice: VoicePublic) -> dict[str, Any]:
