@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -111,6 +112,61 @@ def test_a_mapping_without_transcript_gets_one_from_whisper(client: httpx.Client
     finally:
         client.delete("/voice_mappings/untold_voice")
         client.delete("/audio_prompts/untold")
+
+
+def _turn_voices(response: httpx.Response) -> list[tuple[str, str]]:
+    assert response.status_code == 200, response.text
+    return [(turn["speaker"], turn["voice"]) for turn in json.loads(response.headers["X-Turns"])]
+
+
+def test_speaker_tags_and_roles_speak_the_requested_voice(client: httpx.Client) -> None:
+    client.post(
+        "/audio_prompts/upload", data={"prompt_id": "assistant_voice"}, files={"audio_file": ("s.wav", sample_wav())}
+    )
+    mapping = {
+        "voice_id": "ai_assistant",
+        "style": "friendly",
+        "primary_speaker": "S2",  # the documented example: the assistant speaks as S2
+        "audio_prompt": "assistant_voice",
+        "audio_prompt_transcript": f"[S2] {PROMPT_TEXT}",
+    }
+    assert client.post("/voice_mappings", json=mapping).status_code == 200
+    try:
+        # One speaker, whatever its tag: the voice named speaks it.
+        assert _turn_voices(client.post("/generate", json={"text": "[S2] Only me.", "voice_id": "fable"})) == [
+            ("S2", "fable")
+        ]
+        # Roles become speaker tags; a mapping's voice speaks its primary speaker's lines.
+        assistant = {"text": "Of course, I can help.", "voice_id": "ai_assistant", "role": "assistant"}
+        assert _turn_voices(client.post("/generate", json=assistant)) == [("S2", "ai_assistant")]
+        as_user = _turn_voices(client.post("/generate", json={**assistant, "role": "user"}))
+        assert as_user[0][0] == "S1" and as_user[0][1] != "ai_assistant"
+        both = _turn_voices(client.post("/generate", json={"text": "[S1] Hi. [S2] Hello.", "voice_id": "ai_assistant"}))
+        assert both[1] == ("S2", "ai_assistant") and both[0][1] != "ai_assistant"
+        # The same text and seed, another role: another speaker, another voice, other audio.
+        same = {"text": "Can you help me?", "voice_id": "ai_assistant", "seed": 5}
+        assert (
+            client.post("/generate", json={**same, "role": "user"}).content
+            != client.post("/generate", json={**same, "role": "assistant"}).content
+        )
+    finally:
+        client.delete("/voice_mappings/ai_assistant")
+        client.delete("/audio_prompts/assistant_voice")
+
+
+def test_a_mapping_without_an_audio_prompt_speaks_a_builtin_voice_in_its_style(client: httpx.Client) -> None:
+    text = "This sentence is long enough for a difference in pace to show clearly."
+    created = client.post("/voice_mappings", json={"voice_id": "narrator", "style": "slowly"})
+    assert created.status_code == 200, created.text
+    try:
+        assert "narrator" in [v["id"] for v in client.get("/voices").json()["voices"]]
+        slow = client.post("/generate", json={"text": text, "voice_id": "narrator", "seed": 1})
+        plain = client.post("/generate", json={"text": text, "voice_id": "alloy", "seed": 1})
+        assert slow.status_code == 200 and plain.status_code == 200, slow.text
+        ratio = len(decode_audio(slow.content)[0]) / len(decode_audio(plain.content)[0])
+        assert 1.08 < ratio < 1.35, ratio
+    finally:
+        client.delete("/voice_mappings/narrator")
 
 
 def test_job_workflow_as_documented(client: httpx.Client) -> None:

@@ -3,6 +3,7 @@ form when the body names a ``profile_id`` (a JSON generation record back) — do
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from parla.audio.encode import CONTENT_TYPES, AudioFormat
 from parla.errors import InvalidInputError, NotFoundError
 from parla.services.dialogue import DialogueRequest
 from parla.services.speech import SpeechOptions
+from parla.text.dialogue import ROLE_SPEAKERS
 
 router = APIRouter(tags=["Dia server API", "voicebox API"])
 
@@ -80,10 +82,16 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
     text = body.words()
     voice = body.voice_id or body.voice
     model = None if body.model is None or body.model.lower() in SEED_MODELS else body.model
+    mapping = await run_in_threadpool(services.mappings.find, voice) if voice else None
+    if body.role and not _SPEAKER_TAG.search(text):
+        # A chat role is a speaker tag: user is S1, assistant and system S2.
+        text = f"[{ROLE_SPEAKERS[body.role]}] {text}"
     if _SPEAKER_TAG.search(text):
         dialogue = DialogueRequest(
             text=text,
             voice=voice,
+            # A voice mapping's voice speaks its primary speaker's lines; another voice the rest.
+            primary_speaker=mapping.primary_speaker if mapping else None,
             model=model,
             response_format=body.response_format,
             speed=body.speed,
@@ -95,7 +103,8 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
             return JSONResponse(job.model_dump(mode="json"), status_code=202)
         plan = services.dialogue.prepare(dialogue, source="generate")
         audio = b"".join([part async for part in services.dialogue.encoded(plan)])
-        return Response(audio, media_type=CONTENT_TYPES[body.response_format])
+        headers = {"X-Generation-Id": plan.record.id, "X-Turns": json.dumps(plan.timings)}
+        return Response(audio, media_type=CONTENT_TYPES[body.response_format], headers=headers)
     options = SpeechOptions(
         input=text,
         voice=voice,
@@ -104,6 +113,8 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
         speed=body.speed,
         seed=body.seed,
         language=body.language,
+        # A mapping without an audio prompt speaks a built-in voice in its style ("calm", "expressive").
+        instructions=mapping.style if mapping and not mapping.audio_prompt and mapping.style != "neutral" else None,
         parameters=body.engine_parameters(),
     )
     if async_mode:

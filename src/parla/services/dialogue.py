@@ -56,7 +56,15 @@ class DialogueRequest(BaseModel):
     voices: dict[str, str] = Field(
         default_factory=dict, description="Voice per speaker tag (S1, S2) or role (user, assistant, system)."
     )
-    voice: str | None = Field(None, description="S1's voice when ``voices`` names none; S2 then gets another.")
+    voice: str | None = Field(
+        None, description="The primary speaker's voice when ``voices`` names none; the others get other voices."
+    )
+    primary_speaker: str | None = Field(
+        None,
+        pattern=r"^S\d+$",
+        description="The speaker ``voice`` speaks (a voice mapping's primary speaker); default: the only speaker "
+        "of a one-speaker text, else S1.",
+    )
     model: str | None = None
     response_format: AudioFormat = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
@@ -107,11 +115,11 @@ class DialogueService:
         except DialogueSyntaxError as exc:
             raise InvalidInputError(str(exc), param="text") from None
 
-    def _voice_for(self, speaker: str, request: DialogueRequest) -> str:
+    def _voice_for(self, speaker: str, request: DialogueRequest, primary: str) -> str:
         if speaker in request.voices:
             return request.voices[speaker]
-        first = request.voices.get("S1") or request.voice or self.speech.settings.default_voice
-        if speaker == "S1":
+        first = request.voices.get(primary) or request.voice or self.speech.settings.default_voice
+        if speaker == primary:
             return first
         # Only one voice named: the others must still sound like other people.
         others = [v for v in SECOND_VOICES if v != first.lower()]
@@ -124,10 +132,13 @@ class DialogueService:
         turns: list[TurnPlan] = []
         seed = request.seed if request.seed is not None else int(np.random.default_rng().integers(2**31))
         assigned: dict[str, str] = {}  # a speaker keeps the voice it first spoke with
+        speakers = {speaker for speaker, _, _ in raw}
+        # The voice named speaks one speaker's lines: the one it is bound to, else the only one.
+        primary = request.primary_speaker or (next(iter(speakers)) if len(speakers) == 1 else "S1")
         for i, (speaker, explicit, text) in enumerate(raw, start=1):
             if not text.strip():
                 raise InvalidInputError(f"turn {i} is empty", param="turns")
-            voice = explicit or assigned.get(speaker) or self._voice_for(speaker, request)
+            voice = explicit or assigned.get(speaker) or self._voice_for(speaker, request, primary)
             assigned.setdefault(speaker, voice)
             parts: list[SpeechPlan | float] = []
             for part in split_cues(text):

@@ -184,15 +184,24 @@ class VoiceMappings:
                 raise NotFoundError(f"voice mapping {voice_id!r} not found")
             session.delete(mapping)
 
+    def find(self, voice_id: str) -> MappingPublic | None:
+        """The stored mapping of ``voice_id`` (not the built-in voices' listing), if there is one."""
+        with self.db.session() as session:
+            mapping = session.get(VoiceMapping, voice_id)
+            return MappingPublic.model_validate(mapping) if mapping is not None else None
+
     def resolve(self, voice_id: str) -> VoiceRef | None:
-        """The voice a mapped id speaks with, or ``None`` when the id is not a mapping."""
+        """The voice a mapped id speaks with, or ``None`` when the id is not a mapping. A mapping
+        without an audio prompt speaks with the default built-in voice (the Dia server API's
+        ``/generate`` gives the engine its style as instructions)."""
         with self.db.session() as session:
             mapping = session.get(VoiceMapping, voice_id)
             if mapping is None:
                 return None
             prompt, transcript = mapping.audio_prompt, mapping.audio_prompt_transcript
         if prompt is None:
-            return None
+            builtin = next((v for v in BUILTIN_VOICES if v.name == self.settings.default_voice), BUILTIN_VOICES[0])
+            return VoiceRef(name=voice_id, id=voice_id, presets=builtin.presets, key=f"mapping:{builtin.name}")
         path = self.prompt_path(prompt)
         if not path.is_file():
             raise InvalidInputError(f"voice {voice_id!r} uses audio prompt {prompt!r}, which is gone", param="voice")
