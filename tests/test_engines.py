@@ -53,11 +53,11 @@ def test_parameters_take_defaults_presets_and_client_values(settings: Settings) 
     toy = _Toy(settings)
     assert toy.resolve_parameters(None) == {"temperature": 0.7, "steps": 10}
     assert toy.resolve_parameters({"steps": 5}, {"temperature": 1.0, "steps": 20}) == {"temperature": 1.0, "steps": 5}
-    # Unknown names are ignored (model microservice API), integers pass as floats, whole floats as integers.
-    assert toy.resolve_parameters({"max_new_tokens": 256, "temperature": 1, "steps": 3.0}) == {
-        "temperature": 1.0,
-        "steps": 3,
-    }
+    # Unknown names are accepted and left out (model microservice API), integers pass as floats,
+    # whole floats as integers; what was left out is named, less what the request layer uses itself.
+    given = {"max_new_tokens": 256, "temperature": 1, "steps": 3.0, "seed": 4, "colour": "blue"}
+    assert toy.resolve_parameters(given) == {"temperature": 1.0, "steps": 3}
+    assert toy.ignored_parameters(given, consumed={"seed"}) == ["colour", "max_new_tokens"]
 
 
 @pytest.mark.parametrize(
@@ -66,8 +66,11 @@ def test_parameters_take_defaults_presets_and_client_values(settings: Settings) 
         ({"temperature": "hot"}, "must be of type float"),
         ({"steps": 2.5}, "must be of type int"),
         ({"steps": True}, "must be of type int"),
-        ({"temperature": 3.0}, "at most 2.0"),
-        ({"steps": 0}, "at least 1"),
+        ({"temperature": 3.0}, "between 0 and 2, got 3.0"),
+        ({"steps": 0}, "between 1 and 100, got 0"),
+        # A documented knob the engine does not use is still held to its documented range.
+        ({"top_p": 1.5}, "'top_p' must be between 0 and 1"),
+        ({"exaggeration": -1}, "'exaggeration' must be between 0 and 2"),
     ],
 )
 def test_wrong_parameter_types_and_ranges_are_refused(

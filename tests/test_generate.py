@@ -28,6 +28,31 @@ def test_dia_form_returns_audio_with_dia_parameters_accepted(client: httpx.Clien
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "audio/wav"
     assert wer("Hello, this is a test message.", listener.transcribe(response.content)) < 0.3
+    # Accepted, not applied: the engine here has no such knobs, and the answer says so.
+    ignored = response.headers["X-Ignored-Parameters"].split(", ")
+    assert ignored == ["cfg_scale", "max_tokens", "temperature", "top_p", "use_torch_compile"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "bound"),
+    [("temperature", 0.05, "0.1"), ("temperature", 2.5, "2"), ("cfg_scale", 0.5, "1"), ("max_tokens", 50, "100")],
+)
+def test_dia_parameters_out_of_their_documented_range_are_a_422(
+    client: httpx.Client, field: str, value: float, bound: str
+) -> None:
+    response = client.post("/generate", json={"text": "Hello.", "voice_id": "alloy", field: value})
+    assert response.status_code == 422, response.text
+    assert field in response.json()["detail"] and bound in response.json()["detail"]
+
+
+def test_openai_speech_names_the_parameters_it_did_not_use(client: httpx.Client) -> None:
+    body = {"input": "Hello.", "voice": "joe", "model": "piper", "parameters": {"noise_scale": 0.5, "top_k": 40}}
+    response = client.post("/v1/audio/speech", json=body)
+    assert response.status_code == 200 and response.headers["X-Ignored-Parameters"] == "top_k"
+    plain = client.post("/v1/audio/speech", json={**body, "parameters": {"noise_scale": 0.5}})
+    assert "X-Ignored-Parameters" not in plain.headers
+    wrong = client.post("/v1/audio/speech", json={**body, "parameters": {"top_k": 0}})
+    assert wrong.status_code == 400 and "'top_k' must be between 1 and 1000" in wrong.json()["detail"]
 
 
 def test_dia_form_with_speaker_tags_is_a_dialogue(client: httpx.Client) -> None:

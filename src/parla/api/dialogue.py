@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from parla.api.deps import ServicesDep
 from parla.audio.encode import CONTENT_TYPES
 from parla.services.dialogue import DialogueRequest
+from parla.services.speech import ignored_header
 
 router = APIRouter(tags=["Dialogue"])
 
@@ -24,7 +25,7 @@ async def create_dialogue(
     output: Literal["audio", "json"] = Query("audio", description="audio: the file, turn times in X-Turns; json: both"),
 ) -> Response:
     plan = services.dialogue.prepare(body)
-    headers = {"X-Generation-Id": plan.record.id, "X-Seed": str(plan.record.seed)}
+    headers = {"X-Generation-Id": plan.record.id, "X-Seed": str(plan.record.seed), **ignored_header(plan.ignored)}
     media_type = CONTENT_TYPES[body.response_format]
     if stream:
         return StreamingResponse(services.dialogue.encoded(plan), media_type=media_type, headers=headers)

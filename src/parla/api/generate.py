@@ -16,7 +16,7 @@ from parla.api.deps import ServicesDep
 from parla.audio.encode import CONTENT_TYPES, AudioFormat
 from parla.errors import InvalidInputError, NotFoundError
 from parla.services.dialogue import DialogueRequest
-from parla.services.speech import SpeechOptions
+from parla.services.speech import SpeechOptions, ignored_header
 from parla.text.dialogue import ROLE_SPEAKERS
 
 router = APIRouter(tags=["Dia server API", "voicebox API"])
@@ -40,10 +40,11 @@ class GenerateRequest(BaseModel):
     response_format: AudioFormat = "wav"
     speed: float = Field(1.0, ge=0.25, le=4.0)
     role: Literal["user", "assistant", "system"] | None = None
-    temperature: float | None = Field(None, ge=0.0, le=5.0)
-    cfg_scale: float | None = Field(None, ge=0.0, le=20.0)
+    # The ranges the Dia server API documents for its model's knobs.
+    temperature: float | None = Field(None, ge=0.1, le=2.0)
+    cfg_scale: float | None = Field(None, ge=1.0, le=10.0)
     top_p: float | None = Field(None, ge=0.0, le=1.0)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=100, le=10_000)
     use_torch_compile: bool | None = None
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     language: str | None = None
@@ -103,7 +104,11 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
             return JSONResponse(job.model_dump(mode="json"), status_code=202)
         plan = services.dialogue.prepare(dialogue, source="generate")
         audio = b"".join([part async for part in services.dialogue.encoded(plan)])
-        headers = {"X-Generation-Id": plan.record.id, "X-Turns": json.dumps(plan.timings)}
+        headers = {
+            "X-Generation-Id": plan.record.id,
+            "X-Turns": json.dumps(plan.timings),
+            **ignored_header(plan.ignored),
+        }
         return Response(audio, media_type=CONTENT_TYPES[body.response_format], headers=headers)
     options = SpeechOptions(
         input=text,
@@ -124,7 +129,7 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
     return StreamingResponse(
         services.speech.encoded(speech_plan),
         media_type=CONTENT_TYPES[body.response_format],
-        headers={"X-Generation-Id": speech_plan.id},
+        headers={"X-Generation-Id": speech_plan.id, **ignored_header(speech_plan.ignored)},
     )
 
 

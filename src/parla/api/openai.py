@@ -19,7 +19,7 @@ from pydantic import Field
 from parla.api.deps import ServicesDep
 from parla.audio.encode import CONTENT_TYPES
 from parla.errors import NotFoundError
-from parla.services.speech import OPENAI_MODELS, SpeechOptions, SpeechPlan, SpeechService
+from parla.services.speech import OPENAI_MODELS, SpeechOptions, SpeechPlan, SpeechService, ignored_header
 
 router = APIRouter(tags=["OpenAI"])
 
@@ -53,7 +53,7 @@ async def _sse_stream(speech: SpeechService, plan: SpeechPlan) -> AsyncIterator[
 @router.post("/v1/audio/speech", summary="Generate speech (OpenAI)")
 async def create_speech(body: SpeechRequest, services: ServicesDep) -> StreamingResponse:
     plan = services.speech.plan(body, source="openai")
-    headers = {"X-Generation-Id": plan.id, "X-Seed": str(plan.seed)}
+    headers = {"X-Generation-Id": plan.id, "X-Seed": str(plan.seed), **ignored_header(plan.ignored)}
     if body.stream_format == "sse":
         return StreamingResponse(_sse_stream(services.speech, plan), media_type="text/event-stream", headers=headers)
     headers["Content-Disposition"] = f'attachment; filename="speech.{body.response_format}"'

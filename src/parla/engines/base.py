@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,10 +52,14 @@ class Param:
             value = int(value)
         if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
             raise ValueError(f"parameter {self.name!r} must be of type {expected.__name__}, not {type(value).__name__}")
-        if self.minimum is not None and value < self.minimum:
-            raise ValueError(f"parameter {self.name!r} must be at least {self.minimum}, got {value}")
-        if self.maximum is not None and value > self.maximum:
-            raise ValueError(f"parameter {self.name!r} must be at most {self.maximum}, got {value}")
+        below = self.minimum is not None and value < self.minimum
+        above = self.maximum is not None and value > self.maximum
+        if below or above:
+            if self.minimum is not None and self.maximum is not None:
+                allowed = f"between {self.minimum:g} and {self.maximum:g}"
+            else:
+                allowed = f"at least {self.minimum:g}" if below else f"at most {self.maximum:g}"
+            raise ValueError(f"parameter {self.name!r} must be {allowed}, got {value}")
         return value
 
     def describe(self) -> dict[str, Any]:
@@ -67,6 +71,22 @@ class Param:
             "maximum": self.maximum,
             "description": self.description,
         }
+
+
+DOCUMENTED_PARAMETERS: tuple[Param, ...] = (
+    Param("temperature", float, None, 0.0, 5.0, "Sampling temperature (the Dia server API: 0.1-2.0 on its /generate)."),
+    Param("top_p", float, None, 0.0, 1.0, "Nucleus sampling threshold."),
+    Param("top_k", int, None, 1, 1000, "Top-K sampling."),
+    Param("cfg_scale", float, None, 1.0, 10.0, "Classifier-free guidance scale (Dia)."),
+    Param("cfg_weight", float, None, 0.0, 1.0, "Classifier-free guidance weight (Chatterbox)."),
+    Param("exaggeration", float, None, 0.0, 2.0, "Emotion exaggeration (Chatterbox)."),
+    Param("max_tokens", int, None, 1, 10_000, "Most tokens to generate (Dia)."),
+    Param("max_new_tokens", int, None, 1, 10_000, "Most tokens to generate."),
+)
+"""The sampling knobs the reference APIs document, with their documented ranges. A value out of
+range is refused whichever engine serves the request, even one that does not use the knob: a
+client learns of its mistake before it moves to an engine that does."""
+_DOCUMENTED = {p.name: p for p in DOCUMENTED_PARAMETERS}
 
 
 @dataclass(frozen=True)
@@ -218,8 +238,10 @@ class Engine(ABC):
     ) -> dict[str, Any]:
         """The engine's defaults, overlaid by a voice's preset, overlaid by the client's values.
 
-        Unknown names are ignored (the model microservice API: "all parameters accepted"); a wrong type or an
-        out-of-range value raises ``ValueError`` naming the parameter.
+        Names the engine does not use are accepted (the model microservice API: "all parameters
+        accepted") and left out (``ignored_parameters`` names them, for the response); a wrong type or
+        an out-of-range value raises ``ValueError`` naming the parameter and its range, also for a
+        documented knob this engine does not use.
         """
         specs = {p.name: p for p in self.capabilities.parameters}
         resolved = {p.name: p.default for p in self.capabilities.parameters}
@@ -227,7 +249,14 @@ class Engine(ABC):
             for key, value in source.items():
                 if key in specs and value is not None:
                     resolved[key] = specs[key].coerce(value)
+                elif key in _DOCUMENTED and value is not None:
+                    _DOCUMENTED[key].coerce(value)
         return resolved
+
+    def ignored_parameters(self, given: Mapping[str, Any] | None, consumed: Collection[str] = ()) -> list[str]:
+        """The names in ``given`` that neither this engine nor the request layer (``consumed``) uses."""
+        used = {p.name for p in self.capabilities.parameters} | set(consumed)
+        return sorted(name for name in (given or {}) if name not in used)
 
     def prepare_voice(self, voice: VoiceRef) -> None:  # noqa: B027 - most engines condition per request
         """Compute and cache whatever this engine derives from a voice's samples, ahead of use."""

@@ -99,6 +99,19 @@ class DialoguePlan:
     """Stands for the whole dialogue in the history (id, format, text, seed)."""
     timings: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def ignored(self) -> list[str]:
+        """Parameters some turn's engine did not use."""
+        return sorted(
+            {
+                name
+                for turn in self.turns
+                for part in turn.parts
+                if isinstance(part, SpeechPlan)
+                for name in part.ignored
+            }
+        )
+
 
 class DialogueService:
     def __init__(self, speech: SpeechService) -> None:

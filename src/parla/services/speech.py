@@ -14,7 +14,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,18 @@ log = logging.getLogger(__name__)
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 """OpenAI model names; they select the default engine."""
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
+REQUEST_CONTROLS = frozenset(
+    {"seed", "speed", "language", "instructions", "transcription", "audio_transcriptions", "pause_s"}
+)
+"""Names in ``parameters`` that the request layer acts on itself (the model microservice API sends
+everything there): used, so never reported as ignored."""
+
+
+def ignored_header(names: Collection[str]) -> dict[str, str]:
+    """The response header that names parameters the engine did not use (none when all were)."""
+    return {"X-Ignored-Parameters": ", ".join(sorted(names))} if names else {}
+
+
 _SPEAKABLE = re.compile(r"[^\W_]")
 """A letter or a digit: a piece without one (punctuation, symbols) has nothing to say."""
 
@@ -94,6 +106,8 @@ class SpeechPlan:
     instructions: str | None
     parameters: dict[str, Any]
     source: str
+    ignored: tuple[str, ...] = ()
+    """Parameters the client gave that the engine does not use: reported, never silently dropped."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def requests(self) -> list[SynthesisRequest]:
@@ -322,6 +336,7 @@ class SpeechService:
             instructions=instructions,
             parameters=params,
             source=source,
+            ignored=tuple(engine.ignored_parameters(parameters, consumed=REQUEST_CONTROLS)),
         )
 
     def prepare_file_voice(
