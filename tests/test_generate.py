@@ -103,10 +103,35 @@ def test_voicebox_form_answers_a_generation_record(client: httpx.Client) -> None
         ({"text": "[S1] hi [S2] yo", "voice_id": "nobody"}, 404, "Voice 'nobody' not found"),
         ({"text": "[S1] hi [S2]"}, 400, "has no text"),
         ({"text": "hi", "role": "narrator"}, 422, "role"),
-        ({"text": "hi", "profile_id": "no-such-profile"}, 400, "unknown voice"),
+        ({"text": "hi", "profile_id": "no-such-profile"}, 404, "Profile not found"),
     ],
 )
 def test_bad_generate_requests(client: httpx.Client, body: dict[str, object], status: int, needle: str) -> None:
     response = client.post("/generate", json=body)
     assert response.status_code == status, response.text
     assert needle in response.json()["detail"]
+
+
+def test_whole_wavs_carry_their_true_sizes(client: httpx.Client) -> None:
+    import struct
+
+    speech = client.post("/generate", json={"text": "Sized at last.", "voice_id": "alloy", "response_format": "wav"})
+    dialogue = client.post("/generate", json={"text": "[S1] One. [S2] Two.", "voice_id": "alloy"})
+    both = client.post("/v1/audio/dialogue", json={"text": "[S1] One. [S2] Two.", "response_format": "wav"})
+    for response in (speech, dialogue, both):
+        assert response.status_code == 200, response.text
+        wav = response.content
+        riff, data = struct.unpack_from("<I", wav, 4)[0], struct.unpack_from("<I", wav, 40)[0]
+        assert (riff, data) == (len(wav) - 8, len(wav) - 44)
+
+
+def test_voicebox_generate_with_an_unknown_profile_is_a_404_in_its_words(client: httpx.Client) -> None:
+    response = client.post("/generate", json={"profile_id": "no-such-profile", "text": "Hello."})
+    assert response.status_code == 404 and response.json()["detail"] == "Profile not found"
+
+
+def test_ignored_parameter_names_of_any_script_fit_in_a_header(client: httpx.Client) -> None:
+    body = {"input": "Hello.", "voice": "joe", "model": "piper", "parameters": {"tempo\u00e9": 1, "\U00036f23, x": 2}}
+    response = client.post("/v1/audio/speech", json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Ignored-Parameters"] == "tempo%C3%A9, %F0%B6%BC%A3%2C%20x"

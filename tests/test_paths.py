@@ -82,3 +82,16 @@ def test_roots_come_from_the_data_dir_and_parla_allowed_paths(
     policy = PathPolicy.from_settings(Settings(data_dir=data, _env_file=None))
     assert policy.roots == (data.resolve(), extra.resolve(), outside.resolve())
     assert policy.base == data.resolve()
+
+
+def test_a_refusal_names_the_resolved_path_and_the_setting(roots: tuple[Path, Path, Path]) -> None:
+    data, extra, outside = roots
+    (data / "away").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(PathNotAllowedError) as caught:
+        PathPolicy([data, extra]).resolve("away/secret.wav", param="voice_id")
+    target = (outside / "secret.wav").resolve()
+    assert caught.value.detail == (
+        f"voice_id 'away/secret.wav' resolves to {target}, outside the allowed directories "
+        f"({data.resolve()}, {extra.resolve()}): add its directory ({target.parent}) to PARLA_ALLOWED_PATHS "
+        "(a comma-separated list)"
+    )

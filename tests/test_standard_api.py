@@ -56,7 +56,8 @@ def outside(tmp_path: Path) -> Path:
 
 
 def test_text_to_speech_example(client: httpx.Client, reference: Path, data_dir: Path, listener: Listener) -> None:
-    """The documented request, as written: unknown parameters (max_new_tokens, temperature) are ignored."""
+    """The documented request, as written: parameters the engine does not use (max_new_tokens,
+    temperature) are accepted and named in the answer."""
     target = data_dir / "path" / "to" / "output.wav"
     url, body = _tts(
         str(reference),
@@ -69,7 +70,8 @@ def test_text_to_speech_example(client: httpx.Client, reference: Path, data_dir:
     assert response.json() == {
         "status": "success",
         "output_filepath": str(target),
-        "message": "Audio generated successfully",
+        "message": "Audio generated successfully (not used by clone: max_new_tokens, temperature)",
+        "ignored_parameters": ["max_new_tokens", "temperature"],
     }
     audio = target.read_bytes()
     with wave.open(str(target)) as w:  # sizes filled in: strict readers accept it
@@ -109,7 +111,8 @@ def test_text_to_dialogue_example(client: httpx.Client, reference: Path, data_di
     assert response.json() == {
         "status": "success",
         "output_filepath": str(target),
-        "message": "Dialogue generated successfully",
+        "message": "Dialogue generated successfully (not used by mock: max_new_tokens)",
+        "ignored_parameters": ["max_new_tokens"],
     }
     one = duration_of(reference.read_bytes())
     assert duration_of(target.read_bytes()) == pytest.approx(2 * one + 0.35, abs=0.05)
@@ -143,10 +146,20 @@ def test_text_to_dialogue_with_real_voices_says_both_turns(
 def test_load_and_unload_model_examples(client: httpx.Client) -> None:
     unloaded = client.post("/v1/unload-model")
     assert unloaded.status_code == 200
-    assert unloaded.json() == {"status": "success", "message": "Model unloaded successfully", "engine": "piper"}
+    assert unloaded.json() == {
+        "status": "success",
+        "message": "Model unloaded successfully",
+        "engine": "piper",
+        "engines": ["piper", "clone"],  # the cloning engine speaks the voice files: it is freed too
+    }
     assert client.get("/health").json()["model_loaded"] is False
     loaded = client.post("/v1/load-model")
-    assert loaded.json() == {"status": "success", "message": "Model loaded successfully", "engine": "piper"}
+    assert loaded.json() == {
+        "status": "success",
+        "message": "Model loaded successfully",
+        "engine": "piper",
+        "engines": ["piper", "clone"],
+    }
     assert client.get("/health").json()["model_loaded"] is True
     assert client.post("/v1/load-model?engine=mock").json()["engine"] == "mock"
     unknown = client.post("/v1/load-model?engine=nothing")
@@ -379,3 +392,34 @@ def test_a_voice_file_without_speech_is_a_400_that_says_so(client: httpx.Client,
     # Saying what the file says is enough for the engine to learn from it.
     spoken = client.post(path, json={**body, "parameters": {"transcription": "Mm."}})
     assert spoken.status_code == 200, spoken.text
+
+
+def test_unload_model_frees_the_engine_that_spoke_the_file_voices(
+    client: httpx.Client, server: LiveServer, reference: Path
+) -> None:
+    engines = server.services.engines
+    clone = engines.get(server.services.settings.default_clone_engine)
+    url, body = _tts("refs/ref.wav", text=SENTENCE, output_filepath="out/freed.wav")
+    body["parameters"] = {"transcription": SENTENCE}
+    assert client.post(url, json=body).status_code == 200
+    assert clone.status().loaded  # a file voice is spoken by the cloning engine, not the default one
+    try:
+        unloaded = client.post("/v1/unload-model")
+        assert unloaded.status_code == 200 and unloaded.json()["engines"] == ["piper", clone.name]
+        assert not clone.status().loaded
+        assert not engines.get(server.services.settings.default_engine).status().loaded
+    finally:
+        assert client.post("/v1/load-model").status_code == 200  # as the tests after expect the server
+
+
+def test_the_documented_example_paths_say_what_to_set(client: httpx.Client, data_dir: Path) -> None:
+    """The API's examples are absolute paths elsewhere on disk: still refused, with the way to open them."""
+    url, body = _tts("/path/to/voice1.wav", text=SENTENCE, output_filepath="/path/to/output.wav")
+    detail = client.post(url, json=body).json()["detail"]
+    assert "'/path/to/output.wav' resolves to /path/to/output.wav, outside the allowed directories" in detail
+    assert str(data_dir) in detail and "add its directory (/path/to) to PARLA_ALLOWED_PATHS" in detail
+    url, body = _tts("/path/to/voice1.wav", text=SENTENCE, output_filepath="out/example.wav")
+    response = client.post(url, json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "voice_id"
+    assert "resolves to /path/to/voice1.wav" in response.json()["detail"]
+    assert "PARLA_ALLOWED_PATHS" in response.json()["detail"]

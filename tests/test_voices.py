@@ -262,7 +262,6 @@ def test_profiles_crud_and_names(client: httpx.Client, voice: str) -> None:
     assert renamed.status_code == 200 and renamed.json()["name"] == "Renamed Voice"
     assert client.get("/v1/voices/renamed voice").json()["id"] == voice  # by name, any case
     assert client.post("/v1/voices", json={"name": "Renamed Voice"}).status_code == 409
-    assert client.post("/v1/voices", json={"name": "Alloy"}).status_code == 409
     assert client.post("/v1/voices", json={"name": ""}).status_code == 422
     assert client.get("/v1/voices/nobody-at-all").status_code == 404
     assert client.delete("/v1/voices/nobody-at-all").status_code == 404
@@ -356,3 +355,25 @@ def test_generation_paths_accept_a_library_voice_by_name_or_id(client: httpx.Cli
     response = client.post("/v1/audio/speech", json={"model": "mock", "input": "hello", "voice": empty["id"]})
     assert response.status_code == 400 and "no samples" in response.json()["detail"]
     client.delete(f"/v1/voices/{empty['id']}")
+
+
+def test_library_names_and_builtin_names_are_separate_scopes(client: httpx.Client, server: LiveServer) -> None:
+    """A library voice may carry a built-in name; `alloy` named plainly stays the built-in preset."""
+    created = client.post("/v1/voices", json={"name": "Alloy"})
+    assert created.status_code == 201, created.text
+    voice_id = created.json()["id"]
+    try:
+        assert voice_id != "alloy"
+        assert client.post("/v1/voices", json={"name": "alloy"}).status_code == 409  # unique among library voices
+        assert client.get("/v1/voices/alloy").json()["id"] == voice_id  # the library's own API: library names
+        library = server.services.voices
+        assert library.resolve("alloy").id == "alloy" and library.resolve("alloy").presets  # the preset
+        samples, rate = espeak(SPOKEN)
+        upload(client, voice_id, encode_audio(samples, rate, "wav"), "s.wav", SPOKEN)
+        assert library.resolve(voice_id).id == voice_id and library.resolve(voice_id).samples  # by id: the profile
+        spoken = client.post("/v1/audio/speech", json={"model": "mock", "input": "hello", "voice": "alloy"})
+        assert spoken.status_code == 200, spoken.text
+        record = client.get(f"/v1/history/{spoken.headers['X-Generation-Id']}")
+        assert record.status_code == 200 and record.json()["voice_id"] == "alloy"
+    finally:
+        client.delete(f"/v1/voices/{voice_id}")

@@ -74,11 +74,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
         app.state.services = services or await asyncio.to_thread(Services.build, settings)
-        # Load the default engine on its own thread, in the background: /health answers at once,
-        # and the first request queues behind the load instead of racing it.
-        runner = app.state.services.engines.runner(settings.default_engine)
-        preload = asyncio.ensure_future(runner.call(app.state.services.engines.get(settings.default_engine).load))
-        preload.add_done_callback(_report_preload)
+        # Load the default engines (plain voices', and cloned and preset voices') each on its own
+        # thread, in the background: /health answers at once, and the first request queues behind
+        # the load instead of racing it.
+        for name in dict.fromkeys((settings.default_engine, settings.default_clone_engine)):
+            if name in app.state.services.engines.names():
+                engine = app.state.services.engines.get(name)
+                if engine.unavailable_reason() is None:
+                    preload = asyncio.ensure_future(app.state.services.engines.runner(name).call(engine.load))
+                    preload.add_done_callback(_report_preload)
         retention = asyncio.create_task(_keep_retention(app.state.services))
         in_process = settings.in_process_worker
         consumer = (

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from parla.audio.encode import FORMATS
+from parla.devices import cuda_device_count
 from parla.errors import ParlaError
 from parla.settings import Settings
 
@@ -53,17 +54,6 @@ def _serve_settings(overrides: dict[str, object]) -> Settings:
             where = "".join(f"{part}: " for part in error["loc"])
             err.print(f"[red]error:[/red] {where}{error['msg'].removeprefix('Value error, ')}", highlight=False)
         raise typer.Exit(2) from None
-
-
-def cuda_device_count() -> int:
-    """CUDA GPUs visible to this process, asked of CTranslate2 (installed with faster-whisper; no
-    torch): 0 when there is none or no CUDA runtime."""
-    try:
-        import ctranslate2  # type: ignore[import-untyped]
-
-        return int(ctranslate2.get_cuda_device_count())
-    except Exception:  # an import or driver failure means no usable GPU, not a crash
-        return 0
 
 
 def _check_device(settings: Settings) -> str:

@@ -50,9 +50,13 @@ class PathPolicy:
         except (ValueError, OSError, RuntimeError) as exc:  # NUL bytes, symlink loops
             raise PathNotAllowedError(f"{param} {raw!r} is not a usable path: {exc}", param=param) from None
         if not self.allows(resolved):
+            # The guard stays, but the refusal tells the operator what to do: the API's own examples
+            # (/path/to/voice1.wav) are absolute paths anywhere on disk, so say where the path ends up
+            # (after symlinks and ..) and which directory to add to the setting that opens it.
             roots = ", ".join(str(root) for root in self.roots)
             raise PathNotAllowedError(
-                f"{param} {raw!r} is outside the allowed directories ({roots}); list more with PARLA_ALLOWED_PATHS",
+                f"{param} {raw!r} resolves to {resolved}, outside the allowed directories ({roots}): "
+                f"add its directory ({resolved.parent}) to PARLA_ALLOWED_PATHS (a comma-separated list)",
                 param=param,
             )
         return resolved

@@ -29,7 +29,7 @@ async def create_dialogue(
     media_type = CONTENT_TYPES[body.response_format]
     if stream:
         return StreamingResponse(services.dialogue.encoded(plan), media_type=media_type, headers=headers)
-    audio = b"".join([part async for part in services.dialogue.encoded(plan)])
+    audio = await services.dialogue.render(plan)
     if output == "json":
         return JSONResponse(
             {

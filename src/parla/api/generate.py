@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from parla.api.compat.voicebox import profile_id_of
 from parla.api.deps import ServicesDep
 from parla.audio.encode import CONTENT_TYPES, AudioFormat
 from parla.errors import InvalidInputError, NotFoundError
@@ -68,7 +69,7 @@ async def generate(
     async_mode: bool = Query(False, description="Queue a job and answer its id instead of the audio."),
 ) -> Response:
     if body.profile_id:
-        return await _voicebox_generate(body, services)
+        return await _voicebox_generate(body, body.profile_id, services)
     try:
         return await _dia_generate(body, services, async_mode)
     except InvalidInputError as exc:
@@ -103,7 +104,7 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
             job = await run_in_threadpool(services.jobs.submit_dialogue, dialogue, source="generate")
             return JSONResponse(job.model_dump(mode="json"), status_code=202)
         plan = services.dialogue.prepare(dialogue, source="generate")
-        audio = b"".join([part async for part in services.dialogue.encoded(plan)])
+        audio = await services.dialogue.render(plan)
         headers = {
             "X-Generation-Id": plan.record.id,
             "X-Turns": json.dumps(plan.timings),
@@ -126,16 +127,21 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
         job = await run_in_threadpool(services.jobs.submit, options, source="generate")
         return JSONResponse(job.model_dump(mode="json"), status_code=202)
     speech_plan = services.speech.plan(options, source="generate")
+    headers = {"X-Generation-Id": speech_plan.id, **ignored_header(speech_plan.ignored)}
+    if body.response_format == "wav":
+        # The Dia server answers a whole file; a WAV is sent whole, with its true sizes.
+        return Response(await services.speech.render(speech_plan), media_type="audio/wav", headers=headers)
     return StreamingResponse(
         services.speech.encoded(speech_plan),
         media_type=CONTENT_TYPES[body.response_format],
-        headers={"X-Generation-Id": speech_plan.id, **ignored_header(speech_plan.ignored)},
+        headers=headers,
     )
 
 
-async def _voicebox_generate(body: GenerateRequest, services: ServicesDep) -> Response:
+async def _voicebox_generate(body: GenerateRequest, profile_id: str, services: ServicesDep) -> Response:
+    voice = await run_in_threadpool(profile_id_of, services, profile_id)
     options = SpeechOptions(
-        input=body.words(), voice=body.profile_id, response_format="wav", seed=body.seed, language=body.language
+        input=body.words(), voice=voice, response_format="wav", seed=body.seed, language=body.language
     )
     plan = services.speech.plan(options, source="voicebox")
     await services.speech.render(plan)
@@ -144,7 +150,7 @@ async def _voicebox_generate(body: GenerateRequest, services: ServicesDep) -> Re
     return JSONResponse(
         {
             "id": plan.id,
-            "profile_id": body.profile_id,
+            "profile_id": voice,
             "text": plan.text,
             "language": plan.language,
             "audio_path": str(path) if path else None,

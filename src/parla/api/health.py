@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
 
 from parla import __version__
 from parla.api.deps import ServicesDep
+from parla.devices import cuda_device_count
+from parla.engines.base import Engine
+from parla.engines.registry import UnknownEngineError
+from parla.engines.remote import RemoteEngine
 
 router = APIRouter(tags=["Health"])
 
@@ -25,18 +33,78 @@ def memory_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def process_vram_mb() -> float | None:
+    """GPU memory this process holds, from ``nvidia-smi``; ``None`` when it cannot be read."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    used = 0.0
+    for line in out.splitlines():
+        pid, _, mib = line.partition(",")
+        if pid.strip() == str(os.getpid()):
+            try:
+                used += float(mib)
+            except ValueError:
+                return None
+    return round(used, 1)
+
+
+def _on_gpu(device: str) -> bool:
+    return device.lower().startswith(("cuda", "gpu"))
+
+
+def gpu_state(engine: Engine) -> tuple[bool, float | None]:
+    """``gpu_available`` and ``vram_used_mb`` of ``engine`` (the voicebox API's fields, about its model):
+    measured, never assumed. A local engine has a GPU when this process sees one, and holds GPU
+    memory only while it is loaded on one; a worker's engine has one when the worker reports a GPU
+    device, and what it holds there is the worker's to say (``None``: not known here)."""
+    status = engine.status()
+    if isinstance(engine, RemoteEngine):
+        on_gpu = _on_gpu(status.device)
+        return on_gpu, None if on_gpu and status.loaded else 0.0
+    if not (status.loaded and _on_gpu(status.device)):
+        return cuda_device_count() > 0, 0.0
+    return cuda_device_count() > 0, process_vram_mb()
+
+
 @router.get("/health", summary="Health and engine status")
 async def health(services: ServicesDep) -> dict[str, Any]:
     engines = [e.status().describe() for e in services.engines]
     default = services.engines.get(services.settings.default_engine).status()
+    # The voicebox API's GPU fields are about the model that speaks its profiles: the cloning engine.
+    # Off the event loop: the first count initialises CUDA, and nvidia-smi is a process.
+    gpu_available: bool
+    vram_used_mb: float | None
+    clone_ready = True
+    try:
+        clone = services.engines.get(services.settings.default_clone_engine)
+    except UnknownEngineError:  # not installed here: no model of it, so nothing on a GPU either
+        gpu_available, vram_used_mb = await run_in_threadpool(cuda_device_count) > 0, 0.0
+    else:
+        gpu_available, vram_used_mb = await run_in_threadpool(gpu_state, clone)
+        clone_status = clone.status()
+        clone_ready = clone_status.loaded or not clone_status.available
     llm_runtime = services.characters.llm_runtime.state()
     return {
         "status": "healthy" if default.available else "degraded",
-        "model_loaded": default.loaded,
+        # The engines that speak when a request names none (plain voices', and the cloning engine
+        # that speaks presets and profiles): both are preloaded at start-up, and readiness probes
+        # wait for this.
+        "model_loaded": default.loaded and clone_ready,
         "device": default.device,
         "dependencies_available": default.available,
-        "gpu_available": False,
-        "vram_used_mb": 0.0,
+        "gpu_available": gpu_available,
+        "vram_used_mb": vram_used_mb,
         "memory_rss_mb": memory_rss_mb(),
         "version": __version__,
         "default_engine": default.name,

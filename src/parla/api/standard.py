@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +68,25 @@ class GenerationResponse(BaseModel):
     status: str = "success"
     output_filepath: str
     message: str
+    ignored_parameters: list[str] = Field(
+        default_factory=list, description="Parameters given that the engine does not use (accepted, not applied)."
+    )
+
+    @classmethod
+    def of(cls, output: Path, what: str, note: str, engine: str, ignored: list[str]) -> GenerationResponse:
+        unused = f" (not used by {engine}: {', '.join(ignored)})" if ignored else ""
+        message = f"{what} generated successfully{note}{unused}"
+        return cls(output_filepath=str(output), message=message, ignored_parameters=ignored)
 
 
 class ModelResponse(BaseModel):
-    """The API's ``LoadModelResponse`` and ``UnloadModelResponse``, naming the engine."""
+    """The API's ``LoadModelResponse`` and ``UnloadModelResponse``, naming the engine (the one named, or
+    the default engine) and every engine that was acted on."""
 
     status: str = "success"
     message: str
     engine: str
+    engines: list[str]
 
 
 class Controls(BaseModel):
@@ -158,12 +168,7 @@ def _format_of(path: Path) -> str:
 
 def _write(path: Path, fmt: str, audio: bytes) -> None:
     """Put the file in place whole (a temporary file beside it, then a rename), so a reader never
-    sees half of it. A WAV gets its real sizes instead of the streaming marker."""
-    if fmt == "wav":
-        sized = bytearray(audio)
-        struct.pack_into("<I", sized, 4, len(sized) - 8)
-        struct.pack_into("<I", sized, 40, len(sized) - 44)
-        audio = bytes(sized)
+    sees half of it. (The rendered audio is whole already: a WAV carries its real sizes.)"""
     writer = BlobWriter(path)
     try:
         writer.write(audio)
@@ -266,7 +271,7 @@ async def text_to_speech(
         )
     audio = await services.speech.render(plan)
     await asyncio.to_thread(_write, output, fmt, audio)
-    return GenerationResponse(output_filepath=str(output), message=f"Audio generated successfully{note}")
+    return GenerationResponse.of(output, "Audio", note, plan.engine.name, list(plan.ignored))
 
 
 @router.post("/v1/text-to-dialogue", summary="Multi-speaker dialogue to a file (model microservice API)")
@@ -276,21 +281,46 @@ async def text_to_dialogue(
     output = PathPolicy.from_settings(services.settings).output(body.output_filepath)
     controls = Controls.of(body.parameters)
     plan, note = await asyncio.to_thread(_dialogue_plan, services, body, controls, engine, _format_of(output))
-    audio = b"".join([part async for part in services.dialogue.encoded(plan)])
+    audio = await services.dialogue.render(plan)
     await asyncio.to_thread(_write, output, plan.record.format, audio)
-    return GenerationResponse(output_filepath=str(output), message=f"Dialogue generated successfully{note}")
+    return GenerationResponse.of(output, "Dialogue", note, plan.record.engine.name, plan.ignored)
+
+
+def _model_engines(services: Services, engine: str | None) -> list[Engine]:
+    """The engines ``/v1/load-model`` and ``/v1/unload-model`` act on: the one named, or else the
+    engines this API's requests go to by default. That is the default engine, and the default cloning
+    engine too, which speaks every voice file and preset voice: unloading only the default engine
+    would leave the model that served the files in memory. A worker has one engine for both."""
+    if engine:
+        return [_engine(services, engine)]
+    first = _engine(services, None)
+    try:
+        clone = services.engines.get(services.settings.default_clone_engine)
+    except UnknownEngineError:  # not installed here (a broken plugin): nothing of it to load or free
+        return [first]
+    return [first] if clone is first else [first, clone]
 
 
 @router.post("/v1/load-model", summary="Load an engine's model (model microservice API)")
 async def load_model(services: ServicesDep, engine: str | None = ENGINE_QUERY) -> ModelResponse:
-    target = _engine(services, engine)
-    await services.engines.runner(target.name).call(target.load)
-    return ModelResponse(message="Model loaded successfully", engine=target.name)
+    targets = _model_engines(services, engine)
+    loaded = []
+    for index, target in enumerate(targets):
+        # The engine asked for, or the default one, must load (or the answer is its 503); the cloning
+        # engine that comes along is loaded where it can run, and the answer lists it only then.
+        if index and target.unavailable_reason():
+            continue
+        await services.engines.runner(target.name).call(target.load)
+        loaded.append(target.name)
+    return ModelResponse(message="Model loaded successfully", engine=targets[0].name, engines=loaded)
 
 
 @router.post("/v1/unload-model", summary="Unload an engine's model and free its memory (model microservice API)")
 async def unload_model(services: ServicesDep, engine: str | None = ENGINE_QUERY) -> ModelResponse:
-    target = _engine(services, engine)
-    # On the engine's thread: after the requests already queued, never under one in progress.
-    await services.engines.runner(target.name).call(target.unload)
-    return ModelResponse(message="Model unloaded successfully", engine=target.name)
+    targets = _model_engines(services, engine)
+    for target in targets:
+        # On the engine's thread: after the requests already queued, never under one in progress.
+        await services.engines.runner(target.name).call(target.unload)
+    return ModelResponse(
+        message="Model unloaded successfully", engine=targets[0].name, engines=[t.name for t in targets]
+    )

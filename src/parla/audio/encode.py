@@ -129,8 +129,20 @@ class WavEncoder(StreamEncoder):
         return b"" if self._header_sent else wav_header(self.input_rate, None)
 
 
+def sized_wav(data: bytes) -> bytes:
+    """A whole WAV made by ``WavEncoder`` with its true RIFF and data sizes in place of the streaming
+    marker: a WAV handed over in one piece (base64 in JSON, a file) must read as complete to strict
+    readers, which take 0xFFFFFFFF for a length and then find the data short."""
+    if len(data) < 44 or data[:4] != b"RIFF" or data[36:40] != b"data":
+        raise ValueError("not a 44-byte-header PCM WAV as WavEncoder writes it")
+    sized = bytearray(data)
+    struct.pack_into("<I", sized, 4, len(sized) - 8)
+    struct.pack_into("<I", sized, 40, len(sized) - 44)
+    return bytes(sized)
+
+
 def finalize_wav(path: str) -> None:
-    """Write the true RIFF and data sizes into a WAV file written by ``WavEncoder``."""
+    """Write the true RIFF and data sizes into a WAV file written by ``WavEncoder`` (``sized_wav`` for bytes)."""
     with open(path, "r+b") as f:
         f.seek(0, io.SEEK_END)
         size = f.tell()

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from parla.audio.dsp import normalize_loudness, resample
-from parla.audio.encode import AudioFormat
+from parla.audio.encode import AudioFormat, sized_wav
 from parla.engines.base import AudioChunk, VoiceRef
 from parla.errors import InvalidInputError, ParlaError
 from parla.services.speech import Progress, SpeechPlan, SpeechService
@@ -241,3 +241,8 @@ class DialogueService:
 
     def encoded(self, plan: DialoguePlan, progress: Progress | None = None) -> AsyncGenerator[bytes, None]:
         return self.speech.encode(plan.record, self.audio(plan, progress))
+
+    async def render(self, plan: DialoguePlan) -> bytes:
+        """The whole encoded dialogue at once (a WAV with its true sizes), kept and recorded."""
+        data = b"".join([part async for part in self.encoded(plan)])
+        return sized_wav(data) if plan.record.format == "wav" else data

@@ -19,12 +19,21 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
-from parla.audio.encode import FORMATS, AudioFormat, StreamEncoder, finalize_wav, open_encoder, output_sample_rate
+from parla.audio.encode import (
+    FORMATS,
+    AudioFormat,
+    StreamEncoder,
+    finalize_wav,
+    open_encoder,
+    output_sample_rate,
+    sized_wav,
+)
 from parla.audio.quality import MAX_SECONDS
 from parla.engines.base import AudioChunk, Engine, SynthesisRequest, VoiceRef
 from parla.engines.registry import EngineRegistry, UnknownEngineError
@@ -51,8 +60,9 @@ everything there): used, so never reported as ignored."""
 
 
 def ignored_header(names: Collection[str]) -> dict[str, str]:
-    """The response header that names parameters the engine did not use (none when all were)."""
-    return {"X-Ignored-Parameters": ", ".join(sorted(names))} if names else {}
+    """The response header that names parameters the engine did not use (none when all were).
+    Names are percent-encoded: a client may send any text as a name, and headers are latin-1."""
+    return {"X-Ignored-Parameters": ", ".join(quote(name, safe="_-.~") for name in sorted(names))} if names else {}
 
 
 _SPEAKABLE = re.compile(r"[^\W_]")
@@ -426,8 +436,10 @@ class SpeechService:
             raise
 
     async def render(self, plan: SpeechPlan, progress: Progress | None = None, *, keep: bool = False) -> bytes:
-        """The whole encoded file at once (CLI, tests, non-streaming callers)."""
-        return b"".join([part async for part in self.encoded(plan, progress, keep=keep)])
+        """The whole encoded file at once (CLI, tests, non-streaming callers); a WAV handed over
+        whole carries its true sizes, not the streaming marker."""
+        data = b"".join([part async for part in self.encoded(plan, progress, keep=keep)])
+        return sized_wav(data) if plan.format == "wav" else data
 
     def record_audio(self, plan: SpeechPlan, chunks: list[AudioChunk]) -> Path:
         """Keep audio already made for ``plan`` (piece by piece, elsewhere) as its generation's file
@@ -452,7 +464,8 @@ class SpeechService:
             parts = [out.feed(chunk) for chunk in plan.synthesize(progress)]
             parts.append(out.close())
             self._record(plan, out)
-            return b"".join(parts)
+            data = b"".join(parts)
+            return sized_wav(data) if plan.format == "wav" else data
         except BaseException:
             out.abort()
             raise

@@ -276,7 +276,13 @@ class VoiceLibrary:
 
     def resolve(self, id_or_name: str) -> VoiceRef:
         """The voice to speak in, by name or id: built-in names first (case-insensitive, OpenAI
-        aliases included), then the library. ``InvalidInputError`` when there is none."""
+        aliases included), then the library. ``InvalidInputError`` when there is none.
+
+        Names are scoped: a library voice may carry a built-in name (a voicebox profile called
+        ``Nova``), yet where a voice is named without saying which kind (the OpenAI API's ``voice``)
+        the name keeps meaning the built-in preset, so OpenAI clients never change voice because a
+        profile was made. That library voice is spoken by its id, which no built-in shares, and the
+        APIs whose names are library names (voicebox profiles, XTTS speakers) look it up with ``get``."""
         builtin = self._builtin_for(id_or_name)
         if builtin is not None:
             return builtin.ref()
@@ -318,17 +324,27 @@ class VoiceLibrary:
     # -- profiles -------------------------------------------------------------------------------
 
     def _check_name(self, name: str) -> str:
+        # A built-in name is allowed: library names and built-in names are separate scopes (see
+        # ``resolve``), and the voicebox API lets a profile be called anything unique among profiles.
         name = name.strip()
         if not name:
             raise InvalidInputError("a voice needs a name", param="name")
-        if self._builtin_for(name) is not None:
-            raise ConflictError(f"{name!r} is the name of a built-in voice", param="name")
         return name
+
+    @staticmethod
+    def _refuse_taken(session: Any, name: str, own_id: str | None = None) -> None:
+        """Library names are looked up in any case, so they must be unique in any case too: ``Alloy``
+        and ``alloy`` side by side would make a name mean whichever row comes first. (The column's
+        constraint is case-sensitive; this check is what keeps the scope unambiguous.)"""
+        taken = session.scalar(select(Voice.id).where(func.lower(Voice.name) == name.lower()))
+        if taken is not None and taken != own_id:
+            raise ConflictError(f"a voice named {name!r} already exists", param="name")
 
     def create(self, data: VoiceCreate) -> VoicePublic:
         name = self._check_name(data.name)
         try:
             with self.db.session() as session:
+                self._refuse_taken(session, name)
                 voice = Voice(name=name, description=data.description, language=data.language, tags=data.tags)
                 session.add(voice)
                 session.flush()
@@ -346,6 +362,8 @@ class VoiceLibrary:
         try:
             with self.db.session() as session:
                 voice = self._get(session, id_or_name)
+                if "name" in changes:
+                    self._refuse_taken(session, changes["name"], voice.id)
                 for key, value in changes.items():
                     setattr(voice, key, value)
                 voice.updated_at = utcnow()

@@ -4,6 +4,11 @@ A thin dialect: profiles are library voices, history is Parla's history (every A
 the documented superset, with ``profile_id`` set where a profile spoke), shaped as voicebox's
 clients expect (``profile_id``, ``reference_text``, ``audio_path``). ``POST /generate`` with a
 ``profile_id`` and ``POST /transcribe`` live with the other forms of those paths.
+
+A profile is a library voice, found by id or by name among the library voices only: a profile
+named ``nova`` is that profile here, while the OpenAI API's ``nova`` stays the built-in preset. An
+unknown profile is the voicebox API's 404 ``{"detail": "Profile not found"}`` (Parla's error
+body adds its ``error`` object).
 """
 
 from __future__ import annotations
@@ -18,12 +23,25 @@ from pydantic import BaseModel, Field
 
 from parla.api.deps import ServicesDep
 from parla.api.voices import read_upload
-from parla.errors import NotFoundError
+from parla.errors import InvalidInputError, NotFoundError
 from parla.services import Services
 from parla.services.history import GenerationPublic, HistoryFilter
 from parla.services.voices import SamplePublic, VoiceCreate, VoicePublic, VoiceUpdate
 
 router = APIRouter(tags=["voicebox API"])
+
+PROFILE_NOT_FOUND = "Profile not found"
+"""The voicebox API's own words for an unknown profile, which its clients may match."""
+
+
+def profile_id_of(services: Services, profile_id: str) -> str:
+    """The library id of the profile ``profile_id`` names (an id, or a name among library voices:
+    built-in voices are no profiles). Blocking. A 404 in the voicebox API's words when there is none;
+    ``POST /generate`` with a ``profile_id`` speaks the id this returns."""
+    try:
+        return services.voices.get(profile_id).id
+    except NotFoundError:
+        raise NotFoundError(PROFILE_NOT_FOUND, param="profile_id") from None
 
 
 class ProfileCreate(BaseModel):
@@ -94,18 +112,18 @@ def list_profiles(services: ServicesDep) -> list[dict[str, Any]]:
 
 @router.get("/profiles/{profile_id}", summary="One voice profile")
 def get_profile(profile_id: str, services: ServicesDep) -> dict[str, Any]:
-    return _profile(services.voices.get(profile_id))
+    return _profile(services.voices.get(profile_id_of(services, profile_id)))
 
 
 @router.put("/profiles/{profile_id}", summary="Update a voice profile")
 def update_profile(profile_id: str, body: ProfileUpdate, services: ServicesDep) -> dict[str, Any]:
     changes = VoiceUpdate(**body.model_dump(exclude_unset=True, exclude_none=True))
-    return _profile(services.voices.update(profile_id, changes))
+    return _profile(services.voices.update(profile_id_of(services, profile_id), changes))
 
 
 @router.delete("/profiles/{profile_id}", summary="Delete a profile and all its samples")
 def delete_profile(profile_id: str, services: ServicesDep) -> dict[str, str]:
-    services.voices.delete(profile_id)
+    services.voices.delete(profile_id_of(services, profile_id))
     return {"message": "Profile deleted successfully"}
 
 
@@ -116,15 +134,15 @@ async def add_sample(
     file: Annotated[UploadFile, File()],
     reference_text: Annotated[str | None, Form()] = None,
 ) -> dict[str, Any]:
-    await run_in_threadpool(services.voices.get, profile_id)
+    voice_id = await run_in_threadpool(profile_id_of, services, profile_id)
     data = await read_upload(file, services.settings.max_upload_bytes)
-    added = await run_in_threadpool(services.voices.add_sample, profile_id, data, reference_text)
+    added = await run_in_threadpool(services.voices.add_sample, voice_id, data, reference_text)
     return _sample(services, added.sample) | {"warnings": added.warnings}
 
 
 @router.get("/profiles/{profile_id}/samples", summary="A profile's samples")
 def list_samples(profile_id: str, services: ServicesDep) -> list[dict[str, Any]]:
-    return [_sample(services, s) for s in services.voices.list_samples(profile_id)]
+    return [_sample(services, s) for s in services.voices.list_samples(profile_id_of(services, profile_id))]
 
 
 @router.delete("/profiles/samples/{sample_id}", summary="Delete one sample")
@@ -144,7 +162,7 @@ def list_history(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[dict[str, Any]]:
-    voice_id = services.voices.get(profile_id).id if profile_id else None
+    voice_id = profile_id_of(services, profile_id) if profile_id else None
     page = services.history.list_page(HistoryFilter(search=search, voice_id=voice_id), limit=limit, offset=offset)
     profiles = _profile_ids(services)
     return [_record(services, g, profiles) for g in page.items]
@@ -181,9 +199,16 @@ def get_audio(generation_id: str, services: ServicesDep) -> FileResponse:
 
 @router.post("/models/load", summary="Load the speech model")
 async def load_model(services: ServicesDep, model_size: str | None = None) -> dict[str, Any]:
-    # Qwen3-TTS's sizes (1.7B, 0.6B) have no meaning for the CPU engines: accepted and reported.
     name = services.settings.default_clone_engine
     engine = services.engines.get(name)
+    # Qwen3-TTS comes in sizes (1.7B, 0.6B); Parla's engines have one model each and no sizes. Echoing
+    # a size back would tell the client it was honoured, so only the engine's own model is accepted.
+    if model_size is not None and model_size != name:
+        raise InvalidInputError(
+            f"model_size {model_size!r} is not offered: the engine {name!r} that serves profiles has one model "
+            f"and no sizes; leave model_size out (or give {name!r})",
+            param="model_size",
+        )
     await services.engines.runner(name).call(engine.load)
     return {"message": f"Model {name} loaded successfully", "model_size": model_size, "loaded_at": datetime.now()}
 

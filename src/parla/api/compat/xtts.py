@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import threading
 from typing import Any
 
@@ -31,6 +33,19 @@ class SynthesizeRequest(BaseModel):
     speaker_id: str = DEFAULT_SPEAKER
     speed: float = Field(1.0, ge=0.25, le=4.0)
     store_generated_audio: bool = False
+    seed: int | None = Field(
+        None, ge=0, le=2**31 - 1, description="Parla's addition; without it the seed is derived from the request."
+    )
+
+    def derived_seed(self) -> int:
+        """The seed of this request when it names none. The XTTS service API promises deterministic
+        synthesis: the same request gives the same audio. So the seed is a hash of everything that
+        shapes the audio (not ``store_generated_audio``), and a different text gives a different one."""
+        if self.seed is not None:
+            return self.seed
+        shaping = self.model_dump(include={"text", "language", "speaker_id", "speed"})
+        digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).digest()
+        return int.from_bytes(digest[:4], "big") % 2**31
 
 
 class RegisterVoice(BaseModel):
@@ -115,15 +130,32 @@ def register_voice(body: RegisterVoice, services: ServicesDep) -> dict[str, Any]
     return {"id": voice.id, "speaker_id": name, "name": name, "language": body.language, "warnings": added.warnings}
 
 
+def speaker_voice(services: Services, speaker_id: str) -> str:
+    """The voice a ``speaker_id`` names. A registered voice (a library voice, by name or id) wins over a
+    built-in voice of the same name: a client that registered ``nova`` means its own recording. Any
+    other name (``alloy``, a voice mapping) is resolved as every API resolves voices."""
+    if speaker_id == DEFAULT_SPEAKER:
+        return default_speaker(services)
+    try:
+        return services.voices.get(speaker_id).id
+    except NotFoundError:
+        return speaker_id
+
+
 @router.post("/synthesize", summary="Synthesize speech; base64 WAV in JSON")
 async def synthesize(body: SynthesizeRequest, services: ServicesDep) -> dict[str, Any]:
-    speaker = body.speaker_id
-    if speaker == DEFAULT_SPEAKER:
-        speaker = await run_in_threadpool(default_speaker, services)
+    speaker = await run_in_threadpool(speaker_voice, services, body.speaker_id)
     options = SpeechOptions(
-        input=body.text, voice=speaker, language=body.language, speed=body.speed, response_format="wav"
+        input=body.text,
+        voice=speaker,
+        language=body.language,
+        speed=body.speed,
+        seed=body.derived_seed(),
+        response_format="wav",
     )
     plan = services.speech.plan(options, source="xtts")
+    # render() joins the streamed encoding, whose WAV header carries the streaming length marker;
+    # returned whole, the WAV gets its true sizes.
     wav = await services.speech.render(plan)
     samples, rate = decode_audio(wav)
     stored = None
