@@ -370,6 +370,15 @@ def test_a_dialogue_only_engine_refuses_single_speech_and_short_dialogues(
     two = {**one, "inputs": inputs * 2}
     assert test_client.post("/v1/text-to-dialogue?engine=duo", json=two).status_code == 200
     assert test_client.post("/v1/text-to-dialogue?engine=mock", json=one).status_code == 200
+    # The engine's rules hold on every API, not only this one.
+    openai = test_client.post("/v1/audio/speech", json={"input": "Hi.", "model": "duo", "voice": "alloy"})
+    assert openai.status_code == 400 and "dialogue only" in openai.json()["detail"]
+    dia = test_client.post("/generate", json={"text": "Hi.", "model": "duo", "voice_id": "alloy"})
+    assert dia.status_code == 400 and "dialogue only" in dia.json()["detail"]
+    lone = test_client.post("/v1/audio/dialogue", json={"text": "[S1] Hi.", "model": "duo"})
+    assert lone.status_code == 400 and "at least 2" in lone.json()["detail"]
+    pair = test_client.post("/v1/audio/dialogue", json={"text": "[S1] Hi. [S2] Hello.", "model": "duo"})
+    assert pair.status_code == 200, pair.text
 
 
 def test_a_voice_file_without_speech_is_a_400_that_says_so(client: httpx.Client, data_dir: Path) -> None:

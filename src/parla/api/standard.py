@@ -216,13 +216,6 @@ def _dialogue_plan(
                 for p in pieces
             ]
         turns.append(TurnPlan(speaker, item.voice_id, item.text, parts))
-    for used in dict.fromkeys(p.engine for t in turns for p in t.parts if isinstance(p, SpeechPlan)):
-        if len(body.inputs) < used.capabilities.min_dialogue_turns:
-            raise InvalidInputError(
-                f"engine {used.name!r} needs at least {used.capabilities.min_dialogue_turns} dialogue inputs, "
-                f"got {len(body.inputs)}",
-                param="inputs",
-            )
     source = next(p for p in turns[0].parts if isinstance(p, SpeechPlan)).source
     plan = services.dialogue.assemble(turns, pause_s=controls.pause_s, model=engine, source=source)
     return plan, "".join(notes)
@@ -265,10 +258,7 @@ async def text_to_speech(
         fmt=fmt,
         transcript=controls.transcription,
     )
-    if not plan.engine.capabilities.single_speaker:
-        raise InvalidInputError(
-            f"engine {plan.engine.name!r} makes dialogue only: use /v1/text-to-dialogue", param="engine"
-        )
+    services.speech.single_speaker(plan)
     audio = await services.speech.render(plan)
     await asyncio.to_thread(_write, output, fmt, audio)
     return GenerationResponse.of(output, "Audio", note, plan.engine.name, list(plan.ignored))

@@ -110,13 +110,9 @@ async def clone_voice(
     data = await read_upload(file, services.settings.max_upload_bytes)
 
     def create() -> dict[str, Any]:
-        voice = services.voices.create(VoiceCreate(name=name, description=description, language=language))
-        try:
-            added = services.voices.add_sample(voice.id, data, transcript)
-        except BaseException:
-            services.voices.delete(voice.id)  # all or nothing
-            raise
-        return {"voice": services.voices.get(voice.id).model_dump(mode="json"), "warnings": added.warnings}
+        fields = VoiceCreate(name=name, description=description, language=language)
+        voice, added = services.voices.create_with_sample(fields, data, transcript)
+        return {"voice": voice.model_dump(mode="json"), "warnings": added.warnings}
 
     created = await run_in_threadpool(create)
     background.add_task(services.speech.warm_voice, created["voice"]["id"])

@@ -486,18 +486,18 @@ class CharacterService:
         options = self._preprocessing(settings)
         data = self._preprocessed(upload.data, options) if options is not None else upload.data
         voice_name = f"character: {name}"[:100]
+        language = settings.get("language", "en")
+        transcript = settings.get("reference_text")
         try:
-            voice = self.voices.create(VoiceCreate(name=voice_name, language=settings.get("language", "en")))
-        except ConflictError:
-            voice = self.voices.create(VoiceCreate(name=f"{voice_name[:92]} #{new_id()[:6]}"))
-        try:
-            self.voices.add_sample(voice.id, data, settings.get("reference_text"))
+            try:
+                voice, _ = self.voices.create_with_sample(
+                    VoiceCreate(name=voice_name, language=language), data, transcript
+                )
+            except ConflictError:  # a voice of that name exists (made by hand): this one gets a suffix
+                fields = VoiceCreate(name=f"{voice_name[:92]} #{new_id()[:6]}", language=language)
+                voice, _ = self.voices.create_with_sample(fields, data, transcript)
         except ParlaError as exc:
-            self.voices.delete(voice.id)
             raise InvalidInputError(f"voice_cloning_audio: {exc.detail}", param="voice_cloning_audio") from None
-        except BaseException:
-            self.voices.delete(voice.id)
-            raise
         return voice.id
 
     def _store_knowledge(self, character_id: int, upload: Upload, texts: list[str]) -> dict[str, Any]:

@@ -180,9 +180,17 @@ class DialogueService:
 
     @staticmethod
     def assemble(turns: list[TurnPlan], *, pause_s: float, model: str | None, source: str) -> DialoguePlan:
-        """A dialogue plan from prepared turns (any dialect's). Its record, which stands for the
-        whole dialogue in the history, takes the first turn's format, speed, seed and language."""
-        first = next(p for p in turns[0].parts if isinstance(p, SpeechPlan))
+        """A dialogue plan from prepared turns (any dialect's), held to its engines' dialogue rules
+        (Dia: two turns at least). Its record, which stands for the whole dialogue in the history,
+        takes the first turn's format, speed, seed and language."""
+        plans = [p for t in turns for p in t.parts if isinstance(p, SpeechPlan)]
+        for engine in dict.fromkeys(p.engine for p in plans):
+            fewest = engine.capabilities.min_dialogue_turns
+            if len(turns) < fewest:
+                raise InvalidInputError(
+                    f"engine {engine.name!r} needs at least {fewest} dialogue turns, got {len(turns)}", param="turns"
+                )
+        first = plans[0]
         transcript = "\n".join(f"[{t.speaker}] {t.text}" for t in turns)
         voices = ", ".join(dict.fromkeys(f"{t.speaker}={t.voice}" for t in turns))
         record = replace(

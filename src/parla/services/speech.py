@@ -257,18 +257,32 @@ class SpeechService:
         """What Whisper heard in reference files, by content hash (see ``prepare_file_voice``)."""
 
     def plan(self, options: SpeechOptions, *, source: str) -> SpeechPlan:
-        return self.prepare(
-            text=options.input,
-            voice=options.voice,
-            model=options.model,
-            fmt=options.response_format,
-            speed=options.speed,
-            seed=options.seed,
-            language=options.language,
-            instructions=options.instructions,
-            parameters=options.parameters,
-            source=source,
+        """A single-speaker request, from any API: refused for an engine that makes dialogue only."""
+        return self.single_speaker(
+            self.prepare(
+                text=options.input,
+                voice=options.voice,
+                model=options.model,
+                fmt=options.response_format,
+                speed=options.speed,
+                seed=options.seed,
+                language=options.language,
+                instructions=options.instructions,
+                parameters=options.parameters,
+                source=source,
+            )
         )
+
+    @staticmethod
+    def single_speaker(plan: SpeechPlan) -> SpeechPlan:
+        """``plan``, when its engine speaks one voice alone; a 400 when it makes dialogue only (Dia)."""
+        if not plan.engine.capabilities.single_speaker:
+            raise InvalidInputError(
+                f"engine {plan.engine.name!r} makes dialogue only: ask for a dialogue (/v1/audio/dialogue, "
+                "/v1/text-to-dialogue, or speaker tags on /generate)",
+                param="model",
+            )
+        return plan
 
     def engine_for(self, model: str | None, voice: VoiceRef) -> Engine:
         """The engine a request names, or for ``tts-1`` and friends (or nothing) the default one:

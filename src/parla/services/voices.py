@@ -353,6 +353,28 @@ class VoiceLibrary:
         except IntegrityError:
             raise ConflictError(f"a voice named {name!r} already exists", param="name") from None
 
+    def create_with_samples(
+        self, data: VoiceCreate, samples: list[tuple[bytes, str | None, str]]
+    ) -> tuple[VoicePublic, list[SampleAdded]]:
+        """A new voice with its samples (``(audio, transcript, transcript_source)`` each), all or
+        nothing: when a sample is refused, the voice is deleted again and the refusal raised."""
+        created = self.create(data)
+        try:
+            added = [
+                self.add_sample(created.id, audio, words, transcript_source=source) for audio, words, source in samples
+            ]
+        except BaseException:
+            self.delete(created.id)
+            raise
+        return self.get(created.id), added
+
+    def create_with_sample(
+        self, data: VoiceCreate, audio: bytes, transcript: str | None = None
+    ) -> tuple[VoicePublic, SampleAdded]:
+        """A new voice from one recording, all or nothing (see ``create_with_samples``)."""
+        voice, added = self.create_with_samples(data, [(audio, transcript, "user")])
+        return voice, added[0]
+
     def update(self, id_or_name: str, data: VoiceUpdate) -> VoicePublic:
         changes = data.model_dump(exclude_unset=True)
         if "name" in changes:
@@ -537,18 +559,13 @@ class VoiceLibrary:
                 raise InvalidInputError("the archive's manifest names a missing or oversized sample", param="file")
             source = "whisper" if entry.get("source") == "whisper" else "user"
             blobs.append((archive.read(info), str(entry.get("transcript") or ""), source))
-        created = self.create(
+        voice, _ = self.create_with_samples(
             VoiceCreate(
                 name=name or str(meta.get("name") or ""),
                 description=meta.get("description"),
                 language=str(meta.get("language") or "en"),
                 tags=[str(t) for t in meta.get("tags") or []],
-            )
+            ),
+            [(audio, transcript or None, source) for audio, transcript, source in blobs],
         )
-        try:
-            for audio, transcript, source in blobs:
-                self.add_sample(created.id, audio, transcript or None, transcript_source=source)
-        except BaseException:
-            self.delete(created.id)
-            raise
-        return self.get(created.id)
+        return voice

@@ -76,13 +76,8 @@ def default_speaker(services: Services) -> str:
         try:
             return services.voices.get(DEFAULT_SPEAKER).id
         except NotFoundError:
-            voice = services.voices.create(VoiceCreate(name=DEFAULT_SPEAKER, description=f"from {clip}"))
-            try:
-                services.voices.add_sample(voice.id, clip.read_bytes())
-            except BaseException:
-                services.voices.delete(voice.id)
-                raise
-            return voice.id
+            fields = VoiceCreate(name=DEFAULT_SPEAKER, description=f"from {clip}")
+            return services.voices.create_with_sample(fields, clip.read_bytes())[0].id
 
 
 @router.get("/config", summary="Languages and synthesis defaults")
@@ -121,12 +116,9 @@ def register_voice(body: RegisterVoice, services: ServicesDep) -> dict[str, Any]
     sample = SampleJSON(audio_base64=body.audio_base64, url=body.audio_url or body.url, transcript=body.transcript)
     data = audio_from_json(services, sample)
     name = str(body.speaker_id or body.name)
-    voice = services.voices.create(VoiceCreate(name=name, language=body.language))
-    try:
-        added = services.voices.add_sample(voice.id, data, body.transcript)
-    except BaseException:
-        services.voices.delete(voice.id)
-        raise
+    voice, added = services.voices.create_with_sample(
+        VoiceCreate(name=name, language=body.language), data, body.transcript
+    )
     return {"id": voice.id, "speaker_id": name, "name": name, "language": body.language, "warnings": added.warnings}
 
 
