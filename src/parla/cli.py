@@ -194,7 +194,7 @@ def worker() -> None:
     from parla.services import Services
     from parla.services.queue import run_worker
 
-    services = Services.build(Settings())
+    services = Services.build(Settings(), role="worker")
     try:
         run_worker(services.queue)
     finally:

@@ -40,17 +40,18 @@ class Services:
     characters: CharacterService
 
     @classmethod
-    def build(cls, settings: Settings, *, engines: EngineRegistry | None = None) -> Services:
-        """Wire every service from ``settings`` and bring the database schema up to date."""
+    def build(cls, settings: Settings, *, engines: EngineRegistry | None = None, role: str = "server") -> Services:
+        """Wire every service from ``settings`` and bring the database schema up to date. Each is
+        whole once constructed: what it needs is given to it, in the order below. ``role``: what
+        this process is to the job queue (``server``, or ``worker`` for ``parla worker``)."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
         db.migrate()
         blobs = LocalBlobStore(settings.data_dir)
         engines = engines or EngineRegistry.from_entry_points(settings)
         transcriber = Transcriber(settings)
-        voices = VoiceLibrary(settings=settings, db=db, blobs=blobs, transcriber=transcriber)
         mappings = VoiceMappings(settings=settings, db=db, transcriber=transcriber)
-        voices.aliases = mappings.resolve
+        voices = VoiceLibrary(settings=settings, db=db, blobs=blobs, transcriber=transcriber, aliases=mappings.resolve)
         config = ConfigService(settings=settings, db=db)
         config.apply()  # the log level stored by a PUT /config before this start
         speech = SpeechService(
@@ -62,8 +63,7 @@ class Services:
             save_outputs=lambda: config.get().save_outputs,
         )
         dialogue = DialogueService(speech)
-        jobs = JobService(settings=settings, db=db, speech=speech, dialogue=dialogue)
-        queue = JobQueue(settings, jobs)
+        jobs = JobService(settings=settings, db=db, speech=speech, dialogue=dialogue, role=role)
         characters = CharacterService(
             settings=settings,
             db=db,
@@ -88,7 +88,7 @@ class Services:
             config=config,
             history=HistoryService(db=db, blobs=blobs, config=config),
             jobs=jobs,
-            queue=queue,
+            queue=jobs.queue,
             dialogue=dialogue,
             mappings=mappings,
             characters=characters,

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from parla.errors import ConflictError, InvalidInputError, NotFoundError, ParlaError
 from parla.services.dialogue import DialogueRequest, DialogueService
+from parla.services.queue import JobQueue
 from parla.services.speech import SpeechOptions, SpeechPlan, SpeechService
 from parla.settings import Settings
 from parla.store.db import Database
@@ -91,21 +92,25 @@ class JobCancelledError(Exception):
 
 
 class JobService:
-    def __init__(self, *, settings: Settings, db: Database, speech: SpeechService, dialogue: DialogueService) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        speech: SpeechService,
+        dialogue: DialogueService,
+        role: str = "server",
+    ) -> None:
+        """``role``: what this process is to the queue (``server``, or ``worker`` for ``parla worker``)."""
         self.settings = settings
         self.db = db
         self.speech = speech
         self.dialogue = dialogue
-        self._enqueue: Callable[[str], None] | None = None
-
-    def attach_queue(self, enqueue: Callable[[str], None]) -> None:
-        self._enqueue = enqueue
+        self.queue = JobQueue(settings, self, role=role)
 
     def _send(self, job_ids: list[str]) -> None:
-        if self._enqueue is None:
-            raise RuntimeError("no job queue is attached")
         for job_id in job_ids:
-            self._enqueue(job_id)
+            self.queue.enqueue(job_id)
 
     def _plan(self, request: SpeechJobRequest, source: str = "job") -> SpeechPlan:
         return self.speech.plan(request, source=source)

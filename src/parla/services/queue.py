@@ -11,12 +11,14 @@ import logging
 import os
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huey import Huey, RedisHuey, SqliteHuey
 
-from parla.services.jobs import JobService
 from parla.settings import Settings
+
+if TYPE_CHECKING:  # the job service builds its queue: a run-time import would be circular
+    from parla.services.jobs import JobService
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +37,15 @@ def worker_name(kind: str) -> str:
 
 
 class JobQueue:
-    """The huey instance with Parla's one task registered, wired to a ``JobService``."""
+    """The huey instance with Parla's one task registered, running a ``JobService``'s jobs; made
+    by that service. ``role`` names this process's consumers (``server`` or ``worker``)."""
 
-    def __init__(self, settings: Settings, jobs: JobService) -> None:
+    def __init__(self, settings: Settings, jobs: JobService, *, role: str) -> None:
         self.settings = settings
         self.jobs = jobs
         self.huey = make_huey(settings)
-        self.name = worker_name("worker")
+        self.name = worker_name(role)
         self._task: Any = self.huey.task(name=TASK_NAME)(self._run)
-        jobs.attach_queue(self.enqueue)
 
     def enqueue(self, job_id: str) -> None:
         self._task(job_id)
@@ -69,7 +71,6 @@ class InProcessConsumer:
 
     def __init__(self, queue: JobQueue) -> None:
         self.queue = queue
-        queue.name = worker_name("server")
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._consume, name="parla-consumer", daemon=True),

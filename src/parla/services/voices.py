@@ -244,13 +244,21 @@ def _voice_key(samples: list[VoiceSample]) -> str:
 
 
 class VoiceLibrary:
-    def __init__(self, *, settings: Settings, db: Database, blobs: LocalBlobStore, transcriber: Transcriber) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        blobs: LocalBlobStore,
+        transcriber: Transcriber,
+        aliases: Callable[[str], VoiceRef | None] | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.blobs = blobs
         self.transcriber = transcriber
         self._builtin = {v.name: v for v in BUILTIN_VOICES}
-        self.aliases: Callable[[str], VoiceRef | None] | None = None
+        self.aliases = aliases
         """Other names a voice may go by (the Dia server API's voice mappings), consulted after the library."""
 
     # -- lookup ---------------------------------------------------------------------------------
