@@ -1,6 +1,23 @@
-"""Errors a client caused or can act on. Each maps to an HTTP status with a JSON ``detail``."""
+"""Errors a client caused or can act on. Each maps to an HTTP status with a JSON ``detail``; the
+API edge (``api/errors.py``) is the one place that turns them into responses.
+
+    ParlaError                      400  detail + the parameter it is about
+    ├── InvalidInputError           400  (paths.PathNotAllowedError; engines.UnknownEngineError)
+    ├── NotFoundError               404
+    ├── ConflictError               409
+    ├── TooLargeError               413
+    ├── runtime_config.InvalidConfigError  422
+    ├── UpstreamError               502  a language model endpoint failed
+    └── ServiceUnavailableError     503  (engines.EngineUnavailableError: missing dependency or weights)
+
+Anything else that escapes is a bug: a 500 with an error id, its details in the log. Lower layers
+raise their own plain exceptions (``AudioDecodeError``, ``FetchError``...) where they are generic
+tools; the service that calls them says what they mean for the request, as one of the above.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ParlaError(Exception):
@@ -10,6 +27,27 @@ class ParlaError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.param = param
+
+    def within(self, context: str) -> ParlaError:
+        """This error, its detail placed in ``context`` ("turn 2", "item 3"); re-raise it as it is
+        (type, parameter and traceback kept)."""
+        self.detail = f"{context}: {self.detail}"
+        self.args = (self.detail,)
+        return self
+
+
+def validation_detail(errors: list[Any], prefix: str = "") -> tuple[str, str | None]:
+    """One sentence for pydantic's ``errors()`` (``prefix.field: message; ...``) and the first
+    field named, the way every API words a field it refuses."""
+    parts = []
+    param = None
+    for error in errors:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
+        param = param or (location.split(".")[0] if location else None)
+        field = ".".join(part for part in (prefix, location) if part) or "body"
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{field}: {message}")
+    return "; ".join(parts) or "invalid request", param
 
 
 class InvalidInputError(ParlaError):

@@ -13,8 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from parla.engines.base import EngineUnavailableError
-from parla.errors import ParlaError
+from parla.errors import ParlaError, validation_detail
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +37,17 @@ def error_body(status: int, detail: str, param: str | None = None, **extra: Any)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | None]:
-    errors = exc.errors()
+    errors = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in errors):
         return 400, "the request body is not valid JSON", None
-    parts = []
-    param = None
-    for e in errors:
-        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")]
-        param = param or (loc[0] if loc else None)
-        parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', 'invalid')}")
-    return 422, "; ".join(parts) or "invalid request", param
+    detail, param = validation_detail(errors)
+    return 422, detail, param
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ParlaError)
     async def _parla(_: Request, exc: ParlaError) -> JSONResponse:
         return JSONResponse(error_body(exc.status_code, exc.detail, exc.param), status_code=exc.status_code)
-
-    @app.exception_handler(EngineUnavailableError)
-    async def _unavailable(_: Request, exc: EngineUnavailableError) -> JSONResponse:
-        return JSONResponse(error_body(503, str(exc)), status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

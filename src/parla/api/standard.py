@@ -23,7 +23,7 @@ from parla.api.deps import ServicesDep
 from parla.audio.encode import FORMATS
 from parla.engines.base import Engine, VoiceRef
 from parla.engines.registry import UnknownEngineError
-from parla.errors import InvalidInputError
+from parla.errors import InvalidInputError, validation_detail
 from parla.paths import PathPolicy
 from parla.services import Services
 from parla.services.dialogue import DialoguePlan, TurnPlan
@@ -108,10 +108,7 @@ class Controls(BaseModel):
         try:
             return cls.model_validate(parameters)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"parameters.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
-            )
-            raise InvalidInputError(problems, param="parameters") from None
+            raise InvalidInputError(validation_detail(exc.errors(), "parameters")[0], param="parameters") from None
 
 
 # -- translation --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel, Field, ValidationError
 
 from parla.characters.llm import Message
-from parla.errors import InvalidInputError
+from parla.errors import InvalidInputError, validation_detail
 from parla.knowledge.store import Passage
 
 MAX_STYLE_EXAMPLES = 6
@@ -48,11 +48,8 @@ def parse_style_examples(data: bytes) -> list[StyleExample]:
     try:
         return [StyleExample.model_validate(item) for item in value]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise InvalidInputError(
-            f"style_tuning_file: example {where}: {first['msg']}", param="style_tuning_file"
-        ) from None
+        detail = validation_detail(exc.errors(), "style_tuning_file example")[0]
+        raise InvalidInputError(detail, param="style_tuning_file") from None
 
 
 def default_system_prompt(name: str) -> str:

@@ -66,6 +66,7 @@ from parla.errors import (
     ServiceUnavailableError,
     TooLargeError,
     UpstreamError,
+    validation_detail,
 )
 from parla.knowledge.documents import DocumentError, passages
 from parla.knowledge.store import KnowledgeBase, Passage
@@ -292,10 +293,7 @@ class CharacterService:
         try:
             config = LLMConfig.model_validate(stored)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            raise InvalidInputError(
-                f"llm_config.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", param="llm_config"
-            ) from None
+            raise InvalidInputError(validation_detail(exc.errors(), "llm_config")[0], param="llm_config") from None
         if config.base_url and not re.match(r"^https?://", config.base_url):
             raise InvalidInputError("llm_config.base_url must be an http(s) URL", param="llm_config")
         if config.model_path and config.base_url:
@@ -412,10 +410,7 @@ class CharacterService:
         try:
             return model.model_validate(raw or {}).model_dump(exclude_none=True)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            raise InvalidInputError(
-                f"{param}.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", param=param
-            ) from None
+            raise InvalidInputError(validation_detail(exc.errors(), param)[0], param=param) from None
 
     def _check_stt(self, stt: dict[str, Any]) -> None:
         if stt.get("model", "whisper") != "whisper":
@@ -461,11 +456,8 @@ class CharacterService:
         try:
             return PreprocessSettings.model_validate({**given, **nested})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            raise InvalidInputError(
-                f"voice_cloning_settings.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}",
-                param="voice_cloning_settings",
-            ) from None
+            detail = validation_detail(exc.errors(), "voice_cloning_settings")[0]
+            raise InvalidInputError(detail, param="voice_cloning_settings") from None
 
     @staticmethod
     def _preprocessed(data: bytes, options: PreprocessSettings) -> bytes:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from parla.errors import ServiceUnavailableError
 from parla.settings import Settings
 
 
@@ -177,8 +178,8 @@ class EngineStatus:
         }
 
 
-class EngineUnavailableError(RuntimeError):
-    """The engine cannot run here (missing dependency, binary or weights); the message says why."""
+class EngineUnavailableError(ServiceUnavailableError):
+    """The engine cannot run here (missing dependency, binary or weights); the message says why (503)."""
 
 
 class Engine(ABC):

@@ -11,6 +11,7 @@ from typing import Any
 from parla.engines.base import Engine
 from parla.engines.remote import RemoteEngine
 from parla.engines.runner import EngineRunner
+from parla.errors import InvalidInputError
 from parla.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -18,14 +19,13 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "parla.engines"
 
 
-class UnknownEngineError(KeyError):
+class UnknownEngineError(InvalidInputError):
+    """No engine of that name is installed (a 400 naming the ones that are)."""
+
     def __init__(self, name: str, known: Iterable[str]) -> None:
-        super().__init__(name)
         self.name = name
         self.known = sorted(known)
-
-    def __str__(self) -> str:
-        return f"unknown engine {self.name!r}; available: {', '.join(self.known)}"
+        super().__init__(f"unknown engine {name!r}; available: {', '.join(self.known)}", param="engine")
 
 
 class EngineRegistry:

@@ -172,7 +172,7 @@ class DialogueService:
                         )
                     )
                 except ParlaError as exc:
-                    raise type(exc)(f"turn {i}: {exc.detail}", param=exc.param) from None
+                    raise exc.within(f"turn {i}") from None
             if not any(isinstance(p, SpeechPlan) for p in parts):
                 raise InvalidInputError(f"turn {i} has nothing to say besides cues", param="turns")
             turns.append(TurnPlan(speaker, voice, text, parts))

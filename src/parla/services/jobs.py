@@ -131,8 +131,9 @@ class JobService:
             try:
                 self._plan(request)
             except ParlaError as exc:
-                prefix = f"item {i}: " if len(requests) > 1 else ""
-                raise type(exc)(prefix + exc.detail, param=exc.param) from None
+                if len(requests) > 1:
+                    raise exc.within(f"item {i}") from None
+                raise
         batch_id = new_id() if len(requests) > 1 else None
         with self.db.session() as session:
             jobs = [

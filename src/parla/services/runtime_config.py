@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
-from parla.errors import InvalidInputError, ParlaError
+from parla.errors import InvalidInputError, ParlaError, validation_detail
 from parla.settings import Settings
 from parla.store.db import Database
 from parla.store.models import ConfigEntry
@@ -56,10 +56,7 @@ class RuntimeConfig(BaseModel):
 
 
 def _describe(exc: ValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in errors]
-    param = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
-    return "; ".join(parts), param
+    return validation_detail(list(exc.errors()))
 
 
 class ConfigService:
