@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from parla import __version__
 from parla.api import dialogue, errors, generate, health, history, jobs, openai, standard, transcription, ui, voices
 from parla.api.compat import dia, titans, voicebox, xtts
+from parla.offload import offload
 from parla.services import Services
 from parla.services.queue import InProcessConsumer
 from parla.settings import Settings, get_settings
@@ -32,7 +33,7 @@ async def _keep_retention(services: Services) -> None:
     server that was down for a while has a backlog."""
     while True:
         try:
-            result = await asyncio.to_thread(services.history.apply_retention)
+            result = await offload(services.history.apply_retention)
             if result.deleted_generations or result.deleted_files:
                 log.info(
                     "retention: deleted %d generations and %d files (%d bytes)",
@@ -73,7 +74,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
-        app.state.services = services or await asyncio.to_thread(Services.build, settings)
+        app.state.services = services or await offload(Services.build, settings)
         # Load the default engines (plain voices', and cloned and preset voices') each on its own
         # thread, in the background: /health answers at once, and the first request queues behind
         # the load instead of racing it.
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             yield
         finally:
             if consumer:
-                await asyncio.to_thread(consumer.stop)
+                await offload(consumer.stop)
             retention.cancel()
             with suppress(asyncio.CancelledError):
                 await retention

@@ -26,6 +26,7 @@ from parla.engines.base import AudioChunk, Engine, EngineUnavailableError, Synth
 from parla.engines.registry import EngineRegistry
 from parla.engines.remote import FRAMES_MEDIA_TYPE, audio_frame, end_frame
 from parla.errors import InvalidInputError, ServiceUnavailableError
+from parla.offload import offload
 from parla.paths import PathPolicy
 from parla.services import Services
 from parla.settings import Settings
@@ -110,7 +111,7 @@ async def stream_speech(voice_id: str, body: StreamRequest, services: ServicesDe
         voice = _voice(services, body.voice)
     else:
         controls = standard.Controls.of(body.parameters)
-        plan, _ = await asyncio.to_thread(
+        plan, _ = await offload(
             standard.plan_speech, services, voice_id, text=body.text, parameters={}, controls=controls, engine=None
         )
         voice = plan.voice
@@ -174,9 +175,7 @@ def create_worker_app(name: str, settings: Settings, services: Services | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
-        app.state.services = services or await asyncio.to_thread(
-            Services.build, settings, engines=EngineRegistry([engine])
-        )
+        app.state.services = services or await offload(Services.build, settings, engines=EngineRegistry([engine]))
         # Load in the background on the engine's thread: /health answers at once, requests queue.
         preload = asyncio.ensure_future(app.state.services.engines.runner(name).call(engine.load))
         preload.add_done_callback(_report_load)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from parla.api.deps import ServicesDep
 from parla.audio.encode import CONTENT_TYPES
+from parla.offload import offload
 from parla.services.dialogue import DialogueRequest
 from parla.services.speech import ignored_header
 
@@ -24,7 +25,7 @@ async def create_dialogue(
     stream: bool = Query(False, description="Stream the audio turn by turn (the turn times are then in the history)."),
     output: Literal["audio", "json"] = Query("audio", description="audio: the file, turn times in X-Turns; json: both"),
 ) -> Response:
-    plan = services.dialogue.prepare(body)
+    plan = await offload(services.dialogue.prepare, body)
     headers = {"X-Generation-Id": plan.record.id, "X-Seed": str(plan.record.seed), **ignored_header(plan.ignored)}
     media_type = CONTENT_TYPES[body.response_format]
     if stream:

@@ -8,7 +8,6 @@ import re
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +15,7 @@ from parla.api.compat.voicebox import profile_id_of
 from parla.api.deps import ServicesDep
 from parla.audio.encode import CONTENT_TYPES, AudioFormat
 from parla.errors import InvalidInputError, NotFoundError
+from parla.offload import offload
 from parla.services.dialogue import DialogueRequest
 from parla.services.speech import SpeechOptions, ignored_header
 from parla.text.dialogue import ROLE_SPEAKERS
@@ -84,7 +84,7 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
     text = body.words()
     voice = body.voice_id or body.voice
     model = None if body.model is None or body.model.lower() in SEED_MODELS else body.model
-    mapping = await run_in_threadpool(services.mappings.find, voice) if voice else None
+    mapping = await offload(services.mappings.find, voice) if voice else None
     if body.role and not _SPEAKER_TAG.search(text):
         # A chat role is a speaker tag: user is S1, assistant and system S2.
         text = f"[{ROLE_SPEAKERS[body.role]}] {text}"
@@ -101,9 +101,9 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
             parameters=body.engine_parameters(),
         )
         if async_mode:
-            job = await run_in_threadpool(services.jobs.submit_dialogue, dialogue, source="generate")
+            job = await offload(services.jobs.submit_dialogue, dialogue, source="generate")
             return JSONResponse(job.model_dump(mode="json"), status_code=202)
-        plan = services.dialogue.prepare(dialogue, source="generate")
+        plan = await offload(services.dialogue.prepare, dialogue, source="generate")
         audio = await services.dialogue.render(plan)
         headers = {
             "X-Generation-Id": plan.record.id,
@@ -124,9 +124,9 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
         parameters=body.engine_parameters(),
     )
     if async_mode:
-        job = await run_in_threadpool(services.jobs.submit, options, source="generate")
+        job = await offload(services.jobs.submit, options, source="generate")
         return JSONResponse(job.model_dump(mode="json"), status_code=202)
-    speech_plan = services.speech.plan(options, source="generate")
+    speech_plan = await offload(services.speech.plan, options, source="generate")
     headers = {"X-Generation-Id": speech_plan.id, **ignored_header(speech_plan.ignored)}
     if body.response_format == "wav":
         # The Dia server answers a whole file; a WAV is sent whole, with its true sizes.
@@ -139,14 +139,14 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
 
 
 async def _voicebox_generate(body: GenerateRequest, profile_id: str, services: ServicesDep) -> Response:
-    voice = await run_in_threadpool(profile_id_of, services, profile_id)
+    voice = await offload(profile_id_of, services, profile_id)
     options = SpeechOptions(
         input=body.words(), voice=voice, response_format="wav", seed=body.seed, language=body.language
     )
-    plan = services.speech.plan(options, source="voicebox")
+    plan = await offload(services.speech.plan, options, source="voicebox")
     await services.speech.render(plan)
-    generation = await run_in_threadpool(services.history.get, plan.id)
-    path = (await run_in_threadpool(services.history.audio, plan.id))[0] if generation.has_audio else None
+    generation = await offload(services.history.get, plan.id)
+    path = (await offload(services.history.audio, plan.id))[0] if generation.has_audio else None
     return JSONResponse(
         {
             "id": plan.id,

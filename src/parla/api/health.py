@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
 
 from parla import __version__
 from parla.api.deps import ServicesDep
@@ -18,6 +17,7 @@ from parla.devices import cuda_device_count
 from parla.engines.base import Engine
 from parla.engines.registry import UnknownEngineError
 from parla.engines.remote import RemoteEngine
+from parla.offload import offload
 
 router = APIRouter(tags=["Health"])
 
@@ -79,8 +79,9 @@ def gpu_state(engine: Engine) -> tuple[bool, float | None]:
 
 @router.get("/health", summary="Health and engine status")
 async def health(services: ServicesDep) -> dict[str, Any]:
-    engines = [e.status().describe() for e in services.engines]
-    default = services.engines.get(services.settings.default_engine).status()
+    # A remote engine's status is an HTTP probe: all of it off the event loop.
+    engines = await offload(lambda: [e.status().describe() for e in services.engines])
+    default = await offload(services.engines.get(services.settings.default_engine).status)
     # The voicebox API's GPU fields are about the model that speaks its profiles: the cloning engine.
     # Off the event loop: the first count initialises CUDA, and nvidia-smi is a process.
     gpu_available: bool
@@ -89,10 +90,10 @@ async def health(services: ServicesDep) -> dict[str, Any]:
     try:
         clone = services.engines.get(services.settings.default_clone_engine)
     except UnknownEngineError:  # not installed here: no model of it, so nothing on a GPU either
-        gpu_available, vram_used_mb = await run_in_threadpool(cuda_device_count) > 0, 0.0
+        gpu_available, vram_used_mb = await offload(cuda_device_count) > 0, 0.0
     else:
-        gpu_available, vram_used_mb = await run_in_threadpool(gpu_state, clone)
-        clone_status = clone.status()
+        gpu_available, vram_used_mb = await offload(gpu_state, clone)
+        clone_status = await offload(clone.status)
         clone_ready = clone_status.loaded or not clone_status.available
     llm_runtime = services.characters.llm_runtime.state()
     return {

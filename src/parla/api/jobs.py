@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from parla.api.deps import ServicesDep
 from parla.audio.encode import CONTENT_TYPES
 from parla.errors import NotFoundError, ParlaError
+from parla.offload import offload
 from parla.services import Services
 from parla.services.dialogue import DialogueRequest
 from parla.services.jobs import MAX_BATCH, TERMINAL, JobPublic, JobStatus, SpeechJobRequest
@@ -93,7 +93,7 @@ async def _updates(services: Services, job_id: str) -> AsyncIterator[dict[str, A
     """The job each time its status or progress changes, ending with its final state."""
     last: tuple[str, float] | None = None
     while True:
-        job = await run_in_threadpool(services.jobs.get, job_id)
+        job = await offload(services.jobs.get, job_id)
         if (job.status, job.progress) != last:
             last = (job.status, job.progress)
             yield job.model_dump(mode="json")

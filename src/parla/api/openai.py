@@ -6,7 +6,6 @@ unchanged. Audio always streams: bytes leave as soon as the first piece is synth
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from pydantic import Field
 from parla.api.deps import ServicesDep
 from parla.audio.encode import CONTENT_TYPES
 from parla.errors import NotFoundError
+from parla.offload import offload
 from parla.services.speech import OPENAI_MODELS, SpeechOptions, SpeechPlan, SpeechService, ignored_header
 
 router = APIRouter(tags=["OpenAI"])
@@ -52,7 +52,7 @@ async def _sse_stream(speech: SpeechService, plan: SpeechPlan) -> AsyncIterator[
 
 @router.post("/v1/audio/speech", summary="Generate speech (OpenAI)")
 async def create_speech(body: SpeechRequest, services: ServicesDep) -> StreamingResponse:
-    plan = services.speech.plan(body, source="openai")
+    plan = await offload(services.speech.plan, body, source="openai")
     headers = {"X-Generation-Id": plan.id, "X-Seed": str(plan.seed), **ignored_header(plan.ignored)}
     if body.stream_format == "sse":
         return StreamingResponse(_sse_stream(services.speech, plan), media_type="text/event-stream", headers=headers)
@@ -67,7 +67,8 @@ def _model(model_id: str, **extra: Any) -> dict[str, Any]:
 
 
 @router.get("/v1/models", summary="List models (OpenAI)")
-async def list_models(services: ServicesDep) -> dict[str, Any]:
+def list_models(services: ServicesDep) -> dict[str, Any]:
+    """Plain ``def``: reading an engine's status may probe a remote worker (run on a thread)."""
     default = services.settings.default_engine
     data = [
         _model(m, engine=default, description=f"OpenAI name for the default engine ({default})") for m in OPENAI_MODELS
@@ -89,7 +90,7 @@ async def list_models(services: ServicesDep) -> dict[str, Any]:
 
 @router.get("/v1/models/{model_id}", summary="One model (OpenAI)")
 async def get_model(model_id: str, services: ServicesDep) -> dict[str, Any]:
-    for model in (await list_models(services))["data"]:
+    for model in (await offload(list_models, services))["data"]:
         if model["id"] == model_id:
             return dict(model)
     raise NotFoundError(f"unknown model {model_id!r}", param="model")
@@ -97,5 +98,5 @@ async def get_model(model_id: str, services: ServicesDep) -> dict[str, Any]:
 
 @router.get("/v1/audio/voices", summary="List voices")
 async def list_voices(services: ServicesDep) -> dict[str, Any]:
-    voices = await asyncio.to_thread(services.voices.list_all)
+    voices = await offload(services.voices.list_all)
     return {"object": "list", "voices": voices, "data": voices}

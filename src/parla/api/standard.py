@@ -11,7 +11,6 @@ a voice (``alloy``, a library voice); otherwise the default voice speaks and the
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from parla.audio.encode import FORMATS
 from parla.engines.base import Engine, VoiceRef
 from parla.engines.registry import UnknownEngineError
 from parla.errors import InvalidInputError, validation_detail
+from parla.offload import offload
 from parla.paths import PathPolicy
 from parla.services import Services
 from parla.services.dialogue import DialoguePlan, TurnPlan
@@ -244,7 +244,7 @@ async def text_to_speech(
     output = PathPolicy.from_settings(services.settings).output(body.output_filepath)
     controls = Controls.of(body.parameters)
     fmt = _format_of(output)
-    plan, note = await asyncio.to_thread(
+    plan, note = await offload(
         plan_speech,
         services,
         voice_id,
@@ -257,7 +257,7 @@ async def text_to_speech(
     )
     services.speech.single_speaker(plan)
     audio = await services.speech.render(plan)
-    await asyncio.to_thread(_write, output, fmt, audio)
+    await offload(_write, output, fmt, audio)
     return GenerationResponse.of(output, "Audio", note, plan.engine.name, list(plan.ignored))
 
 
@@ -267,9 +267,9 @@ async def text_to_dialogue(
 ) -> GenerationResponse:
     output = PathPolicy.from_settings(services.settings).output(body.output_filepath)
     controls = Controls.of(body.parameters)
-    plan, note = await asyncio.to_thread(_dialogue_plan, services, body, controls, engine, _format_of(output))
+    plan, note = await offload(_dialogue_plan, services, body, controls, engine, _format_of(output))
     audio = await services.dialogue.render(plan)
-    await asyncio.to_thread(_write, output, plan.record.format, audio)
+    await offload(_write, output, plan.record.format, audio)
     return GenerationResponse.of(output, "Dialogue", note, plan.record.engine.name, plan.ignored)
 
 

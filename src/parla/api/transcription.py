@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from parla.api.deps import ServicesDep
 from parla.api.voices import read_upload
 from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
 from parla.errors import InvalidInputError
+from parla.offload import offload
 from parla.services import Services
 from parla.services.transcription import RATE, Segment, Transcript
 
@@ -102,9 +102,7 @@ async def _stream_events(
         loop.call_soon_threadsafe(queue.put_nowait, (segment, done))
 
     job = asyncio.ensure_future(
-        run_in_threadpool(
-            services.transcriber.transcribe, samples, language=language, prompt=prompt, on_segment=on_segment
-        )
+        offload(services.transcriber.transcribe, samples, language=language, prompt=prompt, on_segment=on_segment)
     )
     job.add_done_callback(lambda _: queue.put_nowait(None))
     while (item := await queue.get()) is not None:
@@ -138,12 +136,12 @@ async def create_transcription(
 ) -> Response:
     _ = (model, temperature)  # one Whisper model serves every name; decoding is greedy-beam, not sampled
     data = await read_upload(file, services.settings.max_upload_bytes)
-    samples = await run_in_threadpool(_decode, data)
+    samples = await offload(_decode, data)
     if stream:
         return StreamingResponse(_stream_events(services, samples, language, prompt), media_type="text/event-stream")
     granularities = set(timestamp_granularities or ["segment"])
     words = response_format == "verbose_json" and "word" in granularities
-    transcript = await run_in_threadpool(
+    transcript = await offload(
         services.transcriber.transcribe, samples, language=language, prompt=prompt, word_timestamps=words
     )
     if response_format == "text":
@@ -165,6 +163,6 @@ async def transcribe(
     language: Annotated[str | None, Form()] = None,
 ) -> dict[str, Any]:
     data = await read_upload(file, services.settings.max_upload_bytes)
-    samples = await run_in_threadpool(_decode, data)
-    transcript = await run_in_threadpool(services.transcriber.transcribe, samples, language=language)
+    samples = await offload(_decode, data)
+    transcript = await offload(services.transcriber.transcribe, samples, language=language)
     return {"text": transcript.text, "duration": round(transcript.duration, 3)}

@@ -7,13 +7,13 @@ import binascii
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from parla.api.deps import ServicesDep
 from parla.errors import InvalidInputError, TooLargeError
 from parla.net import FetchError, fetch
+from parla.offload import offload
 from parla.services import Services
 from parla.services.voices import SampleAdded, SamplePublic, VoiceCreate, VoicePublic, VoiceUpdate
 
@@ -84,7 +84,7 @@ async def sample_from_request(request: Request, services: Services) -> tuple[byt
         raise InvalidInputError(
             "send the sample as multipart form data (file, transcript) or as JSON (audio_base64 or url, transcript)"
         ) from None
-    return await run_in_threadpool(audio_from_json, services, body), body.transcript
+    return await offload(audio_from_json, services, body), body.transcript
 
 
 @router.get("", summary="All voices: built-in and library")
@@ -114,7 +114,7 @@ async def clone_voice(
         voice, added = services.voices.create_with_sample(fields, data, transcript)
         return {"voice": voice.model_dump(mode="json"), "warnings": added.warnings}
 
-    created = await run_in_threadpool(create)
+    created = await offload(create)
     background.add_task(services.speech.warm_voice, created["voice"]["id"])
     return created
 
@@ -127,7 +127,7 @@ async def import_voice(
     name: Annotated[str | None, Form(description="A new name, if the archive's is taken.")] = None,
 ) -> VoicePublic:
     data = await read_upload(file, services.settings.max_upload_bytes * 4)
-    imported = await run_in_threadpool(services.voices.import_, data, name=name)
+    imported = await offload(services.voices.import_, data, name=name)
     background.add_task(services.speech.warm_voice, imported.id)
     return imported
 
@@ -150,9 +150,9 @@ def delete_voice(voice: str, services: ServicesDep) -> Response:
 
 @router.post("/{voice}/samples", status_code=201, summary="Add a sample (multipart upload, base64 or URL)")
 async def add_sample(voice: str, request: Request, services: ServicesDep, background: BackgroundTasks) -> SampleAdded:
-    await run_in_threadpool(services.voices.get, voice)  # 404 before reading a large body
+    await offload(services.voices.get, voice)  # 404 before reading a large body
     data, transcript = await sample_from_request(request, services)
-    added = await run_in_threadpool(services.voices.add_sample, voice, data, transcript)
+    added = await offload(services.voices.add_sample, voice, data, transcript)
     background.add_task(services.speech.warm_voice, added.sample.voice_id)
     return added
 

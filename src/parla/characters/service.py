@@ -70,6 +70,7 @@ from parla.errors import (
 )
 from parla.knowledge.documents import DocumentError, passages
 from parla.knowledge.store import KnowledgeBase, Passage
+from parla.offload import offload
 from parla.paths import PathNotAllowedError, PathPolicy
 from parla.services.speech import SpeechPlan, SpeechService
 from parla.services.transcription import Transcriber
@@ -749,10 +750,10 @@ class CharacterService:
     async def answer(self, character_id: int, question: str) -> Answer:
         """The whole answer: text, then its audio kept as a generation (the Titans character API's ask endpoints)."""
         question = self.check_question(question)
-        persona = await asyncio.to_thread(self.persona, character_id)
+        persona = await offload(self.persona, character_id)
         self.require_language_model(persona)
-        messages, found = await asyncio.to_thread(self.context, persona, question)
-        text = (await asyncio.to_thread(lambda: "".join(self.tokens(persona, messages)))).strip()
+        messages, found = await offload(self.context, persona, question)
+        text = (await offload(lambda: "".join(self.tokens(persona, messages)))).strip()
         answer = Answer(question, text, found, persona.id, persona.name)
         if not text:
             answer.warnings.append("the language model gave an empty answer")
@@ -770,11 +771,11 @@ class CharacterService:
         while the model is still writing, then ``answer.done`` and ``speech.audio.done`` (the kept
         answer's ``audio_url``). A client that leaves stops the model and the synthesis."""
         question = self.check_question(question)
-        persona = await asyncio.to_thread(self.persona, character_id)
+        persona = await offload(self.persona, character_id)
         # The model and speech are checked before the model starts: fail fast, not mid-answer.
         self.require_language_model(persona)
         self.speech_plan(persona, question)
-        messages, found = await asyncio.to_thread(self.context, persona, question)
+        messages, found = await offload(self.context, persona, question)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
@@ -847,7 +848,7 @@ class CharacterService:
         if text:
             plan = self.speech_plan(persona, text)
             if chunks:
-                await asyncio.to_thread(self.speech.record_audio, plan, chunks)
+                await offload(self.speech.record_audio, plan, chunks)
             else:
                 await self.speech.render(plan, keep=True)
             answer.generation_id = plan.id
@@ -857,20 +858,20 @@ class CharacterService:
 
     async def load(self, character_id: int) -> list[str]:
         """Load what the character's answers need (model, embedder, voice, Whisper); returns what was loaded."""
-        persona = await asyncio.to_thread(self.persona, character_id)
+        persona = await offload(self.persona, character_id)
         loaded: list[str] = []
         if not persona.llm.base_url:
             self.require_language_model(persona)
             try:
-                await asyncio.to_thread(self.embedded.load, persona.llm)
+                await offload(self.embedded.load, persona.llm)
             except LLMError as exc:
                 raise UpstreamError(f"the language model failed to load: {exc}") from None
             loaded.append("language model")
-        await asyncio.to_thread(self.knowledge.embedder.embed, ["warm up"])
+        await offload(self.knowledge.embedder.embed, ["warm up"])
         loaded.append("embedder")
         if persona.voice:
             await self.speech.warm_voice(persona.voice)
             loaded.append("voice")
-        await asyncio.to_thread(self._transcriber_for(persona.stt).load)
+        await offload(self._transcriber_for(persona.stt).load)
         loaded.append("speech recognition")
         return loaded

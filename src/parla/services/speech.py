@@ -8,7 +8,6 @@ the last byte is out; a request that stops halfway leaves no file and no row.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import re
@@ -39,6 +38,7 @@ from parla.engines.base import AudioChunk, Engine, SynthesisRequest, VoiceRef
 from parla.engines.registry import EngineRegistry, UnknownEngineError
 from parla.engines.runner import EngineRunner
 from parla.errors import InvalidInputError, ServiceUnavailableError, TooLargeError
+from parla.offload import offload
 from parla.services.runtime_config import GOVERNED_SOURCES
 from parla.services.voices import VoiceLibrary
 from parla.settings import Settings
@@ -436,15 +436,15 @@ class SpeechService:
         Closing this early (a client left) closes ``chunks`` at once, which stops the synthesis.
         The file is kept when the runtime config saves outputs, or always with ``keep`` (audio that
         is served by URL afterwards, such as a character's answer)."""
-        out = _Output(plan, self.blobs if keep or await asyncio.to_thread(self._keeps, plan) else None)
+        out = _Output(plan, self.blobs if keep or await offload(self._keeps, plan) else None)
         try:
             async with aclosing(chunks):
                 async for chunk in chunks:
-                    data = out.feed(chunk)
+                    data = await offload(out.feed, chunk)  # PyAV encodes: off the event loop
                     if data:
                         yield data
-            yield out.close()
-            await asyncio.to_thread(self._record, plan, out)
+            yield await offload(out.close)
+            await offload(self._record, plan, out)
         except BaseException:
             out.abort()
             raise

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
-from fastapi.concurrency import run_in_threadpool
 
 from parla.api.deps import ServicesDep
 from parla.api.voices import read_upload
+from parla.offload import offload
 from parla.services.mappings import MappingIn, MappingPublic, MappingUpdate
 
 router = APIRouter(tags=["Dia server API"])
@@ -82,7 +82,7 @@ async def upload_prompt(
     audio_file: Annotated[UploadFile, File()],
 ) -> dict[str, Any]:
     data = await read_upload(audio_file, services.settings.max_upload_bytes)
-    info = await run_in_threadpool(services.mappings.upload_prompt, prompt_id, data)
+    info = await offload(services.mappings.upload_prompt, prompt_id, data)
     return {"status": "success", "message": f"audio prompt {prompt_id} saved"} | info
 
 

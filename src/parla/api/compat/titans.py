@@ -8,7 +8,6 @@ sentence while the model is still writing it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from parla.api.errors import error_body
 from parla.api.voices import read_upload
 from parla.characters.service import Answer, CharacterFields, CharacterPublic, CharacterUploads, Upload
 from parla.errors import InvalidInputError, NotFoundError, ParlaError
+from parla.offload import offload
 from parla.store.models import Generation
 
 router = APIRouter(tags=["Titans character API"])
@@ -181,7 +181,7 @@ async def create_character(
 ) -> dict[str, Any]:
     fields = _fields(name, llm_model or None, llm_config, voice_cloning_settings, stt_settings)
     uploads = await _uploads(services, character_image, knowledge_base_file, voice_cloning_audio, style_tuning_file)
-    character = await asyncio.to_thread(services.characters.create, fields, uploads)
+    character = await offload(services.characters.create, fields, uploads)
     if character.voice_id:  # learnt now, so the first answer does not wait for it
         background.add_task(services.speech.warm_voice, character.voice_id)
     return {
@@ -210,7 +210,7 @@ async def update_character(
 ) -> dict[str, Any]:
     fields = _fields(name, llm_model, llm_config, voice_cloning_settings, stt_settings)
     uploads = await _uploads(services, character_image, knowledge_base_file, voice_cloning_audio, style_tuning_file)
-    character = await asyncio.to_thread(services.characters.update, character_id, fields, uploads)
+    character = await offload(services.characters.update, character_id, fields, uploads)
     if character.voice_id and voice_cloning_audio is not None:
         background.add_task(services.speech.warm_voice, character.voice_id)
     return {"message": "Character updated", "character": _public(request, character), "status": "success"}
@@ -218,25 +218,25 @@ async def update_character(
 
 @router.delete("/delete-character/{character_id}", summary="Delete a character (Parla)")
 async def delete_character(character_id: int, services: ServicesDep) -> dict[str, Any]:
-    await asyncio.to_thread(services.characters.delete, character_id)
+    await offload(services.characters.delete, character_id)
     return {"message": f"Character {character_id} deleted", "status": "success"}
 
 
 @router.get("/get-characters", summary="List characters (Titans character API)")
 async def get_characters(request: Request, services: ServicesDep) -> dict[str, Any]:
-    characters = await asyncio.to_thread(services.characters.list_all)
+    characters = await offload(services.characters.list_all)
     return {"characters": [_public(request, c) for c in characters], "status": "success"}
 
 
 @router.get("/get-character/{character_id}", summary="One character (Titans character API)")
 async def get_character(character_id: int, request: Request, services: ServicesDep) -> dict[str, Any]:
-    character = await asyncio.to_thread(services.characters.get, character_id)
+    character = await offload(services.characters.get, character_id)
     return {"character": _public(request, character), "status": "success"}
 
 
 @router.post("/load-character", summary="Load a character's models (Titans character API)")
 async def load_character(body: CharacterId, services: ServicesDep) -> dict[str, Any]:
-    character = await asyncio.to_thread(services.characters.get, body.character_id)
+    character = await offload(services.characters.get, body.character_id)
     loaded = await services.characters.load(body.character_id)
     return {
         "message": f"Models loaded for character {character.name}",
@@ -277,7 +277,7 @@ async def ask_question_audio(
     stream: Annotated[bool, Form()] = False,
 ) -> dict[str, Any] | StreamingResponse:
     data = await read_upload(audio_file, services.settings.max_upload_bytes)
-    question = await asyncio.to_thread(services.characters.transcribe_question, character_id, data)
+    question = await offload(services.characters.transcribe_question, character_id, data)
     if stream:
         events = services.characters.converse(character_id, question, speak=True)
         return await _event_stream(request, events, {"transcribed_question": question})
@@ -312,7 +312,7 @@ async def download_model(body: DownloadModel, services: ServicesDep) -> dict[str
     if body.model_type == "openai":
         message = "OpenAI-compatible models are used by URL; nothing to download"
         return {"model_path": None, "message": message, "status": "success"}
-    path = await asyncio.to_thread(services.characters.local_model, body.model_name.strip(), "model_name")
+    path = await offload(services.characters.local_model, body.model_name.strip(), "model_name")
     return {"model_path": str(path), "status": "success"}
 
 
@@ -352,7 +352,7 @@ async def get_tts_models(services: ServicesDep) -> dict[str, Any]:
     "/serve-audio/{character_id}/{filename}", name="serve_audio", summary="A spoken answer (Titans character API)"
 )
 async def serve_audio(character_id: int, filename: str, services: ServicesDep) -> FileResponse:
-    await asyncio.to_thread(services.characters.get, character_id)
+    await offload(services.characters.get, character_id)
     generation_id = Path(filename).stem
 
     def find() -> Path:
@@ -364,7 +364,7 @@ async def serve_audio(character_id: int, filename: str, services: ServicesDep) -
                 raise NotFoundError(f"no answer audio {filename!r}")
             return services.blobs.path(row.file)
 
-    path = await asyncio.to_thread(find)
+    path = await offload(find)
     if not path.is_file():
         raise NotFoundError(f"the audio {filename!r} was deleted (retention)")
     return FileResponse(path, media_type="audio/wav", filename=filename)
@@ -374,5 +374,5 @@ async def serve_audio(character_id: int, filename: str, services: ServicesDep) -
     "/serve-image/{character_id}/{filename}", name="serve_image", summary="A character's image (Titans character API)"
 )
 async def serve_image(character_id: int, filename: str, services: ServicesDep) -> FileResponse:
-    path = await asyncio.to_thread(services.characters.image_path, character_id, filename)
+    path = await offload(services.characters.image_path, character_id, filename)
     return FileResponse(path)

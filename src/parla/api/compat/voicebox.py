@@ -17,13 +17,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from parla.api.deps import ServicesDep
 from parla.api.voices import read_upload
 from parla.errors import InvalidInputError, NotFoundError
+from parla.offload import offload
 from parla.services import Services
 from parla.services.history import GenerationPublic, HistoryFilter
 from parla.services.voices import SamplePublic, VoiceCreate, VoicePublic, VoiceUpdate
@@ -134,9 +134,9 @@ async def add_sample(
     file: Annotated[UploadFile, File()],
     reference_text: Annotated[str | None, Form()] = None,
 ) -> dict[str, Any]:
-    voice_id = await run_in_threadpool(profile_id_of, services, profile_id)
+    voice_id = await offload(profile_id_of, services, profile_id)
     data = await read_upload(file, services.settings.max_upload_bytes)
-    added = await run_in_threadpool(services.voices.add_sample, voice_id, data, reference_text)
+    added = await offload(services.voices.add_sample, voice_id, data, reference_text)
     return _sample(services, added.sample) | {"warnings": added.warnings}
 
 

@@ -10,13 +10,13 @@ import threading
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
 
 from parla.api.deps import ServicesDep
 from parla.api.voices import SampleJSON, audio_from_json
 from parla.audio.decode import decode_audio
 from parla.errors import NotFoundError
+from parla.offload import offload
 from parla.services import Services
 from parla.services.speech import SpeechOptions
 from parla.services.voices import VoiceCreate
@@ -136,7 +136,7 @@ def speaker_voice(services: Services, speaker_id: str) -> str:
 
 @router.post("/synthesize", summary="Synthesize speech; base64 WAV in JSON")
 async def synthesize(body: SynthesizeRequest, services: ServicesDep) -> dict[str, Any]:
-    speaker = await run_in_threadpool(speaker_voice, services, body.speaker_id)
+    speaker = await offload(speaker_voice, services, body.speaker_id)
     options = SpeechOptions(
         input=body.text,
         voice=speaker,
@@ -152,9 +152,9 @@ async def synthesize(body: SynthesizeRequest, services: ServicesDep) -> dict[str
     samples, rate = decode_audio(wav)
     stored = None
     if body.store_generated_audio:
-        generation = await run_in_threadpool(services.history.get, plan.id)
+        generation = await offload(services.history.get, plan.id)
         if generation.has_audio:
-            stored = str((await run_in_threadpool(services.history.audio, plan.id))[0])
+            stored = str((await offload(services.history.audio, plan.id))[0])
     return {
         "audio_base64": base64.b64encode(wav).decode(),
         "format": "wav",
