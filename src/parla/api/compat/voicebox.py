@@ -1,4 +1,4 @@
-"""The voicebox API (the voicebox backend's): ``/profiles``, ``/history``, ``/audio/{id}``, ``/models/*``.
+"""The voicebox API (the Qwen3-TTS voicebox backend): ``/profiles``, ``/history``, ``/audio/{id}``, ``/models/*``.
 
 A thin dialect: profiles are library voices, history is Parla's history (every API's generations,
 the documented superset, with ``profile_id`` set where a profile spoke), shaped as voicebox's

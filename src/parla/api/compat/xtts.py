@@ -1,4 +1,4 @@
-"""The XTTS service API (an XTTS-v2 service's): ``/api/v1/tts/synthesize`` answering base64 WAV in JSON,
+"""The XTTS service API (a service around XTTS-v2): ``/api/v1/tts/synthesize`` answering base64 WAV in JSON,
 ``/api/v1/tts/voices`` (list; register by base64 or URL) and ``/api/v1/tts/config``."""
 
 from __future__ import annotations
