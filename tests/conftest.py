@@ -10,7 +10,8 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,27 +56,41 @@ class LiveServer:
         self.services = services
 
 
-@pytest.fixture(scope="session")
-def server(services: Services) -> Iterator[LiveServer]:
-    """The real app under uvicorn on a free port, sharing the session's services."""
+def wait_for(ready: Callable[[], Any], message: str, timeout: float = 60) -> None:
+    """Poll ``ready`` until it is true (HTTP errors and missing fields count as not yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ready():
+                return
+        except (httpx.HTTPError, KeyError, ValueError):
+            pass
+        assert time.monotonic() < deadline, message
+        time.sleep(0.1)
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """``app`` under uvicorn on a free port, in a thread, until the block ends; yields its URL once
+    its engines are loaded."""
     port = _free_port()
-    config = uvicorn.Config(create_app(services=services), host="127.0.0.1", port=port, log_level="warning")
-    uv = uvicorn.Server(config)
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).json()["model_loaded"]:
-                break
-        except (httpx.HTTPError, KeyError):
-            pass
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.1)
-    yield LiveServer(url, services)
-    uv.should_exit = True
-    thread.join(timeout=10)
+    wait_for(lambda: httpx.get(f"{url}/health", timeout=1).json()["model_loaded"], "the server did not start")
+    try:
+        yield url
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server(services: Services) -> Iterator[LiveServer]:
+    """The real app under uvicorn on a free port, sharing the session's services."""
+    with serving(create_app(services=services)) as url:
+        yield LiveServer(url, services)
 
 
 @pytest.fixture

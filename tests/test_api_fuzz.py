@@ -10,19 +10,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 
 from parla.app import create_app
 from parla.services import Services
 from parla.settings import Settings
-from tests.conftest import LiveServer, _free_port
+from tests.conftest import LiveServer, serving
 
 ROOT = Path(__file__).parents[1]
 
@@ -37,26 +33,11 @@ def fuzzed_server(server: LiveServer, tmp_path: Path) -> Iterator[str]:
         _env_file=None,
     )
     services = Services.build(settings, engines=server.services.engines)
-    port = _free_port()
-    uv = uvicorn.Server(
-        uvicorn.Config(create_app(services=services), host="127.0.0.1", port=port, log_level="critical")
-    )
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the fuzzed server did not start"
-        time.sleep(0.1)
-    yield url
-    uv.should_exit = True
-    thread.join(timeout=30)
-    services.db.dispose()  # not close(): the engines belong to the shared server
+    try:
+        with serving(create_app(services=services)) as url:
+            yield url
+    finally:
+        services.db.dispose()  # not close(): the engines belong to the shared server
 
 
 def test_no_operation_answers_a_server_error(fuzzed_server: str, tmp_path: Path) -> None:

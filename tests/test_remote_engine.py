@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from parla.errors import ServiceUnavailableError
 from parla.services import Services
 from parla.settings import MOCK_WORKER_URL, RemoteEngineSettings, Settings
 from parla.worker_app import create_worker_app, default_port
-from tests.conftest import Listener, _free_port, duration_of, natural_length, wer
+from tests.conftest import Listener, _free_port, duration_of, natural_length, serving, wait_for, wer
 
 PARAGRAPH = (
     "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
@@ -108,21 +107,6 @@ def test_a_worker_that_is_not_there_makes_the_engine_unavailable(services: Servi
         built.close()
 
 
-@contextmanager
-def _serving(app: Any) -> Iterator[str]:
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    _wait(lambda: httpx.get(f"{url}/health", timeout=1).json()["model_loaded"], "the server did not start")
-    try:
-        yield url
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
-
-
 def test_a_mock_worker_speaks_the_voice_files_it_may_read(tmp_path: Path) -> None:
     """The gateway's voice files travel as paths: the worker reads them where it is allowed to
     (shared storage, its PARLA_ALLOWED_PATHS) and refuses them elsewhere."""
@@ -130,7 +114,7 @@ def test_a_mock_worker_speaks_the_voice_files_it_may_read(tmp_path: Path) -> Non
     (shared / "refs").mkdir(parents=True)
     (shared / "refs" / "tone.wav").write_bytes(encode_audio(np.full(22050, 0.1, dtype=np.float32), 22050, "wav"))
     worker_settings = Settings(data_dir=own, allowed_paths=[shared], _env_file=None)
-    with _serving(create_worker_app("mock", worker_settings)) as worker_url:
+    with serving(create_worker_app("mock", worker_settings)) as worker_url:
         settings = Settings(
             data_dir=shared, engines={"mock": {"url": worker_url}}, in_process_worker=False, _env_file=None
         )
@@ -141,7 +125,7 @@ def test_a_mock_worker_speaks_the_voice_files_it_may_read(tmp_path: Path) -> Non
             assert response.status_code == 200, response.text
             assert duration_of((shared / "out" / "d.wav").read_bytes()) == pytest.approx(2.35, abs=0.02)
         stranger = Settings(data_dir=tmp_path / "elsewhere", _env_file=None)
-        with _serving(create_worker_app("mock", stranger)) as stranger_url:
+        with serving(create_worker_app("mock", stranger)) as stranger_url:
             voice = {"name": "tone", "samples": [[str(shared / "refs" / "tone.wav"), None]]}
             refused = httpx.post(f"{stranger_url}/v1/text-to-speech/tone/stream", json={"text": "Hi.", "voice": voice})
             assert refused.status_code == 400 and "outside the allowed directories" in refused.json()["detail"]
@@ -162,24 +146,12 @@ class Worker:
     def start(self) -> None:
         command = [sys.executable, "-m", "parla", "serve-engine", "piper", "--port", str(self.port)]
         self.process = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _wait(lambda: httpx.get(f"{self.url}/health", timeout=1).json()["model_loaded"], "the worker did not start")
+        wait_for(lambda: httpx.get(f"{self.url}/health", timeout=1).json()["model_loaded"], "the worker did not start")
 
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
-
-
-def _wait(ready: Any, message: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if ready():
-                return
-        except (httpx.HTTPError, KeyError, ValueError):
-            pass
-        assert time.monotonic() < deadline, message
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +179,7 @@ def gateway(worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    _wait(lambda: httpx.get(f"{url}/health", timeout=1).json()["model_loaded"], "the gateway did not start")
+    wait_for(lambda: httpx.get(f"{url}/health", timeout=1).json()["model_loaded"], "the gateway did not start")
     yield url, services
     uv.should_exit = True
     thread.join(timeout=10)
@@ -269,7 +241,7 @@ def test_a_killed_worker_is_a_503_until_it_is_back(gateway: tuple[str, Services]
         return next(e for e in engines if e["name"] == "piper")
 
     worker.kill()
-    _wait(lambda: not piper_state()["available"], "/health did not notice the worker was gone", timeout=10)
+    wait_for(lambda: not piper_state()["available"], "/health did not notice the worker was gone", timeout=10)
     assert worker.url in piper_state()["reason"]
     health = httpx.get(f"{url}/health").json()
     assert health["status"] == "degraded" and health["model_loaded"] is False
@@ -282,6 +254,6 @@ def test_a_killed_worker_is_a_503_until_it_is_back(gateway: tuple[str, Services]
     assert httpx.post(f"{url}/v1/audio/speech", json={**body, "model": "clone"}, timeout=60).status_code == 200
 
     worker.start()  # same port; the gateway was never restarted
-    _wait(lambda: piper_state()["available"], "/health did not notice the worker was back", timeout=10)
+    wait_for(lambda: piper_state()["available"], "/health did not notice the worker was back", timeout=10)
     again = httpx.post(f"{url}/v1/audio/speech", json=body, timeout=60)
     assert again.status_code == 200 and duration_of(again.content) > 1
