@@ -95,7 +95,7 @@ async def health(services: ServicesDep) -> dict[str, Any]:
         gpu_available, vram_used_mb = await offload(gpu_state, clone)
         clone_status = await offload(clone.status)
         clone_ready = clone_status.loaded or not clone_status.available
-    llm_runtime = services.characters.llm_runtime.state()
+    llm_runtime = await offload(services.characters.llm_runtime.state)  # file lock, import system
     return {
         "status": "healthy" if default.available else "degraded",
         # The engines that speak when a request names none (plain voices', and the cloning engine

@@ -51,11 +51,18 @@ def cached_wheel(wheels: Path) -> Path | None:
     return found[-1] if found else None
 
 
+_found = False
+"""Once found, the package stays: every question need not search the import path again."""
+
+
 def is_installed() -> bool:
     """Whether ``import llama_cpp`` would find the package now (also after an install that happened
     while this process ran: the import system's directory caches are refreshed first)."""
-    importlib.invalidate_caches()
-    return importlib.util.find_spec("llama_cpp") is not None
+    global _found
+    if not _found:
+        importlib.invalidate_caches()
+        _found = importlib.util.find_spec("llama_cpp") is not None
+    return _found
 
 
 @contextlib.contextmanager
