@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint typecheck pytest bench doctor clean system-packages llm-runtime
+.PHONY: run test test-fast lint typecheck pytest bench doctor clean system-packages llm-runtime
 
 $(BIN)/python:
 	@echo "==> creating the environment ($(VENV))"
@@ -65,11 +65,22 @@ system-packages:
 	@echo "==> Debian packages the tests use (espeak-ng, chromium)"
 	@bash scripts/system-packages.sh
 
+# 1 (as .ci/run sets it): a PostgreSQL or Redis that does not answer fails the tests that need it,
+# instead of skipping them.
+PARLA_TEST_REQUIRE_SERVICES ?=
+export PARLA_TEST_REQUIRE_SERVICES
+
 pytest: system-packages $(VENV)/.installed-test llm-runtime $(DEV_VOICES)/asterisk_allison/judge.wav
 	@echo "==> pytest"
 	@$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The fast lane: the API on the mock engine, in process; no real model, no Whisper, nothing slow
+# (under a minute on two cores). `make test` runs everything.
+test-fast: system-packages $(VENV)/.installed-test llm-runtime
+	@echo "==> pytest, fast lane (-m 'not model and not slow')"
+	@$(BIN)/pytest -m "not model and not slow"
 
 bench: $(VENV)/.installed
 	$(BIN)/parla bench speech

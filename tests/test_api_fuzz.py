@@ -22,6 +22,8 @@ from tests.conftest import LiveServer, serving
 
 ROOT = Path(__file__).parents[1]
 
+pytestmark = pytest.mark.slow  # about three minutes
+
 
 @pytest.fixture
 def fuzzed_server(server: LiveServer, tmp_path: Path) -> Iterator[str]:

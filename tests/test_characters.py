@@ -1,6 +1,9 @@
 """Characters (Titans character API): a persona answers from its own knowledge, in its voice, by text and by
 speech, and speaks while it is still writing. The embedded SmolLM2 model answers; a local
-OpenAI-compatible server stands in for a remote model where the test needs a fixed pace."""
+OpenAI-compatible server stands in for a remote model where the test needs a fixed pace.
+
+Answers, heard questions and spoken replies are on the live server (``model``); making, changing and
+refusing characters, and choosing their language model, are on the module's mock app."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
@@ -17,7 +20,6 @@ import httpx
 import numpy as np
 import pytest
 
-from parla.bench import CHARACTER_KNOWLEDGE
 from parla.characters.prompting import (
     SentenceStream,
     StyleExample,
@@ -29,52 +31,16 @@ from parla.errors import InvalidInputError
 from parla.knowledge.store import Passage
 from parla.services import Services
 from parla.settings import Settings
-from tests.conftest import Listener, LiveServer, duration_of, natural_length, someone_saying, wer
-
-KNOWLEDGE = (
-    CHARACTER_KNOWLEDGE
-    + """
-## Food
-
-The island bakery is known for its seaweed bread, baked with flour from the mainland.
-"""
-)
-"""The benchmark's island, with one more section."""
-
-STYLE = [
-    {"question": "How are you today?", "response": "Calm as the sea at dawn, thank you."},
-    {"question": "Do you like storms?", "response": "I respect them. The light keeps the ships safe."},
-]
-
-REFERENCE_TEXT = "I have kept this lighthouse for many years, and I know every stone of the island."
+from tests.characters_data import IMAGE, character_form
+from tests.conftest import InProcessApp, Listener, LiveServer, duration_of, natural_length, someone_saying, wer
 
 
 def _create(client: httpx.Client, name: str, **overrides: Any) -> httpx.Response:
-    data = {
-        "name": name,
-        "llm_config": json.dumps({"temperature": 0.0, "max_tokens": 60}),
-        "voice_cloning_settings": json.dumps({"model": "f5tts", "reference_text": REFERENCE_TEXT}),
-        "stt_settings": json.dumps({"model": "whisper", "model_size": "base", "language": "en"}),
-    }
-    files: dict[str, tuple[str, bytes, str]] = {
-        "knowledge_base_file": ("marrow.md", KNOWLEDGE.encode(), "text/markdown"),
-        "style_tuning_file": ("style.json", json.dumps(STYLE).encode(), "application/json"),
-        "voice_cloning_audio": ("keeper.wav", someone_saying(REFERENCE_TEXT, "en-us+m3"), "audio/wav"),
-        "character_image": ("keeper.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "image/png"),
-    }
-    if "display_name" in overrides:
-        data["name"] = overrides.pop("display_name")
-    for key, value in overrides.items():
-        if key in files or key.endswith(("_file", "_audio", "_image")):
-            if value is None:
-                files.pop(key, None)
-            else:
-                files[key] = value
-        elif value is None:
-            data.pop(key, None)
-        else:
-            data[key] = value
-    return client.post("/create-character", data=data, files=files)
+    return client.post("/create-character", **character_form(name, **overrides))
+
+
+async def _make(api: httpx.AsyncClient, name: str, **overrides: Any) -> httpx.Response:
+    return await api.post("/create-character", **character_form(name, **overrides))
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +53,16 @@ def keeper(server: LiveServer) -> Iterator[int]:
         client.delete(f"/delete-character/{character_id}")
 
 
+@pytest.fixture(scope="module")
+async def mock_keeper(mock_app: InProcessApp) -> AsyncIterator[int]:
+    """The keeper on the module's mock app."""
+    response = await _make(mock_app.client, "Keeper")
+    assert response.status_code == 200, response.text
+    character_id = int(response.json()["character_id"])
+    yield character_id
+    await mock_app.client.delete(f"/delete-character/{character_id}")
+
+
 def _events(response: httpx.Response) -> Iterator[tuple[float, dict[str, Any]]]:
     for line in response.iter_lines():
         if line.startswith("data:"):
@@ -96,6 +72,7 @@ def _events(response: httpx.Response) -> Iterator[tuple[float, dict[str, Any]]]:
 # -- asking --------------------------------------------------------------------------------------
 
 
+@pytest.mark.model
 def test_a_character_answers_from_its_knowledge_in_its_voice(
     client: httpx.Client, keeper: int, listener: Listener
 ) -> None:
@@ -122,6 +99,7 @@ def test_a_character_answers_from_its_knowledge_in_its_voice(
     assert record["voice"] == client.get(f"/v1/voices/{voice_id}").json()["name"]
 
 
+@pytest.mark.model
 def test_a_spoken_question_is_heard_and_answered(client: httpx.Client, keeper: int) -> None:
     question = someone_saying("Who built the lighthouse on Marrow Island?")
     response = client.post(
@@ -136,6 +114,7 @@ def test_a_spoken_question_is_heard_and_answered(client: httpx.Client, keeper: i
     assert body["audio_url"] and client.get(body["audio_url"]).status_code == 200
 
 
+@pytest.mark.model
 def test_the_answer_streams_token_by_token(client: httpx.Client, keeper: int) -> None:
     body = {"character_id": keeper, "question": "When does the ferry leave Port Elsin?", "stream": True}
     with client.stream("POST", "/ask-question-text", json=body) as response:
@@ -189,6 +168,7 @@ def slow_model() -> Iterator[str]:
     server.shutdown()
 
 
+@pytest.mark.model
 def test_speech_starts_before_the_answer_is_written(client: httpx.Client, slow_model: str, listener: Listener) -> None:
     created = _create(
         client,
@@ -232,6 +212,7 @@ def _to_16k(samples: np.ndarray[Any, np.dtype[np.float32]]) -> np.ndarray[Any, n
     return resample(samples, 24_000, 16_000)
 
 
+@pytest.mark.model
 def test_a_voice_question_can_be_answered_as_a_stream(client: httpx.Client, keeper: int) -> None:
     question = someone_saying("Which birds nest on the northern cliffs?")
     with client.stream(
@@ -251,6 +232,7 @@ def test_a_voice_question_can_be_answered_as_a_stream(client: httpx.Client, keep
 # -- managing characters -------------------------------------------------------------------------
 
 
+@pytest.mark.model
 def test_characters_are_listed_shown_loaded_changed_and_deleted(client: httpx.Client) -> None:
     created = _create(client, "Ferryman", voice_cloning_audio=None, voice_cloning_settings=None)
     assert created.status_code == 200, created.text
@@ -260,7 +242,7 @@ def test_characters_are_listed_shown_loaded_changed_and_deleted(client: httpx.Cl
     assert listed["status"] == "success"
     entry = next(c for c in listed["characters"] if c["id"] == character_id)
     assert entry["name"] == "Ferryman" and entry["created_at"]
-    assert client.get(entry["image_url"]).content == b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    assert client.get(entry["image_url"]).content == IMAGE
 
     detail = client.get(f"/get-character/{character_id}").json()["character"]
     assert detail["knowledge_files"][0]["filename"] == "marrow.md" and detail["style_examples"] == 2
@@ -288,61 +270,69 @@ def test_characters_are_listed_shown_loaded_changed_and_deleted(client: httpx.Cl
     assert client.get(entry["image_url"]).status_code == 404
 
 
-def test_deleting_a_character_takes_its_voice_and_files(client: httpx.Client, services: Services) -> None:
-    created = _create(client, "Temporary", knowledge_base_file=None)
+async def test_deleting_a_character_takes_its_voice_and_files(api: httpx.AsyncClient, mock_app: InProcessApp) -> None:
+    created = await _make(api, "Temporary", knowledge_base_file=None)
     assert created.status_code == 200, created.text
     character = created.json()["character"]
-    assert client.get(f"/v1/voices/{character['voice_id']}").status_code == 200
-    folder = services.settings.data_dir / "characters" / str(character["id"])
+    assert (await api.get(f"/v1/voices/{character['voice_id']}")).status_code == 200
+    folder = mock_app.settings.data_dir / "characters" / str(character["id"])
     assert folder.is_dir()
-    client.delete(f"/delete-character/{character['id']}")
-    assert client.get(f"/v1/voices/{character['voice_id']}").status_code == 404
+    await api.delete(f"/delete-character/{character['id']}")
+    assert (await api.get(f"/v1/voices/{character['voice_id']}")).status_code == 404
     assert not folder.exists()
 
 
-def test_models_for_characters(client: httpx.Client) -> None:
-    models = {m["name"]: m for m in client.get("/get-tts-models").json()["models"]}
+async def test_models_for_characters(api: httpx.AsyncClient) -> None:
+    models = {m["name"]: m for m in (await api.get("/get-tts-models")).json()["models"]}
     assert models["clone"]["available"] and models["clone"]["cloning"]
     assert not models["f5tts"]["available"] and "PARLA_ENGINES__F5TTS__URL" in models["f5tts"]["dependencies"][0]
-    bundled = client.post("/download-model", json={"model_name": "smollm2", "model_type": "gguf"})
+    bundled = await api.post("/download-model", json={"model_name": "smollm2", "model_type": "gguf"})
     assert bundled.status_code == 200 and bundled.json()["model_path"].endswith(".gguf")
-    assert client.post("/download-model", json={"model_name": "gpt-4o", "model_type": "openai"}).status_code == 200
-    hub = client.post("/download-model", json={"model_name": "microsoft/DialoGPT-medium", "model_type": "huggingface"})
+    openai = await api.post("/download-model", json={"model_name": "gpt-4o", "model_type": "openai"})
+    assert openai.status_code == 200
+    hub = await api.post(
+        "/download-model", json={"model_name": "microsoft/DialoGPT-medium", "model_type": "huggingface"}
+    )
     assert hub.status_code == 400 and "downloads no models" in hub.json()["detail"]
 
 
 # -- bad input -----------------------------------------------------------------------------------
 
 
-def test_unknown_characters_and_empty_questions(client: httpx.Client, keeper: int) -> None:
+async def test_unknown_characters_and_empty_questions(api: httpx.AsyncClient, mock_keeper: int) -> None:
     for response in (
-        client.get("/get-character/999999"),
-        client.post("/ask-question-text", json={"character_id": 999999, "question": "Hello?"}),
-        client.post("/ask-question-stream", json={"character_id": 999999, "question": "Hello?"}),
-        client.post("/load-character", json={"character_id": 999999}),
-        client.post(
+        await api.get("/get-character/999999"),
+        await api.post("/ask-question-text", json={"character_id": 999999, "question": "Hello?"}),
+        await api.post("/ask-question-stream", json={"character_id": 999999, "question": "Hello?"}),
+        await api.post("/load-character", json={"character_id": 999999}),
+        await api.post(
             "/ask-question-audio",
             data={"character_id": "999999"},
             files={"audio_file": ("q.wav", someone_saying("Hello there"), "audio/wav")},
         ),
-        client.delete("/delete-character/999999"),
+        await api.delete("/delete-character/999999"),
     ):
         assert response.status_code == 404, response.text
         assert "character 999999 not found" in response.json()["detail"]
-    empty = client.post("/ask-question-text", json={"character_id": keeper, "question": "   "})
+    empty = await api.post("/ask-question-text", json={"character_id": mock_keeper, "question": "   "})
     assert empty.status_code == 400 and "question is empty" in empty.json()["detail"]
+    broken = await api.post(
+        "/ask-question-audio",
+        data={"character_id": str(mock_keeper)},
+        files={"audio_file": ("q.wav", b"this is not audio", "audio/wav")},
+    )
+    assert broken.status_code == 400 and "audio_file" in broken.json()["detail"]
+
+
+@pytest.mark.model
+def test_a_silent_question_is_refused(client: httpx.Client, keeper: int) -> None:
+    # Whisper listens, and hears nothing.
     silent = client.post(
         "/ask-question-audio",
         data={"character_id": str(keeper)},
         files={"audio_file": ("q.wav", _silence_wav(), "audio/wav")},
     )
     assert silent.status_code == 400 and "no speech" in silent.json()["detail"]
-    broken = client.post(
-        "/ask-question-audio",
-        data={"character_id": str(keeper)},
-        files={"audio_file": ("q.wav", b"this is not audio", "audio/wav")},
-    )
-    assert broken.status_code == 400 and "audio_file" in broken.json()["detail"]
 
 
 def _silence_wav() -> bytes:
@@ -368,29 +358,29 @@ def _silence_wav() -> bytes:
         ({"display_name": "  "}, "name"),
     ],
 )
-def test_bad_uploads_are_refused_and_leave_nothing(
-    client: httpx.Client, services: Services, override: dict[str, Any], reason: str
+async def test_bad_uploads_are_refused_and_leave_nothing(
+    api: httpx.AsyncClient, mock_app: InProcessApp, override: dict[str, Any], reason: str
 ) -> None:
-    characters_before = client.get("/get-characters").json()["characters"]
-    voices_before = client.get("/v1/voices").json()
-    response = _create(client, "Broken", **override)
+    characters_before = (await api.get("/get-characters")).json()["characters"]
+    voices_before = (await api.get("/v1/voices")).json()
+    response = await _make(api, "Broken", **override)
     assert 400 <= response.status_code < 500, response.text
     assert reason in response.json()["detail"]
-    assert client.get("/get-characters").json()["characters"] == characters_before
-    assert client.get("/v1/voices").json() == voices_before
-    folder = services.settings.data_dir / "characters"
+    assert (await api.get("/get-characters")).json()["characters"] == characters_before
+    assert (await api.get("/v1/voices")).json() == voices_before
+    folder = mock_app.settings.data_dir / "characters"
     left = {p.name for p in folder.iterdir()} if folder.exists() else set()
     assert left <= {str(c["id"]) for c in characters_before}
 
 
-def test_names_are_unique(client: httpx.Client, keeper: int) -> None:
-    response = _create(client, "Keeper", voice_cloning_audio=None)
+async def test_names_are_unique(api: httpx.AsyncClient, mock_keeper: int) -> None:
+    response = await _make(api, "Keeper", voice_cloning_audio=None)
     assert response.status_code == 409 and "already exists" in response.json()["detail"]
 
 
-def test_an_unreachable_model_is_a_502_with_the_reason(client: httpx.Client) -> None:
-    created = _create(
-        client,
+async def test_an_unreachable_model_is_a_502_with_the_reason(api: httpx.AsyncClient) -> None:
+    created = await _make(
+        api,
         "Offline",
         llm_config=json.dumps({"base_url": "http://127.0.0.1:9/v1", "model_name": "gone"}),
         voice_cloning_audio=None,
@@ -402,11 +392,12 @@ def test_an_unreachable_model_is_a_502_with_the_reason(client: httpx.Client) -> 
             ("/ask-question-text", {"stream": True}),
             ("/ask-question-stream", {}),
         ):
-            response = client.post(path, json={"character_id": character_id, "question": "Are you there?", **extra})
+            question = {"character_id": character_id, "question": "Are you there?", **extra}
+            response = await api.post(path, json=question)
             assert response.status_code == 502, (path, response.text)
             assert "could not reach the language model at http://127.0.0.1:9/v1" in response.json()["detail"]
     finally:
-        client.delete(f"/delete-character/{character_id}")
+        await api.delete(f"/delete-character/{character_id}")
 
 
 # -- prompts and sentences -------------------------------------------------------------------------
@@ -469,6 +460,7 @@ def test_characters_live_in_postgresql_too(postgres_url: str, tmp_path: Any) -> 
         services.close()
 
 
+@pytest.mark.model
 def test_another_gguf_file_is_chosen_by_path(tmp_path: Any) -> None:
     from parla.characters.llm import bundled_model_path
     from parla.characters.service import CharacterFields, CharacterUploads, Upload
@@ -491,9 +483,9 @@ def test_another_gguf_file_is_chosen_by_path(tmp_path: Any) -> None:
 # -- the model a character names is the model that answers ------------------------------------------
 
 
-def _bare(client: httpx.Client, name: str, **overrides: Any) -> httpx.Response:
+async def _bare(api: httpx.AsyncClient, name: str, **overrides: Any) -> httpx.Response:
     """A character with no voice and no knowledge: only its language model matters here."""
-    return _create(client, name, voice_cloning_audio=None, knowledge_base_file=None, **overrides)
+    return await _make(api, name, voice_cloning_audio=None, knowledge_base_file=None, **overrides)
 
 
 def _hf_cache(root: Any, repo: str, files: dict[str, bytes]) -> Any:
@@ -510,49 +502,51 @@ def _hf_cache(root: Any, repo: str, files: dict[str, bytes]) -> Any:
 
 
 @pytest.fixture
-def no_endpoint(services: Services, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+def no_endpoint(mock_app: InProcessApp, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
     """No default endpoint and an empty Hugging Face cache of the test's own."""
-    monkeypatch.setattr(services.settings, "llm_base_url", None)
+    monkeypatch.setattr(mock_app.settings, "llm_base_url", None)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     return tmp_path / "hub"
 
 
 @pytest.mark.parametrize("named", ["gpt-3.5-turbo", "HuggingFaceTB/SmolLM2-360M-Instruct", "SmolLM2-135M"])
-def test_a_model_that_is_not_here_is_refused_not_replaced(client: httpx.Client, no_endpoint: Any, named: str) -> None:
-    response = _bare(client, "Hosted", llm_model=named)
+async def test_a_model_that_is_not_here_is_refused_not_replaced(
+    api: httpx.AsyncClient, no_endpoint: Any, named: str
+) -> None:
+    response = await _bare(api, "Hosted", llm_model=named)
     assert response.status_code == 400, response.text
     detail = response.json()["detail"]
     assert repr(named) in detail and "llm_config.base_url" in detail and "OPENAI_BASE_URL" in detail
     assert "GGUF" in detail and str(no_endpoint) in detail  # what to configure, and where to put a file
-    assert "Hosted" not in {c["name"] for c in client.get("/get-characters").json()["characters"]}
-    in_config = _bare(client, "Hosted", llm_config=json.dumps({"model_name": named}))
+    assert "Hosted" not in {c["name"] for c in (await api.get("/get-characters")).json()["characters"]}
+    in_config = await _bare(api, "Hosted", llm_config=json.dumps({"model_name": named}))
     assert in_config.status_code == 400 and "llm_config.model_name" in in_config.json()["detail"]
 
 
-def test_changing_to_a_model_that_is_not_here_is_refused(client: httpx.Client, no_endpoint: Any) -> None:
-    created = _bare(client, "Steady")
+async def test_changing_to_a_model_that_is_not_here_is_refused(api: httpx.AsyncClient, no_endpoint: Any) -> None:
+    created = await _bare(api, "Steady")
     assert created.status_code == 200, created.text
     character_id = created.json()["character_id"]
     try:
-        changed = client.put(f"/update-character/{character_id}", data={"llm_model": "gpt-4o"})
+        changed = await api.put(f"/update-character/{character_id}", data={"llm_model": "gpt-4o"})
         assert changed.status_code == 400 and "'gpt-4o'" in changed.json()["detail"]
-        assert client.get(f"/get-character/{character_id}").json()["character"]["llm_model"] is None
+        assert (await api.get(f"/get-character/{character_id}")).json()["character"]["llm_model"] is None
     finally:
-        client.delete(f"/delete-character/{character_id}")
+        await api.delete(f"/delete-character/{character_id}")
 
 
 @pytest.mark.parametrize("named", ["SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2:135m"])
-def test_the_bundled_model_by_any_name_runs_embedded(
-    client: httpx.Client, services: Services, no_endpoint: Any, named: str
+async def test_the_bundled_model_by_any_name_runs_embedded(
+    api: httpx.AsyncClient, mock_app: InProcessApp, no_endpoint: Any, named: str
 ) -> None:
-    created = _bare(client, "Small", llm_model=named)
+    created = await _bare(api, "Small", llm_model=named)
     assert created.status_code == 200, created.text
     character_id = created.json()["character_id"]
     try:
-        llm = services.characters.persona(character_id).llm
+        llm = mock_app.services.characters.persona(character_id).llm
         assert llm.base_url is None and llm.model_path is None  # the embedded runtime's bundled file
     finally:
-        client.delete(f"/delete-character/{character_id}")
+        await api.delete(f"/delete-character/{character_id}")
 
 
 class _RecordingChat(BaseHTTPRequestHandler):
@@ -572,61 +566,62 @@ class _RecordingChat(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_named_model_is_sent_to_the_configured_endpoint(
-    client: httpx.Client, services: Services, monkeypatch: pytest.MonkeyPatch
+async def test_a_named_model_is_sent_to_the_configured_endpoint(
+    api: httpx.AsyncClient, mock_app: InProcessApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    characters = mock_app.services.characters
     endpoint = ThreadingHTTPServer(("127.0.0.1", 0), _RecordingChat)
     threading.Thread(target=endpoint.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{endpoint.server_address[1]}/v1"
-    monkeypatch.setattr(services.settings, "llm_base_url", url)  # PARLA_LLM_BASE_URL or OPENAI_BASE_URL
-    created = _bare(client, "Remote", llm_model="gpt-3.5-turbo")
+    monkeypatch.setattr(mock_app.settings, "llm_base_url", url)  # PARLA_LLM_BASE_URL or OPENAI_BASE_URL
+    created = await _bare(api, "Remote", llm_model="gpt-3.5-turbo")
     try:
         assert created.status_code == 200, created.text
-        persona = services.characters.persona(created.json()["character_id"])
+        persona = characters.persona(created.json()["character_id"])
         assert (persona.llm.base_url, persona.llm.model_name) == (url, "gpt-3.5-turbo")
-        assert "".join(services.characters.tokens(persona, [{"role": "user", "content": "Hi?"}])) == "Hello."
+        assert "".join(characters.tokens(persona, [{"role": "user", "content": "Hi?"}])) == "Hello."
         assert _RecordingChat.models == ["gpt-3.5-turbo"]
     finally:
-        client.delete(f"/delete-character/{created.json().get('character_id')}")
+        await api.delete(f"/delete-character/{created.json().get('character_id')}")
         endpoint.shutdown()
 
 
-def test_a_model_in_the_hugging_face_cache_is_used_offline(
-    client: httpx.Client, services: Services, no_endpoint: Any
+async def test_a_model_in_the_hugging_face_cache_is_used_offline(
+    api: httpx.AsyncClient, mock_app: InProcessApp, no_endpoint: Any
 ) -> None:
     gguf = _hf_cache(no_endpoint, "acme/tiny-chat-GGUF", {"tiny-chat.Q4_K_M.gguf": b"GGUF"}) / "tiny-chat.Q4_K_M.gguf"
-    found = client.post("/download-model", json={"model_name": "acme/tiny-chat-GGUF", "model_type": "huggingface"})
+    found = await api.post("/download-model", json={"model_name": "acme/tiny-chat-GGUF", "model_type": "huggingface"})
     assert found.status_code == 200 and found.json() == {"model_path": str(gguf), "status": "success"}
-    created = _bare(client, "Cached", llm_model="acme/tiny-chat-GGUF")
+    created = await _bare(api, "Cached", llm_model="acme/tiny-chat-GGUF")
     assert created.status_code == 200, created.text
     try:
-        assert services.characters.persona(created.json()["character_id"]).llm.model_path == str(gguf)
+        assert mock_app.services.characters.persona(created.json()["character_id"]).llm.model_path == str(gguf)
     finally:
-        client.delete(f"/delete-character/{created.json()['character_id']}")
+        await api.delete(f"/delete-character/{created.json()['character_id']}")
 
     # Several files: one is named; a transformers model is found but cannot run here.
     _hf_cache(no_endpoint, "acme/multi", {"a.Q4.gguf": b"GGUF", "a.Q8.gguf": b"GGUF"})
-    several = client.post("/download-model", json={"model_name": "acme/multi"})
+    several = await api.post("/download-model", json={"model_name": "acme/multi"})
     assert several.status_code == 400 and "acme/multi/<file>.gguf" in several.json()["detail"]
-    one = client.post("/download-model", json={"model_name": "acme/multi/a.Q8.gguf"})
+    one = await api.post("/download-model", json={"model_name": "acme/multi/a.Q8.gguf"})
     assert one.status_code == 200 and one.json()["model_path"].endswith("a.Q8.gguf")
     _hf_cache(no_endpoint, "microsoft/DialoGPT-medium", {"config.json": b"{}", "model.safetensors": b""})
-    hub = client.post("/download-model", json={"model_name": "microsoft/DialoGPT-medium"})
+    hub = await api.post("/download-model", json={"model_name": "microsoft/DialoGPT-medium"})
     assert hub.status_code == 400 and "transformers model" in hub.json()["detail"]
-    absent = client.post("/download-model", json={"model_name": "acme/absent"}).json()["detail"]
+    absent = (await api.post("/download-model", json={"model_name": "acme/absent"})).json()["detail"]
     assert "downloads no models" in absent and f"{no_endpoint}/models--<org>--<name>/snapshots/" in absent
-    assert client.post("/download-model", json={"model_name": "../../etc/passwd"}).status_code == 400
+    assert (await api.post("/download-model", json={"model_name": "../../etc/passwd"})).status_code == 400
 
 
-def test_a_gguf_file_in_the_models_dir_is_found_by_its_name(
-    client: httpx.Client, services: Services, no_endpoint: Any, monkeypatch: pytest.MonkeyPatch
+async def test_a_gguf_file_in_the_models_dir_is_found_by_its_name(
+    api: httpx.AsyncClient, mock_app: InProcessApp, no_endpoint: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     models = no_endpoint.parent / "models"
     models.mkdir()
     (models / "local.gguf").write_bytes(b"GGUF")
-    monkeypatch.setattr(services.settings, "models_dir", models)  # PARLA_MODELS_DIR or MODELS_DIR
+    monkeypatch.setattr(mock_app.settings, "models_dir", models)  # PARLA_MODELS_DIR or MODELS_DIR
     for name in ("local.gguf", "./models/local.gguf"):  # the Titans character API's relative form too
-        found = client.post("/download-model", json={"model_name": name, "model_type": "gguf"})
+        found = await api.post("/download-model", json={"model_name": name, "model_type": "gguf"})
         assert found.status_code == 200 and found.json()["model_path"] == str((models / "local.gguf").resolve())
-    both = _bare(client, "Both", llm_config=json.dumps({"model_path": "local.gguf", "base_url": "http://x/v1"}))
+    both = await _bare(api, "Both", llm_config=json.dumps({"model_path": "local.gguf", "base_url": "http://x/v1"}))
     assert both.status_code == 400 and "keep one" in both.json()["detail"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PARLA_DATABASE_URL", raising=False)
 
 
+@pytest.mark.model
 def test_say_writes_a_file_that_says_the_text(tmp_path: Path, listener: Listener) -> None:
     out = tmp_path / "out.mp3"
     text = "Kick the ball straight and follow through."
@@ -34,7 +37,10 @@ def test_say_writes_a_file_that_says_the_text(tmp_path: Path, listener: Listener
     assert list((tmp_path / "data" / "generations").glob("*.mp3"))  # recorded like any generation
 
 
-def test_say_without_output_writes_to_stdout() -> None:
+def test_say_without_output_writes_to_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shape of the output, not its sound: the mock engine speaks every voice.
+    monkeypatch.setenv("PARLA_DEFAULT_ENGINE", "mock")
+    monkeypatch.setenv("PARLA_DEFAULT_CLONE_ENGINE", "mock")
     result = runner.invoke(app, ["say", "Hello.", "--format", "wav"])
     assert result.exit_code == 0
     assert result.stdout_bytes[:4] == b"RIFF" and duration_of(result.stdout_bytes) > 0.3
@@ -53,6 +59,8 @@ def test_voices_and_engines_are_listed() -> None:
     assert engines.exit_code == 0 and all(e in engines.output for e in ("piper", "espeak", "mock"))
 
 
+@pytest.mark.slow
+@pytest.mark.model
 def test_bench_prints_its_tables() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "parla", "bench", "speech", "--rounds", "1", "--clients", "2"],
@@ -66,15 +74,15 @@ def test_bench_prints_its_tables() -> None:
         assert heading in result.stdout
 
 
-def test_doctor_reports_what_is_installed_and_reachable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import POSTGRES_URL
-
-    monkeypatch.setenv("PARLA_DATABASE_URL", POSTGRES_URL)
-    monkeypatch.setenv("PARLA_REDIS_URL", "redis://127.0.0.1:6379/0")
+def test_doctor_reports_what_is_installed_and_reachable(
+    monkeypatch: pytest.MonkeyPatch, postgres_server: str, redis_server: str
+) -> None:
+    monkeypatch.setenv("PARLA_DATABASE_URL", postgres_server)
+    monkeypatch.setenv("PARLA_REDIS_URL", redis_server)
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == 0, result.output
     rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") >= 3}
-    assert "ok" in rows["database"] and "postgresql+psycopg://postgres@127.0.0.1:5432/test answers" in rows["database"]
+    assert "ok" in rows["database"] and f"{postgres_server} answers" in rows["database"]
     assert "ok" in rows["job queue"] and "Redis" in rows["job queue"]
     for name in ("engine piper", "engine clone", "Piper voice (joe)", "Whisper tiny.en", "language model runtime"):
         assert "ok" in rows[name], rows.get(name)
@@ -122,7 +130,23 @@ class _Started:
 
 
 @pytest.fixture
-def started(monkeypatch: pytest.MonkeyPatch) -> _Started:
+def parla_logger() -> Iterator[logging.Logger]:
+    """The 'parla' logger put back as it was: ``parla serve`` gives it a console handler of its own and
+    stops its records from propagating, which would keep them from later tests (caplog)."""
+    logger = logging.getLogger("parla")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    try:
+        yield logger
+    finally:
+        for handler in logger.handlers[:]:
+            if handler not in handlers:
+                logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch, parla_logger: logging.Logger) -> _Started:
     import os
 
     import parla.cli
@@ -132,8 +156,6 @@ def started(monkeypatch: pytest.MonkeyPatch) -> _Started:
     for name in ("ENABLE_GPU", "XTTS_USE_GPU", "PARLA_DEVICE", "PARLA_REDIS_URL", "PARLA_CHROMA_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(parla.cli, "cuda_device_count", lambda: 0)
-    # Not the console handler: it would stop the 'parla' loggers' records from reaching later tests.
-    monkeypatch.setattr(parla.cli, "_log_to_console", lambda settings: None)
     return _Started(monkeypatch)
 
 

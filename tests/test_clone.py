@@ -1,20 +1,30 @@
 """The cloning engine: a cloned voice moves toward its speaker (by the judge), stays
-intelligible (by Whisper), and its conditioning is learned once and cached."""
+intelligible (by Whisper), and its conditioning is learned once and cached. All on the real engines
+(``model``); the development voices come from ``scripts/dev-voices.sh``."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from rich.console import Console
 
-from parla.bench import run_clone_bench
+from parla.engines.base import AudioChunk
 from parla.engines.clone import CloneEngine
+from parla.evaluation import Speaker
 from parla.services import Services
+from parla.services.speech import SpeechOptions
+from parla.settings import Settings
+from tests.cloning import CloneScorer
 from tests.conftest import Listener, LiveServer, natural_length, wer
+
+pytestmark = pytest.mark.model
 
 DEV_VOICES = Path(os.environ.get("PARLA_DEV_VOICES", Path(__file__).parents[1] / ".cache" / "dev-voices"))
 
@@ -28,14 +38,14 @@ def dev_voices() -> Path:
     return DEV_VOICES
 
 
-def test_a_cloned_voice_moves_toward_its_speaker_and_stays_intelligible(dev_voices: Path) -> None:
+async def test_a_cloned_voice_moves_toward_its_speaker_and_stays_intelligible(
+    server: LiveServer, dev_voices: Path, listener: Listener
+) -> None:
     # Three speakers of different kinds: a recorded person without a transcript (Whisper makes
     # it), a diphone voice and a unit-selection voice. The judge is used here, never by the engine.
-    rows = run_clone_bench(
-        dev_voices,
-        console=Console(width=160),
-        only=["asterisk_allison", "festival_kal_diphone", "flite_rms"],
-    )
+    async with httpx.AsyncClient(base_url=server.url, timeout=300) as api:
+        scorer = CloneScorer(api, Speaker.load_all(dev_voices), listener)
+        rows = await scorer.clone(["asterisk_allison", "festival_kal_diphone", "flite_rms"])
     sim = np.mean([r.sim for r in rows])
     sim_plain = np.mean([r.sim_plain for r in rows])
     margin = np.mean([r.margin for r in rows])
@@ -43,7 +53,22 @@ def test_a_cloned_voice_moves_toward_its_speaker_and_stays_intelligible(dev_voic
     assert sim > sim_plain + 0.1, (sim, sim_plain)
     assert margin > 0, margin
     assert wer <= max(1.5 * wer_plain, wer_plain + 0.15), (wer, wer_plain)
-    assert all(r.rtf < 0.5 for r in rows)
+    assert all(r.rtf < 0.5 for r in rows), rows
+
+
+@pytest.mark.slow
+def test_the_clone_benchmark_prints_its_table(dev_voices: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "parla", "bench", "clone", str(dev_voices), "--limit", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "voice cloning on" in result.stdout and "SIM clone" in result.stdout
+    first = min(p.name for p in dev_voices.iterdir() if (p / "ref.wav").is_file() and (p / "judge.wav").is_file())
+    assert first in result.stdout and "mean" in result.stdout
 
 
 def test_conditioning_is_learned_once_and_cached(client: httpx.Client, server: LiveServer, dev_voices: Path) -> None:
@@ -76,7 +101,7 @@ def test_conditioning_is_learned_once_and_cached(client: httpx.Client, server: L
         cached = engine.cache_path(key)
         assert cached.is_file()
         # A fresh engine (a restarted server) finds it on disk instead of learning it again.
-        fresh = CloneEngine(services.settings)
+        fresh = CloneEngine.from_settings(services.settings)
         fresh.adaptation_for(services.voices.resolve(voice_id))
         assert fresh.stats == {"memory_hits": 0, "disk_hits": 1, "adaptations": 0}
     finally:
@@ -113,6 +138,10 @@ def test_a_voice_from_a_second_of_speech_still_speaks(
         client.delete("/v1/voices/one-second")
 
 
+async def _collect(chunks: AsyncIterator[AudioChunk]) -> list[AudioChunk]:
+    return [chunk async for chunk in chunks]
+
+
 def _split_at_pause(audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
     """Two recordings from one: cut at the quietest 100 ms of the middle third."""
     win = rate // 10
@@ -134,7 +163,6 @@ def test_more_samples_help_not_hurt(dev_voices: Path, tmp_path: Path) -> None:
     from parla.engines import conversion
     from parla.evaluation import TEST_SENTENCES, Judge
     from parla.services.voices import VoiceCreate
-    from parla.settings import Settings
 
     judge = Judge()
     services = Services.build(Settings(data_dir=tmp_path, database_url=None, _env_file=None))
@@ -159,8 +187,13 @@ def test_more_samples_help_not_hurt(dev_voices: Path, tmp_path: Path) -> None:
                 )
                 outputs = []
                 for sentence in TEST_SENTENCES:
-                    plan = services.speech.prepare(text=sentence, voice=voice.id, model="clone", fmt="wav", seed=1)
-                    outputs.append(np.concatenate([c.samples for c in plan.synthesize()]))
+                    options = SpeechOptions(
+                        input=sentence, voice=voice.id, model="clone", response_format="wav", seed=1
+                    )
+                    plan = services.speech.prepare(options, source="test")
+                    outputs.append(
+                        np.concatenate([c.samples for c in asyncio.run(_collect(services.speech.audio(plan)))])
+                    )
                 sims[label] = np.mean([judge.similarity(judge.embed(o, 22050), target) for o in outputs])
             gains.append(sims["both"] - (sims["first"] + sims["second"]) / 2)
         assert np.mean(gains) > -0.015, gains

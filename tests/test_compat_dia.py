@@ -1,7 +1,9 @@
-"""Contract tests for the Dia server API: its documented requests, replayed."""
+"""Contract tests for the Dia server API: its documented requests, replayed. What the voices say is
+heard on the live server (``model``); the rest runs on the module's mock app."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -19,6 +21,7 @@ def sample_wav() -> bytes:
     return someone_saying(PROMPT_TEXT)
 
 
+@pytest.mark.model
 def test_quick_start_requests(client: httpx.Client, listener: Listener) -> None:
     sync = client.post(
         "/generate",
@@ -43,19 +46,21 @@ def test_quick_start_requests(client: httpx.Client, listener: Listener) -> None:
     assert queued.status_code == 202 and queued.json()["job_id"]
 
 
-def test_listing_endpoints(client: httpx.Client) -> None:
-    assert client.get("/health").json()["status"] == "healthy"
-    models = client.get("/models").json()["models"]
+async def test_listing_endpoints(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/health")).json()["status"] == "healthy"
+    models = (await api.get("/models")).json()["models"]
     assert {"piper", "clone"} <= {m["id"] for m in models}
-    voices = {v["name"] for v in client.get("/voices").json()["voices"]}
+    voices = {v["name"] for v in (await api.get("/voices")).json()["voices"]}
     assert {"alloy", "echo", "fable", "nova", "onyx", "shimmer"} <= voices
-    mappings = {m["voice_id"] for m in client.get("/voice_mappings").json()}
+    mappings = {m["voice_id"] for m in (await api.get("/voice_mappings")).json()}
     assert {"alloy", "nova"} <= mappings
-    assert set(client.get("/config").json()) >= {"debug_mode", "save_outputs", "show_prompts", "output_retention_hours"}
-    assert {"pending_jobs", "active_workers"} <= set(client.get("/queue/stats").json())
-    assert "jobs" in client.get("/jobs").json()
+    config = (await api.get("/config")).json()
+    assert set(config) >= {"debug_mode", "save_outputs", "show_prompts", "output_retention_hours"}
+    assert {"pending_jobs", "active_workers"} <= set((await api.get("/queue/stats")).json())
+    assert "jobs" in (await api.get("/jobs")).json()
 
 
+@pytest.mark.model
 def test_custom_voice_setup_and_use(client: httpx.Client, listener: Listener) -> None:
     # 1. Upload voice sample
     uploaded = client.post(
@@ -103,6 +108,7 @@ def test_custom_voice_setup_and_use(client: httpx.Client, listener: Listener) ->
     assert client.delete("/audio_prompts/character_voice").status_code == 404
 
 
+@pytest.mark.model
 def test_a_mapping_without_transcript_gets_one_from_whisper(client: httpx.Client) -> None:
     client.post("/audio_prompts/upload", data={"prompt_id": "untold"}, files={"audio_file": ("s.wav", sample_wav())})
     try:
@@ -119,8 +125,8 @@ def _turn_voices(response: httpx.Response) -> list[tuple[str, str]]:
     return [(turn["speaker"], turn["voice"]) for turn in json.loads(response.headers["X-Turns"])]
 
 
-def test_speaker_tags_and_roles_speak_the_requested_voice(client: httpx.Client) -> None:
-    client.post(
+async def test_speaker_tags_and_roles_speak_the_requested_voice(api: httpx.AsyncClient) -> None:
+    await api.post(
         "/audio_prompts/upload", data={"prompt_id": "assistant_voice"}, files={"audio_file": ("s.wav", sample_wav())}
     )
     mapping = {
@@ -130,30 +136,30 @@ def test_speaker_tags_and_roles_speak_the_requested_voice(client: httpx.Client) 
         "audio_prompt": "assistant_voice",
         "audio_prompt_transcript": f"[S2] {PROMPT_TEXT}",
     }
-    assert client.post("/voice_mappings", json=mapping).status_code == 200
+    assert (await api.post("/voice_mappings", json=mapping)).status_code == 200
     try:
         # One speaker, whatever its tag: the voice named speaks it.
-        assert _turn_voices(client.post("/generate", json={"text": "[S2] Only me.", "voice_id": "fable"})) == [
-            ("S2", "fable")
-        ]
+        only = await api.post("/generate", json={"text": "[S2] Only me.", "voice_id": "fable"})
+        assert _turn_voices(only) == [("S2", "fable")]
         # Roles become speaker tags; a mapping's voice speaks its primary speaker's lines.
         assistant = {"text": "Of course, I can help.", "voice_id": "ai_assistant", "role": "assistant"}
-        assert _turn_voices(client.post("/generate", json=assistant)) == [("S2", "ai_assistant")]
-        as_user = _turn_voices(client.post("/generate", json={**assistant, "role": "user"}))
+        assert _turn_voices(await api.post("/generate", json=assistant)) == [("S2", "ai_assistant")]
+        as_user = _turn_voices(await api.post("/generate", json={**assistant, "role": "user"}))
         assert as_user[0][0] == "S1" and as_user[0][1] != "ai_assistant"
-        both = _turn_voices(client.post("/generate", json={"text": "[S1] Hi. [S2] Hello.", "voice_id": "ai_assistant"}))
+        both = _turn_voices(
+            await api.post("/generate", json={"text": "[S1] Hi. [S2] Hello.", "voice_id": "ai_assistant"})
+        )
         assert both[1] == ("S2", "ai_assistant") and both[0][1] != "ai_assistant"
         # The same text and seed, another role: another speaker, another voice, other audio.
         same = {"text": "Can you help me?", "voice_id": "ai_assistant", "seed": 5}
-        assert (
-            client.post("/generate", json={**same, "role": "user"}).content
-            != client.post("/generate", json={**same, "role": "assistant"}).content
-        )
+        as_user_audio = (await api.post("/generate", json={**same, "role": "user"})).content
+        assert as_user_audio != (await api.post("/generate", json={**same, "role": "assistant"})).content
     finally:
-        client.delete("/voice_mappings/ai_assistant")
-        client.delete("/audio_prompts/assistant_voice")
+        await api.delete("/voice_mappings/ai_assistant")
+        await api.delete("/audio_prompts/assistant_voice")
 
 
+@pytest.mark.model
 def test_a_mapping_without_an_audio_prompt_speaks_a_builtin_voice_in_its_style(client: httpx.Client) -> None:
     text = "This sentence is long enough for a difference in pace to show clearly."
     created = client.post("/voice_mappings", json={"voice_id": "narrator", "style": "slowly"})
@@ -169,26 +175,25 @@ def test_a_mapping_without_an_audio_prompt_speaks_a_builtin_voice_in_its_style(c
         client.delete("/voice_mappings/narrator")
 
 
-def test_job_workflow_as_documented(client: httpx.Client) -> None:
-    job_id = client.post("/generate?async_mode=true", json={"text": "[S1] Hello world!", "voice_id": "alloy"}).json()[
-        "job_id"
-    ]
+async def test_job_workflow_as_documented(api: httpx.AsyncClient) -> None:
+    body = {"text": "[S1] Hello world!", "voice_id": "alloy"}
+    job_id = (await api.post("/generate?async_mode=true", json=body)).json()["job_id"]
     deadline = time.monotonic() + 120
-    while (job := client.get(f"/jobs/{job_id}").json())["status"] not in ("completed", "failed"):
+    while (job := (await api.get(f"/jobs/{job_id}")).json())["status"] not in ("completed", "failed"):
         assert time.monotonic() < deadline
-        time.sleep(0.3)
+        await asyncio.sleep(0.05)
     assert job["status"] == "completed"
-    assert client.get(f"/jobs/{job_id}/result").status_code == 200
-    assert isinstance(client.get("/jobs", params={"status": "pending"}).json()["jobs"], list)
+    assert (await api.get(f"/jobs/{job_id}/result")).status_code == 200
+    assert isinstance((await api.get("/jobs", params={"status": "pending"})).json()["jobs"], list)
 
 
-def test_debug_config_and_logs(client: httpx.Client) -> None:
-    before = client.get("/config").json()
+async def test_debug_config_and_logs(api: httpx.AsyncClient) -> None:
+    before = (await api.get("/config")).json()
     try:
-        assert client.put("/config", json={"debug_mode": True}).json()["debug_mode"] is True
-        assert isinstance(client.get("/logs", params={"limit": 10}).json(), list)
+        assert (await api.put("/config", json={"debug_mode": True})).json()["debug_mode"] is True
+        assert isinstance((await api.get("/logs", params={"limit": 10})).json(), list)
     finally:
-        client.put("/config", json={"debug_mode": before["debug_mode"]})
+        await api.put("/config", json={"debug_mode": before["debug_mode"]})
 
 
 @pytest.mark.parametrize(
@@ -213,7 +218,9 @@ def test_debug_config_and_logs(client: httpx.Client) -> None:
         ("DELETE", "/audio_prompts/nothing", {}, 404),
     ],
 )
-def test_bad_requests(client: httpx.Client, method: str, path: str, kwargs: dict[str, Any], status: int) -> None:
-    response = client.request(method, path, **kwargs)
+async def test_bad_requests(
+    api: httpx.AsyncClient, method: str, path: str, kwargs: dict[str, Any], status: int
+) -> None:
+    response = await api.request(method, path, **kwargs)
     assert response.status_code == status, response.text
     assert isinstance(response.json()["detail"], str)

@@ -13,8 +13,8 @@ import pytest
 from parla.audio import decode_audio, loudness_lufs
 from parla.engines.base import AudioChunk
 from parla.services import Services
-from parla.services.speech import crossfaded
-from tests.conftest import Listener, LiveServer, wer
+from parla.services.speech import SpeechOptions, crossfaded
+from tests.conftest import InProcessApp, Listener, wer
 
 
 def _pitch(samples: npt.NDArray[np.float32], rate: int) -> float:
@@ -29,6 +29,7 @@ def _turn_audio(audio: bytes, turns: list[dict[str, Any]]) -> list[tuple[npt.NDA
     return [(samples[int(t["start"] * rate) : int(t["end"] * rate)], rate) for t in turns]
 
 
+@pytest.mark.model
 def test_a_tagged_dialogue_with_one_voice_is_two_people_saying_their_lines(
     client: httpx.Client, listener: Listener
 ) -> None:
@@ -56,12 +57,12 @@ def _to16k(samples: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.float3
     return resample(samples, rate, 16000)
 
 
-def test_turns_and_chat_roles_with_voice_mappings(client: httpx.Client) -> None:
+async def test_turns_and_chat_roles_with_voice_mappings(api: httpx.AsyncClient) -> None:
     turns_body = {
         "turns": [{"text": "First line.", "voice": "onyx"}, {"text": "Second line.", "voice": "shimmer"}],
         "response_format": "wav",
     }
-    response = client.post("/v1/audio/dialogue", json=turns_body, params={"output": "json"})
+    response = await api.post("/v1/audio/dialogue", json=turns_body, params={"output": "json"})
     body = response.json()
     assert [t["voice"] for t in body["turns"]] == ["onyx", "shimmer"]
     assert body["duration"] == pytest.approx(body["turns"][-1]["end"])
@@ -74,10 +75,11 @@ def test_turns_and_chat_roles_with_voice_mappings(client: httpx.Client) -> None:
         "voices": {"user": "echo", "assistant": "fable"},
         "response_format": "wav",
     }
-    turns = json.loads(client.post("/v1/audio/dialogue", json=chat).headers["X-Turns"])
+    turns = json.loads((await api.post("/v1/audio/dialogue", json=chat)).headers["X-Turns"])
     assert [(t["speaker"], t["voice"]) for t in turns] == [("S1", "echo"), ("S2", "fable"), ("S2", "fable")]
 
 
+@pytest.mark.model
 def test_nonverbal_cues_become_pauses_not_words(client: httpx.Client, listener: Listener) -> None:
     body = {"text": "[S1] That is funny (laughs) really funny.", "voice": "joe", "response_format": "wav"}
     response = client.post("/v1/audio/dialogue", json=body)
@@ -85,17 +87,18 @@ def test_nonverbal_cues_become_pauses_not_words(client: httpx.Client, listener: 
     assert "laugh" not in heard and "funny" in heard
 
 
-def test_the_dialogue_is_recorded_with_its_turn_times(client: httpx.Client, server: LiveServer) -> None:
-    response = client.post("/v1/audio/dialogue", json={"text": "[S1] Hi. [S2] Hello.", "response_format": "mp3"})
+async def test_the_dialogue_is_recorded_with_its_turn_times(api: httpx.AsyncClient, mock_app: InProcessApp) -> None:
+    response = await api.post("/v1/audio/dialogue", json={"text": "[S1] Hi. [S2] Hello.", "response_format": "mp3"})
     from parla.store.models import Generation
 
-    with server.services.db.session() as session:
+    with mock_app.services.db.session() as session:
         row = session.get(Generation, response.headers["X-Generation-Id"])
         assert row is not None and row.parameters["dialogue"] is True
         assert [t["speaker"] for t in row.parameters["turns"]] == ["S1", "S2"]
         assert "[S1] Hi." in row.text
 
 
+@pytest.mark.model
 def test_a_streamed_dialogue_decodes(client: httpx.Client) -> None:
     body = {"text": "[S1] One. [S2] Two. [S1] Three.", "response_format": "opus"}
     with client.stream("POST", "/v1/audio/dialogue", json=body, params={"stream": True}) as response:
@@ -113,28 +116,24 @@ def test_a_streamed_dialogue_decodes(client: httpx.Client) -> None:
         ({"turns": [{"text": "fine"}, {"text": "   "}]}, 400, "turn 2 is empty"),
         ({"turns": [{"text": "fine"}, {"text": "hi", "voice": "nobody"}]}, 400, "turn 2: unknown voice"),
         ({"turns": [{"text": "(laughs)"}]}, 400, "nothing to say"),
+        ({"turns": []}, 400, "at least one turn"),
+        ({"messages": []}, 400, "at least one turn"),
         ({}, 422, "exactly one of"),
         ({"text": "[S1] a", "turns": [{"text": "b"}]}, 422, "exactly one of"),
         ({"text": "[S1] a", "pause_s": 10}, 422, "pause_s"),
     ],
 )
-def test_bad_dialogues_get_a_clear_4xx(client: httpx.Client, body: dict[str, Any], status: int, needle: str) -> None:
-    response = client.post("/v1/audio/dialogue", json=body)
+async def test_bad_dialogues_get_a_clear_4xx(
+    api: httpx.AsyncClient, body: dict[str, Any], status: int, needle: str
+) -> None:
+    response = await api.post("/v1/audio/dialogue", json=body)
     assert response.status_code == status, response.text
     assert needle in response.json()["detail"]
 
 
-def test_a_one_turn_dialogue_is_refused_where_two_are_required(server: LiveServer) -> None:
-    from parla.errors import InvalidInputError
-    from parla.services.dialogue import DialogueRequest
-
-    with pytest.raises(InvalidInputError, match="at least 2 turns"):
-        server.services.dialogue.prepare(DialogueRequest(text="[S1] Alone."), min_turns=2)
-
-
 def test_long_texts_up_to_the_limit_are_accepted_and_split(services: Services) -> None:
     text = "This sentence is part of a very long chapter. " * (100_000 // 46)
-    plan = services.speech.prepare(text=text[:100_000], voice="joe")
+    plan = services.speech.prepare(SpeechOptions(input=text[:100_000], voice="joe"), source="test")
     assert len(plan.pieces) > 1500
     assert max(len(p) for p in plan.pieces) <= 400
     assert len(set(r.seed for r in plan.requests())) == 1  # one seed for every piece: one voice

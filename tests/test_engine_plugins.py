@@ -8,13 +8,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
 
-from parla.app import create_app
 from parla.audio import decode_audio
 from parla.engines import EngineRegistry
-from parla.services import Services
-from parla.settings import Settings
+from tests.conftest import mock_settings, serving_in_process
 
 PLUGIN = '''
 """A package of someone else's: an engine that hums one beep per word."""
@@ -61,24 +58,21 @@ def plugin_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("plugin_installed")
-def test_a_third_party_engine_speaks_through_every_api(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data", database_url=None, _env_file=None)
+async def test_a_third_party_engine_speaks_through_every_api(tmp_path: Path) -> None:
+    settings = mock_settings(tmp_path / "data")
     registry = EngineRegistry.from_entry_points(settings)
     assert "hum" in registry.names() and {"piper", "clone"} <= set(registry.names())
     assert "missing" in registry.broken and "NoSuchEngine" in registry.broken["missing"]
-    services = Services.build(settings, engines=registry)
-    try:
-        with TestClient(create_app(services=services)) as client:
-            assert "hum" in [m["id"] for m in client.get("/v1/models").json()["data"]]
-            assert "missing" in client.get("/health").json()["broken_engines"]
-            body = {"input": "one two three", "voice": "joe", "model": "hum", "response_format": "wav"}
-            speech = client.post("/v1/audio/speech", json={**body, "parameters": {"pitch_hz": 440}})
-            assert speech.status_code == 200, speech.text
-            samples, rate = decode_audio(speech.content)
-            assert 0.8 <= samples.size / rate <= 0.95  # three beeps and the gaps between them
-            refused = client.post("/v1/audio/speech", json={**body, "parameters": {"pitch_hz": 5}})
-            assert refused.status_code == 400 and "'pitch_hz' must be between 50 and 1000" in refused.text
-            dia = client.post("/generate", json={"text": "one two", "voice_id": "joe", "model": "hum"})
-            assert dia.status_code == 200 and decode_audio(dia.content)[0].size > 0
-    finally:
-        services.close()
+    async with serving_in_process(settings, engines=registry) as app:
+        client = app.client
+        assert "hum" in [m["id"] for m in (await client.get("/v1/models")).json()["data"]]
+        assert "missing" in (await client.get("/health")).json()["broken_engines"]
+        body = {"input": "one two three", "voice": "joe", "model": "hum", "response_format": "wav"}
+        speech = await client.post("/v1/audio/speech", json={**body, "parameters": {"pitch_hz": 440}})
+        assert speech.status_code == 200, speech.text
+        samples, rate = decode_audio(speech.content)
+        assert 0.8 <= samples.size / rate <= 0.95  # three beeps and the gaps between them
+        refused = await client.post("/v1/audio/speech", json={**body, "parameters": {"pitch_hz": 5}})
+        assert refused.status_code == 400 and "'pitch_hz' must be between 50 and 1000" in refused.text
+        dia = await client.post("/generate", json={"text": "one two", "voice_id": "joe", "model": "hum"})
+        assert dia.status_code == 200 and decode_audio(dia.content)[0].size > 0

@@ -15,6 +15,7 @@ from parla.engines.piper import PiperEngine
 from parla.engines.runner import EngineRunner
 from parla.errors import ServiceUnavailableError
 from parla.services import Services
+from parla.services.speech import SpeechOptions
 from parla.settings import Settings
 from tests.conftest import Listener, wer
 
@@ -50,7 +51,7 @@ class _Toy(Engine):
 
 
 def test_parameters_take_defaults_presets_and_client_values(settings: Settings) -> None:
-    toy = _Toy(settings)
+    toy = _Toy()
     assert toy.resolve_parameters(None) == {"temperature": 0.7, "steps": 10}
     assert toy.resolve_parameters({"steps": 5}, {"temperature": 1.0, "steps": 20}) == {"temperature": 1.0, "steps": 5}
     # Unknown names are accepted and left out (model microservice API), integers pass as floats,
@@ -77,9 +78,10 @@ def test_wrong_parameter_types_and_ranges_are_refused(
     settings: Settings, given: dict[str, object], message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        _Toy(settings).resolve_parameters(given)
+        _Toy().resolve_parameters(given)
 
 
+@pytest.mark.model
 def test_piper_is_deterministic_with_a_seed(services: Services) -> None:
     piper = services.engines.get("piper")
     a = _speak(piper, "The same words twice.", seed=11)
@@ -89,6 +91,7 @@ def test_piper_is_deterministic_with_a_seed(services: Services) -> None:
     assert a.size != c.size or not np.array_equal(a, c)
 
 
+@pytest.mark.model
 def test_piper_speed_changes_duration(services: Services) -> None:
     piper = services.engines.get("piper")
     text = "Speed is set through the length scale of the model."
@@ -101,6 +104,7 @@ def test_piper_speed_changes_duration(services: Services) -> None:
     assert 1.6 < slow / normal < 2.3
 
 
+@pytest.mark.model
 def test_piper_says_the_words(services: Services, listener: Listener) -> None:
     piper = services.engines.get("piper")
     text = "A rod is used to catch pink salmon."
@@ -109,11 +113,12 @@ def test_piper_says_the_words(services: Services, listener: Listener) -> None:
 
 
 def test_piper_model_path_that_does_not_exist_is_reported(tmp_path: object) -> None:
-    engine = PiperEngine(Settings(piper_model_path="/nonexistent/voice.onnx", _env_file=None))
+    engine = PiperEngine.from_settings(Settings(piper_model_path="/nonexistent/voice.onnx", _env_file=None))
     status = engine.status()
     assert not status.available and "not found" in (status.reason or "")
 
 
+@pytest.mark.model
 def test_espeak_speaks_when_installed(settings: Settings, listener: Listener) -> None:
     registry = EngineRegistry.from_entry_points(settings)
     espeak = registry.get("espeak")
@@ -134,7 +139,7 @@ def test_espeak_without_its_program_is_reported_unavailable(tmp_path: object) ->
         status = built.engines.get("espeak").status()
         assert not status.available and "not found" in (status.reason or "")
         with pytest.raises(ServiceUnavailableError, match="espeak"):
-            built.speech.prepare(text="hello", model="espeak")
+            built.speech.prepare(SpeechOptions(input="hello", model="espeak"), source="test")
     finally:
         built.close()
 
@@ -153,7 +158,7 @@ def test_mock_copies_the_voice_file_and_concatenates_for_dialogue(settings: Sett
     copied = _speak(mock, "anything at all", voice=va, parameters={"temperature": "ignored"})
     assert np.allclose(copied, a, atol=1e-4)
     turns = [_request(mock, "first", voice=va), _request(mock, "second", voice=vb)]
-    dialogue = np.concatenate([c.samples for c in mock.synthesize_dialogue(turns)])
+    dialogue = np.concatenate([c.samples for turn in turns for c in mock.synthesize(turn)])
     assert np.allclose(dialogue, np.concatenate([a, b]), atol=1e-4)
     # Without a file: silence as long as the text takes to read.
     silent = _speak(mock, "x" * 100)
@@ -177,7 +182,7 @@ async def test_runner_serves_requests_in_order_without_mixing(settings: Settings
                     events.append(request.text)
                 yield AudioChunk(np.full(10, float(request.text == "b") + i, dtype=np.float32), 100)
 
-    engine = Tagged(settings)
+    engine = Tagged()
     runner = EngineRunner(engine)
 
     async def collect(tag: str) -> list[float]:
@@ -206,7 +211,7 @@ async def test_closing_a_stream_stops_synthesis(settings: Settings) -> None:
                 made.append(i)
                 yield AudioChunk(np.zeros(10, dtype=np.float32), 100)
 
-    engine = Endless(settings)
+    engine = Endless()
     runner = EngineRunner(engine)
     stream = runner.stream(lambda: engine.synthesize(_request(engine, "x")))
     async for _ in stream:
@@ -217,6 +222,7 @@ async def test_closing_a_stream_stops_synthesis(settings: Settings) -> None:
     runner.shutdown()
 
 
+@pytest.mark.model
 def test_piper_acts_on_pace_words_in_instructions(services: Services) -> None:
     piper = services.engines.get("piper")
     text = "Instructions can ask for a different pace."

@@ -6,23 +6,25 @@ import logging
 
 import httpx
 import pytest
-from starlette.testclient import TestClient
 
 from parla.app import create_app
-from parla.services import Services
+from tests.conftest import InProcessApp, in_process
 
 
-def test_a_server_error_answers_an_id_and_keeps_its_details_in_the_log(
-    services: Services, caplog: pytest.LogCaptureFixture
+async def test_a_server_error_answers_an_id_and_keeps_its_details_in_the_log(
+    mock_app: InProcessApp, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_app(services=services)
+    app = create_app(
+        settings=mock_app.settings.model_copy(update={"in_process_worker": False}), services=mock_app.services
+    )
 
     def fails() -> None:
         raise RuntimeError("password=hunter2 at /srv/private/path")
 
     app.add_api_route("/fails", fails)
-    with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.ERROR, "parla"):
-        response = client.get("/fails")
+    async with in_process(app, raise_app_exceptions=False) as client:
+        with caplog.at_level(logging.ERROR, "parla"):
+            response = await client.get("/fails")
     assert response.status_code == 500
     body = response.json()
     assert "hunter2" not in response.text and "RuntimeError" not in response.text
@@ -56,9 +58,9 @@ def test_a_server_error_answers_an_id_and_keeps_its_details_in_the_log(
         ("POST", "/api/v1/tts/synthesize", {"text": "\x00\x01 ... \x02"}, 400, "nothing to speak"),
     ],
 )
-def test_bad_input_found_by_the_fuzzer_is_a_4xx(
-    client: httpx.Client, method: str, path: str, body: object, status: int, words: str
+async def test_bad_input_found_by_the_fuzzer_is_a_4xx(
+    api: httpx.AsyncClient, method: str, path: str, body: object, status: int, words: str
 ) -> None:
-    response = client.request(method, path, json=body)
+    response = await api.request(method, path, json=body)
     assert response.status_code == status, response.text
     assert words in response.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import struct
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from parla.audio import decode_audio
 from tests.conftest import Listener, someone_saying, wer
 
 
+@pytest.mark.model
 def test_dia_form_returns_audio_with_dia_parameters_accepted(client: httpx.Client, listener: Listener) -> None:
     body = {
         "text": "Hello, this is a test message.",
@@ -37,14 +40,15 @@ def test_dia_form_returns_audio_with_dia_parameters_accepted(client: httpx.Clien
     ("field", "value", "bound"),
     [("temperature", 0.05, "0.1"), ("temperature", 2.5, "2"), ("cfg_scale", 0.5, "1"), ("max_tokens", 50, "100")],
 )
-def test_dia_parameters_out_of_their_documented_range_are_a_422(
-    client: httpx.Client, field: str, value: float, bound: str
+async def test_dia_parameters_out_of_their_documented_range_are_a_422(
+    api: httpx.AsyncClient, field: str, value: float, bound: str
 ) -> None:
-    response = client.post("/generate", json={"text": "Hello.", "voice_id": "alloy", field: value})
+    response = await api.post("/generate", json={"text": "Hello.", "voice_id": "alloy", field: value})
     assert response.status_code == 422, response.text
     assert field in response.json()["detail"] and bound in response.json()["detail"]
 
 
+@pytest.mark.model
 def test_openai_speech_names_the_parameters_it_did_not_use(client: httpx.Client) -> None:
     body = {"input": "Hello.", "voice": "joe", "model": "piper", "parameters": {"noise_scale": 0.5, "top_k": 40}}
     response = client.post("/v1/audio/speech", json=body)
@@ -55,44 +59,44 @@ def test_openai_speech_names_the_parameters_it_did_not_use(client: httpx.Client)
     assert wrong.status_code == 400 and "'top_k' must be between 1 and 1000" in wrong.json()["detail"]
 
 
-def test_dia_form_with_speaker_tags_is_a_dialogue(client: httpx.Client) -> None:
-    response = client.post("/generate", json={"text": "[S1] Hello world! [S2] Hi there!", "voice_id": "alloy"})
+async def test_dia_form_with_speaker_tags_is_a_dialogue(api: httpx.AsyncClient) -> None:
+    response = await api.post("/generate", json={"text": "[S1] Hello world! [S2] Hi there!", "voice_id": "alloy"})
     assert response.status_code == 200
     samples, rate = decode_audio(response.content)
     assert samples.size / rate > 1.0
 
 
-def test_dia_javascript_client_form_with_async_mode(client: httpx.Client) -> None:
+async def test_dia_javascript_client_form_with_async_mode(api: httpx.AsyncClient) -> None:
     # The Dia server API's JavaScript client sends OpenAI-style fields and polls the job.
     body = {"model": "dia", "input": "[S1] Long text, in the background.", "voice": "nova"}
-    submitted = client.post("/generate", params={"async_mode": "true"}, json=body)
+    submitted = await api.post("/generate", params={"async_mode": "true"}, json=body)
     assert submitted.status_code == 202
     job_id = submitted.json()["job_id"]
     deadline = time.monotonic() + 120
-    while (job := client.get(f"/jobs/{job_id}").json())["status"] not in ("completed", "failed"):
+    while (job := (await api.get(f"/jobs/{job_id}")).json())["status"] not in ("completed", "failed"):
         assert time.monotonic() < deadline
-        time.sleep(0.3)
+        await asyncio.sleep(0.1)
     assert job["status"] == "completed" and job["error_message"] is None
-    assert decode_audio(client.get(f"/jobs/{job_id}/result").content)[0].size > 0
-    single = client.post("/generate?async_mode=true", json={"text": "Just one voice.", "voice_id": "onyx"})
+    assert decode_audio((await api.get(f"/jobs/{job_id}/result")).content)[0].size > 0
+    single = await api.post("/generate?async_mode=true", json={"text": "Just one voice.", "voice_id": "onyx"})
     assert single.status_code == 202 and single.json()["status"] == "pending"
 
 
-def test_voicebox_form_answers_a_generation_record(client: httpx.Client) -> None:
-    profile = client.post("/v1/voices", json={"name": "voicebox-profile"}).json()
+async def test_voicebox_form_answers_a_generation_record(api: httpx.AsyncClient) -> None:
+    profile = (await api.post("/v1/voices", json={"name": "voicebox-profile"})).json()
     try:
-        client.post(
+        await api.post(
             f"/v1/voices/{profile['id']}/samples",
             files={"file": ("s.wav", someone_saying("A voice sample for the profile."))},
             data={"transcript": "A voice sample for the profile."},
         )
         body = {"profile_id": profile["id"], "text": "Hello, this is a test.", "language": "en", "seed": 42}
-        record = client.post("/generate", json=body).json()
+        record = (await api.post("/generate", json=body)).json()
         assert set(record) >= {"id", "profile_id", "text", "language", "audio_path", "duration", "seed", "created_at"}
         assert record["profile_id"] == profile["id"] and record["seed"] == 42 and record["duration"] > 0.5
         assert Path(record["audio_path"]).is_file()
     finally:
-        client.delete(f"/v1/voices/{profile['id']}")
+        await api.delete(f"/v1/voices/{profile['id']}")
 
 
 @pytest.mark.parametrize(
@@ -106,18 +110,16 @@ def test_voicebox_form_answers_a_generation_record(client: httpx.Client) -> None
         ({"text": "hi", "profile_id": "no-such-profile"}, 404, "Profile not found"),
     ],
 )
-def test_bad_generate_requests(client: httpx.Client, body: dict[str, object], status: int, needle: str) -> None:
-    response = client.post("/generate", json=body)
+async def test_bad_generate_requests(api: httpx.AsyncClient, body: dict[str, object], status: int, needle: str) -> None:
+    response = await api.post("/generate", json=body)
     assert response.status_code == status, response.text
     assert needle in response.json()["detail"]
 
 
-def test_whole_wavs_carry_their_true_sizes(client: httpx.Client) -> None:
-    import struct
-
-    speech = client.post("/generate", json={"text": "Sized at last.", "voice_id": "alloy", "response_format": "wav"})
-    dialogue = client.post("/generate", json={"text": "[S1] One. [S2] Two.", "voice_id": "alloy"})
-    both = client.post("/v1/audio/dialogue", json={"text": "[S1] One. [S2] Two.", "response_format": "wav"})
+async def test_whole_wavs_carry_their_true_sizes(api: httpx.AsyncClient) -> None:
+    speech = await api.post("/generate", json={"text": "Sized at last.", "voice_id": "alloy", "response_format": "wav"})
+    dialogue = await api.post("/generate", json={"text": "[S1] One. [S2] Two.", "voice_id": "alloy"})
+    both = await api.post("/v1/audio/dialogue", json={"text": "[S1] One. [S2] Two.", "response_format": "wav"})
     for response in (speech, dialogue, both):
         assert response.status_code == 200, response.text
         wav = response.content
@@ -125,11 +127,12 @@ def test_whole_wavs_carry_their_true_sizes(client: httpx.Client) -> None:
         assert (riff, data) == (len(wav) - 8, len(wav) - 44)
 
 
-def test_voicebox_generate_with_an_unknown_profile_is_a_404_in_its_words(client: httpx.Client) -> None:
-    response = client.post("/generate", json={"profile_id": "no-such-profile", "text": "Hello."})
+async def test_voicebox_generate_with_an_unknown_profile_is_a_404_in_its_words(api: httpx.AsyncClient) -> None:
+    response = await api.post("/generate", json={"profile_id": "no-such-profile", "text": "Hello."})
     assert response.status_code == 404 and response.json()["detail"] == "Profile not found"
 
 
+@pytest.mark.model
 def test_ignored_parameter_names_of_any_script_fit_in_a_header(client: httpx.Client) -> None:
     body = {"input": "Hello.", "voice": "joe", "model": "piper", "parameters": {"tempo\u00e9": 1, "\U00036f23, x": 2}}
     response = client.post("/v1/audio/speech", json=body)

@@ -1,10 +1,14 @@
-"""Background jobs on the default set-up: the SQLite queue and the server's own consumer."""
+"""Background jobs on the default set-up: the SQLite queue and the server's own consumer. What jobs
+say is heard on the live server (``model``), as are long jobs, cancelling a running one and the
+WebSocket; the queue's API on the module's mock app."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +17,16 @@ from httpx_sse import connect_sse
 from websockets.sync.client import connect as websocket_connect
 
 from parla.store.models import Job, utcnow
-from tests.conftest import Listener, LiveServer, duration_of, natural_length, wer
+from tests.conftest import (
+    InProcessApp,
+    Listener,
+    LiveServer,
+    duration_of,
+    mock_settings,
+    natural_length,
+    serving_in_process,
+    wer,
+)
 
 SENTENCE = "A pot of tea helps to pass the evening."
 
@@ -28,6 +41,18 @@ def wait_for(client: httpx.Client, job_id: str, timeout: float = 300) -> dict[st
         time.sleep(0.2)
 
 
+async def finished(api: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    """The job once it has ended (within a minute: the mock engine is quick), on the mock app."""
+    deadline = time.monotonic() + 60
+    while True:
+        job: dict[str, Any] = (await api.get(f"/jobs/{job_id}")).json()
+        if job["status"] in ("completed", "failed", "cancelled"):
+            return job
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.model
 def test_a_job_runs_in_the_background_and_its_result_says_the_text(client: httpx.Client, listener: Listener) -> None:
     submitted = client.post("/v1/jobs", json={"input": SENTENCE, "voice": "joe", "response_format": "wav"})
     assert submitted.status_code == 202
@@ -41,6 +66,8 @@ def test_a_job_runs_in_the_background_and_its_result_says_the_text(client: httpx
     assert client.get(f"/v1/jobs/{job['id']}").json()["generation_id"] == job["generation_id"]
 
 
+@pytest.mark.slow
+@pytest.mark.model
 def test_a_long_text_completes_with_progress_events_in_order(client: httpx.Client) -> None:
     paragraph = (
         "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
@@ -59,6 +86,7 @@ def test_a_long_text_completes_with_progress_events_in_order(client: httpx.Clien
     assert 12 * 60 < seconds < 40 * 60
 
 
+@pytest.mark.model
 def test_progress_over_a_websocket(client: httpx.Client, server: LiveServer) -> None:
     job_id = client.post("/v1/jobs", json={"input": SENTENCE * 4, "voice": "joe"}).json()["id"]
     updates = []
@@ -69,46 +97,49 @@ def test_progress_over_a_websocket(client: httpx.Client, server: LiveServer) -> 
     assert [u["progress"] for u in updates] == sorted(u["progress"] for u in updates)
 
 
-def test_cancelling_pending_and_running_jobs(client: httpx.Client) -> None:
-    long_text = "The boy was there when the sun rose. " * 80
-    running = client.post("/v1/jobs", json={"input": long_text, "voice": "joe"}).json()["id"]
-    pending = client.post("/v1/jobs", json={"input": SENTENCE, "voice": "joe"}).json()["id"]
-    deadline = time.monotonic() + 60
-    while client.get(f"/jobs/{running}").json()["status"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    # The single consumer is busy with the first job, so the second is still waiting.
-    cancelled = client.delete(f"/jobs/{pending}").json()
-    assert cancelled["status"] == "cancelled"
-    stopping = client.delete(f"/jobs/{running}").json()
-    assert stopping["cancel_requested"] is True
-    assert wait_for(client, running)["status"] == "cancelled"
-    time.sleep(1.0)  # the queue still holds the cancelled job's id; the consumer must skip it
-    never_ran = client.get(f"/jobs/{pending}").json()
-    assert never_ran["status"] == "cancelled" and never_ran["started_at"] is None and never_ran["attempts"] == 0
-    assert client.delete(f"/jobs/{running}").status_code == 409
-    assert client.get(f"/jobs/{running}/result").status_code == 409
+async def test_cancelling_pending_and_running_jobs(tmp_path: Path) -> None:
+    # The mock engine taking a fifth of a second a sentence: the first job runs long enough to cancel.
+    async with serving_in_process(mock_settings(tmp_path, mock_delay_s=0.2)) as app:
+        api = app.client
+        long_text = "The boy was there when the sun rose. " * 80
+        running = (await api.post("/v1/jobs", json={"input": long_text, "voice": "joe"})).json()["id"]
+        pending = (await api.post("/v1/jobs", json={"input": SENTENCE, "voice": "joe"})).json()["id"]
+        deadline = time.monotonic() + 60
+        while (await api.get(f"/jobs/{running}")).json()["status"] != "running":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        # The single consumer is busy with the first job, so the second is still waiting.
+        cancelled = (await api.delete(f"/jobs/{pending}")).json()
+        assert cancelled["status"] == "cancelled"
+        stopping = (await api.delete(f"/jobs/{running}")).json()
+        assert stopping["cancel_requested"] is True
+        assert (await finished(api, running))["status"] == "cancelled"
+        await asyncio.sleep(1.0)  # the queue still holds the cancelled job's id; the consumer must skip it
+        never_ran = (await api.get(f"/jobs/{pending}")).json()
+        assert never_ran["status"] == "cancelled" and never_ran["started_at"] is None and never_ran["attempts"] == 0
+        assert (await api.delete(f"/jobs/{running}")).status_code == 409
+        assert (await api.get(f"/jobs/{running}/result")).status_code == 409
 
 
-def test_a_batch_of_texts(client: httpx.Client) -> None:
+async def test_a_batch_of_texts(api: httpx.AsyncClient) -> None:
     texts = ["One small text.", "Another small text.", "And a third one."]
     body = {"items": [{"input": t, "voice": "alloy", "response_format": "flac"} for t in texts]}
-    submitted = client.post("/v1/batch", json=body)
+    submitted = await api.post("/v1/batch", json=body)
     assert submitted.status_code == 202
     batch_id = submitted.json()["batch_id"]
     for job in submitted.json()["jobs"]:
-        wait_for(client, job["id"])
-    batch = client.get(f"/v1/batch/{batch_id}").json()
+        await finished(api, job["id"])
+    batch = (await api.get(f"/v1/batch/{batch_id}")).json()
     assert batch["done"] and batch["counts"]["completed"] == 3 and batch["progress"] == 1.0
-    bad = client.post("/v1/batch", json={"items": [{"input": "fine"}, {"input": "x", "voice": "nobody"}]})
+    bad = await api.post("/v1/batch", json={"items": [{"input": "fine"}, {"input": "x", "voice": "nobody"}]})
     assert bad.status_code == 400 and bad.json()["detail"].startswith("item 1:")
-    assert client.post("/v1/batch", json={"items": []}).status_code == 422
+    assert (await api.post("/v1/batch", json={"items": []})).status_code == 422
 
 
-def test_a_job_lost_by_its_worker_is_retried_then_failed(server: LiveServer, client: httpx.Client) -> None:
-    jobs = server.services.jobs
-    stale = utcnow() - timedelta(seconds=server.services.settings.job_lease_s * 2)
-    with server.services.db.session() as session:
+async def test_a_job_lost_by_its_worker_is_retried_then_failed(mock_app: InProcessApp, api: httpx.AsyncClient) -> None:
+    services = mock_app.services
+    stale = utcnow() - timedelta(seconds=services.settings.job_lease_s * 2)
+    with services.db.session() as session:
         retry = Job(
             request={"input": SENTENCE, "voice": "joe"},
             status="running",
@@ -128,35 +159,38 @@ def test_a_job_lost_by_its_worker_is_retried_then_failed(server: LiveServer, cli
         session.add_all([retry, give_up])
         session.flush()
         retry_id, give_up_id = retry.id, give_up.id
-    jobs.reap()
-    assert wait_for(client, retry_id)["status"] == "completed"
-    failed = client.get(f"/jobs/{give_up_id}").json()
+    services.jobs.reap()
+    assert (await finished(api, retry_id))["status"] == "completed"
+    failed = (await api.get(f"/jobs/{give_up_id}")).json()
     assert failed["status"] == "failed" and "stopped responding" in failed["error"]
 
 
-def test_jobs_expire_and_are_forgotten(server: LiveServer, client: httpx.Client) -> None:
-    old = utcnow() - timedelta(hours=server.services.settings.job_ttl_hours + 1)
-    with server.services.db.session() as session:
+async def test_jobs_expire_and_are_forgotten(mock_app: InProcessApp, api: httpx.AsyncClient) -> None:
+    services = mock_app.services
+    old = utcnow() - timedelta(hours=services.settings.job_ttl_hours + 1)
+    with services.db.session() as session:
         waiting = Job(request={"input": SENTENCE}, status="pending", created_at=old)
         done = Job(request={"input": SENTENCE}, status="completed", created_at=old, finished_at=old)
         session.add_all([waiting, done])
         session.flush()
         waiting_id, done_id = waiting.id, done.id
-    server.services.jobs.reap()
-    expired = client.get(f"/jobs/{waiting_id}").json()
+    services.jobs.reap()
+    expired = (await api.get(f"/jobs/{waiting_id}")).json()
     assert expired["status"] == "failed" and "expired" in expired["error"]
-    assert client.get(f"/jobs/{done_id}").status_code == 404
+    assert (await api.get(f"/jobs/{done_id}")).status_code == 404
 
 
-def test_queue_stats_and_clearing(client: httpx.Client) -> None:
-    stats = client.get("/queue/stats").json()
+async def test_queue_stats_and_clearing(api: httpx.AsyncClient) -> None:
+    finished_job = (await api.post("/v1/jobs", json={"input": SENTENCE})).json()["id"]
+    assert (await finished(api, finished_job))["status"] == "completed"
+    stats = (await api.get("/queue/stats")).json()
     assert stats["active_workers"] >= 1 and stats["queue"] == "sqlite"
     for key in ("pending_jobs", "running_jobs", "completed_jobs", "failed_jobs", "cancelled_jobs"):
         assert isinstance(stats[key], int)
-    assert client.get("/jobs", params={"status": "completed"}).json()["jobs"]
-    cleared = client.delete("/jobs").json()
+    assert (await api.get("/jobs", params={"status": "completed"})).json()["jobs"]
+    cleared = (await api.delete("/jobs")).json()
     assert cleared["deleted"] >= 1
-    assert client.get("/jobs", params={"status": "completed"}).json()["jobs"] == []
+    assert (await api.get("/jobs", params={"status": "completed"})).json()["jobs"] == []
 
 
 @pytest.mark.parametrize(
@@ -170,18 +204,19 @@ def test_queue_stats_and_clearing(client: httpx.Client) -> None:
         ("GET", "/jobs?status=sleeping", 422),
     ],
 )
-def test_unknown_jobs_and_bad_filters(client: httpx.Client, method: str, path: str, status: int) -> None:
-    response = client.request(method, path)
+async def test_unknown_jobs_and_bad_filters(api: httpx.AsyncClient, method: str, path: str, status: int) -> None:
+    response = await api.request(method, path)
     assert response.status_code == status
     assert isinstance(response.json()["detail"], str)
 
 
-def test_bad_job_requests_fail_at_once(client: httpx.Client) -> None:
-    assert client.post("/v1/jobs", json={"input": ""}).status_code == 422
-    response = client.post("/v1/jobs", json={"input": "hello", "voice": "nobody"})
+async def test_bad_job_requests_fail_at_once(api: httpx.AsyncClient) -> None:
+    assert (await api.post("/v1/jobs", json={"input": ""})).status_code == 422
+    response = await api.post("/v1/jobs", json={"input": "hello", "voice": "nobody"})
     assert response.status_code == 400 and "unknown voice" in response.json()["detail"]
 
 
+@pytest.mark.model
 def test_a_dialogue_runs_as_a_job(client: httpx.Client, listener: Listener) -> None:
     body = {"text": "[S1] Is the kettle on? [S2] It is boiling already.", "response_format": "wav"}
     submitted = client.post("/v1/jobs/dialogue", json=body)

@@ -13,13 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from parla.services import Services
 from parla.services.jobs import TERMINAL, SpeechJobRequest
 from parla.settings import Settings
 
-REDIS_URL = os.environ.get("PARLA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+pytestmark = pytest.mark.slow  # worker processes starting, speaking with Piper, one killed and waited out
 PARAGRAPH = (
     "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
     "The rainbow is a division of white light into many beautiful colors. "
@@ -46,16 +45,12 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"Redis at {REDIS_URL} is required for this test: {exc}")
+def cluster(postgres_url: str, redis_server: str, tmp_path: Path) -> Iterator[Cluster]:
     queue = f"parla-test-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
         "PARLA_DATABASE_URL": postgres_url,
-        "PARLA_REDIS_URL": REDIS_URL,
+        "PARLA_REDIS_URL": redis_server,
         "PARLA_QUEUE_NAME": queue,
         "PARLA_DATA_DIR": str(tmp_path / "data"),  # shared storage: workers write, the server reads
         "PARLA_JOB_LEASE_S": "3",
@@ -63,7 +58,7 @@ def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
     }
     settings = Settings(
         database_url=postgres_url,
-        redis_url=REDIS_URL,
+        redis_url=redis_server,
         queue_name=queue,
         data_dir=tmp_path / "data",
         job_lease_s=3,

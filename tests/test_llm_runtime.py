@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -12,13 +16,35 @@ import pytest
 
 from parla.characters import runtime
 from parla.characters.runtime import LlamaRuntime
+from tests.characters_data import character_form
 from tests.conftest import LiveServer
-from tests.test_characters import _create
 
 
-def test_this_environment_has_the_runtime_and_the_server_says_so(client: httpx.Client) -> None:
+@contextmanager
+def build_under_way(wheels: Path) -> Iterator[None]:
+    """Another process (a `make test` in another clone, a server's child) building: it holds the
+    build lock of ``wheels`` until the block ends."""
+    wheels.mkdir(parents=True, exist_ok=True)
+    hold = (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX);"
+        " print('held'); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-u", "-c", hold, str(wheels / ".llama-cpp-python.lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+async def test_this_environment_has_the_runtime_and_the_server_says_so(api: httpx.AsyncClient) -> None:
     assert runtime.is_installed()
-    assert client.get("/health").json()["llm_runtime"]["state"] == "ready"
+    assert (await api.get("/health")).json()["llm_runtime"]["state"] == "ready"
 
 
 def test_a_build_in_another_process_is_seen_as_under_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,40 +52,40 @@ def test_a_build_in_another_process_is_seen_as_under_way(tmp_path: Path, monkeyp
     state = LlamaRuntime(tmp_path / "logs" / "llm-runtime.log", wheels=tmp_path / "wheels")
     assert state.state().phase == "missing"
     assert "parla llm-runtime install" in state.state().detail
-    # Another process (a `make test` in another clone, a server's child) holds the build lock.
-    (tmp_path / "wheels").mkdir(exist_ok=True)
-    hold = (
-        "import fcntl, sys, time; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX);"
-        " print('held'); time.sleep(60)"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-u", "-c", hold, str(tmp_path / "wheels" / ".llama-cpp-python.lock")],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with build_under_way(tmp_path / "wheels"):
         assert state.state().phase == "installing"
         assert str(tmp_path / "logs" / "llm-runtime.log") in state.state().detail
-    finally:
-        holder.kill()
-        holder.wait()
     assert state.state().phase == "missing"
 
 
 def test_a_failed_background_build_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "is_installed", lambda: False)
-    state = LlamaRuntime(tmp_path / "llm-runtime.log", wheels=tmp_path / "wheels")
-    with open(state.log_path, "w") as log:
-        # What the background install's child leaves when the compiler is missing.
-        state._process = subprocess.Popen(
-            [sys.executable, "-c", "import sys; print('CMake Error: CMAKE_C_COMPILER not set'); sys.exit(3)"],
-            stdout=log,
+    # The background install's child (`python -m parla llm-runtime install`) as it ends when the
+    # compiler is missing: a stand-in package first on its import path.
+    stand_in = tmp_path / "stand-in" / "parla"
+    stand_in.mkdir(parents=True)
+    (stand_in / "__init__.py").write_text("")
+    (stand_in / "__main__.py").write_text(
+        textwrap.dedent(
+            """\
+            import sys
+
+            print("-- Building for: Ninja")
+            print("CMake Error: CMAKE_C_COMPILER not set, after EnableLanguage")
+            sys.exit(3)
+            """
         )
-    state._process.wait()
-    failed = state.state()
+    )
+    monkeypatch.setenv("PYTHONPATH", str(stand_in.parent))
+    state = LlamaRuntime(tmp_path / "llm-runtime.log", wheels=tmp_path / "wheels")
+    assert state.start_install()
+    deadline = time.monotonic() + 60
+    while (failed := state.state()).phase == "installing":
+        assert time.monotonic() < deadline, failed
+        time.sleep(0.1)
     assert failed.phase == "failed"
     assert "exit 3" in failed.detail and "CMAKE_C_COMPILER not set" in failed.detail
+    assert str(state.log_path) in failed.detail
 
 
 def test_a_failing_pip_step_reports_pips_own_words() -> None:
@@ -67,10 +93,11 @@ def test_a_failing_pip_step_reports_pips_own_words() -> None:
         runtime._pip(["install", "--no-index", "no-such-parla-package==1.0"], output=None)
 
 
+@pytest.mark.model
 def test_characters_answer_503_until_the_runtime_is_ready(
     client: httpx.Client, server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    created = _create(client, "Patient", voice_cloning_audio=None)
+    created = client.post("/create-character", **character_form("Patient", voice_cloning_audio=None))
     assert created.status_code == 200, created.text
     character_id = created.json()["character_id"]
     characters = server.services.characters
@@ -79,7 +106,7 @@ def test_characters_answer_503_until_the_runtime_is_ready(
     monkeypatch.setattr(runtime, "is_installed", lambda: False)
     question = {"character_id": character_id, "question": "Who built the lighthouse?"}
     try:
-        with runtime._exclusive(tmp_path / "wheels", wait=True):  # a build under way
+        with build_under_way(tmp_path / "wheels"):
             for path, body in (
                 ("/ask-question-text", question),
                 ("/ask-question-text", {**question, "stream": True}),

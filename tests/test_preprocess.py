@@ -1,5 +1,5 @@
 """Preprocessing of a character's reference recording: each option measured on synthetic signals, then the
-whole path through the live server (the stored voice sample is the preprocessed recording)."""
+whole path through the API, on the module's mock app (the stored voice sample is the preprocessed recording)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from parla.audio.preprocess import (
     PreprocessSettings,
     preprocess,
 )
-from parla.characters.service import CharacterService
+from parla.characters.checks import preprocessing
 from parla.errors import InvalidInputError
 from tests.conftest import someone_saying
 
@@ -241,7 +241,7 @@ def test_a_silent_recording_is_refused_when_silence_is_removed() -> None:
 
 
 def test_the_settings_are_read_at_the_top_level_or_nested() -> None:
-    read = CharacterService._preprocessing
+    read = preprocessing
     assert read({"top_db": 60, "bass_boost": False}) == PreprocessSettings(top_db=60, bass_boost=False)
     assert read({"audio_preprocessing": {"fade_length_ms": 10}}) == PreprocessSettings(fade_length_ms=10)
     assert read({"preprocess_audio": False, "top_db": 60}) is None
@@ -265,8 +265,8 @@ def _padded_recording() -> tuple[bytes, float]:
     return encode_audio(padded, rate, "wav"), 2 * speech.size / rate
 
 
-def _create(client: httpx.Client, name: str, audio: bytes, voice_settings: dict[str, Any]) -> httpx.Response:
-    return client.post(
+async def _create(api: httpx.AsyncClient, name: str, audio: bytes, voice_settings: dict[str, Any]) -> httpx.Response:
+    return await api.post(
         "/create-character",
         data={
             "name": name,
@@ -276,28 +276,28 @@ def _create(client: httpx.Client, name: str, audio: bytes, voice_settings: dict[
     )
 
 
-def _stored_sample(client: httpx.Client, voice_id: str) -> bytes:
-    voice = client.get(f"/v1/voices/{voice_id}").json()
+async def _stored_sample(api: httpx.AsyncClient, voice_id: str) -> bytes:
+    voice = (await api.get(f"/v1/voices/{voice_id}")).json()
     (sample,) = voice["samples"]
-    response = client.get(f"/v1/voices/{voice_id}/samples/{sample['id']}/audio")
+    response = await api.get(f"/v1/voices/{voice_id}/samples/{sample['id']}/audio")
     assert response.status_code == 200
     return response.content
 
 
-def test_a_character_voice_is_made_from_the_preprocessed_recording(client: httpx.Client) -> None:
+async def test_a_character_voice_is_made_from_the_preprocessed_recording(api: httpx.AsyncClient) -> None:
     audio, speech_s = _padded_recording()
     upload_s = speech_s + 2 * PAD_S + GAP_S
     made: list[int] = []
     plain_voice: str | None = None
     try:
-        processed = _create(client, "Trimmed keeper", audio, {"remove_silence": True, "top_db": 40})
+        processed = await _create(api, "Trimmed keeper", audio, {"remove_silence": True, "top_db": 40})
         assert processed.status_code == 200, processed.text
         made.append(processed.json()["character_id"])
-        untouched = _create(client, "Untouched keeper", audio, {"preprocess_audio": False})
+        untouched = await _create(api, "Untouched keeper", audio, {"preprocess_audio": False})
         assert untouched.status_code == 200, untouched.text
         made.append(untouched.json()["character_id"])
 
-        trimmed = _stored_sample(client, processed.json()["character"]["voice_id"])
+        trimmed = await _stored_sample(api, processed.json()["character"]["voice_id"])
         trimmed_samples, trimmed_rate = decode_audio(trimmed)
         trimmed_s = trimmed_samples.size / trimmed_rate
         # The padding and most of the gap are gone; what is left is the speech and one natural pause.
@@ -305,53 +305,53 @@ def test_a_character_voice_is_made_from_the_preprocessed_recording(client: httpx
         assert float(np.max(np.abs(trimmed_samples))) < 1.0
 
         # Without preprocessing the stored sample is exactly what a plain upload to the library gives.
-        kept = _stored_sample(client, untouched.json()["character"]["voice_id"])
-        plain = client.post(
+        kept = await _stored_sample(api, untouched.json()["character"]["voice_id"])
+        plain = await api.post(
             "/v1/voices/clone",
             data={"name": "Plain keeper", "transcript": f"{SAID} {SAID}"},
             files={"file": ("padded.wav", audio, "audio/wav")},
         )
         assert plain.status_code == 201, plain.text
         plain_voice = plain.json()["voice"]["id"]
-        assert kept == _stored_sample(client, plain_voice)
+        assert kept == await _stored_sample(api, plain_voice)
         kept_samples, kept_rate = decode_audio(kept)
         assert kept_samples.size / kept_rate - trimmed_s >= GAP_S - MAX_PAUSE_S - 0.3  # the library keeps the gap
     finally:
         for character_id in made:
-            client.delete(f"/delete-character/{character_id}")
+            await api.delete(f"/delete-character/{character_id}")
         if plain_voice:
-            client.delete(f"/v1/voices/{plain_voice}")
+            await api.delete(f"/v1/voices/{plain_voice}")
 
 
 @pytest.mark.parametrize(
     "voice_settings",
     [{"top_db": 500}, {"audio_preprocessing": {"top_db": 2}}, {"audio_preprocessing": {"fade_length_ms": "long"}}],
 )
-def test_invalid_preprocessing_is_a_400_that_leaves_nothing(
-    client: httpx.Client, voice_settings: dict[str, Any]
+async def test_invalid_preprocessing_is_a_400_that_leaves_nothing(
+    api: httpx.AsyncClient, voice_settings: dict[str, Any]
 ) -> None:
-    characters_before = client.get("/get-characters").json()["characters"]
-    voices_before = client.get("/v1/voices").json()
+    characters_before = (await api.get("/get-characters")).json()["characters"]
+    voices_before = (await api.get("/v1/voices")).json()
     audio, _ = _padded_recording()
-    response = _create(client, "Misconfigured keeper", audio, voice_settings)
+    response = await _create(api, "Misconfigured keeper", audio, voice_settings)
     assert response.status_code == 400, response.text
     assert "voice_cloning_settings" in response.json()["detail"]
     assert "top_db" in response.json()["detail"] or "fade_length_ms" in response.json()["detail"]
-    assert client.get("/get-characters").json()["characters"] == characters_before
-    assert client.get("/v1/voices").json() == voices_before
+    assert (await api.get("/get-characters")).json()["characters"] == characters_before
+    assert (await api.get("/v1/voices")).json() == voices_before
 
 
-def test_invalid_preprocessing_is_refused_on_update_without_audio(client: httpx.Client) -> None:
+async def test_invalid_preprocessing_is_refused_on_update_without_audio(api: httpx.AsyncClient) -> None:
     audio, _ = _padded_recording()
-    created = _create(client, "Updated keeper", audio, {})
+    created = await _create(api, "Updated keeper", audio, {})
     assert created.status_code == 200, created.text
     character_id = created.json()["character_id"]
     try:
-        before = client.get(f"/get-character/{character_id}").json()["character"]
-        response = client.put(
+        before = (await api.get(f"/get-character/{character_id}")).json()["character"]
+        response = await api.put(
             f"/update-character/{character_id}", data={"voice_cloning_settings": json.dumps({"top_db": 500})}
         )
         assert response.status_code == 400 and "top_db" in response.json()["detail"]
-        assert client.get(f"/get-character/{character_id}").json()["character"] == before
+        assert (await api.get(f"/get-character/{character_id}")).json()["character"] == before
     finally:
-        client.delete(f"/delete-character/{character_id}")
+        await api.delete(f"/delete-character/{character_id}")

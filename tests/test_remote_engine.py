@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from starlette.testclient import TestClient
 
 from parla.app import create_app
 from parla.audio import decode_audio, encode_audio
@@ -35,9 +33,20 @@ from parla.engines.remote import (
 )
 from parla.errors import ServiceUnavailableError
 from parla.services import Services
-from parla.settings import MOCK_WORKER_URL, RemoteEngineSettings, Settings
+from parla.services.speech import CROSSFADE_S, SpeechOptions, crossfaded
+from parla.settings import MOCK_WORKER_URL, EngineSection, Settings
 from parla.worker_app import create_worker_app, default_port
-from tests.conftest import Listener, _free_port, duration_of, natural_length, serving, wait_for, wer
+from tests.conftest import (
+    Listener,
+    _free_port,
+    duration_of,
+    mock_settings,
+    natural_length,
+    serving,
+    serving_in_process,
+    wait_for,
+    wer,
+)
 
 PARAGRAPH = (
     "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. "
@@ -72,7 +81,7 @@ def test_workers_are_configured_per_engine_and_replace_local_ones(monkeypatch: p
     monkeypatch.setenv("PARLA_ENGINES__PIPER__URL", "http://gpu-1:8006")
     monkeypatch.setenv("PARLA_ENGINES__DIA__URL", "http://gpu-2:8003/")
     settings = Settings(_env_file=None)
-    assert settings.engines["dia"] == RemoteEngineSettings(url="http://gpu-2:8003/")
+    assert settings.engines["dia"] == EngineSection(url="http://gpu-2:8003/")
     registry = EngineRegistry.from_entry_points(settings)
     piper, dia = registry.get("piper"), registry.get("dia")
     assert isinstance(piper, RemoteEngine) and piper.url == "http://gpu-1:8006"
@@ -93,21 +102,22 @@ def test_seed_testing_mode_routes_to_the_mock_worker(monkeypatch: pytest.MonkeyP
 
 def test_a_worker_that_is_not_there_makes_the_engine_unavailable(services: Services) -> None:
     url = f"http://127.0.0.1:{_free_port()}"
-    settings = services.settings.model_copy(update={"engines": {"far": RemoteEngineSettings(url=url)}})
-    engine = RemoteEngine(settings, "far", settings.engines["far"])
+    settings = services.settings.model_copy(update={"engines": {"far": EngineSection(url=url)}})
+    engine = RemoteEngine("far", settings.engines["far"])
+    engine.refresh()  # what its refresher thread does in the background
     started = time.monotonic()
     reason = engine.unavailable_reason()
     assert reason and url in reason and not engine.status().available and not engine.loaded
     assert engine.unavailable_reason() == reason and time.monotonic() - started < 2  # remembered, cheap
-    built = Services.build(settings, engines=EngineRegistry([engine, PiperEngine(settings)]))
+    built = Services.build(settings, engines=EngineRegistry([engine, PiperEngine.from_settings(settings)]))
     try:
         with pytest.raises(ServiceUnavailableError, match="engine 'far' is unavailable"):
-            built.speech.prepare(text="Hello.", model="far")
+            built.speech.prepare(SpeechOptions(input="Hello.", model="far"), source="test")
     finally:
         built.close()
 
 
-def test_a_mock_worker_speaks_the_voice_files_it_may_read(tmp_path: Path) -> None:
+async def test_a_mock_worker_speaks_the_voice_files_it_may_read(tmp_path: Path) -> None:
     """The gateway's voice files travel as paths: the worker reads them where it is allowed to
     (shared storage, its PARLA_ALLOWED_PATHS) and refuses them elsewhere."""
     shared, own = tmp_path / "gateway", tmp_path / "worker"
@@ -115,20 +125,21 @@ def test_a_mock_worker_speaks_the_voice_files_it_may_read(tmp_path: Path) -> Non
     (shared / "refs" / "tone.wav").write_bytes(encode_audio(np.full(22050, 0.1, dtype=np.float32), 22050, "wav"))
     worker_settings = Settings(data_dir=own, allowed_paths=[shared], _env_file=None)
     with serving(create_worker_app("mock", worker_settings)) as worker_url:
-        settings = Settings(
-            data_dir=shared, engines={"mock": {"url": worker_url}}, in_process_worker=False, _env_file=None
-        )
-        with TestClient(create_app(settings)) as gateway:
+        settings = mock_settings(shared, engines={"mock": {"url": worker_url}}, in_process_worker=False)
+        async with serving_in_process(settings) as gateway:
             inputs = [{"text": "Hi.", "voice_id": "refs/tone.wav"}, {"text": "Hello.", "voice_id": "refs/tone.wav"}]
             body = {"inputs": inputs, "output_filepath": "out/d.wav"}
-            response = gateway.post("/v1/text-to-dialogue?engine=mock", json=body)
+            response = await gateway.client.post("/v1/text-to-dialogue?engine=mock", json=body)
             assert response.status_code == 200, response.text
             assert duration_of((shared / "out" / "d.wav").read_bytes()) == pytest.approx(2.35, abs=0.02)
-        stranger = Settings(data_dir=tmp_path / "elsewhere", _env_file=None)
-        with serving(create_worker_app("mock", stranger)) as stranger_url:
-            voice = {"name": "tone", "samples": [[str(shared / "refs" / "tone.wav"), None]]}
-            refused = httpx.post(f"{stranger_url}/v1/text-to-speech/tone/stream", json={"text": "Hi.", "voice": voice})
-            assert refused.status_code == 400 and "outside the allowed directories" in refused.json()["detail"]
+    stranger = Settings(data_dir=tmp_path / "elsewhere", _env_file=None)
+    with serving(create_worker_app("mock", stranger)) as stranger_url:
+        voice = {"name": "tone", "samples": [[str(shared / "refs" / "tone.wav"), None]]}
+        async with httpx.AsyncClient() as client:
+            refused = await client.post(
+                f"{stranger_url}/v1/text-to-speech/tone/stream", json={"text": "Hi.", "voice": voice}
+            )
+        assert refused.status_code == 400 and "outside the allowed directories" in refused.json()["detail"]
 
 
 # -- a gateway and a worker in another process ------------------------------------------------
@@ -169,7 +180,7 @@ def gateway(worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """A second app whose ``piper`` is the worker, under uvicorn on a free port."""
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("gateway"),
-        engines={"piper": RemoteEngineSettings(url=worker.url)},
+        engines={"piper": EngineSection(url=worker.url)},
         in_process_worker=False,
         _env_file=None,
     )
@@ -186,6 +197,7 @@ def gateway(worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     services.close()
 
 
+@pytest.mark.model
 def test_worker_serves_its_engine_with_the_microservice_api(worker: Worker) -> None:
     info = httpx.get(f"{worker.url}/v1/engine").json()
     assert info["name"] == "piper" and info["capabilities"]["sample_rate"] == 22050
@@ -196,6 +208,7 @@ def test_worker_serves_its_engine_with_the_microservice_api(worker: Worker) -> N
     assert outside.status_code == 400
 
 
+@pytest.mark.model
 def test_speech_streams_through_the_worker(gateway: tuple[str, Services], listener: Listener) -> None:
     url, services = gateway
     assert isinstance(services.engines.get("piper"), RemoteEngine)
@@ -215,12 +228,16 @@ def test_speech_streams_through_the_worker(gateway: tuple[str, Services], listen
     assert wer(PARAGRAPH, listener.transcribe(audio)) < 0.15
     # The worker's chunks arrive as they were made (the crossfades between pieces depend on where
     # chunks end): the audio is what the same engine, run here, makes of the same plan.
-    plan = services.speech.prepare(text=PARAGRAPH, voice="alloy", model="piper", fmt="wav", seed=4)
-    local = np.concatenate([c.samples for c in replace(plan, engine=PiperEngine(services.settings)).synthesize()])
+    options = SpeechOptions(input=PARAGRAPH, voice="alloy", model="piper", response_format="wav", seed=4)
+    plan = services.speech.prepare(options, source="test")
+    piper = PiperEngine.from_settings(services.settings)
+    pieces = (chunk for request in plan.requests() for chunk in piper.synthesize(request))
+    local = np.concatenate([c.samples for c in crossfaded(pieces, CROSSFADE_S)])
     remote, _ = decode_audio(audio)
     assert remote.size == local.size and np.allclose(remote, local, atol=2e-3)
 
 
+@pytest.mark.model
 def test_standard_api_and_models_go_through_the_worker(gateway: tuple[str, Services]) -> None:
     url, services = gateway
     body = {"text": "Rice is often served in round bowls.", "output_filepath": "out/remote.wav"}
@@ -232,6 +249,7 @@ def test_standard_api_and_models_go_through_the_worker(gateway: tuple[str, Servi
     assert httpx.post(f"{url}/v1/load-model?engine=piper").json()["engine"] == "piper"
 
 
+@pytest.mark.model
 def test_a_killed_worker_is_a_503_until_it_is_back(gateway: tuple[str, Services], worker: Worker) -> None:
     url, _ = gateway
     body = {"model": "piper", "input": "The box was thrown beside the parked truck.", "response_format": "wav"}

@@ -1,10 +1,11 @@
-"""The model microservice API on the live server: its documented example requests, parameters, file paths."""
+"""The model microservice API: its documented example requests, parameters, file paths. Speech is judged
+on the live server (``model``); parameters, paths and refusals on the module's mock app."""
 
 from __future__ import annotations
 
 import asyncio
 import wave
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,15 +13,22 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from starlette.testclient import TestClient
 
-from parla.app import create_app
 from parla.audio import decode_audio
 from parla.engines import EngineRegistry
 from parla.engines.mock import MockEngine
-from parla.services import Services
-from parla.settings import Settings
-from tests.conftest import Listener, LiveServer, duration_of, natural_length, wer
+from parla.services.speech import SpeechOptions
+from tests.conftest import (
+    InProcessApp,
+    Listener,
+    LiveServer,
+    duration_of,
+    mock_settings,
+    natural_length,
+    serving_in_process,
+    someone_saying,
+    wer,
+)
 
 SENTENCE = "The birch canoe slid on the smooth planks."
 TEXT = "Glue the sheet to the dark blue background."
@@ -39,10 +47,25 @@ def data_dir(server: LiveServer) -> Path:
 def reference(server: LiveServer, data_dir: Path) -> Path:
     """A reference recording inside the data dir: the bundled voice saying ``SENTENCE``."""
     speech = server.services.speech
-    audio = asyncio.run(speech.render(speech.prepare(text=SENTENCE, voice="joe", fmt="wav", seed=7, source="test")))
+    options = SpeechOptions(input=SENTENCE, voice="joe", response_format="wav", seed=7)
+    audio = asyncio.run(speech.render(speech.prepare(options, source="test"))).audio
     path = data_dir / "refs" / "ref.wav"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(audio)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mock_data_dir(mock_app: InProcessApp) -> Path:
+    return mock_app.settings.data_dir.resolve()
+
+
+@pytest.fixture(scope="module")
+def mock_reference(mock_data_dir: Path) -> Path:
+    """A reference recording inside the mock app's data dir: someone saying ``SENTENCE``."""
+    path = mock_data_dir / "refs" / "ref.wav"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(someone_saying(SENTENCE))
     return path
 
 
@@ -55,6 +78,7 @@ def outside(tmp_path: Path) -> Path:
 # -- the documented examples ------------------------------------------------------------------------
 
 
+@pytest.mark.model
 def test_text_to_speech_example(client: httpx.Client, reference: Path, data_dir: Path, listener: Listener) -> None:
     """The documented request, as written: parameters the engine does not use (max_new_tokens,
     temperature) are accepted and named in the answer."""
@@ -81,6 +105,7 @@ def test_text_to_speech_example(client: httpx.Client, reference: Path, data_dir:
     assert wer(TEXT, listener.transcribe(audio)) < 0.3
 
 
+@pytest.mark.model
 def test_text_to_speech_transcribes_a_voice_file_without_transcription(
     client: httpx.Client, reference: Path, data_dir: Path, listener: Listener
 ) -> None:
@@ -93,20 +118,20 @@ def test_text_to_speech_transcribes_a_voice_file_without_transcription(
     assert list((data_dir / "cache" / "clone").glob("file-*.npz"))
 
 
-def test_text_to_dialogue_example(client: httpx.Client, reference: Path, data_dir: Path) -> None:
+async def test_text_to_dialogue_example(api: httpx.AsyncClient, mock_reference: Path, mock_data_dir: Path) -> None:
     """Mock (the model microservice API's test engine) concatenates the voice files, with the dialogue pause between."""
-    second = data_dir / "refs" / "voice2.wav"
-    second.write_bytes(reference.read_bytes())
-    target = data_dir / "path" / "to" / "dialogue.wav"
+    second = mock_data_dir / "refs" / "voice2.wav"
+    second.write_bytes(mock_reference.read_bytes())
+    target = mock_data_dir / "path" / "to" / "dialogue.wav"
     body: dict[str, Any] = {
         "inputs": [
-            {"text": "First speaker text", "voice_id": str(reference)},
+            {"text": "First speaker text", "voice_id": str(mock_reference)},
             {"text": "Second speaker text", "voice_id": str(second)},
         ],
         "output_filepath": str(target),
         "parameters": {"max_new_tokens": 256, "seed": 42},
     }
-    response = client.post("/v1/text-to-dialogue?engine=mock", json=body)
+    response = await api.post("/v1/text-to-dialogue?engine=mock", json=body)
     assert response.status_code == 200, response.text
     assert response.json() == {
         "status": "success",
@@ -114,17 +139,20 @@ def test_text_to_dialogue_example(client: httpx.Client, reference: Path, data_di
         "message": "Dialogue generated successfully (not used by mock: max_new_tokens)",
         "ignored_parameters": ["max_new_tokens"],
     }
-    one = duration_of(reference.read_bytes())
+    one = duration_of(mock_reference.read_bytes())
     assert duration_of(target.read_bytes()) == pytest.approx(2 * one + 0.35, abs=0.05)
 
 
-def test_nonverbal_cues_in_a_dialogue_become_pauses(client: httpx.Client, reference: Path, data_dir: Path) -> None:
+async def test_nonverbal_cues_in_a_dialogue_become_pauses(
+    api: httpx.AsyncClient, mock_reference: Path, mock_data_dir: Path
+) -> None:
     body = {"inputs": [{"text": "Ha! (laughs) Yes.", "voice_id": "refs/ref.wav"}], "output_filepath": "out/cue.wav"}
-    assert client.post("/v1/text-to-dialogue?engine=mock", json=body).status_code == 200
-    one = duration_of(reference.read_bytes())  # mock speaks each part as a copy of the voice file
-    assert duration_of((data_dir / "out" / "cue.wav").read_bytes()) == pytest.approx(2 * one + 0.3, abs=0.05)
+    assert (await api.post("/v1/text-to-dialogue?engine=mock", json=body)).status_code == 200
+    one = duration_of(mock_reference.read_bytes())  # mock speaks each part as a copy of the voice file
+    assert duration_of((mock_data_dir / "out" / "cue.wav").read_bytes()) == pytest.approx(2 * one + 0.3, abs=0.05)
 
 
+@pytest.mark.model
 def test_text_to_dialogue_with_real_voices_says_both_turns(
     client: httpx.Client, reference: Path, data_dir: Path, listener: Listener
 ) -> None:
@@ -143,6 +171,7 @@ def test_text_to_dialogue_with_real_voices_says_both_turns(
     assert wer(" ".join(turns), listener.transcribe(audio)) < 0.3
 
 
+@pytest.mark.model
 def test_load_and_unload_model_examples(client: httpx.Client) -> None:
     unloaded = client.post("/v1/unload-model")
     assert unloaded.status_code == 200
@@ -166,17 +195,18 @@ def test_load_and_unload_model_examples(client: httpx.Client) -> None:
     assert unknown.status_code == 400 and "nothing" in unknown.json()["detail"]
 
 
-def test_health_and_info_have_the_seed_fields(client: httpx.Client) -> None:
-    health = client.get("/health").json()
+async def test_health_and_info_have_the_seed_fields(api: httpx.AsyncClient, mock_app: InProcessApp) -> None:
+    health = (await api.get("/health")).json()
     assert health["status"] == "healthy" and health["model_loaded"] is True
     assert isinstance(health["device"], str) and health["dependencies_available"] is True
-    info = client.get("/").json()
-    assert isinstance(info["message"], str) and info["model"] == "piper"
+    info = (await api.get("/")).json()
+    assert isinstance(info["message"], str) and info["model"] == mock_app.settings.default_engine
 
 
 # -- parameters ---------------------------------------------------------------------------------
 
 
+@pytest.mark.model
 def test_same_seed_same_audio_and_speed_passes_through(client: httpx.Client, data_dir: Path) -> None:
     def speak(name: str, **parameters: Any) -> bytes:
         url, body = _tts("alloy", text=SENTENCE, output_filepath=f"out/{name}.wav", parameters=parameters)
@@ -199,11 +229,11 @@ def test_same_seed_same_audio_and_speed_passes_through(client: httpx.Client, dat
         ({"audio_transcriptions": "not a list"}, "audio_transcriptions"),
     ],
 )
-def test_parameters_of_the_wrong_type_or_range_are_refused(
-    client: httpx.Client, parameters: dict[str, Any], named: str
+async def test_parameters_of_the_wrong_type_or_range_are_refused(
+    api: httpx.AsyncClient, parameters: dict[str, Any], named: str
 ) -> None:
     url, body = _tts("alloy", text=SENTENCE, output_filepath="out/never.wav", parameters=parameters)
-    response = client.post(f"{url}?engine=piper", json=body)
+    response = await api.post(f"{url}?engine=piper", json=body)
     assert response.status_code == 400, response.text
     assert named in response.json()["detail"]
 
@@ -217,99 +247,107 @@ def test_parameters_of_the_wrong_type_or_range_are_refused(
         {"text": "Hello.", "output_filepath": "out/x.wav", "parameters": [1, 2]},
     ],
 )
-def test_malformed_requests_are_refused(client: httpx.Client, body: dict[str, Any]) -> None:
-    response = client.post("/v1/text-to-speech/alloy", json=body)
+async def test_malformed_requests_are_refused(api: httpx.AsyncClient, body: dict[str, Any]) -> None:
+    response = await api.post("/v1/text-to-speech/alloy", json=body)
     assert response.status_code == 422 and response.json()["detail"]
 
 
-def test_unknown_engine_is_a_400(client: httpx.Client) -> None:
+async def test_unknown_engine_is_a_400(api: httpx.AsyncClient) -> None:
     url, body = _tts("alloy", text=SENTENCE, output_filepath="out/x.wav")
-    response = client.post(f"{url}?engine=nothing", json=body)
+    response = await api.post(f"{url}?engine=nothing", json=body)
     assert response.status_code == 400 and "nothing" in response.json()["detail"]
 
 
-def test_a_voice_file_the_engine_cannot_clone_is_a_400(client: httpx.Client, reference: Path) -> None:
-    url, body = _tts(str(reference), text=SENTENCE, output_filepath="out/x.wav")
-    response = client.post(f"{url}?engine=piper", json=body)
+async def test_a_voice_file_the_engine_cannot_clone_is_a_400(api: httpx.AsyncClient, mock_reference: Path) -> None:
+    url, body = _tts(str(mock_reference), text=SENTENCE, output_filepath="out/x.wav")
+    response = await api.post(f"{url}?engine=piper", json=body)
     assert response.status_code == 400 and "cloned voice" in response.json()["detail"]
 
 
-def test_a_voice_file_that_is_not_audio_is_a_400(client: httpx.Client, data_dir: Path) -> None:
-    (data_dir / "refs").mkdir(exist_ok=True)
-    (data_dir / "refs" / "notes.wav").write_text("not audio at all")
+async def test_a_voice_file_that_is_not_audio_is_a_400(api: httpx.AsyncClient, mock_data_dir: Path) -> None:
+    (mock_data_dir / "refs").mkdir(exist_ok=True)
+    (mock_data_dir / "refs" / "notes.wav").write_text("not audio at all")
     url, body = _tts("refs/notes.wav", text=SENTENCE, output_filepath="out/x.wav")
-    response = client.post(f"{url}?engine=mock", json=body)
+    response = await api.post(f"{url}?engine=mock", json=body)
     assert response.status_code == 400 and "not audio" in response.json()["detail"]
 
 
 # -- paths --------------------------------------------------------------------------------------
 
 
-def test_voice_paths_absolute_relative_and_url_encoded(client: httpx.Client, reference: Path, data_dir: Path) -> None:
-    odd = data_dir / "refs" / "my voice é+1%.wav"
-    odd.write_bytes(reference.read_bytes())
-    seconds = duration_of(reference.read_bytes())
-    for i, voice_id in enumerate([str(reference), "refs/ref.wav", "./refs/../refs/ref.wav", str(odd)]):
+async def test_voice_paths_absolute_relative_and_url_encoded(
+    api: httpx.AsyncClient, mock_reference: Path, mock_data_dir: Path
+) -> None:
+    odd = mock_data_dir / "refs" / "my voice é+1%.wav"
+    odd.write_bytes(mock_reference.read_bytes())
+    seconds = duration_of(mock_reference.read_bytes())
+    for i, voice_id in enumerate([str(mock_reference), "refs/ref.wav", "./refs/../refs/ref.wav", str(odd)]):
         url, body = _tts(voice_id, text=SENTENCE, output_filepath=f"out/path-{i}.wav")
-        response = client.post(f"{url}?engine=mock", json=body)
+        response = await api.post(f"{url}?engine=mock", json=body)
         assert response.status_code == 200, (voice_id, response.text)
         assert response.json()["message"] == "Audio generated successfully"
-        assert duration_of((data_dir / "out" / f"path-{i}.wav").read_bytes()) == pytest.approx(seconds, abs=0.02)
+        spoken = (mock_data_dir / "out" / f"path-{i}.wav").read_bytes()
+        assert duration_of(spoken) == pytest.approx(seconds, abs=0.02)
     # Unencoded slashes reach the same file (the route takes the rest of the path).
-    response = client.post("/v1/text-to-speech/refs/ref.wav?engine=mock", json=body)
+    response = await api.post("/v1/text-to-speech/refs/ref.wav?engine=mock", json=body)
     assert response.status_code == 200, response.text
 
 
-def test_voice_paths_leaving_the_roots_are_refused(
-    client: httpx.Client, reference: Path, data_dir: Path, outside: Path
+async def test_voice_paths_leaving_the_roots_are_refused(
+    api: httpx.AsyncClient, mock_reference: Path, mock_data_dir: Path, outside: Path
 ) -> None:
     secret = outside / "secret.wav"
-    secret.write_bytes(reference.read_bytes())
-    link = data_dir / "refs" / "link.wav"
+    secret.write_bytes(mock_reference.read_bytes())
+    link = mock_data_dir / "refs" / "link.wav"
     link.unlink(missing_ok=True)
     link.symlink_to(secret)
     escapes = [str(secret), "../" * 12 + str(secret).lstrip("/"), "refs/../../x.wav", "/etc/passwd", "refs/link.wav"]
     for voice_id in escapes:
         url, body = _tts(voice_id, text=SENTENCE, output_filepath="out/x.wav")
-        response = client.post(f"{url}?engine=mock", json=body)
+        response = await api.post(f"{url}?engine=mock", json=body)
         assert response.status_code == 400, voice_id
         assert "outside the allowed directories" in response.json()["detail"]
         assert response.json()["error"]["param"] == "voice_id"
 
 
-def test_output_paths_leaving_the_roots_are_refused(
-    client: httpx.Client, data_dir: Path, outside: Path, reference: Path
+async def test_output_paths_leaving_the_roots_are_refused(
+    api: httpx.AsyncClient, mock_data_dir: Path, outside: Path, mock_reference: Path
 ) -> None:
     victim = outside / "victim.wav"
     victim.write_bytes(b"untouched")
-    link = data_dir / "out-link.wav"
+    link = mock_data_dir / "out-link.wav"
     link.unlink(missing_ok=True)
     link.symlink_to(victim)
-    for target in [str(outside / "new.wav"), "../escaped.wav", "out-link.wav", str(data_dir / ".." / "up.wav")]:
+    for target in [str(outside / "new.wav"), "../escaped.wav", "out-link.wav", str(mock_data_dir / ".." / "up.wav")]:
         url, body = _tts("alloy", text=SENTENCE, output_filepath=target)
-        response = client.post(f"{url}?engine=mock", json=body)
+        response = await api.post(f"{url}?engine=mock", json=body)
         assert response.status_code == 400, target
         assert response.json()["error"]["param"] == "output_filepath"
     assert victim.read_bytes() == b"untouched"
-    assert not (outside / "new.wav").exists() and not (data_dir.parent / "escaped.wav").exists()
-    dialogue = {"inputs": [{"text": "Hi.", "voice_id": str(reference)}], "output_filepath": str(outside / "d.wav")}
-    assert client.post("/v1/text-to-dialogue?engine=mock", json=dialogue).status_code == 400
+    assert not (outside / "new.wav").exists() and not (mock_data_dir.parent / "escaped.wav").exists()
+    dialogue = {"inputs": [{"text": "Hi.", "voice_id": str(mock_reference)}], "output_filepath": str(outside / "d.wav")}
+    assert (await api.post("/v1/text-to-dialogue?engine=mock", json=dialogue)).status_code == 400
     bad_voice = {"inputs": [{"text": "Hi.", "voice_id": "/etc/passwd"}], "output_filepath": "out/d.wav"}
-    assert client.post("/v1/text-to-dialogue?engine=mock", json=bad_voice).status_code == 400
+    assert (await api.post("/v1/text-to-dialogue?engine=mock", json=bad_voice)).status_code == 400
 
 
-def test_allowed_paths_open_more_directories(
-    client: httpx.Client, server: LiveServer, reference: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+async def test_allowed_paths_open_more_directories(
+    api: httpx.AsyncClient,
+    mock_app: InProcessApp,
+    mock_reference: Path,
+    outside: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     voice = outside / "voice.wav"
-    voice.write_bytes(reference.read_bytes())
-    monkeypatch.setattr(server.services.settings, "allowed_paths", [outside])
+    voice.write_bytes(mock_reference.read_bytes())
+    monkeypatch.setattr(mock_app.settings, "allowed_paths", [outside])
     url, body = _tts(str(voice), text=SENTENCE, output_filepath=str(outside / "out.wav"))
-    response = client.post(f"{url}?engine=mock", json=body)
+    response = await api.post(f"{url}?engine=mock", json=body)
     assert response.status_code == 200, response.text
     assert (outside / "out.wav").read_bytes()[:4] == b"RIFF"
 
 
+@pytest.mark.model
 def test_a_missing_voice_file_falls_back_to_the_default_voice(
     client: httpx.Client, data_dir: Path, listener: Listener
 ) -> None:
@@ -325,12 +363,12 @@ def test_a_missing_voice_file_falls_back_to_the_default_voice(
     assert wer(TEXT, listener.transcribe(audio)) < 0.3
 
 
-def test_a_voice_name_is_accepted_as_voice_id(client: httpx.Client, data_dir: Path) -> None:
+async def test_a_voice_name_is_accepted_as_voice_id(api: httpx.AsyncClient, mock_data_dir: Path) -> None:
     url, body = _tts("nova", text=SENTENCE, output_filepath="out/nova.flac")
-    response = client.post(url, json=body)
+    response = await api.post(url, json=body)
     assert response.json()["message"] == "Audio generated successfully"
-    samples, rate = decode_audio(data_dir / "out" / "nova.flac")
-    assert (data_dir / "out" / "nova.flac").read_bytes()[:4] == b"fLaC" and samples.size / rate > 1
+    samples, rate = decode_audio(mock_data_dir / "out" / "nova.flac")
+    assert (mock_data_dir / "out" / "nova.flac").read_bytes()[:4] == b"fLaC" and samples.size / rate > 1
 
 
 # -- engines that make dialogue only ------------------------------------------------------------
@@ -344,43 +382,41 @@ class _Duo(MockEngine):
 
 
 @pytest.fixture(scope="module")
-def duo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Path]]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("duo"), default_engine="duo", _env_file=None)
-    services = Services.build(settings, engines=EngineRegistry([_Duo(settings), MockEngine(settings)]))
-    try:
-        with TestClient(create_app(services=services)) as test_client:
-            yield test_client, settings.data_dir.resolve()
-    finally:
-        services.close()
+async def duo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
+    settings = mock_settings(tmp_path_factory.mktemp("duo"), default_engine="duo")
+    engines = EngineRegistry([_Duo.from_settings(settings), MockEngine.from_settings(settings)])
+    async with serving_in_process(settings, engines=engines) as app:
+        yield app.client, settings.data_dir.resolve()
 
 
-def test_a_dialogue_only_engine_refuses_single_speech_and_short_dialogues(
-    duo: tuple[TestClient, Path], reference: Path
+async def test_a_dialogue_only_engine_refuses_single_speech_and_short_dialogues(
+    duo: tuple[httpx.AsyncClient, Path], mock_reference: Path
 ) -> None:
-    test_client, data = duo
+    api, data = duo
     voice = data / "v.wav"
-    voice.write_bytes(reference.read_bytes())
-    speech = test_client.post("/v1/text-to-speech/v.wav?engine=duo", json={"text": "Hi.", "output_filepath": "o.wav"})
+    voice.write_bytes(mock_reference.read_bytes())
+    speech = await api.post("/v1/text-to-speech/v.wav?engine=duo", json={"text": "Hi.", "output_filepath": "o.wav"})
     assert speech.status_code == 400 and "dialogue only" in speech.json()["detail"]
     inputs = [{"text": "Hi.", "voice_id": "v.wav"}]
     one = {"inputs": inputs, "output_filepath": "d.wav"}
-    short = test_client.post("/v1/text-to-dialogue?engine=duo", json=one)
+    short = await api.post("/v1/text-to-dialogue?engine=duo", json=one)
     assert short.status_code == 400 and "at least 2" in short.json()["detail"]
     assert not (data / "d.wav").exists()
     two = {**one, "inputs": inputs * 2}
-    assert test_client.post("/v1/text-to-dialogue?engine=duo", json=two).status_code == 200
-    assert test_client.post("/v1/text-to-dialogue?engine=mock", json=one).status_code == 200
+    assert (await api.post("/v1/text-to-dialogue?engine=duo", json=two)).status_code == 200
+    assert (await api.post("/v1/text-to-dialogue?engine=mock", json=one)).status_code == 200
     # The engine's rules hold on every API, not only this one.
-    openai = test_client.post("/v1/audio/speech", json={"input": "Hi.", "model": "duo", "voice": "alloy"})
+    openai = await api.post("/v1/audio/speech", json={"input": "Hi.", "model": "duo", "voice": "alloy"})
     assert openai.status_code == 400 and "dialogue only" in openai.json()["detail"]
-    dia = test_client.post("/generate", json={"text": "Hi.", "model": "duo", "voice_id": "alloy"})
+    dia = await api.post("/generate", json={"text": "Hi.", "model": "duo", "voice_id": "alloy"})
     assert dia.status_code == 400 and "dialogue only" in dia.json()["detail"]
-    lone = test_client.post("/v1/audio/dialogue", json={"text": "[S1] Hi.", "model": "duo"})
+    lone = await api.post("/v1/audio/dialogue", json={"text": "[S1] Hi.", "model": "duo"})
     assert lone.status_code == 400 and "at least 2" in lone.json()["detail"]
-    pair = test_client.post("/v1/audio/dialogue", json={"text": "[S1] Hi. [S2] Hello.", "model": "duo"})
+    pair = await api.post("/v1/audio/dialogue", json={"text": "[S1] Hi. [S2] Hello.", "model": "duo"})
     assert pair.status_code == 200, pair.text
 
 
+@pytest.mark.model
 def test_a_voice_file_without_speech_is_a_400_that_says_so(client: httpx.Client, data_dir: Path) -> None:
     import numpy as np
 
@@ -403,6 +439,7 @@ def test_a_voice_file_without_speech_is_a_400_that_says_so(client: httpx.Client,
     assert spoken.status_code == 200, spoken.text
 
 
+@pytest.mark.model
 def test_unload_model_frees_the_engine_that_spoke_the_file_voices(
     client: httpx.Client, server: LiveServer, reference: Path
 ) -> None:
@@ -421,14 +458,14 @@ def test_unload_model_frees_the_engine_that_spoke_the_file_voices(
         assert client.post("/v1/load-model").status_code == 200  # as the tests after expect the server
 
 
-def test_the_documented_example_paths_say_what_to_set(client: httpx.Client, data_dir: Path) -> None:
+async def test_the_documented_example_paths_say_what_to_set(api: httpx.AsyncClient, mock_data_dir: Path) -> None:
     """The API's examples are absolute paths elsewhere on disk: still refused, with the way to open them."""
     url, body = _tts("/path/to/voice1.wav", text=SENTENCE, output_filepath="/path/to/output.wav")
-    detail = client.post(url, json=body).json()["detail"]
+    detail = (await api.post(url, json=body)).json()["detail"]
     assert "'/path/to/output.wav' resolves to /path/to/output.wav, outside the allowed directories" in detail
-    assert str(data_dir) in detail and "add its directory (/path/to) to PARLA_ALLOWED_PATHS" in detail
+    assert str(mock_data_dir) in detail and "add its directory (/path/to) to PARLA_ALLOWED_PATHS" in detail
     url, body = _tts("/path/to/voice1.wav", text=SENTENCE, output_filepath="out/example.wav")
-    response = client.post(url, json=body)
+    response = await api.post(url, json=body)
     assert response.status_code == 400 and response.json()["error"]["param"] == "voice_id"
     assert "resolves to /path/to/voice1.wav" in response.json()["detail"]
     assert "PARLA_ALLOWED_PATHS" in response.json()["detail"]

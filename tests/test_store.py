@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import event, inspect, select, text
 
 from parla.engines import AudioChunk, Capabilities, Engine, EngineRegistry, SynthesisRequest
 from parla.services import Services
-from parla.services.speech import SpeechService
+from parla.services.speech import SpeechOptions, SpeechService
 from parla.services.voices import VoiceLibrary
 from parla.settings import Settings
 from parla.store import Database, Generation, LocalBlobStore
@@ -51,8 +51,11 @@ def db(database_url: str) -> Iterator[Database]:
 
 
 def _speech(db: Database, tmp_path: Path, services: Services) -> SpeechService:
-    settings = Settings(data_dir=tmp_path, default_voice="joe", _env_file=None)
-    engines = EngineRegistry([services.engines.get("piper"), Failing(settings)])
+    """Speech on ``db``: the mock engine by default, Piper and a failing engine when named."""
+    settings = Settings(
+        data_dir=tmp_path, default_voice="joe", default_engine="mock", default_clone_engine="mock", _env_file=None
+    )
+    engines = EngineRegistry([services.engines.get("piper"), services.engines.get("mock"), Failing()])
     blobs = LocalBlobStore(tmp_path)
     voices = VoiceLibrary(settings=settings, db=db, blobs=blobs, transcriber=services.transcriber)
     return SpeechService(settings=settings, registry=engines, voices=voices, db=db, blobs=blobs)
@@ -67,18 +70,21 @@ def test_migrations_create_the_schema_and_are_idempotent(db: Database) -> None:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == _newest_revision()
 
 
+@pytest.mark.model
 async def test_every_synthesis_is_recorded(db: Database, tmp_path: Path, services: Services) -> None:
     speech = _speech(db, tmp_path, services)
-    plan = speech.prepare(
-        text="Recorded for history.",
+    options = SpeechOptions(
+        input="Recorded for history.",
         voice="nova",
         model="piper",
-        fmt="wav",
+        response_format="wav",
         speed=1.25,
         seed=99,
         parameters={"noise_scale": 0.3},
     )
-    audio = await speech.render(plan)
+    plan = speech.prepare(options, source="test")
+    rendered = await speech.render(plan)
+    audio = rendered.audio
     with db.session() as session:
         row = session.get(Generation, plan.id)
         assert row is not None
@@ -104,7 +110,9 @@ async def test_a_synthesis_that_fails_halfway_leaves_no_row_and_no_file(
     db: Database, tmp_path: Path, services: Services
 ) -> None:
     speech = _speech(db, tmp_path, services)
-    plan = speech.prepare(text="This will break.", model="failing", fmt="mp3")
+    plan = speech.prepare(
+        SpeechOptions(input="This will break.", model="failing", response_format="mp3"), source="test"
+    )
     with pytest.raises(RuntimeError, match="fell over"):
         await speech.render(plan)
     with db.session() as session:
@@ -116,8 +124,10 @@ async def test_a_client_that_leaves_early_leaves_no_row_and_no_file(
     db: Database, tmp_path: Path, services: Services
 ) -> None:
     speech = _speech(db, tmp_path, services)
-    plan = speech.prepare(text="One. Two. Three. Four. Five. Six.", fmt="mp3")
-    stream = speech.encoded(plan)
+    plan = speech.prepare(
+        SpeechOptions(input="One. Two. Three. Four. Five. Six.", response_format="mp3"), source="test"
+    )
+    stream = speech.stream(plan)
     async for _ in stream:
         break
     await stream.aclose()
@@ -127,15 +137,18 @@ async def test_a_client_that_leaves_early_leaves_no_row_and_no_file(
 
 
 async def test_a_failed_record_removes_the_file(
-    db: Database, tmp_path: Path, services: Services, monkeypatch: pytest.MonkeyPatch
+    db: Database, tmp_path: Path, services: Services, request: pytest.FixtureRequest
 ) -> None:
     speech = _speech(db, tmp_path, services)
 
-    def broken_record(*_: object) -> None:
-        raise ConnectionError("database went away")
+    def refuse_generations(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        # The database goes away when the generation's row is written, after its file.
+        if statement.lstrip().upper().startswith(f"INSERT INTO {Generation.__tablename__.upper()}"):
+            raise ConnectionError("database went away")
 
-    monkeypatch.setattr(speech, "_record", broken_record)
-    plan = speech.prepare(text="Nobody will remember this.", fmt="flac")
+    event.listen(db.engine, "before_cursor_execute", refuse_generations)
+    request.addfinalizer(lambda: event.remove(db.engine, "before_cursor_execute", refuse_generations))
+    plan = speech.prepare(SpeechOptions(input="Nobody will remember this.", response_format="flac"), source="test")
     with pytest.raises(ConnectionError):
         await speech.render(plan)
     assert not any((tmp_path / "generations").iterdir())

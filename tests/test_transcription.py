@@ -1,4 +1,5 @@
-"""Speech recognition as OpenAI and voicebox clients call it."""
+"""Speech recognition as OpenAI and voicebox clients call it: Whisper on the live server (``model``);
+requests refused before any listening, on the module's mock app."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from parla.audio import decode_audio, encode_audio
-from tests.conftest import LiveServer, wer
+from tests.conftest import LiveServer, someone_saying, wer
 
 TEXT = "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background."
 
@@ -26,6 +27,7 @@ def recording(server: LiveServer) -> bytes:
     return response.content
 
 
+@pytest.mark.model
 def test_openai_sdk_transcribes(server: LiveServer, recording: bytes) -> None:
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x")
     result = client.audio.transcriptions.create(model="whisper-1", file=("speech.mp3", recording))
@@ -33,6 +35,7 @@ def test_openai_sdk_transcribes(server: LiveServer, recording: bytes) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["json", "text", "srt", "vtt", "verbose_json"])
+@pytest.mark.model
 def test_every_response_format(client: httpx.Client, recording: bytes, fmt: str) -> None:
     response = client.post(
         "/v1/audio/transcriptions", files={"file": ("a.mp3", recording)}, data={"response_format": fmt}
@@ -53,6 +56,7 @@ def test_every_response_format(client: httpx.Client, recording: bytes, fmt: str)
         assert body["segments"] and body["segments"][0]["start"] < body["segments"][-1]["end"]
 
 
+@pytest.mark.model
 def test_word_timestamps_are_in_order_and_inside_the_audio(client: httpx.Client, recording: bytes) -> None:
     response = client.post(
         "/v1/audio/transcriptions",
@@ -66,12 +70,14 @@ def test_word_timestamps_are_in_order_and_inside_the_audio(client: httpx.Client,
     assert starts == sorted(starts) and words[-1]["end"] <= body["duration"] + 0.1
 
 
+@pytest.mark.model
 def test_voicebox_transcribe(client: httpx.Client, recording: bytes) -> None:
     body = client.post("/transcribe", files={"file": ("a.mp3", recording)}, data={"language": "en"}).json()
     assert set(body) == {"text", "duration"}
     assert wer(TEXT, body["text"]) < 0.25 and body["duration"] > 3
 
 
+@pytest.mark.model
 def test_long_audio_is_transcribed_in_pieces_with_progress(client: httpx.Client, recording: bytes) -> None:
     """A recording longer than Whisper's 30-second window streams its text with rising progress."""
     samples, rate = decode_audio(recording)
@@ -94,6 +100,7 @@ def test_long_audio_is_transcribed_in_pieces_with_progress(client: httpx.Client,
     assert wer(" ".join([TEXT] * 12), events[-1]["text"]) < 0.3
 
 
+@pytest.mark.model
 def test_silence_between_and_around_speech_adds_no_words(client: httpx.Client, recording: bytes) -> None:
     # Whisper alone hears "You" in two seconds of silence; only what the VAD finds to be speech
     # is decoded, and the timestamps still point into the original recording.
@@ -116,15 +123,15 @@ def test_silence_between_and_around_speech_adds_no_words(client: httpx.Client, r
     ("payload", "reason"),
     [(b"not audio at all" * 10, "not audio"), (b"", "not audio")],
 )
-def test_bad_audio_gets_400(client: httpx.Client, payload: bytes, reason: str) -> None:
+async def test_bad_audio_gets_400(api: httpx.AsyncClient, payload: bytes, reason: str) -> None:
     for path in ("/v1/audio/transcriptions", "/transcribe"):
-        response = client.post(path, files={"file": ("x.wav", payload)})
+        response = await api.post(path, files={"file": ("x.wav", payload)})
         assert response.status_code == 400 and reason in response.json()["detail"]
 
 
-def test_missing_file_and_bad_format_are_refused(client: httpx.Client, recording: bytes) -> None:
-    assert client.post("/v1/audio/transcriptions", data={"model": "whisper-1"}).status_code == 422
-    response = client.post(
-        "/v1/audio/transcriptions", files={"file": ("a.mp3", recording)}, data={"response_format": "pdf"}
+async def test_missing_file_and_bad_format_are_refused(api: httpx.AsyncClient) -> None:
+    assert (await api.post("/v1/audio/transcriptions", data={"model": "whisper-1"})).status_code == 422
+    response = await api.post(
+        "/v1/audio/transcriptions", files={"file": ("a.wav", someone_saying(TEXT))}, data={"response_format": "pdf"}
     )
     assert response.status_code == 422 and "response_format" in response.json()["detail"]

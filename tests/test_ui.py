@@ -1,7 +1,8 @@
 """The web studio at /ui, driven in headless Chromium (Debian's, never a downloaded browser)
 against the live server: speech that plays as it streams, a voice made by upload and by the
 microphone, a dialogue with its turns marked, a job's live progress, the history, a character that
-answers aloud, the engines.
+answers aloud, the engines. These are ``slow`` and ``model``; the files the studio is made of are
+checked on the module's mock app.
 
 Every wait is on a condition in the page; screenshots of each view go to .cache/screenshots/.
 """
@@ -41,7 +42,7 @@ VIEWS = ("speak", "voices", "dialogue", "history", "jobs", "characters", "status
 TIMEOUT_MS = 60_000
 RECORDING = "Good morning. I am reading a few words into the microphone for my new voice."
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/system-packages.sh installs it)"
 )
 
@@ -111,25 +112,28 @@ def player_result(page: Page, selector: str) -> dict[str, float]:
 # -- the page itself --------------------------------------------------------------------------
 
 
-def test_ui_redirects_and_serves_only_its_own_files(client: httpx.Client) -> None:
-    redirect = client.get("/ui", follow_redirects=False)
+async def test_ui_redirects_and_serves_only_its_own_files(api: httpx.AsyncClient) -> None:
+    redirect = await api.get("/ui", follow_redirects=False)
     assert redirect.status_code == 307 and redirect.headers["location"].endswith("ui/")
-    index = client.get("/ui/")
+    index = await api.get("/ui/")
     assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
     assert 'type="module"' in index.text
     assert not re.search(r'(?:src|href)="(?:https?:)?//', index.text)  # nothing from elsewhere: works offline
-    script = client.get("/ui/js/app.js")
+    script = await api.get("/ui/js/app.js")
     assert script.headers["content-type"].startswith("text/javascript")
-    assert client.get("/ui/js/nothing.js").status_code == 404
-    assert client.get("/ui/%2e%2e/__init__.py").status_code == 404
-    assert client.get("/ui/..%2f..%2fapp.py").status_code == 404
-    assert client.get("/ui/%00").status_code == 404
+    assert (await api.get("/ui/js/nothing.js")).status_code == 404
+    assert (await api.get("/ui/%2e%2e/__init__.py")).status_code == 404
+    assert (await api.get("/ui/..%2f..%2fapp.py")).status_code == 404
+    assert (await api.get("/ui/%00")).status_code == 404
 
 
 # -- speak ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("fmt", ["mp3", "pcm"])
+@pytest.mark.model
+@pytest.mark.slow
+@needs_chromium
 def test_speech_plays_while_it_streams_and_its_waveform_is_drawn(page: Page, client: httpx.Client, fmt: str) -> None:
     text = f"The studio speaks this sentence in {fmt} format. It arrives in pieces and plays at once."
     page.get_by_label("Text", exact=True).fill(text)
@@ -149,6 +153,9 @@ def test_speech_plays_while_it_streams_and_its_waveform_is_drawn(page: Page, cli
     shot(page, f"speak-result-{fmt}")
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@needs_chromium
 def test_the_server_error_detail_is_shown(page: Page) -> None:
     page.get_by_label("Text", exact=True).fill("Out of range.")
     page.get_by_label("Engine").select_option("piper")
@@ -166,6 +173,9 @@ def test_the_server_error_detail_is_shown(page: Page) -> None:
 # -- voices -----------------------------------------------------------------------------------
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@needs_chromium
 def test_a_voice_is_made_by_upload_and_by_microphone_edited_exported_and_imported(page: Page) -> None:
     name = f"Ada {uuid.uuid4().hex[:6]}"
     open_view(page, "voices")
@@ -219,6 +229,9 @@ def test_a_voice_is_made_by_upload_and_by_microphone_edited_exported_and_importe
 # -- dialogue ---------------------------------------------------------------------------------
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@needs_chromium
 def test_a_dialogue_is_spoken_and_the_current_turn_marked(page: Page) -> None:
     open_view(page, "dialogue")
     page.locator("#turn-1-voice").select_option("joe")
@@ -246,6 +259,9 @@ def test_a_dialogue_is_spoken_and_the_current_turn_marked(page: Page) -> None:
 # -- jobs -------------------------------------------------------------------------------------
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@needs_chromium
 def test_a_job_shows_its_progress_live_and_another_is_cancelled(page: Page) -> None:
     frames: list[str] = []
     page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
@@ -275,6 +291,9 @@ def test_a_job_shows_its_progress_live_and_another_is_cancelled(page: Page) -> N
 # -- history ----------------------------------------------------------------------------------
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@needs_chromium
 def test_the_history_searches_plays_and_deletes(page: Page, client: httpx.Client) -> None:
     word = f"zebra{uuid.uuid4().hex[:5]}"
     body = {"input": f"A {word} crossed.", "voice": "joe", "response_format": "wav"}
@@ -296,6 +315,9 @@ def test_the_history_searches_plays_and_deletes(page: Page, client: httpx.Client
 # -- characters and status --------------------------------------------------------------------
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@needs_chromium
 def test_a_character_is_created_answers_by_text_and_voice_and_is_renamed(page: Page) -> None:
     name = f"Guide {uuid.uuid4().hex[:6]}"
     open_view(page, "characters")
@@ -328,6 +350,9 @@ def test_a_character_is_created_answers_by_text_and_voice_and_is_renamed(page: P
     expect(page.locator("#character-list li", has_text=f"{name} II")).to_be_visible()
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@needs_chromium
 def test_the_status_view_loads_and_unloads_an_engine(page: Page) -> None:
     open_view(page, "status")
     expect(page.locator("tr[data-engine=piper]")).to_have_attribute("data-state", "loaded")
@@ -342,6 +367,9 @@ def test_the_status_view_loads_and_unloads_an_engine(page: Page) -> None:
 
 
 @pytest.mark.parametrize(("width", "height", "device"), [(1280, 900, "desktop"), (390, 844, "phone")])
+@pytest.mark.model
+@pytest.mark.slow
+@needs_chromium
 def test_screenshots_of_every_view(page: Page, width: int, height: int, device: str) -> None:
     """For people to look at (.cache/screenshots/); the test checks each view renders."""
     page.set_viewport_size({"width": width, "height": height})

@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if name in app.state.services.engines.names():
                 engine = app.state.services.engines.get(name)
                 if engine.unavailable_reason() is None:
-                    preload = asyncio.ensure_future(app.state.services.engines.runner(name).call(engine.load))
+                    preload = asyncio.ensure_future(app.state.services.engines.load(name))
                     preload.add_done_callback(_report_preload)
         retention = asyncio.create_task(_keep_retention(app.state.services))
         in_process = settings.in_process_worker

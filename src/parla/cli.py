@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from parla.audio.encode import FORMATS
 from parla.devices import cuda_device_count
-from parla.errors import ParlaError
+from parla.errors import ParlaError, validation_detail
 from parla.settings import Settings
 
 app = typer.Typer(help="Parla: a self-hosted voice-cloning speech server.", no_args_is_help=True)
@@ -45,8 +46,6 @@ def _log_to_console(settings: Settings) -> None:
 def _serve_settings(overrides: dict[str, object]) -> Settings:
     """The settings, or a clear exit: a refused value (an unknown ``EMBEDDING_MODEL``, a missing
     ``GGUF_MODEL_PATH``...) is one line per problem, not a traceback."""
-    from pydantic import ValidationError
-
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -213,14 +212,14 @@ def say(
 ) -> None:
     """Speak TEXT into an audio file (or standard output)."""
     from parla.services import Services
+    from parla.services.speech import SpeechOptions
 
     if text == "-":
         text = sys.stdin.read()
     services = Services.build(Settings())
     try:
-        plan = services.speech.prepare(
-            text=text, voice=voice, model=model, fmt=fmt, speed=speed, seed=seed, source="cli"
-        )
+        options = SpeechOptions(input=text, voice=voice, model=model, response_format=fmt, speed=speed, seed=seed)
+        plan = services.speech.prepare(options, source="cli")
         with Progress(
             TextColumn("speaking"),
             BarColumn(),
@@ -231,18 +230,21 @@ def say(
             disable=output is None and not err.is_terminal,
         ) as bar:
             task = bar.add_task("speak", total=len(plan.pieces))
-            audio = asyncio.run(services.speech.render(plan, lambda done, _total: bar.update(task, completed=done)))
+            rendered = asyncio.run(services.speech.render(plan, lambda done, _total: bar.update(task, completed=done)))
     except ParlaError as exc:
         err.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(2) from None
+    except ValidationError as exc:
+        err.print(f"[red]error:[/red] {validation_detail(exc.errors())[0]}")
         raise typer.Exit(2) from None
     finally:
         services.close()
     if output is None:
-        sys.stdout.buffer.write(audio)
+        sys.stdout.buffer.write(rendered.audio)
         sys.stdout.buffer.flush()
     else:
-        output.write_bytes(audio)
-        err.print(f"wrote {output} ({len(audio)} bytes, seed {plan.seed})")
+        output.write_bytes(rendered.audio)
+        err.print(f"wrote {output} ({len(rendered.audio)} bytes, {rendered.duration:.1f} s, seed {plan.seed})")
 
 
 @app.command()
@@ -268,6 +270,7 @@ def engines() -> None:
     from parla.engines.registry import EngineRegistry
 
     registry = EngineRegistry.from_entry_points(Settings())
+    registry.start()  # asks the workers of remote engines how they are
     table = Table("engine", "available", "sample rate", "description / reason")
     for engine in registry:
         status = engine.status()
@@ -325,7 +328,7 @@ def bench_speech(
     load_runs: Annotated[int, typer.Option(help="Repetitions of the concurrent load (memory should stay flat).")] = 3,
 ) -> None:
     """Raw in-process Piper against the HTTP endpoint: time to first audio, total, RTF, concurrency, memory."""
-    from parla.bench import run_speech_bench
+    from parla.bench.speech import run_speech_bench
 
     # Piped into a file or a test, rich would squeeze the tables into 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -338,7 +341,7 @@ def bench_clone(
     limit: Annotated[int | None, typer.Option(help="Only the first N speakers.")] = None,
 ) -> None:
     """Clone each speaker and score it: similarity (resemblyzer), margin, WER, adaptation time, RTF."""
-    from parla.bench import run_clone_bench
+    from parla.bench.clone import run_clone_bench
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
     run_clone_bench(directory, console=console, speakers_limit=limit)
@@ -350,7 +353,7 @@ def bench_characters(
 ) -> None:
     """A character's spoken answer: time to first token, first audio and total, streaming against
     answer-then-speak, and the language model alone."""
-    from parla.bench import run_characters_bench
+    from parla.bench.characters import run_characters_bench
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
     run_characters_bench(rounds=rounds, console=console)

@@ -106,18 +106,24 @@ def check_http(name: str, url: str | None, path: str, off: str) -> Check:
 
 def check_engines(settings: Settings) -> list[Check]:
     from parla.engines.registry import EngineRegistry
+    from parla.engines.remote import RemoteEngine
 
     registry = EngineRegistry.from_entry_points(settings)
-    checks = []
-    for engine in registry:
-        state = engine.status()
-        where = f"worker at {settings.engines[engine.name].url}" if engine.name in settings.engines else "in process"
-        if state.available:
-            checks.append(Check(f"engine {engine.name}", "ok", f"{engine.description} ({where})"))
-        else:
-            needed = engine.name in (settings.default_engine, settings.default_clone_engine)
-            checks.append(Check(f"engine {engine.name}", "fail" if needed else "warn", state.reason or "unavailable"))
-    checks.extend(Check(f"engine {name}", "fail", reason) for name, reason in registry.broken.items())
+    registry.start()  # asks the workers of remote engines how they are
+    try:
+        checks = []
+        for engine in registry:
+            state = engine.status()
+            where = f"worker at {engine.url}" if isinstance(engine, RemoteEngine) else "in process"
+            if state.available:
+                checks.append(Check(f"engine {engine.name}", "ok", f"{engine.description} ({where})"))
+            else:
+                needed = engine.name in (settings.default_engine, settings.default_clone_engine)
+                level: Status = "fail" if needed else "warn"
+                checks.append(Check(f"engine {engine.name}", level, state.reason or "unavailable"))
+        checks.extend(Check(f"engine {name}", "fail", reason) for name, reason in registry.broken.items())
+    finally:
+        registry.shutdown()
     return checks
 
 

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -30,13 +30,40 @@ MOCK_WORKER_URL = "http://127.0.0.1:8999"
 """Where the model microservice API's testing mode (``TESTING=true``) expects the mock engine's worker."""
 
 
-class RemoteEngineSettings(BaseModel):
-    """An engine served by a ``parla serve-engine`` worker (``PARLA_ENGINES__<NAME>__URL``)."""
+class EngineSection(BaseModel):
+    """Everything set for one engine, ``PARLA_ENGINES__<NAME>__<FIELD>``: where it runs, and its own settings.
 
-    url: str
-    """Base URL of the worker, e.g. ``http://gpu-1:8003``."""
+    ``url`` hands the engine to a ``parla serve-engine`` worker; without it the engine runs in this
+    process. Every other field (``PARLA_ENGINES__PIPER__MODEL_PATH``) belongs to the engine's own
+    settings model (``Engine.settings_model``), which checks it when the engine is built: this model
+    cannot know the fields of engines installed later, so it keeps them as they come.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    url: str | None = None
+    """Base URL of the worker that serves this engine, e.g. ``http://gpu-1:8003``."""
     timeout_s: float = Field(default=300.0, gt=0)
     """Longest wait for the worker's next bytes while it synthesises (a long piece on a slow GPU)."""
+    device: str | None = None
+    """Where this engine's model runs (``cuda``, ``cuda:1``, ``cpu``, ``auto``), instead of ``PARLA_DEVICE``."""
+    idle_ttl_s: float | None = Field(default=None, ge=0)
+    """Unload this engine's model after this many seconds unused, instead of ``PARLA_ENGINE_IDLE_TTL_S``."""
+
+    def engine_fields(self) -> dict[str, Any]:
+        """The fields meant for the engine's own settings model (all but the ones above)."""
+        return dict(self.model_extra or {})
+
+
+_ENGINE_SETTING_ALIASES: dict[str, dict[str, str]] = {
+    "piper": {"model_path": "piper_model_path"},
+    "clone": {"model_path": "piper_model_path"},  # the Piper voice that the clone engine adapts
+    "espeak": {"binary": "espeak_binary"},
+    "mock": {"delay_s": "mock_delay_s"},
+}
+"""Top-level settings older than engine sections, by engine and field of its settings model: set,
+they still configure that engine (``PARLA_PIPER_MODEL_PATH`` is ``PARLA_ENGINES__PIPER__MODEL_PATH``),
+and the section wins when both are set. New engines read their section only."""
 
 
 DIALECTS = ("openai", "standard", "xtts", "titans", "dia", "voicebox")
@@ -96,9 +123,13 @@ class Settings(BaseSettings):
     allowed_paths: Annotated[list[Path], NoDecode] = []
     """Directories besides the data dir where the model microservice API's file paths (``voice_id``,
     ``output_filepath``) may point: a comma-separated list. Anything else is refused."""
-    engines: dict[str, RemoteEngineSettings] = {}
-    """Engines served by workers, by name (``PARLA_ENGINES__DIA__URL=http://gpu-1:8003``); each
-    replaces a local engine of the same name."""
+    engines: dict[str, EngineSection] = {}
+    """Per engine, by name: a worker that serves it (``PARLA_ENGINES__DIA__URL=http://gpu-1:8003``,
+    replacing a local engine of the same name) and/or its own settings
+    (``PARLA_ENGINES__PIPER__MODEL_PATH=...``, for an engine that runs here)."""
+    engine_idle_ttl_s: float = Field(default=0.0, ge=0)
+    """Unload a local engine's model after this many seconds without a request (it loads again at
+    the next one); 0 keeps models loaded. ``PARLA_ENGINES__<NAME>__IDLE_TTL_S`` sets it per engine."""
     testing: bool = Field(default=False, validation_alias=AliasChoices("testing", "parla_testing"))
     """The model microservice API's testing mode (``TESTING=true``): every request goes to the mock
     worker on port 8999."""
@@ -107,11 +138,15 @@ class Settings(BaseSettings):
     log_level: LogLevel = "info"
     """Logging verbosity of the server."""
     mock_delay_s: float = Field(default=0.0, ge=0, le=60)
-    """Seconds the mock engine waits per request, for its "realistic processing delays" (model microservice API)."""
+    """Seconds the mock engine waits per request, for its "realistic processing delays" (model
+    microservice API). Older name of ``PARLA_ENGINES__MOCK__DELAY_S``."""
     espeak_binary: str = "espeak-ng"
-    """The espeak-ng executable used by the ``espeak`` engine (a name on PATH or a path)."""
+    """The espeak-ng executable used by the ``espeak`` engine (a name on PATH or a path). Older name
+    of ``PARLA_ENGINES__ESPEAK__BINARY``."""
     piper_model_path: Path | None = None
-    """A Piper ``.onnx`` voice to use instead of the bundled one (its ``.onnx.json`` beside it)."""
+    """A Piper ``.onnx`` voice to use instead of the bundled one (its ``.onnx.json`` beside it), for
+    the ``piper`` and ``clone`` engines. Older name of ``PARLA_ENGINES__PIPER__MODEL_PATH`` and
+    ``PARLA_ENGINES__CLONE__MODEL_PATH``."""
     save_outputs: bool = True
     """Keep the audio of every generation under ``<data_dir>/generations`` (the default of the
     runtime config's ``save_outputs``, which ``PUT /config`` changes while the server runs)."""
@@ -317,11 +352,24 @@ class Settings(BaseSettings):
         # The model microservice API: in testing mode the callers reach the mock service on port 8999 instead of
         # the real models. Settings named explicitly still win.
         if self.testing or self.testing_ui:
-            self.engines.setdefault("mock", RemoteEngineSettings(url=MOCK_WORKER_URL))
+            mock = self.engines.get("mock")
+            if mock is None:
+                self.engines["mock"] = EngineSection(url=MOCK_WORKER_URL)
+            elif mock.url is None:  # a section with the mock's own settings only: it still goes to the worker
+                self.engines["mock"] = mock.model_copy(update={"url": MOCK_WORKER_URL})
             for name in ("default_engine", "default_clone_engine"):
                 if name not in self.model_fields_set:
                     setattr(self, name, "mock")
         return self
+
+    def engine_config(self, name: str) -> dict[str, Any]:
+        """Engine ``name``'s own settings as given: its section's fields over the older top-level
+        settings that the operator set (``_ENGINE_SETTING_ALIASES``). Unchecked: the engine's
+        settings model checks them."""
+        aliases = _ENGINE_SETTING_ALIASES.get(name, {})
+        given = {field: getattr(self, attr) for field, attr in aliases.items() if attr in self.model_fields_set}
+        section = self.engines.get(name)
+        return given | (section.engine_fields() if section else {})
 
     @property
     def resolved_database_url(self) -> str:

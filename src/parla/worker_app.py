@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from parla import __version__
 from parla.api import errors, health, standard
-from parla.api.deps import ServicesDep
+from parla.api.deps import EnginesDep, SettingsDep, SpeechDep, VoicesDep
 from parla.engines.base import AudioChunk, Engine, EngineUnavailableError, SynthesisRequest, VoiceRef
 from parla.engines.registry import EngineRegistry
 from parla.engines.remote import FRAMES_MEDIA_TYPE, audio_frame, end_frame
@@ -76,13 +76,13 @@ class StreamRequest(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
-def _engine(services: Services) -> Engine:
-    return services.engines.get(services.settings.default_engine)
+def _engine(settings: Settings, engines: EngineRegistry) -> Engine:
+    return engines.get(settings.default_engine)
 
 
-def _voice(services: Services, spec: VoiceSpec) -> VoiceRef:
+def _voice(settings: Settings, spec: VoiceSpec) -> VoiceRef:
     """The gateway's voice, its sample files held to this worker's allowed directories."""
-    policy = PathPolicy.from_settings(services.settings)
+    policy = PathPolicy.from_settings(settings)
     samples = []
     for raw, transcript in spec.samples:
         path = policy.resolve(raw, param="voice.samples")
@@ -93,28 +93,45 @@ def _voice(services: Services, spec: VoiceSpec) -> VoiceRef:
 
 
 @router.get("/v1/engine", summary="This worker's engine: name, capabilities, status")
-async def engine_info(services: ServicesDep) -> dict[str, Any]:
-    engine = _engine(services)
+async def engine_info(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
+    engine = _engine(settings, engines)
     return {
         "name": engine.name,
         "description": engine.description,
         "version": __version__,
         "capabilities": engine.capabilities.describe(),
         "status": engine.status().describe(),
+        # The engine's own presets of the built-in voices: a gateway's voice library asks its engines
+        # for them, and for this engine, the gateway has only this answer.
+        "voice_presets": {voice: dict(preset) for voice, preset in engine.voice_presets.items()},
     }
 
 
 @router.post("/v1/text-to-speech/{voice_id:path}/stream", summary="The engine's audio as it is made (frames)")
-async def stream_speech(voice_id: str, body: StreamRequest, services: ServicesDep) -> StreamingResponse:
-    engine = _engine(services)
+async def stream_speech(
+    voice_id: str,
+    body: StreamRequest,
+    settings: SettingsDep,
+    engines: EnginesDep,
+    speech: SpeechDep,
+    voices: VoicesDep,
+) -> StreamingResponse:
+    # Speech and voices only for a voice_id to resolve (no voice given): as the model microservice API does.
+    engine = _engine(settings, engines)
     if body.voice is not None:
-        voice = _voice(services, body.voice)
+        voice = _voice(settings, body.voice)
     else:
         controls = standard.Controls.of(body.parameters)
-        plan, _ = await offload(
-            standard.plan_speech, services, voice_id, text=body.text, parameters={}, controls=controls, engine=None
+        voice, _ = await offload(
+            standard.voice_of,
+            settings,
+            speech,
+            voices,
+            voice_id,
+            transcript=controls.transcription,
+            engine=None,
+            language=controls.language,
         )
-        voice = plan.voice
     reason = engine.unavailable_reason()
     if reason:
         raise ServiceUnavailableError(f"engine {engine.name!r} is unavailable: {reason}")
@@ -131,7 +148,7 @@ async def stream_speech(voice_id: str, body: StreamRequest, services: ServicesDe
         instructions=body.instructions,
         parameters=params,
     )
-    chunks = services.engines.runner(engine.name).stream(lambda: engine.synthesize(request))
+    chunks = engines.runner(engine.name).stream(lambda: engine.synthesize(request))
     # The first chunk is awaited here, so that a failure to start (the model cannot load) is an
     # HTTP error status rather than a stream that ends in an error frame.
     try:
@@ -167,9 +184,10 @@ def _report_load(future: asyncio.Future[None]) -> None:
 
 def create_worker_app(name: str, settings: Settings, services: Services | None = None) -> FastAPI:
     """The worker for engine ``name`` (see ``local_engine`` for the errors)."""
-    # The one engine is the default for every request, cloned voices included; engines mapped to
-    # workers in the settings are not this worker's business.
-    settings = settings.model_copy(update={"default_engine": name, "default_clone_engine": name, "engines": {}})
+    # The one engine is the default for every request, cloned voices included; other engines'
+    # sections (workers, settings) are not this worker's business, its own engine's settings are.
+    engines = {key: section for key, section in settings.engines.items() if key == name}
+    settings = settings.model_copy(update={"default_engine": name, "default_clone_engine": name, "engines": engines})
     engine = services.engines.get(name) if services else local_engine(settings, name)
 
     @asynccontextmanager
@@ -177,7 +195,7 @@ def create_worker_app(name: str, settings: Settings, services: Services | None =
         owned = services is None
         app.state.services = services or await offload(Services.build, settings, engines=EngineRegistry([engine]))
         # Load in the background on the engine's thread: /health answers at once, requests queue.
-        preload = asyncio.ensure_future(app.state.services.engines.runner(name).call(engine.load))
+        preload = asyncio.ensure_future(app.state.services.engines.load(name))
         preload.add_done_callback(_report_load)
         try:
             yield

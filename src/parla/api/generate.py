@@ -12,12 +12,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from parla.api.compat.voicebox import profile_id_of
-from parla.api.deps import ServicesDep
+from parla.api.deps import DialogueDep, JobsDep, MappingsDep, SpeechDep, VoicesDep
 from parla.audio.encode import CONTENT_TYPES, AudioFormat
 from parla.errors import InvalidInputError, NotFoundError
 from parla.offload import offload
-from parla.services.dialogue import DialogueRequest
-from parla.services.speech import SpeechOptions, ignored_header
+from parla.services.dialogue import DialogueRequest, DialogueService
+from parla.services.jobs import JobService
+from parla.services.mappings import VoiceMappings
+from parla.services.speech import SpeechOptions, SpeechService, ignored_header
+from parla.services.voices import VoiceLibrary
 from parla.text.dialogue import ROLE_SPEAKERS
 
 router = APIRouter(tags=["Dia server API", "voicebox API"])
@@ -65,13 +68,19 @@ class GenerateRequest(BaseModel):
 @router.post("/generate", summary="Generate speech (Dia server form, or voicebox form with profile_id)")
 async def generate(
     body: GenerateRequest,
-    services: ServicesDep,
+    speech: SpeechDep,
+    dialogue: DialogueDep,
+    jobs: JobsDep,
+    mappings: MappingsDep,
+    voices: VoicesDep,
     async_mode: bool = Query(False, description="Queue a job and answer its id instead of the audio."),
 ) -> Response:
+    # Two APIs' forms on one path: the Dia server's (speech, dialogue, jobs, its voice mappings) and
+    # voicebox's (speech in a library voice); each form is given only the services it uses.
     if body.profile_id:
-        return await _voicebox_generate(body, body.profile_id, services)
+        return await _voicebox_generate(body, body.profile_id, voices, speech)
     try:
-        return await _dia_generate(body, services, async_mode)
+        return await _dia_generate(body, speech, dialogue, jobs, mappings, async_mode)
     except InvalidInputError as exc:
         voice = body.voice_id or body.voice
         if exc.param == "voice" and voice:
@@ -80,16 +89,23 @@ async def generate(
         raise
 
 
-async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode: bool) -> Response:
+async def _dia_generate(
+    body: GenerateRequest,
+    speech: SpeechService,
+    dialogue: DialogueService,
+    jobs: JobService,
+    mappings: VoiceMappings,
+    async_mode: bool,
+) -> Response:
     text = body.words()
     voice = body.voice_id or body.voice
     model = None if body.model is None or body.model.lower() in SEED_MODELS else body.model
-    mapping = await offload(services.mappings.find, voice) if voice else None
+    mapping = await offload(mappings.find, voice) if voice else None
     if body.role and not _SPEAKER_TAG.search(text):
         # A chat role is a speaker tag: user is S1, assistant and system S2.
         text = f"[{ROLE_SPEAKERS[body.role]}] {text}"
     if _SPEAKER_TAG.search(text):
-        dialogue = DialogueRequest(
+        request = DialogueRequest(
             text=text,
             voice=voice,
             # A voice mapping's voice speaks its primary speaker's lines; another voice the rest.
@@ -98,19 +114,20 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
             response_format=body.response_format,
             speed=body.speed,
             seed=body.seed,
+            language=body.language,
             parameters=body.engine_parameters(),
         )
         if async_mode:
-            job = await offload(services.jobs.submit_dialogue, dialogue, source="generate")
+            job = await offload(jobs.submit_dialogue, request, source="generate")
             return JSONResponse(job.model_dump(mode="json"), status_code=202)
-        plan = await offload(services.dialogue.prepare, dialogue, source="generate")
-        audio = await services.dialogue.render(plan)
+        plan = await offload(dialogue.prepare, request, source="generate")
+        rendered = await dialogue.render(plan)
         headers = {
             "X-Generation-Id": plan.record.id,
             "X-Turns": json.dumps(plan.timings),
             **ignored_header(plan.ignored),
         }
-        return Response(audio, media_type=CONTENT_TYPES[body.response_format], headers=headers)
+        return Response(rendered.audio, media_type=CONTENT_TYPES[body.response_format], headers=headers)
     options = SpeechOptions(
         input=text,
         voice=voice,
@@ -124,38 +141,39 @@ async def _dia_generate(body: GenerateRequest, services: ServicesDep, async_mode
         parameters=body.engine_parameters(),
     )
     if async_mode:
-        job = await offload(services.jobs.submit, options, source="generate")
+        job = await offload(jobs.submit, options, source="generate")
         return JSONResponse(job.model_dump(mode="json"), status_code=202)
-    speech_plan = await offload(services.speech.plan, options, source="generate")
+    speech_plan = await offload(speech.prepare, options, source="generate")
     headers = {"X-Generation-Id": speech_plan.id, **ignored_header(speech_plan.ignored)}
     if body.response_format == "wav":
         # The Dia server answers a whole file; a WAV is sent whole, with its true sizes.
-        return Response(await services.speech.render(speech_plan), media_type="audio/wav", headers=headers)
+        rendered = await speech.render(speech_plan)
+        return Response(rendered.audio, media_type="audio/wav", headers=headers)
     return StreamingResponse(
-        services.speech.encoded(speech_plan),
+        speech.stream(speech_plan),
         media_type=CONTENT_TYPES[body.response_format],
         headers=headers,
     )
 
 
-async def _voicebox_generate(body: GenerateRequest, profile_id: str, services: ServicesDep) -> Response:
-    voice = await offload(profile_id_of, services, profile_id)
+async def _voicebox_generate(
+    body: GenerateRequest, profile_id: str, voices: VoiceLibrary, speech: SpeechService
+) -> Response:
+    voice = await offload(profile_id_of, voices, profile_id)
     options = SpeechOptions(
         input=body.words(), voice=voice, response_format="wav", seed=body.seed, language=body.language
     )
-    plan = await offload(services.speech.plan, options, source="voicebox")
-    await services.speech.render(plan)
-    generation = await offload(services.history.get, plan.id)
-    path = (await offload(services.history.audio, plan.id))[0] if generation.has_audio else None
+    plan = await offload(speech.prepare, options, source="voicebox")
+    rendered = await speech.render(plan)
     return JSONResponse(
         {
             "id": plan.id,
             "profile_id": voice,
             "text": plan.text,
             "language": plan.language,
-            "audio_path": str(path) if path else None,
-            "duration": round(generation.duration_s, 3),
+            "audio_path": str(rendered.path) if rendered.path else None,
+            "duration": round(rendered.duration, 3),
             "seed": plan.seed,
-            "created_at": generation.created_at.isoformat().replace("+00:00", "Z"),
+            "created_at": rendered.created_at.isoformat().replace("+00:00", "Z"),
         }
     )

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from parla import __version__
-from parla.api.deps import ServicesDep
+from parla.api.deps import CharactersDep, EnginesDep, SettingsDep
 from parla.devices import cuda_device_count
 from parla.engines.base import Engine
 from parla.engines.registry import UnknownEngineError
@@ -78,24 +78,25 @@ def gpu_state(engine: Engine) -> tuple[bool, float | None]:
 
 
 @router.get("/health", summary="Health and engine status")
-async def health(services: ServicesDep) -> dict[str, Any]:
-    # A remote engine's status is an HTTP probe: all of it off the event loop.
-    engines = await offload(lambda: [e.status().describe() for e in services.engines])
-    default = await offload(services.engines.get(services.settings.default_engine).status)
+async def health(settings: SettingsDep, engines: EnginesDep, characters: CharactersDep) -> dict[str, Any]:
+    # No status read here does network I/O (a remote engine's is refreshed in the background and
+    # only read), but a local engine's looks for its packages and files: off the event loop.
+    described = await offload(lambda: [e.status().describe() for e in engines])
+    default = await offload(engines.get(settings.default_engine).status)
     # The voicebox API's GPU fields are about the model that speaks its profiles: the cloning engine.
     # Off the event loop: the first count initialises CUDA, and nvidia-smi is a process.
     gpu_available: bool
     vram_used_mb: float | None
     clone_ready = True
     try:
-        clone = services.engines.get(services.settings.default_clone_engine)
+        clone = engines.get(settings.default_clone_engine)
     except UnknownEngineError:  # not installed here: no model of it, so nothing on a GPU either
         gpu_available, vram_used_mb = await offload(cuda_device_count) > 0, 0.0
     else:
         gpu_available, vram_used_mb = await offload(gpu_state, clone)
         clone_status = await offload(clone.status)
         clone_ready = clone_status.loaded or not clone_status.available
-    llm_runtime = await offload(services.characters.llm_runtime.state)  # file lock, import system
+    llm_runtime = await offload(characters.llm_runtime.state)  # file lock, import system
     return {
         "status": "healthy" if default.available else "degraded",
         # The engines that speak when a request names none (plain voices', and the cloning engine
@@ -109,15 +110,15 @@ async def health(services: ServicesDep) -> dict[str, Any]:
         "memory_rss_mb": memory_rss_mb(),
         "version": __version__,
         "default_engine": default.name,
-        "engines": engines,
-        "broken_engines": services.engines.broken,
+        "engines": described,
+        "broken_engines": engines.broken,
         "llm_runtime": {"state": llm_runtime.phase, "detail": llm_runtime.detail},
     }
 
 
 @router.get("/", summary="Service information")
-async def root(services: ServicesDep) -> dict[str, Any]:
-    default = services.engines.get(services.settings.default_engine)
+async def root(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
+    default = engines.get(settings.default_engine)
     return {
         "message": "Parla speech server - ready",
         "status": "success",
@@ -125,6 +126,6 @@ async def root(services: ServicesDep) -> dict[str, Any]:
         "version": __version__,
         "model": default.name,
         "model_description": default.description,
-        "engines": services.engines.names(),
+        "engines": engines.names(),
         "docs": "/docs",
     }

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import FileResponse, Response
 
-from parla.api.deps import ServicesDep
+from parla.api.deps import ConfigDep, HistoryDep
 from parla.audio.encode import CONTENT_TYPES
 from parla.services.history import (
     DEFAULT_LIMIT,
@@ -17,6 +17,7 @@ from parla.services.history import (
     GenerationPage,
     GenerationPublic,
     HistoryFilter,
+    HistoryService,
     HistoryStats,
 )
 from parla.services.runtime_config import GOVERNED_SOURCES, RuntimeConfig
@@ -49,8 +50,8 @@ def history_filter(
 FilterDep = Annotated[HistoryFilter, Depends(history_filter)]
 
 
-def _audio(services: ServicesDep, generation_id: str, disposition: str) -> FileResponse:
-    path, fmt = services.history.audio(generation_id)
+def _audio(history: HistoryService, generation_id: str, disposition: str) -> FileResponse:
+    path, fmt = history.audio(generation_id)
     return FileResponse(
         path, media_type=CONTENT_TYPES[fmt], filename=f"{generation_id}.{fmt}", content_disposition_type=disposition
     )
@@ -61,29 +62,29 @@ def _audio(services: ServicesDep, generation_id: str, disposition: str) -> FileR
 
 @router.get("", summary="Generations, newest first, with search and filters")
 def list_history(
-    services: ServicesDep, filters: FilterDep, limit: Limit = DEFAULT_LIMIT, offset: Offset = 0
+    history: HistoryDep, filters: FilterDep, limit: Limit = DEFAULT_LIMIT, offset: Offset = 0
 ) -> GenerationPage:
-    return services.history.list_page(filters, limit=limit, offset=offset)
+    return history.list_page(filters, limit=limit, offset=offset)
 
 
 @router.get("/stats", summary="Totals, real-time factor, counts per voice and engine")
-def history_stats(services: ServicesDep, filters: FilterDep) -> HistoryStats:
-    return services.history.stats(filters)
+def history_stats(history: HistoryDep, filters: FilterDep) -> HistoryStats:
+    return history.stats(filters)
 
 
 @router.get("/{generation_id}", summary="One generation")
-def get_generation(generation_id: str, services: ServicesDep) -> GenerationPublic:
-    return services.history.get(generation_id)
+def get_generation(generation_id: str, history: HistoryDep) -> GenerationPublic:
+    return history.get(generation_id)
 
 
 @router.get("/{generation_id}/audio", summary="A generation's audio, when it was kept")
-def generation_audio(generation_id: str, services: ServicesDep) -> FileResponse:
-    return _audio(services, generation_id, "inline")
+def generation_audio(generation_id: str, history: HistoryDep) -> FileResponse:
+    return _audio(history, generation_id, "inline")
 
 
 @router.delete("/{generation_id}", status_code=204, summary="Delete a generation and its audio")
-def delete_generation(generation_id: str, services: ServicesDep) -> Response:
-    services.history.delete(generation_id)
+def delete_generation(generation_id: str, history: HistoryDep) -> Response:
+    history.delete(generation_id)
     return Response(status_code=204)
 
 
@@ -91,16 +92,16 @@ def delete_generation(generation_id: str, services: ServicesDep) -> Response:
 
 
 @dia.get("/config", summary="The runtime configuration")
-def get_config(services: ServicesDep) -> RuntimeConfig:
-    return services.config.get()
+def get_config(config: ConfigDep) -> RuntimeConfig:
+    return config.get()
 
 
 @dia.put("/config", summary="Change some of the runtime configuration")
 def update_config(
-    services: ServicesDep,
+    config: ConfigDep,
     changes: Annotated[dict[str, Any], Body(examples=[{"save_outputs": True, "output_retention_hours": 48}])],
 ) -> RuntimeConfig:
-    return services.config.update(changes)
+    return config.update(changes)
 
 
 def _log_entry(generation: GenerationPublic, show_prompts: bool) -> dict[str, Any]:
@@ -138,28 +139,30 @@ def _sources(scope: str) -> frozenset[str] | None:
 
 
 @dia.get("/logs", summary="Recent generations of the Dia server API")
-def list_logs(services: ServicesDep, limit: Limit = DEFAULT_LIMIT, scope: Scope = "dia") -> list[dict[str, Any]]:
-    show_prompts = services.config.get().show_prompts
-    page = services.history.list_page(HistoryFilter(sources=_sources(scope)), limit=limit)
+def list_logs(
+    config: ConfigDep, history: HistoryDep, limit: Limit = DEFAULT_LIMIT, scope: Scope = "dia"
+) -> list[dict[str, Any]]:
+    show_prompts = config.get().show_prompts
+    page = history.list_page(HistoryFilter(sources=_sources(scope)), limit=limit)
     return [_log_entry(g, show_prompts) for g in page.items]
 
 
 @dia.get("/logs/{generation_id}/download", summary="A generation's audio file")
-def download_log(generation_id: str, services: ServicesDep) -> FileResponse:
-    return _audio(services, generation_id, "attachment")
+def download_log(generation_id: str, history: HistoryDep) -> FileResponse:
+    return _audio(history, generation_id, "attachment")
 
 
 @dia.delete("/logs", summary="Delete the Dia server API's generations and their audio")
-def clear_logs(services: ServicesDep, scope: Scope = "dia") -> CleanupResult:
-    return services.history.delete_all(sources=_sources(scope))
+def clear_logs(history: HistoryDep, scope: Scope = "dia") -> CleanupResult:
+    return history.delete_all(sources=_sources(scope))
 
 
 @dia.post("/cleanup", summary="Delete the Dia server API's generations older than the retention")
 def cleanup(
-    services: ServicesDep,
+    history: HistoryDep,
     older_than_hours: Annotated[
         float | None, Query(ge=0, description="Instead of the config's output_retention_hours.")
     ] = None,
     scope: Scope = "dia",
 ) -> CleanupResult:
-    return services.history.apply_retention(older_than_hours, sources=_sources(scope))
+    return history.apply_retention(older_than_hours, sources=_sources(scope))

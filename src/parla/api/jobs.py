@@ -12,13 +12,12 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from parla.api.deps import ServicesDep
+from parla.api.deps import BlobsDep, JobsDep
 from parla.audio.encode import CONTENT_TYPES
 from parla.errors import NotFoundError, ParlaError
 from parla.offload import offload
-from parla.services import Services
 from parla.services.dialogue import DialogueRequest
-from parla.services.jobs import MAX_BATCH, TERMINAL, JobPublic, JobStatus, SpeechJobRequest
+from parla.services.jobs import MAX_BATCH, TERMINAL, JobPublic, JobService, JobStatus, SpeechJobRequest
 
 router = APIRouter(tags=["Jobs"])
 dia = APIRouter(tags=["Dia server API"])
@@ -32,68 +31,68 @@ class BatchRequest(BaseModel):
 
 
 @router.post("/v1/jobs", status_code=202, summary="Queue one speech generation")
-def submit_job(body: SpeechJobRequest, services: ServicesDep) -> JobPublic:
-    return services.jobs.submit(body)
+def submit_job(body: SpeechJobRequest, jobs: JobsDep) -> JobPublic:
+    return jobs.submit(body)
 
 
 @router.post("/v1/jobs/dialogue", status_code=202, summary="Queue a dialogue")
-def submit_dialogue_job(body: DialogueRequest, services: ServicesDep) -> JobPublic:
-    return services.jobs.submit_dialogue(body)
+def submit_dialogue_job(body: DialogueRequest, jobs: JobsDep) -> JobPublic:
+    return jobs.submit_dialogue(body)
 
 
 @router.post("/v1/batch", status_code=202, summary="Queue many texts at once")
-def submit_batch(body: BatchRequest, services: ServicesDep) -> dict[str, Any]:
-    batch_id, jobs = services.jobs.submit_batch(body.items)
-    return {"batch_id": batch_id, "jobs": [j.model_dump(mode="json") for j in jobs]}
+def submit_batch(body: BatchRequest, jobs: JobsDep) -> dict[str, Any]:
+    batch_id, submitted = jobs.submit_batch(body.items)
+    return {"batch_id": batch_id, "jobs": [j.model_dump(mode="json") for j in submitted]}
 
 
 @router.get("/v1/batch/{batch_id}", summary="A batch's jobs and overall progress")
-def get_batch(batch_id: str, services: ServicesDep) -> dict[str, Any]:
-    jobs = services.jobs.list(batch_id=batch_id, limit=MAX_BATCH)
-    if not jobs:
+def get_batch(batch_id: str, jobs: JobsDep) -> dict[str, Any]:
+    batch = jobs.list(batch_id=batch_id, limit=MAX_BATCH)
+    if not batch:
         raise NotFoundError(f"batch {batch_id!r} not found")
-    counts = {s: sum(j.status == s for j in jobs) for s in ("pending", "running", "completed", "failed", "cancelled")}
+    counts = {s: sum(j.status == s for j in batch) for s in ("pending", "running", "completed", "failed", "cancelled")}
     return {
         "batch_id": batch_id,
-        "progress": round(sum(j.progress for j in jobs) / len(jobs), 4),
-        "done": all(j.status in TERMINAL for j in jobs),
+        "progress": round(sum(j.progress for j in batch) / len(batch), 4),
+        "done": all(j.status in TERMINAL for j in batch),
         "counts": counts,
-        "jobs": [j.model_dump(mode="json") for j in reversed(jobs)],
+        "jobs": [j.model_dump(mode="json") for j in reversed(batch)],
     }
 
 
-def list_jobs(services: ServicesDep, status: JobStatus | None = None, limit: int = 100) -> dict[str, Any]:
-    jobs = services.jobs.list(status=status, limit=max(1, min(limit, 1000)))
-    return {"jobs": [j.model_dump(mode="json") for j in jobs], "total": len(jobs)}
+def list_jobs(jobs: JobsDep, status: JobStatus | None = None, limit: int = 100) -> dict[str, Any]:
+    found = jobs.list(status=status, limit=max(1, min(limit, 1000)))
+    return {"jobs": [j.model_dump(mode="json") for j in found], "total": len(found)}
 
 
-def clear_jobs(services: ServicesDep) -> dict[str, Any]:
-    return {"status": "success", "deleted": services.jobs.clear()}
+def clear_jobs(jobs: JobsDep) -> dict[str, Any]:
+    return {"status": "success", "deleted": jobs.clear()}
 
 
-def get_job(job_id: str, services: ServicesDep) -> JobPublic:
-    return services.jobs.get(job_id)
+def get_job(job_id: str, jobs: JobsDep) -> JobPublic:
+    return jobs.get(job_id)
 
 
-def cancel_job(job_id: str, services: ServicesDep) -> JobPublic:
-    return services.jobs.cancel(job_id)
+def cancel_job(job_id: str, jobs: JobsDep) -> JobPublic:
+    return jobs.cancel(job_id)
 
 
-def job_result(job_id: str, services: ServicesDep) -> FileResponse:
-    generation = services.jobs.result(job_id)
-    path = services.blobs.path(str(generation.file))
+def job_result(job_id: str, jobs: JobsDep, blobs: BlobsDep) -> FileResponse:
+    generation = jobs.result(job_id)
+    path = blobs.path(str(generation.file))
     return FileResponse(path, media_type=CONTENT_TYPES[generation.format], filename=f"{job_id}.{generation.format}")
 
 
-def queue_stats(services: ServicesDep) -> dict[str, Any]:
-    return services.jobs.stats()
+def queue_stats(jobs: JobsDep) -> dict[str, Any]:
+    return jobs.stats()
 
 
-async def _updates(services: Services, job_id: str) -> AsyncIterator[dict[str, Any]]:
+async def _updates(jobs: JobService, job_id: str) -> AsyncIterator[dict[str, Any]]:
     """The job each time its status or progress changes, ending with its final state."""
     last: tuple[str, float] | None = None
     while True:
-        job = await offload(services.jobs.get, job_id)
+        job = await offload(jobs.get, job_id)
         if (job.status, job.progress) != last:
             last = (job.status, job.progress)
             yield job.model_dump(mode="json")
@@ -102,22 +101,21 @@ async def _updates(services: Services, job_id: str) -> AsyncIterator[dict[str, A
         await asyncio.sleep(POLL_S)
 
 
-def job_events(job_id: str, services: ServicesDep) -> StreamingResponse:
-    services.jobs.get(job_id)  # 404 before the stream starts
+def job_events(job_id: str, jobs: JobsDep) -> StreamingResponse:
+    jobs.get(job_id)  # 404 before the stream starts
 
     async def stream() -> AsyncIterator[bytes]:
-        async for update in _updates(services, job_id):
+        async for update in _updates(jobs, job_id):
             event = "done" if update["status"] in TERMINAL else "progress"
             yield f"event: {event}\ndata: {json.dumps(update)}\n\n".encode()
 
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
-async def job_socket(websocket: WebSocket, job_id: str) -> None:
-    services: Services = websocket.app.state.services
+async def job_socket(websocket: WebSocket, job_id: str, jobs: JobsDep) -> None:
     await websocket.accept()
     try:
-        async for update in _updates(services, job_id):
+        async for update in _updates(jobs, job_id):
             await websocket.send_json(update)
         await websocket.close()
     except ParlaError as exc:

@@ -15,7 +15,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from parla.api.deps import ServicesDep
+from parla.api.deps import EnginesDep, SettingsDep, SpeechDep, VoicesDep
 from parla.audio.encode import CONTENT_TYPES
 from parla.errors import NotFoundError
 from parla.offload import offload
@@ -37,7 +37,7 @@ def _sse(event: dict[str, Any]) -> bytes:
 
 async def _sse_stream(speech: SpeechService, plan: SpeechPlan) -> AsyncIterator[bytes]:
     total = 0
-    async for data in speech.encoded(plan):
+    async for data in speech.stream(plan):
         if data:
             total += len(data)
             yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
@@ -51,15 +51,13 @@ async def _sse_stream(speech: SpeechService, plan: SpeechPlan) -> AsyncIterator[
 
 
 @router.post("/v1/audio/speech", summary="Generate speech (OpenAI)")
-async def create_speech(body: SpeechRequest, services: ServicesDep) -> StreamingResponse:
-    plan = await offload(services.speech.plan, body, source="openai")
+async def create_speech(body: SpeechRequest, speech: SpeechDep) -> StreamingResponse:
+    plan = await offload(speech.prepare, body, source="openai")
     headers = {"X-Generation-Id": plan.id, "X-Seed": str(plan.seed), **ignored_header(plan.ignored)}
     if body.stream_format == "sse":
-        return StreamingResponse(_sse_stream(services.speech, plan), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(_sse_stream(speech, plan), media_type="text/event-stream", headers=headers)
     headers["Content-Disposition"] = f'attachment; filename="speech.{body.response_format}"'
-    return StreamingResponse(
-        services.speech.encoded(plan), media_type=CONTENT_TYPES[body.response_format], headers=headers
-    )
+    return StreamingResponse(speech.stream(plan), media_type=CONTENT_TYPES[body.response_format], headers=headers)
 
 
 def _model(model_id: str, **extra: Any) -> dict[str, Any]:
@@ -67,13 +65,15 @@ def _model(model_id: str, **extra: Any) -> dict[str, Any]:
 
 
 @router.get("/v1/models", summary="List models (OpenAI)")
-def list_models(services: ServicesDep) -> dict[str, Any]:
-    """Plain ``def``: reading an engine's status may probe a remote worker (run on a thread)."""
-    default = services.settings.default_engine
+def list_models(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
+    """The OpenAI names of the default engine, then every engine with its capabilities and status."""
+    # Plain ``def``, so FastAPI runs it on a thread: a local engine's status looks for its packages
+    # and files (a remote engine's is refreshed in the background and reading it does no I/O).
+    default = settings.default_engine
     data = [
         _model(m, engine=default, description=f"OpenAI name for the default engine ({default})") for m in OPENAI_MODELS
     ]
-    for engine in services.engines:
+    for engine in engines:
         status = engine.status()
         data.append(
             _model(
@@ -89,14 +89,14 @@ def list_models(services: ServicesDep) -> dict[str, Any]:
 
 
 @router.get("/v1/models/{model_id}", summary="One model (OpenAI)")
-async def get_model(model_id: str, services: ServicesDep) -> dict[str, Any]:
-    for model in (await offload(list_models, services))["data"]:
+async def get_model(model_id: str, settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
+    for model in (await offload(list_models, settings, engines))["data"]:
         if model["id"] == model_id:
             return dict(model)
     raise NotFoundError(f"unknown model {model_id!r}", param="model")
 
 
 @router.get("/v1/audio/voices", summary="List voices")
-async def list_voices(services: ServicesDep) -> dict[str, Any]:
-    voices = await offload(services.voices.list_all)
+async def list_voices(library: VoicesDep) -> dict[str, Any]:
+    voices = await offload(library.list_all)
     return {"object": "list", "voices": voices, "data": voices}

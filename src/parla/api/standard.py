@@ -11,25 +11,24 @@ a voice (``alloy``, a library voice); otherwise the default voice speaks and the
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from parla.api.deps import ServicesDep
-from parla.audio.encode import FORMATS
+from parla.api.deps import DialogueDep, EnginesDep, SettingsDep, SpeechDep, VoicesDep
+from parla.audio.encode import FORMATS, AudioFormat
 from parla.engines.base import Engine, VoiceRef
-from parla.engines.registry import UnknownEngineError
+from parla.engines.registry import EngineRegistry, UnknownEngineError
 from parla.errors import InvalidInputError, validation_detail
 from parla.offload import offload
 from parla.paths import PathPolicy
-from parla.services import Services
-from parla.services.dialogue import DialoguePlan, TurnPlan
-from parla.services.speech import SpeechPlan
+from parla.services.dialogue import DialoguePlan, DialogueRequest, DialogueService, TurnIn
+from parla.services.speech import SpeechOptions, SpeechPlan, SpeechService
+from parla.services.voices import VoiceLibrary
+from parla.settings import Settings
 from parla.store.blobs import BlobWriter
-from parla.text.dialogue import NONVERBAL_PAUSE_S, is_cue, split_cues
 
 router = APIRouter(tags=["Model microservice API"])
 
@@ -114,56 +113,119 @@ class Controls(BaseModel):
 # -- translation --------------------------------------------------------------------------------
 
 
-def plan_speech(
-    services: Services,
+def voice_of(
+    settings: Settings,
+    speech: SpeechService,
+    voices: VoiceLibrary,
     voice_id: str,
     *,
-    text: str,
-    parameters: dict[str, Any],
-    controls: Controls,
+    transcript: str | None,
     engine: str | None,
-    fmt: str = "wav",
-    transcript: str | None = None,
-) -> tuple[SpeechPlan, str]:
-    """The plan for speaking ``text`` in the voice ``voice_id`` names, and a note for the answer's
-    message when the voice was not found. Blocking: it may read and transcribe the voice file."""
-    path = PathPolicy.from_settings(services.settings).resolve(voice_id, param="voice_id")
-    options: dict[str, Any] = {
-        "text": text,
-        "model": engine,
-        "fmt": fmt,
-        "speed": controls.speed,
-        "seed": controls.seed,
-        "language": controls.language,
-        "instructions": controls.instructions,
-        "parameters": parameters,
-        "source": "standard",
-    }
+    language: str | None,
+) -> tuple[VoiceRef, str]:
+    """The voice ``voice_id`` names: a reference file (with what it says, when given), else a voice
+    by name; else the default voice, with a note for the answer's message. Blocking: it may read
+    and transcribe the voice file."""
+    path = PathPolicy.from_settings(settings).resolve(voice_id, param="voice_id")
     if path.is_file():
-        return services.speech.prepare_file_voice(path, transcript=transcript, **options), ""
+        return speech.file_voice(path, transcript=transcript, model=engine, language=language), ""
     try:
-        voice: VoiceRef | None = services.voices.resolve(voice_id)
+        return voices.resolve(voice_id), ""
     except InvalidInputError:
-        voice = None
-    default = services.settings.default_voice
-    note = "" if voice else f" (voice file {voice_id!r} not found: used the default voice {default!r})"
-    return services.speech.prepare(voice=voice, **options), note
+        default = settings.default_voice
+        note = f" (voice file {voice_id!r} not found: used the default voice {default!r})"
+        return voices.resolve(default), note
 
 
-def _engine(services: Services, name: str | None) -> Engine:
+def _options(
+    text: str, parameters: dict[str, Any], controls: Controls, engine: str | None, fmt: AudioFormat
+) -> SpeechOptions:
+    return SpeechOptions(
+        input=text,
+        model=engine,
+        response_format=fmt,
+        speed=controls.speed,
+        seed=controls.seed,
+        language=controls.language,
+        instructions=controls.instructions,
+        parameters=parameters,
+    )
+
+
+def _speech_plan(
+    settings: Settings,
+    speech: SpeechService,
+    voices: VoiceLibrary,
+    voice_id: str,
+    body: TextToSpeechRequest,
+    engine: str | None,
+    fmt: AudioFormat,
+) -> tuple[SpeechPlan, str]:
+    controls = Controls.of(body.parameters)
+    voice, note = voice_of(
+        settings, speech, voices, voice_id, transcript=controls.transcription, engine=engine, language=controls.language
+    )
+    options = _options(body.text, body.parameters, controls, engine, fmt)
+    return speech.prepare(options, source="standard", voice=voice), note
+
+
+def _dialogue_plan(
+    settings: Settings,
+    speech: SpeechService,
+    voices: VoiceLibrary,
+    dialogue: DialogueService,
+    body: TextToDialogueRequest,
+    engine: str | None,
+    fmt: AudioFormat,
+) -> tuple[DialoguePlan, str]:
+    """The dialogue service's plan, each turn in its input's voice. The same file is the same
+    speaker (the model microservice API: automatic speaker mapping), learned from the first
+    transcription given for it."""
+    controls = Controls.of(body.parameters)
+    transcripts = controls.audio_transcriptions or []
+    speakers: dict[str, str] = {}  # voice_id: speaker tag, in order of first appearance
+    said: dict[str, str] = {}  # voice_id: the first transcription given for it
+    for i, item in enumerate(body.inputs):
+        speakers.setdefault(item.voice_id, f"S{len(speakers) + 1}")
+        if i < len(transcripts) and transcripts[i]:
+            said.setdefault(item.voice_id, transcripts[i] or "")
+    resolved: dict[str, VoiceRef] = {}
+    notes: list[str] = []
+    for voice_id, speaker in speakers.items():
+        resolved[speaker], note = voice_of(
+            settings, speech, voices, voice_id, transcript=said.get(voice_id), engine=engine, language=controls.language
+        )
+        if note and note not in notes:
+            notes.append(note)
+    request = DialogueRequest(
+        turns=[TurnIn(text=item.text, speaker=speakers[item.voice_id]) for item in body.inputs],
+        voices={speaker: voice_id for voice_id, speaker in speakers.items()},
+        model=engine,
+        response_format=fmt,
+        speed=controls.speed,
+        seed=controls.seed,
+        language=controls.language,
+        instructions=controls.instructions,
+        pause_s=controls.pause_s,
+        parameters=body.parameters,
+    )
+    return dialogue.prepare(request, source="standard", resolved=resolved), "".join(notes)
+
+
+def _engine(settings: Settings, engines: EngineRegistry, name: str | None) -> Engine:
     try:
-        return services.engines.get(name or services.settings.default_engine)
+        return engines.get(name or settings.default_engine)
     except UnknownEngineError as exc:
         raise InvalidInputError(str(exc), param="engine") from None
 
 
-def _format_of(path: Path) -> str:
+def _format_of(path: Path) -> AudioFormat:
     suffix = path.suffix.lower().lstrip(".")
     suffix = SUFFIX_FORMATS.get(suffix, suffix)
-    return suffix if suffix in FORMATS else "wav"
+    return cast(AudioFormat, suffix) if suffix in FORMATS else "wav"
 
 
-def _write(path: Path, fmt: str, audio: bytes) -> None:
+def _write(path: Path, audio: bytes) -> None:
     """Put the file in place whole (a temporary file beside it, then a rename), so a reader never
     sees half of it. (The rendered audio is whole already: a WAV carries its real sizes.)"""
     writer = BlobWriter(path)
@@ -175,139 +237,78 @@ def _write(path: Path, fmt: str, audio: bytes) -> None:
         raise
 
 
-def _dialogue_plan(
-    services: Services, body: TextToDialogueRequest, controls: Controls, engine: str | None, fmt: str
-) -> tuple[DialoguePlan, str]:
-    """The dialogue service's plan, with each turn spoken in its input's voice file. The same
-    file is the same speaker (the model microservice API: automatic speaker mapping); cues become pauses as in
-    every dialogue."""
-    seed = controls.seed if controls.seed is not None else secrets.randbelow(2**31)
-    controls = controls.model_copy(update={"seed": seed})
-    transcripts = controls.audio_transcriptions or []
-    speakers: dict[str, str] = {}
-    turns: list[TurnPlan] = []
-    notes: list[str] = []
-    for i, item in enumerate(body.inputs):
-        speaker = speakers.setdefault(item.voice_id, f"S{len(speakers) + 1}")
-        pieces = split_cues(item.text)
-        spoken = " ".join(p for p in pieces if not is_cue(p))
-        if not spoken.strip():
-            raise InvalidInputError(f"input {i + 1} has nothing to say besides cues", param="inputs")
-        transcript = transcripts[i] if i < len(transcripts) else None
-        first, note = plan_speech(
-            services,
-            item.voice_id,
-            text=spoken,
-            parameters=body.parameters,
-            controls=controls,
-            engine=engine,
-            fmt=fmt,
-            transcript=transcript,
-        )
-        if note and note not in notes:
-            notes.append(note)
-        parts: list[SpeechPlan | float] = [first]
-        if len(pieces) > 1:  # speak around the cues in the voice just found
-            parts = [
-                NONVERBAL_PAUSE_S if is_cue(p) else services.speech.prepare(**_same_as(first, p, engine))
-                for p in pieces
-            ]
-        turns.append(TurnPlan(speaker, item.voice_id, item.text, parts))
-    source = next(p for p in turns[0].parts if isinstance(p, SpeechPlan)).source
-    plan = services.dialogue.assemble(turns, pause_s=controls.pause_s, model=engine, source=source)
-    return plan, "".join(notes)
-
-
-def _same_as(plan: SpeechPlan, text: str, engine: str | None) -> dict[str, Any]:
-    """``prepare``'s arguments for more text in the voice and settings of ``plan``."""
-    return {
-        "text": text,
-        "voice": plan.voice,
-        "model": engine,
-        "fmt": plan.format,
-        "speed": plan.speed,
-        "seed": plan.seed,
-        "language": plan.language,
-        "instructions": plan.instructions,
-        "parameters": plan.parameters,
-        "source": plan.source,
-    }
-
-
 # -- endpoints ----------------------------------------------------------------------------------
 
 
 @router.post("/v1/text-to-speech/{voice_id:path}", summary="Single-speaker speech to a file (model microservice API)")
 async def text_to_speech(
-    voice_id: str, body: TextToSpeechRequest, services: ServicesDep, engine: str | None = ENGINE_QUERY
+    voice_id: str,
+    body: TextToSpeechRequest,
+    settings: SettingsDep,
+    speech: SpeechDep,
+    voices: VoicesDep,
+    engine: str | None = ENGINE_QUERY,
 ) -> GenerationResponse:
-    output = PathPolicy.from_settings(services.settings).output(body.output_filepath)
-    controls = Controls.of(body.parameters)
-    fmt = _format_of(output)
-    plan, note = await offload(
-        plan_speech,
-        services,
-        voice_id,
-        text=body.text,
-        parameters=body.parameters,
-        controls=controls,
-        engine=engine,
-        fmt=fmt,
-        transcript=controls.transcription,
-    )
-    services.speech.single_speaker(plan)
-    audio = await services.speech.render(plan)
-    await offload(_write, output, fmt, audio)
-    return GenerationResponse.of(output, "Audio", note, plan.engine.name, list(plan.ignored))
+    output = PathPolicy.from_settings(settings).output(body.output_filepath)
+    plan, note = await offload(_speech_plan, settings, speech, voices, voice_id, body, engine, _format_of(output))
+    rendered = await speech.render(plan)
+    await offload(_write, output, rendered.audio)
+    return GenerationResponse.of(output, "Audio", note, plan.engine, list(plan.ignored))
 
 
 @router.post("/v1/text-to-dialogue", summary="Multi-speaker dialogue to a file (model microservice API)")
 async def text_to_dialogue(
-    body: TextToDialogueRequest, services: ServicesDep, engine: str | None = ENGINE_QUERY
+    body: TextToDialogueRequest,
+    settings: SettingsDep,
+    speech: SpeechDep,
+    voices: VoicesDep,
+    dialogue: DialogueDep,
+    engine: str | None = ENGINE_QUERY,
 ) -> GenerationResponse:
-    output = PathPolicy.from_settings(services.settings).output(body.output_filepath)
-    controls = Controls.of(body.parameters)
-    plan, note = await offload(_dialogue_plan, services, body, controls, engine, _format_of(output))
-    audio = await services.dialogue.render(plan)
-    await offload(_write, output, plan.record.format, audio)
-    return GenerationResponse.of(output, "Dialogue", note, plan.record.engine.name, plan.ignored)
+    # Four services, each used: a voice file is read by the speech service, a voice name resolved
+    # by the library, and the turns planned and spoken by the dialogue service.
+    output = PathPolicy.from_settings(settings).output(body.output_filepath)
+    plan, note = await offload(_dialogue_plan, settings, speech, voices, dialogue, body, engine, _format_of(output))
+    rendered = await dialogue.render(plan)
+    await offload(_write, output, rendered.audio)
+    return GenerationResponse.of(output, "Dialogue", note, plan.record.engine, plan.ignored)
 
 
-def _model_engines(services: Services, engine: str | None) -> list[Engine]:
+def _model_engines(settings: Settings, engines: EngineRegistry, engine: str | None) -> list[Engine]:
     """The engines ``/v1/load-model`` and ``/v1/unload-model`` act on: the one named, or else the
     engines this API's requests go to by default. That is the default engine, and the default cloning
     engine too, which speaks every voice file and preset voice: unloading only the default engine
     would leave the model that served the files in memory. A worker has one engine for both."""
     if engine:
-        return [_engine(services, engine)]
-    first = _engine(services, None)
+        return [_engine(settings, engines, engine)]
+    first = _engine(settings, engines, None)
     try:
-        clone = services.engines.get(services.settings.default_clone_engine)
+        clone = engines.get(settings.default_clone_engine)
     except UnknownEngineError:  # not installed here (a broken plugin): nothing of it to load or free
         return [first]
     return [first] if clone is first else [first, clone]
 
 
 @router.post("/v1/load-model", summary="Load an engine's model (model microservice API)")
-async def load_model(services: ServicesDep, engine: str | None = ENGINE_QUERY) -> ModelResponse:
-    targets = _model_engines(services, engine)
+async def load_model(settings: SettingsDep, engines: EnginesDep, engine: str | None = ENGINE_QUERY) -> ModelResponse:
+    targets = _model_engines(settings, engines, engine)
     loaded = []
     for index, target in enumerate(targets):
         # The engine asked for, or the default one, must load (or the answer is its 503); the cloning
         # engine that comes along is loaded where it can run, and the answer lists it only then.
         if index and target.unavailable_reason():
             continue
-        await services.engines.runner(target.name).call(target.load)
+        await engines.load(target.name)
         loaded.append(target.name)
     return ModelResponse(message="Model loaded successfully", engine=targets[0].name, engines=loaded)
 
 
 @router.post("/v1/unload-model", summary="Unload an engine's model and free its memory (model microservice API)")
-async def unload_model(services: ServicesDep, engine: str | None = ENGINE_QUERY) -> ModelResponse:
-    targets = _model_engines(services, engine)
+async def unload_model(settings: SettingsDep, engines: EnginesDep, engine: str | None = ENGINE_QUERY) -> ModelResponse:
+    targets = _model_engines(settings, engines, engine)
     for target in targets:
         # On the engine's thread: after the requests already queued, never under one in progress.
-        await services.engines.runner(target.name).call(target.unload)
+        await engines.unload(target.name)
     return ModelResponse(
         message="Model unloaded successfully", engine=targets[0].name, engines=[t.name for t in targets]
     )

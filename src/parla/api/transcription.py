@@ -10,13 +10,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
-from parla.api.deps import ServicesDep
+from parla.api.deps import SettingsDep, TranscriberDep
 from parla.api.voices import read_upload
-from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
-from parla.errors import InvalidInputError
+from parla.audio.decode import decode_upload
 from parla.offload import offload
-from parla.services import Services
-from parla.services.transcription import RATE, Segment, Transcript
+from parla.services.transcription import RATE, Segment, Transcriber, Transcript
 
 router = APIRouter(tags=["Transcription"])
 voicebox = APIRouter(tags=["voicebox API"])
@@ -29,14 +27,7 @@ Granularity = Literal["word", "segment"]
 
 
 def _decode(data: bytes) -> Any:
-    try:
-        return decode_audio(data, RATE, max_seconds=MAX_TRANSCRIBE_SECONDS)[0]
-    except AudioTooLongError:
-        raise InvalidInputError(
-            f"the recording is longer than {MAX_TRANSCRIBE_SECONDS // 3600} hours", param="file"
-        ) from None
-    except AudioDecodeError as exc:
-        raise InvalidInputError(f"the upload is not audio that can be read: {exc}", param="file") from None
+    return decode_upload(data, RATE, max_seconds=MAX_TRANSCRIBE_SECONDS, param="file")[0]
 
 
 def _timestamp(seconds: float, separator: str) -> str:
@@ -91,7 +82,7 @@ def to_verbose(transcript: Transcript, words: bool, segments: bool) -> dict[str,
 
 
 async def _stream_events(
-    services: Services, samples: Any, language: str | None, prompt: str | None
+    transcriber: Transcriber, samples: Any, language: str | None, prompt: str | None
 ) -> AsyncIterator[bytes]:
     """Server-sent events: a ``transcript.text.delta`` as each segment is recognised, with the
     fraction of the recording done, then ``transcript.text.done``: long recordings show progress."""
@@ -102,7 +93,7 @@ async def _stream_events(
         loop.call_soon_threadsafe(queue.put_nowait, (segment, done))
 
     job = asyncio.ensure_future(
-        offload(services.transcriber.transcribe, samples, language=language, prompt=prompt, on_segment=on_segment)
+        offload(transcriber.transcribe, samples, language=language, prompt=prompt, on_segment=on_segment)
     )
     job.add_done_callback(lambda _: queue.put_nowait(None))
     while (item := await queue.get()) is not None:
@@ -122,7 +113,8 @@ def _event(payload: dict[str, Any]) -> bytes:
 
 @router.post("/v1/audio/transcriptions", summary="Transcribe audio (OpenAI)")
 async def create_transcription(
-    services: ServicesDep,
+    settings: SettingsDep,
+    transcriber: TranscriberDep,
     file: Annotated[UploadFile, File(description="The recording, any format FFmpeg reads.")],
     model: Annotated[str, Form()] = "whisper-1",
     language: Annotated[str | None, Form()] = None,
@@ -135,15 +127,13 @@ async def create_transcription(
     stream: Annotated[bool, Form()] = False,
 ) -> Response:
     _ = (model, temperature)  # one Whisper model serves every name; decoding is greedy-beam, not sampled
-    data = await read_upload(file, services.settings.max_upload_bytes)
+    data = await read_upload(file, settings.max_upload_bytes)
     samples = await offload(_decode, data)
     if stream:
-        return StreamingResponse(_stream_events(services, samples, language, prompt), media_type="text/event-stream")
+        return StreamingResponse(_stream_events(transcriber, samples, language, prompt), media_type="text/event-stream")
     granularities = set(timestamp_granularities or ["segment"])
     words = response_format == "verbose_json" and "word" in granularities
-    transcript = await offload(
-        services.transcriber.transcribe, samples, language=language, prompt=prompt, word_timestamps=words
-    )
+    transcript = await offload(transcriber.transcribe, samples, language=language, prompt=prompt, word_timestamps=words)
     if response_format == "text":
         return PlainTextResponse(transcript.text)
     if response_format == "srt":
@@ -158,11 +148,12 @@ async def create_transcription(
 
 @voicebox.post("/transcribe", summary="Transcribe audio (voicebox)")
 async def transcribe(
-    services: ServicesDep,
+    settings: SettingsDep,
+    transcriber: TranscriberDep,
     file: Annotated[UploadFile, File()],
     language: Annotated[str | None, Form()] = None,
 ) -> dict[str, Any]:
-    data = await read_upload(file, services.settings.max_upload_bytes)
+    data = await read_upload(file, settings.max_upload_bytes)
     samples = await offload(_decode, data)
-    transcript = await offload(services.transcriber.transcribe, samples, language=language)
+    transcript = await offload(transcriber.transcribe, samples, language=language)
     return {"text": transcript.text, "duration": round(transcript.duration, 3)}

@@ -10,12 +10,12 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from parla.api.deps import ServicesDep
+from parla.api.deps import SettingsDep, SpeechDep, VoicesDep
 from parla.errors import InvalidInputError, TooLargeError
 from parla.net import FetchError, fetch
 from parla.offload import offload
-from parla.services import Services
 from parla.services.voices import SampleAdded, SamplePublic, VoiceCreate, VoicePublic, VoiceUpdate
+from parla.settings import Settings
 
 router = APIRouter(prefix="/v1/voices", tags=["Voices"])
 
@@ -39,9 +39,8 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
-def audio_from_json(services: Services, body: SampleJSON) -> bytes:
+def audio_from_json(settings: Settings, body: SampleJSON) -> bytes:
     """The bytes of a sample given as base64 or URL (blocking: call off the event loop)."""
-    settings = services.settings
     if bool(body.audio_base64) == bool(body.url):
         raise InvalidInputError("give exactly one of audio_base64 or url", param="audio_base64")
     if body.audio_base64:
@@ -67,15 +66,15 @@ def audio_from_json(services: Services, body: SampleJSON) -> bytes:
         raise InvalidInputError(str(exc), param="url") from None
 
 
-async def sample_from_request(request: Request, services: Services) -> tuple[bytes, str | None]:
+async def sample_from_request(request: Request, settings: Settings) -> tuple[bytes, str | None]:
     """A sample from multipart (``file``, ``transcript``) or JSON (``audio_base64``/``url``, ``transcript``)."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_part_size=services.settings.max_upload_bytes + 1)
+        form = await request.form(max_part_size=settings.max_upload_bytes + 1)
         upload = form.get("file")
         if not isinstance(upload, UploadFile) and not hasattr(upload, "read"):
             raise InvalidInputError("the form has no 'file' field with the recording", param="file")
-        data = await read_upload(upload, services.settings.max_upload_bytes)  # type: ignore[arg-type]
+        data = await read_upload(upload, settings.max_upload_bytes)  # type: ignore[arg-type]
         transcript = form.get("transcript") or form.get("reference_text")
         return data, str(transcript) if transcript else None
     try:
@@ -84,22 +83,24 @@ async def sample_from_request(request: Request, services: Services) -> tuple[byt
         raise InvalidInputError(
             "send the sample as multipart form data (file, transcript) or as JSON (audio_base64 or url, transcript)"
         ) from None
-    return await offload(audio_from_json, services, body), body.transcript
+    return await offload(audio_from_json, settings, body), body.transcript
 
 
 @router.get("", summary="All voices: built-in and library")
-def list_voices(services: ServicesDep) -> dict[str, Any]:
-    return {"voices": services.voices.list_all()}
+def list_voices(voices: VoicesDep) -> dict[str, Any]:
+    return {"voices": voices.list_all()}
 
 
 @router.post("", status_code=201, summary="Create a voice profile")
-def create_voice(body: VoiceCreate, services: ServicesDep) -> VoicePublic:
-    return services.voices.create(body)
+def create_voice(body: VoiceCreate, voices: VoicesDep) -> VoicePublic:
+    return voices.create(body)
 
 
 @router.post("/clone", status_code=201, summary="Create a voice from one recording in one step")
 async def clone_voice(
-    services: ServicesDep,
+    settings: SettingsDep,
+    voices: VoicesDep,
+    speech: SpeechDep,
     background: BackgroundTasks,
     name: Annotated[str, Form(min_length=1, max_length=100)],
     file: Annotated[UploadFile, File(description="A recording of the speaker (any format).")],
@@ -107,84 +108,98 @@ async def clone_voice(
     description: Annotated[str | None, Form()] = None,
     language: Annotated[str, Form()] = "en",
 ) -> dict[str, Any]:
-    data = await read_upload(file, services.settings.max_upload_bytes)
+    data = await read_upload(file, settings.max_upload_bytes)
 
     def create() -> dict[str, Any]:
         fields = VoiceCreate(name=name, description=description, language=language)
-        voice, added = services.voices.create_with_sample(fields, data, transcript)
+        voice, added = voices.create_with_sample(fields, data, transcript)
         return {"voice": voice.model_dump(mode="json"), "warnings": added.warnings}
 
     created = await offload(create)
-    background.add_task(services.speech.warm_voice, created["voice"]["id"])
+    background.add_task(speech.warm_voice, created["voice"]["id"])
     return created
 
 
 @router.post("/import", status_code=201, summary="Import a voice archive made by export")
 async def import_voice(
-    services: ServicesDep,
+    settings: SettingsDep,
+    voices: VoicesDep,
+    speech: SpeechDep,
     background: BackgroundTasks,
     file: Annotated[UploadFile, File(description="A .parla-voice.zip archive.")],
     name: Annotated[str | None, Form(description="A new name, if the archive's is taken.")] = None,
 ) -> VoicePublic:
-    data = await read_upload(file, services.settings.max_upload_bytes * 4)
-    imported = await offload(services.voices.import_, data, name=name)
-    background.add_task(services.speech.warm_voice, imported.id)
+    data = await read_upload(file, settings.max_upload_bytes * 4)
+    imported = await offload(voices.import_, data, name=name)
+    background.add_task(speech.warm_voice, imported.id)
     return imported
 
 
 @router.get("/{voice}", summary="One voice with its samples")
-def get_voice(voice: str, services: ServicesDep) -> VoicePublic:
-    return services.voices.get(voice)
+def get_voice(voice: str, voices: VoicesDep) -> VoicePublic:
+    return voices.get(voice)
 
 
 @router.patch("/{voice}", summary="Rename or describe a voice")
-def update_voice(voice: str, body: VoiceUpdate, services: ServicesDep) -> VoicePublic:
-    return services.voices.update(voice, body)
+def update_voice(voice: str, body: VoiceUpdate, voices: VoicesDep) -> VoicePublic:
+    return voices.update(voice, body)
 
 
 @router.delete("/{voice}", status_code=204, summary="Delete a voice, its samples and cached conditioning")
-def delete_voice(voice: str, services: ServicesDep) -> Response:
-    services.voices.delete(voice)
+def delete_voice(voice: str, voices: VoicesDep) -> Response:
+    voices.delete(voice)
     return Response(status_code=204)
 
 
 @router.post("/{voice}/samples", status_code=201, summary="Add a sample (multipart upload, base64 or URL)")
-async def add_sample(voice: str, request: Request, services: ServicesDep, background: BackgroundTasks) -> SampleAdded:
-    await offload(services.voices.get, voice)  # 404 before reading a large body
-    data, transcript = await sample_from_request(request, services)
-    added = await offload(services.voices.add_sample, voice, data, transcript)
-    background.add_task(services.speech.warm_voice, added.sample.voice_id)
+async def add_sample(
+    voice: str,
+    request: Request,
+    settings: SettingsDep,
+    voices: VoicesDep,
+    speech: SpeechDep,
+    background: BackgroundTasks,
+) -> SampleAdded:
+    await offload(voices.get, voice)  # 404 before reading a large body
+    data, transcript = await sample_from_request(request, settings)
+    added = await offload(voices.add_sample, voice, data, transcript)
+    background.add_task(speech.warm_voice, added.sample.voice_id)
     return added
 
 
 @router.get("/{voice}/samples", summary="A voice's samples")
-def list_samples(voice: str, services: ServicesDep) -> list[SamplePublic]:
-    return services.voices.list_samples(voice)
+def list_samples(voice: str, voices: VoicesDep) -> list[SamplePublic]:
+    return voices.list_samples(voice)
 
 
 @router.get("/{voice}/samples/{sample_id}/audio", summary="A sample's cleaned audio (WAV)")
-def sample_audio(voice: str, sample_id: str, services: ServicesDep) -> FileResponse:
-    return FileResponse(services.voices.sample_path(voice, sample_id), media_type="audio/wav")
+def sample_audio(voice: str, sample_id: str, voices: VoicesDep) -> FileResponse:
+    return FileResponse(voices.sample_path(voice, sample_id), media_type="audio/wav")
 
 
 @router.patch("/{voice}/samples/{sample_id}", summary="Correct a sample's transcript")
 def update_sample(
-    voice: str, sample_id: str, body: TranscriptUpdate, services: ServicesDep, background: BackgroundTasks
+    voice: str,
+    sample_id: str,
+    body: TranscriptUpdate,
+    voices: VoicesDep,
+    speech: SpeechDep,
+    background: BackgroundTasks,
 ) -> SamplePublic:
-    updated = services.voices.update_sample(voice, sample_id, body.transcript)
-    background.add_task(services.speech.warm_voice, updated.voice_id)
+    updated = voices.update_sample(voice, sample_id, body.transcript)
+    background.add_task(speech.warm_voice, updated.voice_id)
     return updated
 
 
 @router.delete("/{voice}/samples/{sample_id}", status_code=204, summary="Delete a sample")
-def delete_sample(voice: str, sample_id: str, services: ServicesDep) -> Response:
-    services.voices.delete_sample(voice, sample_id)
+def delete_sample(voice: str, sample_id: str, voices: VoicesDep) -> Response:
+    voices.delete_sample(voice, sample_id)
     return Response(status_code=204)
 
 
 @router.get("/{voice}/export", summary="Download the voice as one archive (manifest + WAVs)")
-def export_voice(voice: str, services: ServicesDep) -> Response:
-    filename, data = services.voices.export(voice)
+def export_voice(voice: str, voices: VoicesDep) -> Response:
+    filename, data = voices.export(voice)
     return Response(
         data, media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
     )

@@ -10,6 +10,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from parla.errors import InvalidInputError
+
 
 class AudioDecodeError(ValueError):
     """The input is not audio PyAV can read (corrupt, empty, or no audio stream)."""
@@ -66,3 +68,29 @@ def decode_audio(
     if samples.size == 0:
         raise AudioDecodeError("the audio contains no samples")
     return np.clip(samples, -1.0, 1.0), int(rate)
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 3600:g} hours" if seconds >= 3600 else f"{seconds:g} s"
+
+
+def decode_upload(
+    data: bytes,
+    sample_rate: int | None = None,
+    *,
+    max_seconds: float,
+    param: str,
+    name: str = "the upload",
+    advice: str = "",
+    grace_s: float = 0.0,
+) -> tuple[npt.NDArray[np.float32], int]:
+    """``decode_audio`` for audio a client sent: what cannot be used is the client's mistake, an
+    ``InvalidInputError`` (400) naming ``param`` and saying why, with ``advice`` for a recording
+    that is too long (``grace_s`` beyond the limit are let through: a recording cut at the limit
+    runs a little over it). Every API decodes its uploads here, so they all word these errors alike."""
+    try:
+        return decode_audio(data, sample_rate, max_seconds=max_seconds + grace_s)
+    except AudioTooLongError:
+        raise InvalidInputError(f"{name} is longer than {_span(max_seconds)}{advice}", param=param) from None
+    except AudioDecodeError as exc:
+        raise InvalidInputError(f"{name} is not audio that can be read: {exc}", param=param) from None

@@ -4,12 +4,15 @@ from parla.engines.base import (
     AudioChunk,
     Capabilities,
     Engine,
+    EngineContext,
+    EngineSettings,
     EngineStatus,
     EngineUnavailableError,
     Param,
     SynthesisRequest,
     VoiceRef,
 )
+from parla.engines.manager import ModelManager
 from parla.engines.registry import EngineRegistry, UnknownEngineError
 from parla.engines.runner import EngineRunner
 
@@ -17,10 +20,13 @@ __all__ = [
     "AudioChunk",
     "Capabilities",
     "Engine",
+    "EngineContext",
     "EngineRegistry",
     "EngineRunner",
+    "EngineSettings",
     "EngineStatus",
     "EngineUnavailableError",
+    "ModelManager",
     "Param",
     "SynthesisRequest",
     "UnknownEngineError",

@@ -1,24 +1,30 @@
 """The engine seam: every speech engine, local or remote, is an ``Engine``.
 
 An engine turns a ``SynthesisRequest`` into an iterator of ``AudioChunk``. It knows nothing of
-HTTP, the database or files beyond the voice's reference audio. Synthesis is blocking; callers run
-it off the event loop (see ``parla.engines.runner``), one request at a time per engine.
+HTTP, the database, the app's settings or files beyond the voice's reference audio and its own
+cache: it is given its own settings (``Engine.settings_model``) and an ``EngineContext``. Synthesis
+is blocking; callers run it off the event loop (see ``parla.engines.runner``), one request at a
+time per engine, and its model's lifetime is the ``ModelManager``'s (``parla.engines.manager``).
 """
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
 
 from parla.errors import ServiceUnavailableError
-from parla.settings import Settings
+
+if TYPE_CHECKING:
+    from parla.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -182,23 +188,93 @@ class EngineUnavailableError(ServiceUnavailableError):
     """The engine cannot run here (missing dependency, binary or weights); the message says why (503)."""
 
 
+class EngineSettings(BaseModel):
+    """Base of an engine's own settings model, filled from ``PARLA_ENGINES__<NAME>__<FIELD>``.
+
+    An engine declares its fields on a subclass (``model_path: Path | None = None``) and names it in
+    ``Engine.settings_model``. Unknown fields are refused, so that a misspelt variable makes the
+    engine broken, with the reason on ``/health``, instead of being silently ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class EngineContext:
+    """What an engine may know of the server it runs in, besides its own settings."""
+
+    data_dir: Path = Path("./data")
+    """The server's data directory; an engine keeps its caches under ``<data_dir>/cache/<name>/``."""
+    device: str = "cpu"
+    """The device the model should go to, decided by ``manager.resolve_device`` (``cpu``, ``cuda``,
+    ``cuda:1``...). An engine that cannot use it runs where it can and says so in ``Engine.device``."""
+
+
 class Engine(ABC):
-    """Base class of all speech engines. Subclasses set ``name``, ``description`` and ``capabilities``."""
+    """Base class of all speech engines.
 
-    name: ClassVar[str]
-    description: ClassVar[str] = ""
-    capabilities: ClassVar[Capabilities]
-    device: ClassVar[str] = "cpu"
+    Declared per engine, as class attributes or set in ``__init__`` (all are instance attributes,
+    so an engine such as ``RemoteEngine`` can set them per instance):
 
-    def __init__(self, settings: Settings) -> None:
+    - ``name``: the engine's name in requests and in ``PARLA_ENGINES__<NAME>__...``;
+    - ``description``: one line for clients;
+    - ``capabilities``: what it can do (``Capabilities``);
+    - ``device``: where its model runs (reported by ``status``);
+    - ``voice_presets``: per built-in voice name (``alloy``...), this engine's settings for that
+      voice (parameters it takes, or whatever its ``synthesize`` reads from ``VoiceRef.preset``);
+    - ``settings_model`` (class level): its settings model, an ``EngineSettings`` subclass.
+
+    The constructor contract: ``Engine(settings=None, context=None)``, where ``settings`` is an
+    instance of ``settings_model`` (its defaults when omitted) and ``context`` an ``EngineContext``.
+    The registry builds engines with ``from_settings``, which fills both from the app's settings;
+    an engine never sees the app's ``Settings``. A subclass that needs set-up overrides
+    ``__init__`` with the same parameters and calls ``super().__init__(settings, context)`` first;
+    it must stay cheap (no model loading: that is ``_load``'s job, called on the runner thread).
+    """
+
+    name: str
+    description: str = ""
+    capabilities: Capabilities
+    device: str = "cpu"
+    voice_presets: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
+    settings_model: ClassVar[type[EngineSettings]] = EngineSettings
+    settings: EngineSettings
+    """This engine's settings: an instance of ``settings_model`` (subclasses narrow the type)."""
+
+    def __init__(self, settings: EngineSettings | None = None, context: EngineContext | None = None) -> None:
+        if settings is None:
+            settings = self.settings_model()
+        elif not isinstance(settings, self.settings_model):
+            # Engines took the app's settings before they had their own: say what to do instead.
+            kind = type(self).__name__
+            raise TypeError(
+                f"{kind} takes its own settings ({self.settings_model.__name__}), not {type(settings).__name__}; "
+                f"build it from the app's settings with {kind}.from_settings()"
+            )
         self.settings = settings
+        self.context = context or EngineContext()
         self._load_lock = threading.Lock()
         self._loaded = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, name: str | None = None) -> Self:
+        """This engine configured from the app's settings: its section (``PARLA_ENGINES__<NAME>__*``,
+        over the older top-level variables, see ``Settings.engine_config``), the data directory and
+        its device. ``name``: the section to read (the entry point's name), by default ``cls.name``.
+        Raises ``pydantic.ValidationError`` for a setting the engine refuses."""
+        from parla.engines.manager import resolve_device  # manager.py imports runner.py, which imports this
+
+        key = name or cls.name
+        section = settings.engines.get(key)
+        device = resolve_device((section.device if section else None) or settings.device)
+        engine_settings = cls.settings_model.model_validate(settings.engine_config(key))
+        return cls(engine_settings, EngineContext(data_dir=settings.data_dir, device=device))
 
     # -- availability and lifecycle -------------------------------------------------------------
 
     def unavailable_reason(self) -> str | None:
-        """Why this engine cannot run here, or ``None`` when it can. Must be cheap."""
+        """Why this engine cannot run here, or ``None`` when it can. Must be cheap, and do no network
+        I/O: ``/health`` and every request ask it."""
         return None
 
     def load(self) -> None:
@@ -230,7 +306,7 @@ class Engine(ABC):
 
     def status(self) -> EngineStatus:
         reason = self.unavailable_reason()
-        return EngineStatus(self.name, reason is None, self._loaded, self.device, reason)
+        return EngineStatus(self.name, reason is None, self.loaded, self.device, reason)
 
     # -- synthesis -------------------------------------------------------------------------------
 
@@ -264,9 +340,6 @@ class Engine(ABC):
 
     @abstractmethod
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
-        """Speak ``request.text``, yielding audio as it is made. Blocking; called off the event loop."""
-
-    def synthesize_dialogue(self, turns: Sequence[SynthesisRequest]) -> Iterator[AudioChunk]:
-        """Speak turns in order. Engines with native dialogue override this."""
-        for turn in turns:
-            yield from self.synthesize(turn)
+        """Speak ``request.text``, yielding audio as it is made. Blocking; called off the event loop,
+        on the runner thread. Calls ``self.load()`` first: after an idle unload (``ModelManager``)
+        the next request finds the model gone."""

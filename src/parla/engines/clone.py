@@ -25,9 +25,8 @@ from typing import Any
 import numpy as np
 
 from parla.audio.decode import decode_audio
-from parla.engines.base import AudioChunk, Capabilities, Engine, SynthesisRequest, VoiceRef
-from parla.engines.piper import PiperEngine
-from parla.settings import Settings
+from parla.engines.base import AudioChunk, Capabilities, Engine, EngineContext, SynthesisRequest, VoiceRef
+from parla.engines.piper import PiperEngine, PiperSettings
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +83,23 @@ def preset_adaptation(
     )
 
 
+class CloneSettings(PiperSettings):
+    """``PARLA_ENGINES__CLONE__*``: the Piper voice it adapts (``model_path``; ``PARLA_PIPER_MODEL_PATH``
+    is its older name, shared with ``piper``)."""
+
+
+VOICE_PRESETS: dict[str, dict[str, Any]] = {
+    "alloy": {"pitch": 1.35, "pitch_range": 1.0, "formant": 1.06, "tilt": 0.0},
+    "echo": {"pitch": 1.1, "pitch_range": 0.8, "formant": 0.97, "tilt": 0.15, "pace": 1.08},
+    "fable": {"pitch": 1.25, "pitch_range": 1.45, "formant": 1.03, "tilt": -0.05, "pace": 1.04},
+    "nova": {"pitch": 2.3, "pitch_range": 1.2, "formant": 1.17, "tilt": -0.3, "pace": 0.93},
+    "onyx": {"pitch": 0.82, "pitch_range": 0.8, "formant": 0.92, "tilt": 0.3, "pace": 1.1},
+    "shimmer": {"pitch": 2.6, "pitch_range": 1.3, "formant": 1.2, "tilt": -0.2, "breath": 0.15, "pace": 0.97},
+}
+"""The built-in voices as preset adaptations of the bundled voice (``preset_adaptation``'s
+arguments); ``joe`` has none: it is Piper unchanged."""
+
+
 class CloneEngine(Engine):
     name = "clone"
     description = "Voice cloning by adapting the bundled Piper voice to a few seconds of reference audio (CPU)."
@@ -97,13 +113,17 @@ class CloneEngine(Engine):
         needs_transcript=True,  # Piper says each sample's words in parallel to learn the mapping
     )
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.piper = PiperEngine(settings)
+    voice_presets = VOICE_PRESETS
+    settings_model = CloneSettings
+    settings: CloneSettings
+
+    def __init__(self, settings: CloneSettings | None = None, context: EngineContext | None = None) -> None:
+        super().__init__(settings, context)
+        self.piper = PiperEngine(PiperSettings(model_path=self.settings.model_path), self.context)
         self._memory: OrderedDict[str, Any] = OrderedDict()
         self._memory_lock = threading.Lock()
         self.stats = {"memory_hits": 0, "disk_hits": 0, "adaptations": 0}
-        """How conditioning was found, for tests and /health."""
+        """How conditioning was found (the tests read it)."""
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -123,7 +143,7 @@ class CloneEngine(Engine):
     # -- conditioning -------------------------------------------------------------------------
 
     def cache_path(self, key: str) -> Path:
-        return Path(self.settings.data_dir) / "cache" / self.name / f"{key}-v{VERSION}.npz"
+        return self.context.data_dir / "cache" / self.name / f"{key}-v{VERSION}.npz"
 
     def adaptation_for(self, voice: VoiceRef) -> Any:
         """The voice's adaptation: preset for built-ins, learned (and cached) for library voices,
@@ -134,12 +154,18 @@ class CloneEngine(Engine):
             preset = voice.preset(self.name)
             return preset_adaptation(**{k: v for k, v in preset.items() if k in PRESET_KEYS}) if preset else None
         key = voice.key or voice.name
+        path = self.cache_path(key)
         with self._memory_lock:
-            if key in self._memory:
+            remembered = self._memory.get(key)
+            if remembered is not None:
                 self._memory.move_to_end(key)
                 self.stats["memory_hits"] += 1
-                return self._memory[key]
-        path = self.cache_path(key)
+        if remembered is not None:
+            if not path.is_file():
+                # Deleting a voice deletes its file; another voice with the same samples (the same
+                # key) still needs it, so that a restarted server does not learn it again.
+                self._save(path, remembered)
+            return remembered
         adaptation = None
         if path.is_file():
             try:
@@ -149,15 +175,19 @@ class CloneEngine(Engine):
                 log.warning("ignoring unreadable cached adaptation %s: %s", path, exc)
         if adaptation is None:
             adaptation = self.adapt(voice)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".part")
-            tmp.write_bytes(adaptation.to_bytes())
-            tmp.replace(path)
+            self._save(path, adaptation)
         with self._memory_lock:
             self._memory[key] = adaptation
             while len(self._memory) > MEMORY_CACHE:
                 self._memory.popitem(last=False)
         return adaptation
+
+    @staticmethod
+    def _save(path: Path, adaptation: Any) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(adaptation.to_bytes())
+        tmp.replace(path)
 
     def adapt(self, voice: VoiceRef) -> Any:
         """Learn the adaptation from the voice's samples (seconds of CPU per sample)."""

@@ -5,12 +5,39 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 from parla.audio.decode import AudioDecodeError, decode_audio
-from parla.engines.base import AudioChunk, Capabilities, Engine, EngineUnavailableError, Param, SynthesisRequest
+from parla.engines.base import (
+    AudioChunk,
+    Capabilities,
+    Engine,
+    EngineSettings,
+    EngineUnavailableError,
+    Param,
+    SynthesisRequest,
+)
 
 BASE_WPM = 175
 """espeak-ng's default rate in words per minute; a request's speed multiplies it."""
+
+
+class EspeakSettings(EngineSettings):
+    """``PARLA_ENGINES__ESPEAK__*`` (and ``PARLA_ESPEAK_BINARY``, the older name of ``binary``)."""
+
+    binary: str = "espeak-ng"
+    """The espeak-ng executable (a name on PATH or a path)."""
+
+
+VOICE_PRESETS: dict[str, dict[str, Any]] = {
+    "alloy": {"voice": "en-us+m3"},
+    "echo": {"voice": "en-us+m1", "pitch": 40},
+    "fable": {"voice": "en-gb+m2"},
+    "nova": {"voice": "en-us+f3", "pitch": 60},
+    "onyx": {"voice": "en-us+m7", "pitch": 25},
+    "shimmer": {"voice": "en-us+f2", "pitch": 70},
+}
+"""The built-in voices as espeak-ng voice variants and base pitches."""
 
 
 class EspeakEngine(Engine):
@@ -25,13 +52,16 @@ class EspeakEngine(Engine):
             Param("voice", str, "", description="An espeak-ng voice such as en-us+f3; empty picks by language."),
         ),
     )
+    voice_presets = VOICE_PRESETS
+    settings_model = EspeakSettings
+    settings: EspeakSettings
 
     def binary(self) -> str | None:
-        return shutil.which(self.settings.espeak_binary)
+        return shutil.which(self.settings.binary)
 
     def unavailable_reason(self) -> str | None:
         if self.binary() is None:
-            return f"{self.settings.espeak_binary!r} was not found (apt-get install espeak-ng)"
+            return f"{self.settings.binary!r} was not found (apt-get install espeak-ng)"
         return None
 
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:

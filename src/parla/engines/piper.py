@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from parla.engines.base import AudioChunk, Capabilities, Engine, Param, SynthesisRequest
+from parla.engines.base import AudioChunk, Capabilities, Engine, EngineContext, EngineSettings, Param, SynthesisRequest
 
 NOISE_FRAMES = 256
 """Length (in frames, ~3 s) of the noise fed to the model; the graph tiles it to any length.
@@ -133,6 +133,25 @@ def _load_shared(model: Path, config: Path) -> _LoadedModel:
         return loaded
 
 
+class PiperSettings(EngineSettings):
+    """``PARLA_ENGINES__PIPER__*`` (and ``PARLA_PIPER_MODEL_PATH``, their older name)."""
+
+    model_path: Path | None = None
+    """A Piper ``.onnx`` voice to use instead of the bundled one (its ``.onnx.json`` beside it)."""
+
+
+VOICE_PRESETS: dict[str, dict[str, Any]] = {
+    "alloy": {"noise_scale": 0.5, "noise_w_scale": 0.6},
+    "echo": {"length_scale": 1.12, "noise_scale": 0.4, "noise_w_scale": 0.5},
+    "fable": {"length_scale": 1.05, "noise_scale": 0.9, "noise_w_scale": 1.0},
+    "nova": {"length_scale": 0.85, "noise_scale": 0.75, "noise_w_scale": 0.9},
+    "onyx": {"length_scale": 1.25, "noise_scale": 0.5, "noise_w_scale": 0.4},
+    "shimmer": {"length_scale": 0.95, "noise_scale": 0.8, "noise_w_scale": 1.1},
+}
+"""The built-in voices as Piper's parameters: pace (length scale) and variation (noise scales)
+are all the character this one voice has to give. ``joe`` is the voice as it comes."""
+
+
 class PiperEngine(Engine):
     name = "piper"
     description = "Piper neural TTS with the bundled en_US 'joe' voice (offline, CPU)."
@@ -148,13 +167,17 @@ class PiperEngine(Engine):
         ),
     )
 
-    def __init__(self, settings: Any) -> None:
-        super().__init__(settings)
+    voice_presets = VOICE_PRESETS
+    settings_model = PiperSettings
+    settings: PiperSettings
+
+    def __init__(self, settings: PiperSettings | None = None, context: EngineContext | None = None) -> None:
+        super().__init__(settings, context)
         self._model: _LoadedModel | None = None
 
     def model_files(self) -> tuple[Path, Path]:
-        if self.settings.piper_model_path:
-            model = Path(self.settings.piper_model_path)
+        if self.settings.model_path:
+            model = Path(self.settings.model_path)
             return model, Path(f"{model}.json")
         return bundled_model()
 

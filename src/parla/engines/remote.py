@@ -6,18 +6,20 @@ The worker speaks the model microservice API plus two additions this engine uses
 they are made, framed (see ``audio_frame``) so that the gateway sees exactly the chunks a local
 engine would have yielded: the crossfades between pieces depend on where chunks end.
 
-The gateway treats a remote engine like any other. Its availability is the worker's: a probe of
-``/v1/engine``, remembered for ``PROBE_TTL_S`` so that /health and request checks stay cheap,
-reports a worker that is down (requests then get a 503 naming the engine) and notices, without a
-restart, when it is back.
+The gateway treats a remote engine like any other. Its availability is the worker's: a thread
+asks ``/v1/engine`` every ``REFRESH_INTERVAL_S`` (from ``start()`` to ``close()``; the registry
+starts it), so that reading the engine's status (/health, every request's check) never waits on the
+network. A worker that is down makes the engine unavailable (requests then get a 503 naming the
+engine), and the next answer, without a restart, available again. The worker's answer also carries
+its engine's description, capabilities, device and voice presets, which this engine takes as its own.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -28,15 +30,16 @@ from parla.engines.base import (
     AudioChunk,
     Capabilities,
     Engine,
-    EngineStatus,
     EngineUnavailableError,
     Param,
     SynthesisRequest,
 )
-from parla.settings import RemoteEngineSettings, Settings
+from parla.settings import EngineSection
 
-PROBE_TTL_S = 2.0
-"""How long a probe's answer (up or down) stands before the worker is asked again."""
+log = logging.getLogger(__name__)
+
+REFRESH_INTERVAL_S = 2.0
+"""How often the worker is asked how it is: how long a change (down, back, loaded) takes to show."""
 PROBE_TIMEOUT = httpx.Timeout(2.0, connect=0.5)
 """A worker that takes longer than this to say how it is counts as down."""
 FRAMES_MEDIA_TYPE = "application/x-parla-audio-frames"
@@ -127,69 +130,77 @@ def _detail(response: httpx.Response) -> str:
 class RemoteEngine(Engine):
     """An engine served by a worker at ``worker.url``, under the name the settings give it."""
 
-    def __init__(self, settings: Settings, name: str, worker: RemoteEngineSettings) -> None:
-        super().__init__(settings)
-        self._name = name
+    def __init__(self, name: str, worker: EngineSection) -> None:
+        super().__init__()
+        if not worker.url:
+            raise ValueError(f"engine {name!r} has no worker URL (PARLA_ENGINES__{name.upper()}__URL)")
+        self.name = name
         self.url = worker.url.rstrip("/")
+        self.description = f"Engine served by the worker at {self.url}."
+        self.capabilities = UNKNOWN_CAPABILITIES
+        self.device = "remote"
         self._client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(worker.timeout_s, connect=2.0))
-        self._probe_lock = threading.Lock()
-        self._probed_at = -PROBE_TTL_S
-        self._down: str | None = "not asked yet"
-        self._info: dict[str, Any] = {}
-        self._capabilities = UNKNOWN_CAPABILITIES
+        self._down: str | None = f"the worker at {self.url} has not been asked yet"
+        self._worker_status: Mapping[str, Any] = {}
+        self._stop = threading.Event()
+        self._answered = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    # Local engines declare these on their class; one RemoteEngine class serves every worker.
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self._name
+    # -- the worker's state, kept fresh in the background -----------------------------------------
 
-    @property
-    def description(self) -> str:  # type: ignore[override]
-        described = self._info.get("description")
-        return f"{described} (worker at {self.url})" if described else f"Engine served by the worker at {self.url}."
+    def refresh(self) -> None:
+        """Ask the worker how it is, once, and take its answer (blocking: the refresher thread's work)."""
+        try:
+            response = self._client.get("/v1/engine", timeout=PROBE_TIMEOUT)
+            response.raise_for_status()
+            info = response.json()
+            capabilities = capabilities_from(info["capabilities"])
+            status = info.get("status") or {}
+            presets = info.get("voice_presets") or {}
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._down = f"the worker at {self.url} is not answering ({type(exc).__name__}: {exc})"
+        else:
+            described = info.get("description")
+            self.description = f"{described} (worker at {self.url})" if described else self.description
+            self.capabilities = capabilities
+            self.device = str(status.get("device") or "remote")
+            self.voice_presets = {str(voice): dict(preset) for voice, preset in presets.items()}
+            self._worker_status, self._down = status, None
+        finally:
+            self._answered.set()
 
-    @property
-    def capabilities(self) -> Capabilities:  # type: ignore[override]
-        self._probe()
-        return self._capabilities
+    def start(self) -> None:
+        """Start asking the worker in the background (idempotent); the first question is asked at once."""
+        if self._thread is None and not self._stop.is_set():
+            self._thread = threading.Thread(target=self._refresh_loop, name=f"engine-{self.name}-refresh", daemon=True)
+            self._thread.start()
 
-    # -- the worker's state ---------------------------------------------------------------------
+    def wait_answered(self, timeout: float) -> bool:
+        """Wait until the worker has been asked once (answered or not); ``False`` on timeout."""
+        return self._answered.wait(timeout)
 
-    def _probe(self) -> None:
-        with self._probe_lock:
-            if time.monotonic() - self._probed_at < PROBE_TTL_S:
-                return
+    def _refresh_loop(self) -> None:
+        while not self._stop.is_set():
             try:
-                response = self._client.get("/v1/engine", timeout=PROBE_TIMEOUT)
-                response.raise_for_status()
-                info = response.json()
-                self._capabilities = capabilities_from(info["capabilities"])
-                self._info, self._down = info, None
-            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-                self._down = f"the worker at {self.url} is not answering ({type(exc).__name__}: {exc})"
-            self._probed_at = time.monotonic()
+                self.refresh()
+            except Exception:  # never let the refresher die: the engine would look as it last did forever
+                if self._stop.is_set():
+                    return  # closed under the question (the client is gone): nothing is wrong
+                log.exception("refreshing the state of engine %s failed", self.name)
+            self._stop.wait(REFRESH_INTERVAL_S)
 
     def _mark_down(self, exc: Exception) -> None:
-        with self._probe_lock:
-            self._down = f"the worker at {self.url} stopped answering ({type(exc).__name__}: {exc})"
-            self._probed_at = time.monotonic()
+        self._down = f"the worker at {self.url} stopped answering ({type(exc).__name__}: {exc})"
 
     def unavailable_reason(self) -> str | None:
-        self._probe()
         if self._down:
             return self._down
-        reason = self._info.get("status", {}).get("reason")
+        reason = self._worker_status.get("reason")
         return f"{reason} (on the worker at {self.url})" if reason else None
 
     @property
     def loaded(self) -> bool:
-        self._probe()
-        return self._down is None and bool(self._info.get("status", {}).get("loaded"))
-
-    def status(self) -> EngineStatus:
-        reason = self.unavailable_reason()
-        device = str(self._info.get("status", {}).get("device") or "remote")
-        return EngineStatus(self.name, reason is None, self.loaded, device, reason)
+        return self._down is None and bool(self._worker_status.get("loaded"))
 
     def _post(self, path: str) -> None:
         try:
@@ -201,7 +212,7 @@ class RemoteEngine(Engine):
             raise EngineUnavailableError(f"engine {self.name!r} is unavailable: {_detail(response)}")
         if response.is_error:
             raise RemoteSynthesisError(f"the worker at {self.url} answered {response.status_code}: {_detail(response)}")
-        self._probed_at = -PROBE_TTL_S  # its state changed: ask again next time
+        self.refresh()  # its state changed: show it now, not at the next refresh
 
     def load(self) -> None:
         self._post("/v1/load-model")
@@ -210,7 +221,11 @@ class RemoteEngine(Engine):
         self._post("/v1/unload-model")
 
     def close(self) -> None:
-        """Let go of the connections; the worker's model stays as it is (other gateways may use it)."""
+        """Stop asking the worker and let go of the connections; the worker's model stays as it is
+        (other gateways may use it)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=3.0)  # a question in flight ends within PROBE_TIMEOUT
         self._client.close()
 
     # -- synthesis ------------------------------------------------------------------------------

@@ -4,79 +4,103 @@ Each engine gets one worker thread. Requests queue in arrival order, so concurre
 never share a model mid-utterance (no mixed audio) and memory stays flat; on a small CPU,
 parallel synthesis gains no throughput anyway. Chunks flow back to the event loop as they are
 made, so responses stream.
+
+The runner also counts what is queued or running, and says when the last of it is done
+(``on_idle``): that is how the engine's ``ModelManager`` knows how long its model has gone unused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
 
 from parla.engines.base import AudioChunk, Engine
+from parla.offload import iterate_in_thread
 
 T = TypeVar("T")
-_DONE = object()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
+P = ParamSpec("P")
 
 
 class EngineRunner:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, on_idle: Callable[[], None] | None = None) -> None:
         self.engine = engine
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{engine.name}")
+        self._on_idle = on_idle
+        self._count_lock = threading.Lock()
+        self._pending = 0
+        self.last_used = time.monotonic()
+        """When the last job finished (monotonic clock)."""
+
+    @property
+    def pending(self) -> int:
+        """Jobs queued or running (housekeeping handed in with ``submit`` not included)."""
+        return self._pending
+
+    def _begin(self) -> None:
+        with self._count_lock:
+            self._pending += 1
+
+    def _end(self) -> None:
+        with self._count_lock:
+            self._pending -= 1
+            self.last_used = time.monotonic()
+            idle = self._pending == 0
+        if idle and self._on_idle is not None:
+            self._on_idle()
+
+    def _counted(self, fn: Callable[[], T]) -> Callable[[], T]:
+        def job() -> T:
+            try:
+                return fn()
+            finally:
+                self._end()
+
+        return job
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the engine's thread, after the requests already queued."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        self._begin()
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, self._counted(fn))
+        except BaseException:  # never queued (the runner is shut down): it was never pending either
+            self._end()
+            raise
+        return await future
 
-    def call_sync(self, fn: Callable[[], T]) -> T:
-        return self._executor.submit(fn).result()
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        """Queue ``fn`` on the engine's thread without counting it as use (the manager's own
+        housekeeping, which must not keep a model alive). Raises ``RuntimeError`` after shutdown."""
+        return self._executor.submit(fn)
 
-    async def stream(self, make: Callable[[], Iterator[AudioChunk]]) -> AsyncGenerator[AudioChunk, None]:
-        """Iterate ``make()`` on the engine's thread, yielding its chunks here as they arrive.
+    def stream(self, make: Callable[[], Iterator[AudioChunk]]) -> AsyncGenerator[AudioChunk, None]:
+        """Iterate ``make()`` on the engine's thread, after the requests already queued, yielding
+        its chunks here as they arrive (the shared bridge, ``iterate_in_thread``).
 
         Closing this iterator early (a client went away) stops the synthesis at its next chunk.
         """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        stop = threading.Event()
-
-        def send(item: object) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is gone: nobody is listening any more
-                stop.set()
-
-        def produce() -> None:
-            try:
-                if stop.is_set():
-                    return
-                for chunk in make():
-                    if stop.is_set():
-                        return
-                    send(chunk)
-            except BaseException as exc:
-                send(_Failure(exc))
-            finally:
-                send(_DONE)
-
-        loop.run_in_executor(self._executor, produce)
-        try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.exc
-                assert isinstance(item, AudioChunk)
-                yield item
-        finally:
-            stop.set()
+        return iterate_in_thread(make, _CountedJobs(self))
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _CountedJobs(Executor):
+    """The engine's thread as an ``Executor`` whose jobs count as use (``pending``, ``on_idle``),
+    as ``call``'s do: what the bridge queues there keeps the model loaded until it is done."""
+
+    def __init__(self, runner: EngineRunner) -> None:
+        self._runner = runner
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        runner = self._runner
+        runner._begin()
+        try:
+            return runner._executor.submit(runner._counted(functools.partial(fn, *args, **kwargs)))
+        except BaseException:  # never queued (the runner is shut down): it was never pending either
+            runner._end()
+            raise

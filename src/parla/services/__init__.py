@@ -49,9 +49,17 @@ class Services:
         db.migrate()
         blobs = LocalBlobStore(settings.data_dir)
         engines = engines or EngineRegistry.from_entry_points(settings)
+        engines.start()  # remote engines' state refreshers (stopped by close)
         transcriber = Transcriber(settings)
-        mappings = VoiceMappings(settings=settings, db=db, transcriber=transcriber)
-        voices = VoiceLibrary(settings=settings, db=db, blobs=blobs, transcriber=transcriber, aliases=mappings.resolve)
+        mappings = VoiceMappings(settings=settings, db=db, transcriber=transcriber, presets=engines.voice_presets)
+        voices = VoiceLibrary(
+            settings=settings,
+            db=db,
+            blobs=blobs,
+            transcriber=transcriber,
+            aliases=mappings.resolve,
+            presets=engines.voice_presets,
+        )
         config = ConfigService(settings=settings, db=db)
         config.apply()  # the log level stored by a PUT /config before this start
         speech = SpeechService(
@@ -62,7 +70,7 @@ class Services:
             blobs=blobs,
             save_outputs=lambda: config.get().save_outputs,
         )
-        dialogue = DialogueService(speech)
+        dialogue = DialogueService(speech, engines)
         jobs = JobService(settings=settings, db=db, speech=speech, dialogue=dialogue, role=role)
         characters = CharacterService(
             settings=settings,

@@ -7,7 +7,7 @@ by turn; the generation record (and a non-streamed response) carries each turn's
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -15,10 +15,11 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from parla.audio.dsp import normalize_loudness, resample
-from parla.audio.encode import AudioFormat, sized_wav
+from parla.audio.encode import AudioFormat
 from parla.engines.base import AudioChunk, VoiceRef
+from parla.engines.registry import EngineRegistry
 from parla.errors import InvalidInputError, ParlaError
-from parla.services.speech import Progress, SpeechPlan, SpeechService
+from parla.services.speech import Progress, Rendered, SpeechOptions, SpeechPlan, SpeechService
 from parla.store.models import new_id
 from parla.text.dialogue import (
     NONVERBAL_PAUSE_S,
@@ -69,6 +70,8 @@ class DialogueRequest(BaseModel):
     response_format: AudioFormat = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    language: str | None = Field(None, description="The language every turn is spoken in; default: each voice's.")
+    instructions: str | None = Field(None, description="Style instructions, used by engines that can.")
     pause_s: float = Field(0.35, ge=0.0, le=5.0, description="Silence between turns.")
     parameters: dict[str, Any] = Field(default_factory=dict)
 
@@ -114,8 +117,9 @@ class DialoguePlan:
 
 
 class DialogueService:
-    def __init__(self, speech: SpeechService) -> None:
+    def __init__(self, speech: SpeechService, engines: EngineRegistry) -> None:
         self.speech = speech
+        self.engines = engines
 
     def _turns(self, request: DialogueRequest) -> list[tuple[str, str | None, str]]:
         """(speaker, explicit voice, text) for each turn."""
@@ -138,10 +142,16 @@ class DialogueService:
         others = [v for v in SECOND_VOICES if v != first.lower()]
         return others[(int(speaker[1:]) - 2) % len(others)] if speaker[1:].isdigit() else others[0]
 
-    def prepare(self, request: DialogueRequest, *, min_turns: int = 1, source: str = "dialogue") -> DialoguePlan:
+    def prepare(
+        self, request: DialogueRequest, *, source: str = "dialogue", resolved: Mapping[str, VoiceRef] | None = None
+    ) -> DialoguePlan:
+        """Every turn's speech planned, held to its engines' dialogue rules (Dia: two turns at
+        least). ``resolved``: voices a dialect has resolved itself, by speaker (the model
+        microservice API's voice files); ``request.voices`` then names them for the record."""
+        resolved = resolved or {}
         raw = self._turns(request)
-        if len(raw) < min_turns:
-            raise InvalidInputError(f"a dialogue needs at least {min_turns} turns, got {len(raw)}", param="turns")
+        if not raw:
+            raise InvalidInputError("a dialogue needs at least one turn", param="turns")
         turns: list[TurnPlan] = []
         seed = request.seed if request.seed is not None else int(np.random.default_rng().integers(2**31))
         assigned: dict[str, str] = {}  # a speaker keeps the voice it first spoke with
@@ -158,37 +168,37 @@ class DialogueService:
                 if is_cue(part):
                     parts.append(NONVERBAL_PAUSE_S)  # no built-in engine renders cues yet
                     continue
+                options = SpeechOptions(
+                    input=part,
+                    voice=voice,
+                    model=request.model,
+                    response_format=request.response_format,
+                    speed=request.speed,
+                    seed=seed,
+                    language=request.language,
+                    instructions=request.instructions,
+                    parameters=request.parameters,
+                )
                 try:
-                    parts.append(
-                        self.speech.prepare(
-                            text=part,
-                            voice=voice,
-                            model=request.model,
-                            fmt=request.response_format,
-                            speed=request.speed,
-                            seed=seed,
-                            parameters=request.parameters,
-                            source=source,
-                        )
-                    )
+                    ref = None if explicit else resolved.get(speaker)
+                    parts.append(self.speech.prepare(options, source=source, voice=ref, turn=True))
                 except ParlaError as exc:
                     raise exc.within(f"turn {i}") from None
             if not any(isinstance(p, SpeechPlan) for p in parts):
                 raise InvalidInputError(f"turn {i} has nothing to say besides cues", param="turns")
             turns.append(TurnPlan(speaker, voice, text, parts))
-        return self.assemble(turns, pause_s=request.pause_s, model=request.model, source=source)
+        return self._assemble(turns, pause_s=request.pause_s, model=request.model, source=source)
 
-    @staticmethod
-    def assemble(turns: list[TurnPlan], *, pause_s: float, model: str | None, source: str) -> DialoguePlan:
-        """A dialogue plan from prepared turns (any dialect's), held to its engines' dialogue rules
-        (Dia: two turns at least). Its record, which stands for the whole dialogue in the history,
-        takes the first turn's format, speed, seed and language."""
+    def _assemble(self, turns: list[TurnPlan], *, pause_s: float, model: str | None, source: str) -> DialoguePlan:
+        """The plan of prepared turns, held to its engines' dialogue rules. Its record, which
+        stands for the whole dialogue in the history, takes the first turn's format, speed, seed
+        and language."""
         plans = [p for t in turns for p in t.parts if isinstance(p, SpeechPlan)]
-        for engine in dict.fromkeys(p.engine for p in plans):
-            fewest = engine.capabilities.min_dialogue_turns
+        for name in dict.fromkeys(p.engine for p in plans):
+            fewest = self.engines.get(name).capabilities.min_dialogue_turns
             if len(turns) < fewest:
                 raise InvalidInputError(
-                    f"engine {engine.name!r} needs at least {fewest} dialogue turns, got {len(turns)}", param="turns"
+                    f"engine {name!r} needs at least {fewest} dialogue turns, got {len(turns)}", param="turns"
                 )
         first = plans[0]
         transcript = "\n".join(f"[{t.speaker}] {t.text}" for t in turns)
@@ -247,10 +257,10 @@ class DialogueService:
                 progress(index + 1, len(plan.turns))
         plan.record.parameters["turns"] = plan.timings
 
-    def encoded(self, plan: DialoguePlan, progress: Progress | None = None) -> AsyncGenerator[bytes, None]:
-        return self.speech.encode(plan.record, self.audio(plan, progress))
+    def stream(self, plan: DialoguePlan, progress: Progress | None = None) -> AsyncGenerator[bytes, None]:
+        """The encoded dialogue as each turn is ready; kept and recorded at the end."""
+        return self.speech.stream(plan.record, audio=self.audio(plan, progress))
 
-    async def render(self, plan: DialoguePlan) -> bytes:
+    async def render(self, plan: DialoguePlan, progress: Progress | None = None) -> Rendered:
         """The whole encoded dialogue at once (a WAV with its true sizes), kept and recorded."""
-        data = b"".join([part async for part in self.encoded(plan)])
-        return sized_wav(data) if plan.record.format == "wav" else data
+        return await self.speech.render(plan.record, audio=self.audio(plan, progress))

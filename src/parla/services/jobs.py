@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from parla.errors import ConflictError, InvalidInputError, NotFoundError, ParlaError
 from parla.services.dialogue import DialogueRequest, DialogueService
 from parla.services.queue import JobQueue
-from parla.services.speech import SpeechOptions, SpeechPlan, SpeechService
+from parla.services.speech import SpeechOptions, SpeechService
 from parla.settings import Settings
 from parla.store.db import Database
 from parla.store.models import Generation, Job, Worker, new_id, utcnow
@@ -112,9 +112,6 @@ class JobService:
         for job_id in job_ids:
             self.queue.enqueue(job_id)
 
-    def _plan(self, request: SpeechJobRequest, source: str = "job") -> SpeechPlan:
-        return self.speech.plan(request, source=source)
-
     # -- clients' side ------------------------------------------------------------------------
 
     def submit(self, request: SpeechJobRequest, *, source: str = "job") -> JobPublic:
@@ -129,7 +126,7 @@ class JobService:
             raise InvalidInputError(f"a batch holds at most {MAX_BATCH} items", param="items")
         for i, request in enumerate(requests):
             try:
-                self._plan(request)
+                self.speech.prepare(request, source=source)
             except ParlaError as exc:
                 if len(requests) > 1:
                     raise exc.within(f"item {i}") from None
@@ -147,7 +144,7 @@ class JobService:
         return batch_id or public[0].id, public
 
     def submit_dialogue(self, request: DialogueRequest, *, source: str = "job") -> JobPublic:
-        self.dialogue.prepare(request)  # a bad dialogue gets its 4xx now
+        self.dialogue.prepare(request, source=source)  # a bad dialogue gets its 4xx now
         with self.db.session() as session:
             job = Job(kind="dialogue", request=request.model_dump(mode="json"), source=source)
             session.add(job)
@@ -249,8 +246,9 @@ class JobService:
             if kind == "dialogue":
                 generation_id = self._run_dialogue(DialogueRequest.model_validate(request), progress, source)
             else:
-                plan = self._plan(SpeechJobRequest.model_validate(request), source)
-                plan.runner.call_sync(lambda: self.speech.render_blocking(plan, progress))
+                plan = self.speech.prepare(SpeechJobRequest.model_validate(request), source=source)
+                # The engine's thread synthesises; this consumer thread's own loop encodes and records.
+                asyncio.run(self.speech.render(plan, progress))
                 generation_id = plan.id
             self._finish(job_id, worker, "completed", generation_id=generation_id)
         except JobCancelledError:
@@ -267,13 +265,7 @@ class JobService:
         """A dialogue's turns may need several engines, each on its own thread: drive them from an
         event loop of this consumer thread's own."""
         plan = self.dialogue.prepare(request, source=source)
-
-        async def render() -> None:
-            async for _ in self.dialogue.encoded(plan, progress):
-                pass
-
-        asyncio.run(render())
-        return plan.record.id
+        return asyncio.run(self.dialogue.render(plan, progress)).id
 
     def _progress(self, job_id: str, worker: str, fraction: float) -> None:
         with self.db.session() as session:

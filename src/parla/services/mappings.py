@@ -24,7 +24,7 @@ from parla.audio.quality import SAMPLE_RATE
 from parla.engines.base import VoiceRef
 from parla.errors import ConflictError, InvalidInputError, NotFoundError, TooLargeError
 from parla.services.transcription import Transcriber
-from parla.services.voices import BUILTIN_VOICES, clean_recording
+from parla.services.voices import BUILTIN_VOICES, PresetSource, clean_recording, no_presets
 from parla.settings import Settings
 from parla.store.db import Database
 from parla.store.models import VoiceMapping, utcnow
@@ -68,10 +68,14 @@ def _check_id(value: str, what: str) -> str:
 
 
 class VoiceMappings:
-    def __init__(self, *, settings: Settings, db: Database, transcriber: Transcriber) -> None:
+    def __init__(
+        self, *, settings: Settings, db: Database, transcriber: Transcriber, presets: PresetSource = no_presets
+    ) -> None:
         self.settings = settings
         self.db = db
         self.transcriber = transcriber
+        self.presets = presets
+        """The engines' presets of a built-in voice: a mapping without a prompt speaks as the default one."""
         self.prompts_dir = settings.data_dir / "audio_prompts"
 
     # -- audio prompts ---------------------------------------------------------------------------
@@ -201,7 +205,8 @@ class VoiceMappings:
             prompt, transcript = mapping.audio_prompt, mapping.audio_prompt_transcript
         if prompt is None:
             builtin = next((v for v in BUILTIN_VOICES if v.name == self.settings.default_voice), BUILTIN_VOICES[0])
-            return VoiceRef(name=voice_id, id=voice_id, presets=builtin.presets, key=f"mapping:{builtin.name}")
+            presets = self.presets(builtin.name)
+            return VoiceRef(name=voice_id, id=voice_id, presets=presets, key=f"mapping:{builtin.name}")
         path = self.prompt_path(prompt)
         if not path.is_file():
             raise InvalidInputError(f"voice {voice_id!r} uses audio prompt {prompt!r}, which is gone", param="voice")

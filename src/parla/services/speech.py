@@ -1,9 +1,10 @@
 """Speech: text in, audio out, every synthesis recorded.
 
 ``prepare`` checks a request and decides everything (engine, voice, pieces, parameters, seed)
-before any audio is made, so bad input fails fast with a clear error. ``encoded`` then streams
-the encoded bytes as the engine produces audio, writes the file and records the generation once
-the last byte is out; a request that stops halfway leaves no file and no row.
+before any audio is made, so bad input fails fast with a clear error. ``stream`` then yields the
+encoded bytes as the engine produces audio, writes the file and records the generation once the
+last byte is out (``render`` does the same and returns the whole file); a request that stops
+halfway leaves no file and no row.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Collection, Iterator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,9 +25,8 @@ from urllib.parse import quote
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
+from parla.audio.decode import decode_upload
 from parla.audio.encode import (
-    FORMATS,
     AudioFormat,
     StreamEncoder,
     finalize_wav,
@@ -36,7 +37,6 @@ from parla.audio.encode import (
 from parla.audio.quality import MAX_SECONDS
 from parla.engines.base import AudioChunk, Engine, SynthesisRequest, VoiceRef
 from parla.engines.registry import EngineRegistry, UnknownEngineError
-from parla.engines.runner import EngineRunner
 from parla.errors import InvalidInputError, ServiceUnavailableError, TooLargeError
 from parla.offload import offload
 from parla.services.runtime_config import GOVERNED_SOURCES
@@ -44,14 +44,13 @@ from parla.services.voices import VoiceLibrary
 from parla.settings import Settings
 from parla.store.blobs import LocalBlobStore
 from parla.store.db import Database
-from parla.store.models import Generation, new_id
+from parla.store.models import Generation, new_id, utcnow
 from parla.text import normalize_text, split_for_speech
 
 log = logging.getLogger(__name__)
 
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 """OpenAI model names; they select the default engine."""
-MIN_SPEED, MAX_SPEED = 0.25, 4.0
 REQUEST_CONTROLS = frozenset(
     {"seed", "speed", "language", "instructions", "transcription", "audio_transcriptions", "pause_s"}
 )
@@ -100,13 +99,13 @@ class SpeechOptions(BaseModel):
 
 @dataclass(frozen=True)
 class SpeechPlan:
-    """A checked request: everything needed to synthesise, decided up front."""
+    """A checked request: everything needed to synthesise, decided up front. A plain value: the
+    engine is named, not held, so a plan can be logged, compared and carried across threads."""
 
     id: str
     text: str
     pieces: list[str]
-    engine: Engine
-    runner: EngineRunner
+    engine: str
     voice: VoiceRef
     model: str
     format: str
@@ -118,7 +117,6 @@ class SpeechPlan:
     source: str
     ignored: tuple[str, ...] = ()
     """Parameters the client gave that the engine does not use: reported, never silently dropped."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def requests(self) -> list[SynthesisRequest]:
         return [
@@ -134,18 +132,21 @@ class SpeechPlan:
             for piece in self.pieces
         ]
 
-    def synthesize(self, progress: Progress | None = None) -> Iterator[AudioChunk]:
-        """All pieces in order, joined with short crossfades (blocking; runs on the engine's
-        thread). ``progress(done, total)`` is called after each piece."""
-        requests = self.requests()
 
-        def pieces() -> Iterator[AudioChunk]:
-            for done, request in enumerate(requests, start=1):
-                yield from self.engine.synthesize(request)
-                if progress:
-                    progress(done, len(requests))
+@dataclass(frozen=True)
+class Rendered:
+    """What a whole rendering made: the encoded audio (a WAV with its true sizes) and its record's
+    facts, so a caller never reads back the row or decodes the audio it was just handed."""
 
-        return crossfaded(pieces(), CROSSFADE_S)
+    id: str
+    audio: bytes
+    format: str
+    duration: float
+    sample_rate: int
+    path: Path | None
+    """The kept file, or ``None`` when outputs are not saved."""
+    created_at: datetime
+    """When its generation was recorded."""
 
 
 def crossfaded(chunks: Iterator[AudioChunk], seconds: float) -> Iterator[AudioChunk]:
@@ -172,6 +173,25 @@ def crossfaded(chunks: Iterator[AudioChunk], seconds: float) -> Iterator[AudioCh
         yield tail
 
 
+async def encode_live(chunks: AsyncGenerator[AudioChunk, None], fmt: AudioFormat) -> AsyncGenerator[bytes, None]:
+    """``chunks`` encoded as they come, by one encoder, kept nowhere and recorded nowhere: for
+    audio heard now whose generation is recorded afterwards from the same chunks
+    (``SpeechService.render`` with ``audio``), such as a character's answer spoken sentence by
+    sentence while it is written. Closing this early closes ``chunks``, which stops their synthesis."""
+    encoder: StreamEncoder | None = None
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            if encoder is None:
+                encoder = await offload(open_encoder, fmt, chunk.sample_rate)
+            data = await offload(encoder.encode, chunk.samples)  # PyAV resamples: off the event loop
+            if data:
+                yield data
+    if encoder is not None:
+        tail = await offload(encoder.close)
+        if tail:
+            yield tail
+
+
 class _Output:
     """Where one generation's audio goes: encoded for the client, written to its file as it
     comes, and the file kept only once everything succeeded (``abort`` removes all traces)."""
@@ -187,7 +207,8 @@ class _Output:
         self.rate = 0
         self.samples = 0
         self.committed: Path | None = None
-        self.engine = plan.engine.name
+        self.recorded_at = utcnow()
+        self.engine = plan.engine
 
     @property
     def duration(self) -> float:
@@ -225,6 +246,7 @@ class _Output:
             if self.format == "wav":
                 finalize_wav(str(self.committed))
         self.elapsed = time.perf_counter() - self.started
+        self.recorded_at = utcnow()
         return tail
 
     def abort(self) -> None:
@@ -235,6 +257,9 @@ class _Output:
 
 
 class SpeechService:
+    """One way in (``prepare``), one way out (``stream`` as bytes are ready, or ``render`` whole);
+    ``audio`` hands raw chunks to services that mix several plans (dialogue, characters)."""
+
     def __init__(
         self,
         *,
@@ -254,37 +279,181 @@ class SpeechService:
         # saving off and on while the server runs. Without it, the setting decides.
         self.save_outputs = save_outputs or (lambda: self.settings.save_outputs)
         self._file_transcripts: dict[str, str] = {}
-        """What Whisper heard in reference files, by content hash (see ``prepare_file_voice``)."""
+        """What Whisper heard in reference files, by content hash (see ``file_voice``)."""
 
-    def plan(self, options: SpeechOptions, *, source: str) -> SpeechPlan:
-        """A single-speaker request, from any API: refused for an engine that makes dialogue only."""
-        return self.single_speaker(
-            self.prepare(
-                text=options.input,
-                voice=options.voice,
-                model=options.model,
-                fmt=options.response_format,
-                speed=options.speed,
-                seed=options.seed,
-                language=options.language,
-                instructions=options.instructions,
-                parameters=options.parameters,
-                source=source,
+    # -- in ----------------------------------------------------------------------------------------
+
+    def prepare(
+        self, options: SpeechOptions, *, source: str, voice: VoiceRef | None = None, turn: bool = False
+    ) -> SpeechPlan:
+        """Check a request and decide everything about it (blocking: it may read the database).
+
+        ``voice`` replaces ``options.voice`` when the caller has resolved it already (a voice file,
+        a dialogue speaker). A single-speaker request is refused by an engine that makes dialogue
+        only (Dia); ``turn`` marks one turn of a dialogue, which such an engine speaks."""
+        text = options.input
+        if not text.strip():
+            raise InvalidInputError("input is empty: give some text to speak", param="input")
+        if len(text) > self.settings.max_input_chars:
+            raise TooLargeError(
+                f"input is {len(text)} characters; the limit is {self.settings.max_input_chars}", param="input"
             )
-        )
-
-    @staticmethod
-    def single_speaker(plan: SpeechPlan) -> SpeechPlan:
-        """``plan``, when its engine speaks one voice alone; a 400 when it makes dialogue only (Dia)."""
-        if not plan.engine.capabilities.single_speaker:
+        voice_ref = voice or self.voices.resolve(options.voice or self.settings.default_voice)
+        engine = self._engine_for(options.model, voice_ref)
+        if not turn and not engine.capabilities.single_speaker:
             raise InvalidInputError(
-                f"engine {plan.engine.name!r} makes dialogue only: ask for a dialogue (/v1/audio/dialogue, "
+                f"engine {engine.name!r} makes dialogue only: ask for a dialogue (/v1/audio/dialogue, "
                 "/v1/text-to-dialogue, or speaker tags on /generate)",
                 param="model",
             )
-        return plan
+        reason = engine.unavailable_reason()
+        if reason:
+            raise ServiceUnavailableError(f"engine {engine.name!r} is unavailable: {reason}")
+        try:
+            params = engine.resolve_parameters(options.parameters, voice_ref.preset(engine.name))
+        except ValueError as exc:
+            raise InvalidInputError(str(exc), param="parameters") from None
+        pieces = split_for_speech(normalize_text(text))
+        if not any(_SPEAKABLE.search(piece) for piece in pieces):
+            raise InvalidInputError("input has nothing to speak (no words in it)", param="input")
+        return SpeechPlan(
+            id=new_id(),
+            text=text,
+            pieces=pieces,
+            engine=engine.name,
+            voice=voice_ref,
+            model=options.model or engine.name,
+            format=options.response_format,
+            speed=options.speed,
+            # A seed is always chosen, so any generation can be reproduced from its record.
+            seed=options.seed if options.seed is not None else secrets.randbelow(2**31),
+            language=options.language or voice_ref.language,
+            instructions=options.instructions,
+            parameters=params,
+            source=source,
+            ignored=tuple(engine.ignored_parameters(options.parameters, consumed=REQUEST_CONTROLS)),
+        )
 
-    def engine_for(self, model: str | None, voice: VoiceRef) -> Engine:
+    def file_voice(
+        self, path: Path, *, transcript: str | None = None, model: str | None = None, language: str | None = None
+    ) -> VoiceRef:
+        """The voice of one reference file (the model microservice API's ``voice_id``), for
+        ``prepare``. Blocking: it reads, and may transcribe, the file.
+
+        An engine that clones learns from what the file says: ``transcript`` when given, else
+        what Whisper hears (remembered per file content, so a file is transcribed once). The
+        voice's key hashes the file's bytes and transcript, so engines cache their conditioning
+        per file content, like a library voice's.
+        """
+        if path.stat().st_size > self.settings.max_upload_bytes:
+            raise TooLargeError(f"the voice file is larger than {self.settings.max_upload_bytes} bytes", param="voice")
+        data = path.read_bytes()
+        audio, _ = decode_upload(data, 16_000, max_seconds=MAX_SECONDS, param="voice", name="the voice file")
+        digest = hashlib.sha256(data).hexdigest()
+        transcript = (transcript or "").strip() or None
+        engine = self._engine_for(model, VoiceRef(path.name, samples=((path, transcript),)))
+        if transcript is None and engine.capabilities.cloning:
+            if digest not in self._file_transcripts:
+                if len(self._file_transcripts) >= 256:  # a bound, not an LRU: re-hearing a file is cheap
+                    self._file_transcripts.clear()
+                heard = self.voices.transcriber.transcribe(audio, language=language)
+                self._file_transcripts[digest] = heard.text
+            transcript = self._file_transcripts[digest] or None
+            if transcript is None and engine.capabilities.needs_transcript:
+                raise InvalidInputError(
+                    f"the voice file {path.name} holds no speech that could be heard, so a voice cannot be learned"
+                    " from it: use a recording of someone speaking, or say what it says (transcription, or"
+                    " audio_transcriptions for a dialogue)",
+                    param="voice",
+                )
+        key = hashlib.sha256(f"{digest}\n{transcript or ''}".encode()).hexdigest()[:32]
+        return VoiceRef(path.name, samples=((path, transcript),), key=f"file-{key}")
+
+    async def warm_voice(self, voice: str) -> None:
+        """Let the default cloning engine learn a voice's conditioning now, in the background,
+        so the first request in that voice does not wait for it."""
+        try:
+            engine = self.registry.get(self.settings.default_clone_engine)
+            ref = await offload(self.voices.resolve, voice)
+        except (UnknownEngineError, InvalidInputError):
+            return
+        if engine.unavailable_reason() or not ref.samples:
+            return
+        try:
+            await self.registry.runner(engine.name).call(lambda: engine.prepare_voice(ref))
+        except Exception as exc:  # the request that needs it will report the problem
+            log.warning("could not prepare voice %s: %s", voice, exc)
+
+    # -- out ---------------------------------------------------------------------------------------
+
+    def audio(self, plan: SpeechPlan, progress: Progress | None = None) -> AsyncGenerator[AudioChunk, None]:
+        """Raw audio chunks as the engine makes them (no encoding, no record): every piece in
+        order, joined with short crossfades, synthesised on the engine's thread.
+        ``progress(done, total)`` is called after each piece."""
+        engine = self.registry.get(plan.engine)
+        requests = plan.requests()
+
+        def pieces() -> Iterator[AudioChunk]:
+            for done, request in enumerate(requests, start=1):
+                yield from engine.synthesize(request)
+                if progress:
+                    progress(done, len(requests))
+
+        return self.registry.runner(engine.name).stream(lambda: crossfaded(pieces(), CROSSFADE_S))
+
+    async def stream(
+        self,
+        plan: SpeechPlan,
+        progress: Progress | None = None,
+        *,
+        keep: bool = False,
+        audio: AsyncGenerator[AudioChunk, None] | None = None,
+    ) -> AsyncGenerator[bytes, None]:
+        """Encoded bytes as they are ready; once the last is out, the file is kept and the
+        generation recorded. A stream closed early (a client left) stops the synthesis at once and
+        leaves no file and no row.
+
+        ``audio``: audio made elsewhere for ``plan`` (a dialogue's turns, a character's sentences)
+        instead of the plan's own. The file is kept when the runtime config saves outputs, or
+        always with ``keep`` (audio served by URL afterwards, such as a character's answer)."""
+        async with aclosing(self._encode(plan, audio or self.audio(plan, progress), keep=keep)) as encoded:
+            async for data in encoded:
+                if isinstance(data, bytes):
+                    yield data
+
+    async def render(
+        self,
+        plan: SpeechPlan,
+        progress: Progress | None = None,
+        *,
+        keep: bool = False,
+        audio: AsyncGenerator[AudioChunk, None] | None = None,
+    ) -> Rendered:
+        """The whole encoded file at once (non-streaming APIs, jobs, the CLI), kept and recorded as
+        ``stream`` does; a WAV handed over whole carries its true sizes, not the streaming marker."""
+        parts: list[bytes] = []
+        out: _Output | None = None
+        async with aclosing(self._encode(plan, audio or self.audio(plan, progress), keep=keep)) as encoded:
+            async for data in encoded:
+                if isinstance(data, _Output):
+                    out = data
+                else:
+                    parts.append(data)
+        assert out is not None
+        whole = b"".join(parts)
+        return Rendered(
+            id=plan.id,
+            audio=sized_wav(whole) if plan.format == "wav" else whole,
+            format=plan.format,
+            duration=out.duration,
+            sample_rate=out.output_rate,
+            path=out.committed,
+            created_at=out.recorded_at,
+        )
+
+    # -- inside ------------------------------------------------------------------------------------
+
+    def _engine_for(self, model: str | None, voice: VoiceRef) -> Engine:
         """The engine a request names, or for ``tts-1`` and friends (or nothing) the default one:
         the default cloning engine when the voice is a cloned one, the default engine otherwise."""
         name = model or ""
@@ -305,137 +474,12 @@ class SpeechService:
             )
         return engine
 
-    def prepare(
-        self,
-        *,
-        text: str,
-        voice: str | VoiceRef | None = None,
-        model: str | None = None,
-        fmt: str = "mp3",
-        speed: float = 1.0,
-        seed: int | None = None,
-        language: str | None = None,
-        instructions: str | None = None,
-        parameters: Mapping[str, Any] | None = None,
-        source: str = "api",
-    ) -> SpeechPlan:
-        if not text or not text.strip():
-            raise InvalidInputError("input is empty: give some text to speak", param="input")
-        if len(text) > self.settings.max_input_chars:
-            raise TooLargeError(
-                f"input is {len(text)} characters; the limit is {self.settings.max_input_chars}",
-                param="input",
-            )
-        if fmt not in FORMATS:
-            raise InvalidInputError(
-                f"unknown response_format {fmt!r}; choose one of {', '.join(FORMATS)}", param="response_format"
-            )
-        if not MIN_SPEED <= speed <= MAX_SPEED:
-            raise InvalidInputError(f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {speed}", param="speed")
-        voice_ref = voice if isinstance(voice, VoiceRef) else self.voices.resolve(voice or self.settings.default_voice)
-        engine = self.engine_for(model, voice_ref)
-        reason = engine.unavailable_reason()
-        if reason:
-            raise ServiceUnavailableError(f"engine {engine.name!r} is unavailable: {reason}")
-        try:
-            params = engine.resolve_parameters(parameters, voice_ref.preset(engine.name))
-        except ValueError as exc:
-            raise InvalidInputError(str(exc), param="parameters") from None
-        pieces = split_for_speech(normalize_text(text))
-        if not any(_SPEAKABLE.search(piece) for piece in pieces):
-            raise InvalidInputError("input has nothing to speak (no words in it)", param="input")
-        return SpeechPlan(
-            id=new_id(),
-            text=text,
-            pieces=pieces,
-            engine=engine,
-            runner=self.registry.runner(engine.name),
-            voice=voice_ref,
-            model=model or engine.name,
-            format=fmt,
-            speed=speed,
-            # A seed is always chosen, so any generation can be reproduced from its record.
-            seed=seed if seed is not None else secrets.randbelow(2**31),
-            language=language or voice_ref.language,
-            instructions=instructions,
-            parameters=params,
-            source=source,
-            ignored=tuple(engine.ignored_parameters(parameters, consumed=REQUEST_CONTROLS)),
-        )
-
-    def prepare_file_voice(
-        self, path: Path, *, transcript: str | None = None, model: str | None = None, **options: Any
-    ) -> SpeechPlan:
-        """``prepare`` for a voice given as one reference file (the model microservice API's ``voice_id``); the other
-        arguments are ``prepare``'s. Blocking (it reads, and may transcribe, the file).
-
-        An engine that clones learns from what the file says: ``transcript`` when given, else
-        what Whisper hears (remembered per file content, so a file is transcribed once). The
-        voice's key hashes the file's bytes and transcript, so engines cache their conditioning
-        per file content, like a library voice's.
-        """
-        if path.stat().st_size > self.settings.max_upload_bytes:
-            raise TooLargeError(f"the voice file is larger than {self.settings.max_upload_bytes} bytes", param="voice")
-        data = path.read_bytes()
-        try:
-            audio, _ = decode_audio(data, 16_000, max_seconds=MAX_SECONDS)
-        except AudioTooLongError:
-            raise InvalidInputError(f"the voice file is longer than {MAX_SECONDS:g} s", param="voice") from None
-        except AudioDecodeError as exc:
-            raise InvalidInputError(f"the voice file is not audio that can be read: {exc}", param="voice") from None
-        digest = hashlib.sha256(data).hexdigest()
-        transcript = (transcript or "").strip() or None
-        engine = self.engine_for(model, VoiceRef(path.name, samples=((path, transcript),)))
-        if transcript is None and engine.capabilities.cloning:
-            if digest not in self._file_transcripts:
-                if len(self._file_transcripts) >= 256:  # a bound, not an LRU: re-hearing a file is cheap
-                    self._file_transcripts.clear()
-                heard = self.voices.transcriber.transcribe(audio, language=options.get("language"))
-                self._file_transcripts[digest] = heard.text
-            transcript = self._file_transcripts[digest] or None
-            if transcript is None and engine.capabilities.needs_transcript:
-                raise InvalidInputError(
-                    f"the voice file {path.name} holds no speech that could be heard, so a voice cannot be learned"
-                    " from it: use a recording of someone speaking, or say what it says (transcription, or"
-                    " audio_transcriptions for a dialogue)",
-                    param="voice",
-                )
-        key = hashlib.sha256(f"{digest}\n{transcript or ''}".encode()).hexdigest()[:32]
-        voice = VoiceRef(path.name, samples=((path, transcript),), key=f"file-{key}")
-        return self.prepare(voice=voice, model=model, **options)
-
-    async def warm_voice(self, voice: str) -> None:
-        """Let the default cloning engine learn a voice's conditioning now, in the background,
-        so the first request in that voice does not wait for it."""
-        try:
-            engine = self.registry.get(self.settings.default_clone_engine)
-            ref = self.voices.resolve(voice)
-        except (UnknownEngineError, InvalidInputError):
-            return
-        if engine.unavailable_reason() or not ref.samples:
-            return
-        try:
-            await self.registry.runner(engine.name).call(lambda: engine.prepare_voice(ref))
-        except Exception as exc:  # the request that needs it will report the problem
-            log.warning("could not prepare voice %s: %s", voice, exc)
-
-    def audio(self, plan: SpeechPlan, progress: Progress | None = None) -> AsyncGenerator[AudioChunk, None]:
-        """Raw audio chunks as the engine makes them (no encoding, no record)."""
-        return plan.runner.stream(lambda: plan.synthesize(progress))
-
-    def encoded(
-        self, plan: SpeechPlan, progress: Progress | None = None, *, keep: bool = False
-    ) -> AsyncGenerator[bytes, None]:
-        """Encoded bytes as they are ready; on completion the file is kept and the generation recorded."""
-        return self.encode(plan, self.audio(plan, progress), keep=keep)
-
-    async def encode(
-        self, plan: SpeechPlan, chunks: AsyncGenerator[AudioChunk, None], *, keep: bool = False
-    ) -> AsyncGenerator[bytes, None]:
-        """Encode ``chunks`` (the plan's audio, or a dialogue's) as they come; keep and record at the end.
-        Closing this early (a client left) closes ``chunks`` at once, which stops the synthesis.
-        The file is kept when the runtime config saves outputs, or always with ``keep`` (audio that
-        is served by URL afterwards, such as a character's answer)."""
+    async def _encode(
+        self, plan: SpeechPlan, chunks: AsyncGenerator[AudioChunk, None], *, keep: bool
+    ) -> AsyncGenerator[bytes | _Output, None]:
+        """Encode ``chunks`` as they come, then keep and record; the last item is the finished
+        output (for ``render``'s facts). Closing this early closes ``chunks`` at once, which stops
+        the synthesis, and removes what was written."""
         out = _Output(plan, self.blobs if keep or await offload(self._keeps, plan) else None)
         try:
             async with aclosing(chunks):
@@ -448,41 +492,7 @@ class SpeechService:
         except BaseException:
             out.abort()
             raise
-
-    async def render(self, plan: SpeechPlan, progress: Progress | None = None, *, keep: bool = False) -> bytes:
-        """The whole encoded file at once (CLI, tests, non-streaming callers); a WAV handed over
-        whole carries its true sizes, not the streaming marker."""
-        data = b"".join([part async for part in self.encoded(plan, progress, keep=keep)])
-        return sized_wav(data) if plan.format == "wav" else data
-
-    def record_audio(self, plan: SpeechPlan, chunks: list[AudioChunk]) -> Path:
-        """Keep audio already made for ``plan`` (piece by piece, elsewhere) as its generation's file
-        and record it; blocking. Used when the text was not known before the audio started."""
-        out = _Output(plan, self.blobs)
-        try:
-            for chunk in chunks:
-                out.feed(chunk)
-            out.close()
-            self._record(plan, out)
-        except BaseException:
-            out.abort()
-            raise
-        assert out.committed is not None
-        return out.committed
-
-    def render_blocking(self, plan: SpeechPlan, progress: Progress | None = None) -> bytes:
-        """Synthesise, encode, keep and record on the calling thread (background jobs run this on
-        the engine's thread through ``plan.runner.call_sync``)."""
-        out = _Output(plan, self.blobs if self._keeps(plan) else None)
-        try:
-            parts = [out.feed(chunk) for chunk in plan.synthesize(progress)]
-            parts.append(out.close())
-            self._record(plan, out)
-            data = b"".join(parts)
-            return sized_wav(data) if plan.format == "wav" else data
-        except BaseException:
-            out.abort()
-            raise
+        yield out
 
     def _keeps(self, plan: SpeechPlan) -> bool:
         """Whether the plan's audio is kept: always, unless the runtime config governs its source
@@ -494,10 +504,11 @@ class SpeechService:
             session.add(
                 Generation(
                     id=plan.id,
+                    created_at=out.recorded_at,
                     text=plan.text,
                     voice=plan.voice.name,
                     voice_id=plan.voice.id,
-                    engine=plan.engine.name,
+                    engine=plan.engine,
                     model=plan.model,
                     parameters={
                         **plan.parameters,

@@ -14,7 +14,7 @@ import json
 import shutil
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
+from parla.audio.decode import decode_upload
 from parla.audio.dsp import FloatArray, resample
 from parla.audio.encode import encode_audio
 from parla.audio.quality import (
@@ -53,13 +53,15 @@ EXPORT_VERSION = 1
 
 @dataclass(frozen=True)
 class BuiltinVoice:
+    """A voice every server has. What it sounds like on each engine is that engine's business
+    (``Engine.voice_presets``, by this name); the library asks the engines through a callable."""
+
     name: str
     description: str
     gender: str
-    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def ref(self) -> VoiceRef:
-        return VoiceRef(name=self.name, presets=self.presets, key=f"builtin:{self.name}", id=self.name)
+    def ref(self, presets: Mapping[str, Mapping[str, Any]] | None = None) -> VoiceRef:
+        return VoiceRef(name=self.name, presets=presets or {}, key=f"builtin:{self.name}", id=self.name)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -75,67 +77,22 @@ class BuiltinVoice:
 
 BUILTIN_VOICES: tuple[BuiltinVoice, ...] = (
     BuiltinVoice("joe", "The bundled Piper voice (US English, male), unmodified.", "male"),
-    BuiltinVoice(
-        "alloy",
-        "Neutral and even.",
-        "neutral",
-        {
-            "piper": {"noise_scale": 0.5, "noise_w_scale": 0.6},
-            "clone": {"pitch": 1.35, "pitch_range": 1.0, "formant": 1.06, "tilt": 0.0},
-            "espeak": {"voice": "en-us+m3"},
-        },
-    ),
-    BuiltinVoice(
-        "echo",
-        "Calm and unhurried.",
-        "male",
-        {
-            "piper": {"length_scale": 1.12, "noise_scale": 0.4, "noise_w_scale": 0.5},
-            "clone": {"pitch": 1.1, "pitch_range": 0.8, "formant": 0.97, "tilt": 0.15, "pace": 1.08},
-            "espeak": {"voice": "en-us+m1", "pitch": 40},
-        },
-    ),
-    BuiltinVoice(
-        "fable",
-        "Expressive, a storyteller.",
-        "male",
-        {
-            "piper": {"length_scale": 1.05, "noise_scale": 0.9, "noise_w_scale": 1.0},
-            "clone": {"pitch": 1.25, "pitch_range": 1.45, "formant": 1.03, "tilt": -0.05, "pace": 1.04},
-            "espeak": {"voice": "en-gb+m2"},
-        },
-    ),
-    BuiltinVoice(
-        "nova",
-        "Bright and brisk.",
-        "female",
-        {
-            "piper": {"length_scale": 0.85, "noise_scale": 0.75, "noise_w_scale": 0.9},
-            "clone": {"pitch": 2.3, "pitch_range": 1.2, "formant": 1.17, "tilt": -0.3, "pace": 0.93},
-            "espeak": {"voice": "en-us+f3", "pitch": 60},
-        },
-    ),
-    BuiltinVoice(
-        "onyx",
-        "Deep and deliberate.",
-        "male",
-        {
-            "piper": {"length_scale": 1.25, "noise_scale": 0.5, "noise_w_scale": 0.4},
-            "clone": {"pitch": 0.82, "pitch_range": 0.8, "formant": 0.92, "tilt": 0.3, "pace": 1.1},
-            "espeak": {"voice": "en-us+m7", "pitch": 25},
-        },
-    ),
-    BuiltinVoice(
-        "shimmer",
-        "Light and lively.",
-        "female",
-        {
-            "piper": {"length_scale": 0.95, "noise_scale": 0.8, "noise_w_scale": 1.1},
-            "clone": {"pitch": 2.6, "pitch_range": 1.3, "formant": 1.2, "tilt": -0.2, "breath": 0.15, "pace": 0.97},
-            "espeak": {"voice": "en-us+f2", "pitch": 70},
-        },
-    ),
+    BuiltinVoice("alloy", "Neutral and even.", "neutral"),
+    BuiltinVoice("echo", "Calm and unhurried.", "male"),
+    BuiltinVoice("fable", "Expressive, a storyteller.", "male"),
+    BuiltinVoice("nova", "Bright and brisk.", "female"),
+    BuiltinVoice("onyx", "Deep and deliberate.", "male"),
+    BuiltinVoice("shimmer", "Light and lively.", "female"),
 )
+
+PresetSource = Callable[[str], Mapping[str, Mapping[str, Any]]]
+"""Per-engine presets of a built-in voice, by the voice's name (``EngineRegistry.voice_presets``)."""
+
+
+def no_presets(name: str) -> Mapping[str, Mapping[str, Any]]:
+    """Built-in voices as every engine speaks them unconfigured (a library without engines)."""
+    return {}
+
 
 # OpenAI's newer voice names, so clients that send them get the closest built-in voice.
 ALIASES = {
@@ -152,14 +109,9 @@ ALIASES = {
 def clean_recording(data: bytes, *, param: str) -> tuple[FloatArray, QualityReport]:
     """A reference recording decoded, checked and cleaned (24 kHz), with its quality report.
     Unusable audio raises ``InvalidInputError`` naming ``param`` and saying why."""
-    try:
-        samples, rate = decode_audio(data, max_seconds=MAX_SECONDS + 1)
-    except AudioTooLongError:
-        raise InvalidInputError(
-            f"the recording is longer than {MAX_SECONDS:g} s: cut it into shorter samples", param=param
-        ) from None
-    except AudioDecodeError as exc:
-        raise InvalidInputError(f"the upload is not audio that can be read: {exc}", param=param) from None
+    samples, rate = decode_upload(
+        data, max_seconds=MAX_SECONDS, grace_s=1, param=param, advice=": cut it into shorter samples"
+    )
     try:
         report, regions = analyse(samples, rate)
         report = check(report)
@@ -252,6 +204,7 @@ class VoiceLibrary:
         blobs: LocalBlobStore,
         transcriber: Transcriber,
         aliases: Callable[[str], VoiceRef | None] | None = None,
+        presets: PresetSource = no_presets,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -260,6 +213,9 @@ class VoiceLibrary:
         self._builtin = {v.name: v for v in BUILTIN_VOICES}
         self.aliases = aliases
         """Other names a voice may go by (the Dia server API's voice mappings), consulted after the library."""
+        self.presets = presets
+        """The engines' presets of a built-in voice, asked at each lookup (a remote engine's arrive
+        with its worker's answer)."""
 
     # -- lookup ---------------------------------------------------------------------------------
 
@@ -293,7 +249,7 @@ class VoiceLibrary:
         APIs whose names are library names (voicebox profiles, XTTS speakers) look it up with ``get``."""
         builtin = self._builtin_for(id_or_name)
         if builtin is not None:
-            return builtin.ref()
+            return builtin.ref(self.presets(builtin.name))
         with self.db.session() as session:
             voice = self._find(session, id_or_name)
             alias = self.aliases(id_or_name) if voice is None and self.aliases else None

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 
-from parla.api.deps import ServicesDep
+from parla.api.deps import EnginesDep, MappingsDep, SettingsDep, VoicesDep
 from parla.api.voices import read_upload
 from parla.offload import offload
 from parla.services.mappings import MappingIn, MappingPublic, MappingUpdate
@@ -19,7 +19,7 @@ router = APIRouter(tags=["Dia server API"])
 
 
 @router.get("/models", summary="Available models")
-def list_models(services: ServicesDep) -> dict[str, Any]:
+def list_models(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
     models = [
         {
             "id": e.name,
@@ -29,14 +29,14 @@ def list_models(services: ServicesDep) -> dict[str, Any]:
             "loaded": e.loaded,
             "capabilities": e.capabilities.describe(),
         }
-        for e in services.engines
+        for e in engines
     ]
-    return {"models": models, "default": services.settings.default_engine, "object": "list", "data": models}
+    return {"models": models, "default": settings.default_engine, "object": "list", "data": models}
 
 
 @router.get("/voices", summary="Available voices: built-in OpenAI names, library voices, mappings")
-def list_voices(services: ServicesDep) -> dict[str, Any]:
-    voices = services.voices.list_all()
+def list_voices(library: VoicesDep, mappings: MappingsDep) -> dict[str, Any]:
+    voices = library.list_all()
     names = {v["name"] for v in voices}
     mapped = [
         {
@@ -48,51 +48,52 @@ def list_voices(services: ServicesDep) -> dict[str, Any]:
             "builtin": False,
             "mapping": True,
         }
-        for m in services.mappings.list()
+        for m in mappings.list()
         if not m.builtin and m.voice_id not in names
     ]
     return {"voices": voices + mapped}
 
 
 @router.get("/voice_mappings", summary="Voice configurations")
-def list_mappings(services: ServicesDep) -> list[MappingPublic]:
-    return services.mappings.list()
+def list_mappings(mappings: MappingsDep) -> list[MappingPublic]:
+    return mappings.list()
 
 
 @router.post("/voice_mappings", summary="Create a custom voice")
-def create_mapping(body: MappingIn, services: ServicesDep) -> MappingPublic:
-    return services.mappings.create(body)
+def create_mapping(body: MappingIn, mappings: MappingsDep) -> MappingPublic:
+    return mappings.create(body)
 
 
 @router.put("/voice_mappings/{voice_id}", summary="Update a voice")
-def update_mapping(voice_id: str, body: MappingUpdate, services: ServicesDep) -> MappingPublic:
-    return services.mappings.update(voice_id, body)
+def update_mapping(voice_id: str, body: MappingUpdate, mappings: MappingsDep) -> MappingPublic:
+    return mappings.update(voice_id, body)
 
 
 @router.delete("/voice_mappings/{voice_id}", summary="Delete a custom voice")
-def delete_mapping(voice_id: str, services: ServicesDep) -> dict[str, str]:
-    services.mappings.delete(voice_id)
+def delete_mapping(voice_id: str, mappings: MappingsDep) -> dict[str, str]:
+    mappings.delete(voice_id)
     return {"status": "success", "message": f"voice mapping {voice_id} deleted"}
 
 
 @router.post("/audio_prompts/upload", summary="Upload a voice sample (kept as a WAV file)")
 async def upload_prompt(
-    services: ServicesDep,
+    settings: SettingsDep,
+    mappings: MappingsDep,
     prompt_id: Annotated[str, Form(min_length=1, max_length=100)],
     audio_file: Annotated[UploadFile, File()],
 ) -> dict[str, Any]:
-    data = await read_upload(audio_file, services.settings.max_upload_bytes)
-    info = await offload(services.mappings.upload_prompt, prompt_id, data)
+    data = await read_upload(audio_file, settings.max_upload_bytes)
+    info = await offload(mappings.upload_prompt, prompt_id, data)
     return {"status": "success", "message": f"audio prompt {prompt_id} saved"} | info
 
 
 @router.get("/audio_prompts", summary="Uploaded prompts with file info")
-def list_prompts(services: ServicesDep) -> dict[str, Any]:
-    prompts = services.mappings.list_prompts()
+def list_prompts(mappings: MappingsDep) -> dict[str, Any]:
+    prompts = mappings.list_prompts()
     return {"audio_prompts": prompts, "count": len(prompts)}
 
 
 @router.delete("/audio_prompts/{prompt_id}", summary="Delete a prompt and its file")
-def delete_prompt(prompt_id: str, services: ServicesDep) -> dict[str, str]:
-    services.mappings.delete_prompt(prompt_id)
+def delete_prompt(prompt_id: str, mappings: MappingsDep) -> dict[str, str]:
+    mappings.delete_prompt(prompt_id)
     return {"status": "success", "message": f"audio prompt {prompt_id} deleted"}

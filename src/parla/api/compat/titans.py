@@ -16,15 +16,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
-from parla.api.deps import ServicesDep
+from parla.api.deps import CharactersDep, EnginesDep, SettingsDep, SpeechDep
 from parla.api.errors import error_body
 from parla.api.voices import read_upload
 from parla.characters.service import Answer, CharacterFields, CharacterPublic, CharacterUploads, Upload
-from parla.errors import InvalidInputError, NotFoundError, ParlaError
+from parla.errors import InvalidInputError, ParlaError
 from parla.offload import offload
-from parla.store.models import Generation
+from parla.settings import Settings
 
 router = APIRouter(tags=["Titans character API"])
 
@@ -85,13 +84,13 @@ async def _upload(file: UploadFile | None, limit: int) -> Upload | None:
 
 
 async def _uploads(
-    services: ServicesDep,
+    settings: Settings,
     character_image: UploadFile | None,
     knowledge_base_file: UploadFile | None,
     voice_cloning_audio: UploadFile | None,
     style_tuning_file: UploadFile | None,
 ) -> CharacterUploads:
-    limit = services.settings.max_upload_bytes
+    limit = settings.max_upload_bytes
     return CharacterUploads(
         character_image=await _upload(character_image, limit),
         knowledge_base_file=await _upload(knowledge_base_file, limit),
@@ -167,7 +166,9 @@ async def _event_stream(
 @router.post("/create-character", summary="Create a character (Titans character API)")
 async def create_character(
     request: Request,
-    services: ServicesDep,
+    settings: SettingsDep,
+    characters: CharactersDep,
+    speech: SpeechDep,
     background: BackgroundTasks,
     name: Annotated[str, Form()],
     llm_model: Annotated[str | None, Form()] = None,
@@ -180,10 +181,10 @@ async def create_character(
     style_tuning_file: Annotated[UploadFile | None, File()] = None,
 ) -> dict[str, Any]:
     fields = _fields(name, llm_model or None, llm_config, voice_cloning_settings, stt_settings)
-    uploads = await _uploads(services, character_image, knowledge_base_file, voice_cloning_audio, style_tuning_file)
-    character = await offload(services.characters.create, fields, uploads)
+    uploads = await _uploads(settings, character_image, knowledge_base_file, voice_cloning_audio, style_tuning_file)
+    character = await offload(characters.create, fields, uploads)
     if character.voice_id:  # learnt now, so the first answer does not wait for it
-        background.add_task(services.speech.warm_voice, character.voice_id)
+        background.add_task(speech.warm_voice, character.voice_id)
     return {
         "message": "Character created successfully",
         "character_id": character.id,
@@ -196,7 +197,9 @@ async def create_character(
 async def update_character(
     character_id: int,
     request: Request,
-    services: ServicesDep,
+    settings: SettingsDep,
+    characters: CharactersDep,
+    speech: SpeechDep,
     background: BackgroundTasks,
     name: Annotated[str | None, Form()] = None,
     llm_model: Annotated[str | None, Form()] = None,
@@ -209,35 +212,35 @@ async def update_character(
     style_tuning_file: Annotated[UploadFile | None, File()] = None,
 ) -> dict[str, Any]:
     fields = _fields(name, llm_model, llm_config, voice_cloning_settings, stt_settings)
-    uploads = await _uploads(services, character_image, knowledge_base_file, voice_cloning_audio, style_tuning_file)
-    character = await offload(services.characters.update, character_id, fields, uploads)
+    uploads = await _uploads(settings, character_image, knowledge_base_file, voice_cloning_audio, style_tuning_file)
+    character = await offload(characters.update, character_id, fields, uploads)
     if character.voice_id and voice_cloning_audio is not None:
-        background.add_task(services.speech.warm_voice, character.voice_id)
+        background.add_task(speech.warm_voice, character.voice_id)
     return {"message": "Character updated", "character": _public(request, character), "status": "success"}
 
 
 @router.delete("/delete-character/{character_id}", summary="Delete a character (Parla)")
-async def delete_character(character_id: int, services: ServicesDep) -> dict[str, Any]:
-    await offload(services.characters.delete, character_id)
+async def delete_character(character_id: int, characters: CharactersDep) -> dict[str, Any]:
+    await offload(characters.delete, character_id)
     return {"message": f"Character {character_id} deleted", "status": "success"}
 
 
 @router.get("/get-characters", summary="List characters (Titans character API)")
-async def get_characters(request: Request, services: ServicesDep) -> dict[str, Any]:
-    characters = await offload(services.characters.list_all)
-    return {"characters": [_public(request, c) for c in characters], "status": "success"}
+async def get_characters(request: Request, characters: CharactersDep) -> dict[str, Any]:
+    found = await offload(characters.list_all)
+    return {"characters": [_public(request, c) for c in found], "status": "success"}
 
 
 @router.get("/get-character/{character_id}", summary="One character (Titans character API)")
-async def get_character(character_id: int, request: Request, services: ServicesDep) -> dict[str, Any]:
-    character = await offload(services.characters.get, character_id)
+async def get_character(character_id: int, request: Request, characters: CharactersDep) -> dict[str, Any]:
+    character = await offload(characters.get, character_id)
     return {"character": _public(request, character), "status": "success"}
 
 
 @router.post("/load-character", summary="Load a character's models (Titans character API)")
-async def load_character(body: CharacterId, services: ServicesDep) -> dict[str, Any]:
-    character = await offload(services.characters.get, body.character_id)
-    loaded = await services.characters.load(body.character_id)
+async def load_character(body: CharacterId, characters: CharactersDep) -> dict[str, Any]:
+    character = await offload(characters.get, body.character_id)
+    loaded = await characters.load(body.character_id)
     return {
         "message": f"Models loaded for character {character.name}",
         "character_id": character.id,
@@ -255,12 +258,12 @@ async def load_character(body: CharacterId, services: ServicesDep) -> dict[str, 
     response_model=None,
 )
 async def ask_question_text(
-    body: TextQuestion, request: Request, services: ServicesDep
+    body: TextQuestion, request: Request, characters: CharactersDep
 ) -> dict[str, Any] | StreamingResponse:
     if body.stream:
-        events = services.characters.converse(body.character_id, body.question, speak=False)
+        events = characters.converse(body.character_id, body.question, speak=False)
         return await _event_stream(request, events, {})
-    answer = await services.characters.answer(body.character_id, body.question)
+    answer = await characters.answer(body.character_id, body.question)
     return _answer(request, answer)
 
 
@@ -271,27 +274,28 @@ async def ask_question_text(
 )
 async def ask_question_audio(
     request: Request,
-    services: ServicesDep,
+    settings: SettingsDep,
+    characters: CharactersDep,
     character_id: Annotated[int, Form(ge=1)],
     audio_file: Annotated[UploadFile, File(description="The spoken question, any format FFmpeg reads.")],
     stream: Annotated[bool, Form()] = False,
 ) -> dict[str, Any] | StreamingResponse:
-    data = await read_upload(audio_file, services.settings.max_upload_bytes)
-    question = await offload(services.characters.transcribe_question, character_id, data)
+    data = await read_upload(audio_file, settings.max_upload_bytes)
+    question = await offload(characters.transcribe_question, character_id, data)
     if stream:
-        events = services.characters.converse(character_id, question, speak=True)
+        events = characters.converse(character_id, question, speak=True)
         return await _event_stream(request, events, {"transcribed_question": question})
-    answer = await services.characters.answer(character_id, question)
+    answer = await characters.answer(character_id, question)
     return {"transcribed_question": question, **_answer(request, answer)}
 
 
 @router.post("/ask-question-stream", summary="Ask; hear the answer while it is being written (Parla)")
-async def ask_question_stream(body: TextQuestion, request: Request, services: ServicesDep) -> StreamingResponse:
+async def ask_question_stream(body: TextQuestion, request: Request, characters: CharactersDep) -> StreamingResponse:
     """Server-sent events, OpenAI style (``data: {"type": ...}``): ``answer.delta`` as the model
     writes, ``speech.audio.delta`` (base64 24 kHz 16-bit mono PCM) for each sentence as soon as it
     is complete, ``answer.done`` with the whole text, then ``speech.audio.done`` with the Titans character API's
     answer fields (``audio_url`` of the whole answer as WAV)."""
-    events = services.characters.converse(body.character_id, body.question, speak=True)
+    events = characters.converse(body.character_id, body.question, speak=True)
     return await _event_stream(request, events, {})
 
 
@@ -299,7 +303,7 @@ async def ask_question_stream(body: TextQuestion, request: Request, services: Se
 
 
 @router.post("/download-model", summary="Make a language model available (Titans character API)")
-async def download_model(body: DownloadModel, services: ServicesDep) -> dict[str, Any]:
+async def download_model(body: DownloadModel, characters: CharactersDep) -> dict[str, Any]:
     """Parla runs offline and downloads nothing at run time; this answers the documented success
     for a model that is already here, with its path, and otherwise says what to place where.
 
@@ -312,14 +316,14 @@ async def download_model(body: DownloadModel, services: ServicesDep) -> dict[str
     if body.model_type == "openai":
         message = "OpenAI-compatible models are used by URL; nothing to download"
         return {"model_path": None, "message": message, "status": "success"}
-    path = await offload(services.characters.local_model, body.model_name.strip(), "model_name")
+    path = await offload(characters.local_model, body.model_name.strip(), "model_name")
     return {"model_path": str(path), "status": "success"}
 
 
 @router.get("/get-tts-models", summary="Speech engines and whether they can run (Titans character API)")
-async def get_tts_models(services: ServicesDep) -> dict[str, Any]:
+async def get_tts_models(engines: EnginesDep) -> dict[str, Any]:
     models = []
-    for engine in services.engines:
+    for engine in engines:
         reason = engine.unavailable_reason()
         models.append(
             {
@@ -330,7 +334,7 @@ async def get_tts_models(services: ServicesDep) -> dict[str, Any]:
                 "description": engine.description,
             }
         )
-    names = set(services.engines.names())
+    names = set(engines.names())
     for name, title in SEED_ENGINES.items():
         if name not in names:
             models.append(
@@ -351,28 +355,14 @@ async def get_tts_models(services: ServicesDep) -> dict[str, Any]:
 @router.get(
     "/serve-audio/{character_id}/{filename}", name="serve_audio", summary="A spoken answer (Titans character API)"
 )
-async def serve_audio(character_id: int, filename: str, services: ServicesDep) -> FileResponse:
-    await offload(services.characters.get, character_id)
-    generation_id = Path(filename).stem
-
-    def find() -> Path:
-        with services.db.session() as session:
-            row = session.scalar(
-                select(Generation).where(Generation.id == generation_id, Generation.source == "character")
-            )
-            if row is None or not row.file or Path(row.file).name != filename:
-                raise NotFoundError(f"no answer audio {filename!r}")
-            return services.blobs.path(row.file)
-
-    path = await offload(find)
-    if not path.is_file():
-        raise NotFoundError(f"the audio {filename!r} was deleted (retention)")
+async def serve_audio(character_id: int, filename: str, characters: CharactersDep) -> FileResponse:
+    path = await offload(characters.answer_audio, character_id, filename)
     return FileResponse(path, media_type="audio/wav", filename=filename)
 
 
 @router.get(
     "/serve-image/{character_id}/{filename}", name="serve_image", summary="A character's image (Titans character API)"
 )
-async def serve_image(character_id: int, filename: str, services: ServicesDep) -> FileResponse:
-    path = await offload(services.characters.image_path, character_id, filename)
+async def serve_image(character_id: int, filename: str, characters: CharactersDep) -> FileResponse:
+    path = await offload(characters.image_path, character_id, filename)
     return FileResponse(path)

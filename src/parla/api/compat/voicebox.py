@@ -20,13 +20,12 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from parla.api.deps import ServicesDep
+from parla.api.deps import EnginesDep, HistoryDep, SettingsDep, VoicesDep
 from parla.api.voices import read_upload
 from parla.errors import InvalidInputError, NotFoundError
 from parla.offload import offload
-from parla.services import Services
-from parla.services.history import GenerationPublic, HistoryFilter
-from parla.services.voices import SamplePublic, VoiceCreate, VoicePublic, VoiceUpdate
+from parla.services.history import GenerationPublic, HistoryFilter, HistoryService
+from parla.services.voices import SamplePublic, VoiceCreate, VoiceLibrary, VoicePublic, VoiceUpdate
 
 router = APIRouter(tags=["voicebox API"])
 
@@ -34,12 +33,12 @@ PROFILE_NOT_FOUND = "Profile not found"
 """The voicebox API's own words for an unknown profile, which its clients may match."""
 
 
-def profile_id_of(services: Services, profile_id: str) -> str:
+def profile_id_of(voices: VoiceLibrary, profile_id: str) -> str:
     """The library id of the profile ``profile_id`` names (an id, or a name among library voices:
     built-in voices are no profiles). Blocking. A 404 in the voicebox API's words when there is none;
     ``POST /generate`` with a ``profile_id`` speaks the id this returns."""
     try:
-        return services.voices.get(profile_id).id
+        return voices.get(profile_id).id
     except NotFoundError:
         raise NotFoundError(PROFILE_NOT_FOUND, param="profile_id") from None
 
@@ -70,8 +69,8 @@ def _profile(voice: VoicePublic) -> dict[str, Any]:
     }
 
 
-def _sample(services: Services, sample: SamplePublic) -> dict[str, Any]:
-    path = services.voices.sample_path(sample.voice_id, sample.id)
+def _sample(voices: VoiceLibrary, sample: SamplePublic) -> dict[str, Any]:
+    path = voices.sample_path(sample.voice_id, sample.id)
     return {
         "id": sample.id,
         "profile_id": sample.voice_id,
@@ -80,8 +79,8 @@ def _sample(services: Services, sample: SamplePublic) -> dict[str, Any]:
     }
 
 
-def _record(services: Services, generation: GenerationPublic, profiles: set[str]) -> dict[str, Any]:
-    path = services.history.audio(generation.id)[0] if generation.has_audio else None
+def _record(history: HistoryService, generation: GenerationPublic, profiles: set[str]) -> dict[str, Any]:
+    path = history.audio(generation.id)[0] if generation.has_audio else None
     return {
         "id": generation.id,
         "profile_id": generation.voice_id if generation.voice_id in profiles else None,
@@ -94,85 +93,87 @@ def _record(services: Services, generation: GenerationPublic, profiles: set[str]
     }
 
 
-def _profile_ids(services: Services) -> set[str]:
+def _profile_ids(voices: VoiceLibrary) -> set[str]:
     """The ids of the library voices: a generation spoken by one of them has a profile."""
-    return {v.id for v in services.voices.list_library()}
+    return {v.id for v in voices.list_library()}
 
 
 @router.post("/profiles", summary="Create a voice profile")
-def create_profile(body: ProfileCreate, services: ServicesDep) -> dict[str, Any]:
-    created = services.voices.create(VoiceCreate(name=body.name, description=body.description, language=body.language))
+def create_profile(body: ProfileCreate, voices: VoicesDep) -> dict[str, Any]:
+    created = voices.create(VoiceCreate(name=body.name, description=body.description, language=body.language))
     return _profile(created)
 
 
 @router.get("/profiles", summary="All voice profiles")
-def list_profiles(services: ServicesDep) -> list[dict[str, Any]]:
-    return [_profile(v) for v in services.voices.list_library()]
+def list_profiles(voices: VoicesDep) -> list[dict[str, Any]]:
+    return [_profile(v) for v in voices.list_library()]
 
 
 @router.get("/profiles/{profile_id}", summary="One voice profile")
-def get_profile(profile_id: str, services: ServicesDep) -> dict[str, Any]:
-    return _profile(services.voices.get(profile_id_of(services, profile_id)))
+def get_profile(profile_id: str, voices: VoicesDep) -> dict[str, Any]:
+    return _profile(voices.get(profile_id_of(voices, profile_id)))
 
 
 @router.put("/profiles/{profile_id}", summary="Update a voice profile")
-def update_profile(profile_id: str, body: ProfileUpdate, services: ServicesDep) -> dict[str, Any]:
+def update_profile(profile_id: str, body: ProfileUpdate, voices: VoicesDep) -> dict[str, Any]:
     changes = VoiceUpdate(**body.model_dump(exclude_unset=True, exclude_none=True))
-    return _profile(services.voices.update(profile_id_of(services, profile_id), changes))
+    return _profile(voices.update(profile_id_of(voices, profile_id), changes))
 
 
 @router.delete("/profiles/{profile_id}", summary="Delete a profile and all its samples")
-def delete_profile(profile_id: str, services: ServicesDep) -> dict[str, str]:
-    services.voices.delete(profile_id_of(services, profile_id))
+def delete_profile(profile_id: str, voices: VoicesDep) -> dict[str, str]:
+    voices.delete(profile_id_of(voices, profile_id))
     return {"message": "Profile deleted successfully"}
 
 
 @router.post("/profiles/{profile_id}/samples", summary="Add a sample to a profile")
 async def add_sample(
     profile_id: str,
-    services: ServicesDep,
+    settings: SettingsDep,
+    voices: VoicesDep,
     file: Annotated[UploadFile, File()],
     reference_text: Annotated[str | None, Form()] = None,
 ) -> dict[str, Any]:
-    voice_id = await offload(profile_id_of, services, profile_id)
-    data = await read_upload(file, services.settings.max_upload_bytes)
-    added = await offload(services.voices.add_sample, voice_id, data, reference_text)
-    return _sample(services, added.sample) | {"warnings": added.warnings}
+    voice_id = await offload(profile_id_of, voices, profile_id)
+    data = await read_upload(file, settings.max_upload_bytes)
+    added = await offload(voices.add_sample, voice_id, data, reference_text)
+    return _sample(voices, added.sample) | {"warnings": added.warnings}
 
 
 @router.get("/profiles/{profile_id}/samples", summary="A profile's samples")
-def list_samples(profile_id: str, services: ServicesDep) -> list[dict[str, Any]]:
-    return [_sample(services, s) for s in services.voices.list_samples(profile_id_of(services, profile_id))]
+def list_samples(profile_id: str, voices: VoicesDep) -> list[dict[str, Any]]:
+    return [_sample(voices, s) for s in voices.list_samples(profile_id_of(voices, profile_id))]
 
 
 @router.delete("/profiles/samples/{sample_id}", summary="Delete one sample")
-def delete_sample(sample_id: str, services: ServicesDep) -> dict[str, str]:
-    for voice in services.voices.list_library():
+def delete_sample(sample_id: str, voices: VoicesDep) -> dict[str, str]:
+    for voice in voices.list_library():
         if any(s.id == sample_id for s in voice.samples):
-            services.voices.delete_sample(voice.id, sample_id)
+            voices.delete_sample(voice.id, sample_id)
             return {"message": "Sample deleted successfully"}
     raise NotFoundError(f"sample {sample_id!r} not found")
 
 
 @router.get("/history", summary="Generation history")
 def list_history(
-    services: ServicesDep,
+    voices: VoicesDep,
+    history: HistoryDep,
     profile_id: str | None = None,
     search: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[dict[str, Any]]:
-    voice_id = profile_id_of(services, profile_id) if profile_id else None
-    page = services.history.list_page(HistoryFilter(search=search, voice_id=voice_id), limit=limit, offset=offset)
-    profiles = _profile_ids(services)
-    return [_record(services, g, profiles) for g in page.items]
+    voice_id = profile_id_of(voices, profile_id) if profile_id else None
+    page = history.list_page(HistoryFilter(search=search, voice_id=voice_id), limit=limit, offset=offset)
+    profiles = _profile_ids(voices)
+    return [_record(history, g, profiles) for g in page.items]
 
 
 @router.get("/history/stats", summary="Generation statistics")
-def history_stats(services: ServicesDep) -> dict[str, Any]:
-    stats = services.history.stats()
-    profiles = _profile_ids(services)
-    by_profile = {id_: count for id_, count in services.history.counts_by_voice_id().items() if id_ in profiles}
+def history_stats(voices: VoicesDep, history: HistoryDep) -> dict[str, Any]:
+    stats = history.stats()
+    profiles = _profile_ids(voices)
+    by_profile = {id_: count for id_, count in history.counts_by_voice_id().items() if id_ in profiles}
     return {
         "total_generations": stats.total_generations,
         "total_duration_seconds": round(stats.total_duration_seconds, 3),
@@ -181,26 +182,26 @@ def history_stats(services: ServicesDep) -> dict[str, Any]:
 
 
 @router.get("/history/{generation_id}", summary="One generation")
-def get_history(generation_id: str, services: ServicesDep) -> dict[str, Any]:
-    return _record(services, services.history.get(generation_id), _profile_ids(services))
+def get_history(generation_id: str, voices: VoicesDep, history: HistoryDep) -> dict[str, Any]:
+    return _record(history, history.get(generation_id), _profile_ids(voices))
 
 
 @router.delete("/history/{generation_id}", summary="Delete a generation")
-def delete_history(generation_id: str, services: ServicesDep) -> dict[str, str]:
-    services.history.delete(generation_id)
+def delete_history(generation_id: str, history: HistoryDep) -> dict[str, str]:
+    history.delete(generation_id)
     return {"message": "Generation deleted successfully"}
 
 
 @router.get("/audio/{generation_id}", summary="A generation's audio file")
-def get_audio(generation_id: str, services: ServicesDep) -> FileResponse:
-    path, fmt = services.history.audio(generation_id)
+def get_audio(generation_id: str, history: HistoryDep) -> FileResponse:
+    path, fmt = history.audio(generation_id)
     return FileResponse(path, media_type=f"audio/{'mpeg' if fmt == 'mp3' else fmt}", filename=f"{generation_id}.{fmt}")
 
 
 @router.post("/models/load", summary="Load the speech model")
-async def load_model(services: ServicesDep, model_size: str | None = None) -> dict[str, Any]:
-    name = services.settings.default_clone_engine
-    engine = services.engines.get(name)
+async def load_model(settings: SettingsDep, engines: EnginesDep, model_size: str | None = None) -> dict[str, Any]:
+    name = settings.default_clone_engine
+    engine = engines.get(name)
     # Qwen3-TTS comes in sizes (1.7B, 0.6B); Parla's engines have one model each and no sizes. Echoing
     # a size back would tell the client it was honoured, so only the engine's own model is accepted.
     if model_size is not None and model_size != name:
@@ -209,13 +210,13 @@ async def load_model(services: ServicesDep, model_size: str | None = None) -> di
             f"and no sizes; leave model_size out (or give {name!r})",
             param="model_size",
         )
-    await services.engines.runner(name).call(engine.load)
+    await engines.load(engine.name)
     return {"message": f"Model {name} loaded successfully", "model_size": model_size, "loaded_at": datetime.now()}
 
 
 @router.post("/models/unload", summary="Unload the speech model")
-async def unload_model(services: ServicesDep) -> dict[str, str]:
-    name = services.settings.default_clone_engine
-    engine = services.engines.get(name)
-    await services.engines.runner(name).call(engine.unload)
+async def unload_model(settings: SettingsDep, engines: EnginesDep) -> dict[str, str]:
+    name = settings.default_clone_engine
+    engine = engines.get(name)
+    await engines.unload(engine.name)
     return {"message": f"Model {name} unloaded successfully"}

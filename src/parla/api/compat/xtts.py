@@ -12,14 +12,13 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
 
-from parla.api.deps import ServicesDep
+from parla.api.deps import EnginesDep, SettingsDep, SpeechDep, VoicesDep
 from parla.api.voices import SampleJSON, audio_from_json
-from parla.audio.decode import decode_audio
 from parla.errors import NotFoundError
 from parla.offload import offload
-from parla.services import Services
 from parla.services.speech import SpeechOptions
-from parla.services.voices import VoiceCreate
+from parla.services.voices import VoiceCreate, VoiceLibrary
+from parla.settings import Settings
 
 router = APIRouter(prefix="/api/v1/tts", tags=["XTTS service API"])
 
@@ -66,37 +65,37 @@ class RegisterVoice(BaseModel):
         return self
 
 
-def default_speaker(services: Services) -> str:
+def default_speaker(settings: Settings, voices: VoiceLibrary) -> str:
     """``default``: the clip configured by ``PARLA_DEFAULT_SPEAKER_CLIP`` (the XTTS service API's
     ``XTTS_DEFAULT_VOICE``), imported once into the library; else the default voice."""
-    clip = services.settings.default_speaker_clip
+    clip = settings.default_speaker_clip
     if clip is None:
-        return services.settings.default_voice
+        return settings.default_voice
     with _default_lock:
         try:
-            return services.voices.get(DEFAULT_SPEAKER).id
+            return voices.get(DEFAULT_SPEAKER).id
         except NotFoundError:
             fields = VoiceCreate(name=DEFAULT_SPEAKER, description=f"from {clip}")
-            return services.voices.create_with_sample(fields, clip.read_bytes())[0].id
+            return voices.create_with_sample(fields, clip.read_bytes())[0].id
 
 
 @router.get("/config", summary="Languages and synthesis defaults")
-def config(services: ServicesDep) -> dict[str, Any]:
-    languages = sorted({lang for engine in services.engines for lang in engine.capabilities.languages if lang != "*"})
+def config(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
+    languages = sorted({lang for engine in engines for lang in engine.capabilities.languages if lang != "*"})
     return {
         "languages": languages,
         "default_language": "en",
         "default_speaker": DEFAULT_SPEAKER,
-        "default_speaker_configured": services.settings.default_speaker_clip is not None,
-        "sample_rate": services.engines.get(services.settings.default_clone_engine).capabilities.sample_rate,
+        "default_speaker_configured": settings.default_speaker_clip is not None,
+        "sample_rate": engines.get(settings.default_clone_engine).capabilities.sample_rate,
         "format": "wav",
         "defaults": {"language": "en", "speaker_id": DEFAULT_SPEAKER, "speed": 1.0, "store_generated_audio": False},
-        "store_dir": str(services.settings.data_dir / "generations"),
+        "store_dir": str(settings.data_dir / "generations"),
     }
 
 
 @router.get("/voices", summary="Registered voices")
-def list_voices(services: ServicesDep) -> dict[str, Any]:
+def list_voices(library: VoicesDep) -> dict[str, Any]:
     voices = [
         {
             "id": v["id"],
@@ -106,37 +105,37 @@ def list_voices(services: ServicesDep) -> dict[str, Any]:
             "builtin": v.get("builtin", False),
             "samples": v.get("samples", 0),
         }
-        for v in services.voices.list_all()
+        for v in library.list_all()
     ]
     return {"voices": [{"id": DEFAULT_SPEAKER, "speaker_id": DEFAULT_SPEAKER, "name": DEFAULT_SPEAKER}, *voices]}
 
 
 @router.post("/voices", status_code=201, summary="Register a voice by base64 WAV or URL")
-def register_voice(body: RegisterVoice, services: ServicesDep) -> dict[str, Any]:
+def register_voice(body: RegisterVoice, settings: SettingsDep, voices: VoicesDep) -> dict[str, Any]:
     sample = SampleJSON(audio_base64=body.audio_base64, url=body.audio_url or body.url, transcript=body.transcript)
-    data = audio_from_json(services, sample)
+    data = audio_from_json(settings, sample)
     name = str(body.speaker_id or body.name)
-    voice, added = services.voices.create_with_sample(
-        VoiceCreate(name=name, language=body.language), data, body.transcript
-    )
+    voice, added = voices.create_with_sample(VoiceCreate(name=name, language=body.language), data, body.transcript)
     return {"id": voice.id, "speaker_id": name, "name": name, "language": body.language, "warnings": added.warnings}
 
 
-def speaker_voice(services: Services, speaker_id: str) -> str:
+def speaker_voice(settings: Settings, voices: VoiceLibrary, speaker_id: str) -> str:
     """The voice a ``speaker_id`` names. A registered voice (a library voice, by name or id) wins over a
     built-in voice of the same name: a client that registered ``nova`` means its own recording. Any
     other name (``alloy``, a voice mapping) is resolved as every API resolves voices."""
     if speaker_id == DEFAULT_SPEAKER:
-        return default_speaker(services)
+        return default_speaker(settings, voices)
     try:
-        return services.voices.get(speaker_id).id
+        return voices.get(speaker_id).id
     except NotFoundError:
         return speaker_id
 
 
 @router.post("/synthesize", summary="Synthesize speech; base64 WAV in JSON")
-async def synthesize(body: SynthesizeRequest, services: ServicesDep) -> dict[str, Any]:
-    speaker = await offload(speaker_voice, services, body.speaker_id)
+async def synthesize(
+    body: SynthesizeRequest, settings: SettingsDep, voices: VoicesDep, speech: SpeechDep
+) -> dict[str, Any]:
+    speaker = await offload(speaker_voice, settings, voices, body.speaker_id)
     options = SpeechOptions(
         input=body.text,
         voice=speaker,
@@ -145,21 +144,14 @@ async def synthesize(body: SynthesizeRequest, services: ServicesDep) -> dict[str
         seed=body.derived_seed(),
         response_format="wav",
     )
-    plan = services.speech.plan(options, source="xtts")
-    # render() joins the streamed encoding, whose WAV header carries the streaming length marker;
-    # returned whole, the WAV gets its true sizes.
-    wav = await services.speech.render(plan)
-    samples, rate = decode_audio(wav)
-    stored = None
-    if body.store_generated_audio:
-        generation = await offload(services.history.get, plan.id)
-        if generation.has_audio:
-            stored = str((await offload(services.history.audio, plan.id))[0])
+    plan = await offload(speech.prepare, options, source="xtts")
+    rendered = await speech.render(plan)
+    stored = str(rendered.path) if body.store_generated_audio and rendered.path else None
     return {
-        "audio_base64": base64.b64encode(wav).decode(),
+        "audio_base64": base64.b64encode(rendered.audio).decode(),
         "format": "wav",
-        "sample_rate": rate,
-        "duration": round(samples.size / rate, 3),
+        "sample_rate": rendered.sample_rate,
+        "duration": round(rendered.duration, 3),
         "speaker_id": body.speaker_id,
         "language": body.language,
         "generation_id": plan.id,
