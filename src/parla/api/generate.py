@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from parla.api.compat.voicebox import profile_id_of
 from parla.api.deps import DialogueDep, JobsDep, MappingsDep, SpeechDep, VoicesDep
+from parla.api.streams import started
 from parla.audio.encode import CONTENT_TYPES, AudioFormat
 from parla.errors import InvalidInputError, NotFoundError
 from parla.offload import offload
@@ -150,7 +151,7 @@ async def _dia_generate(
         rendered = await speech.render(speech_plan)
         return Response(rendered.audio, media_type="audio/wav", headers=headers)
     return StreamingResponse(
-        speech.stream(speech_plan),
+        await started(speech.stream(speech_plan)),
         media_type=CONTENT_TYPES[body.response_format],
         headers=headers,
     )

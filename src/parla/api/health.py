@@ -3,34 +3,21 @@
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
 
 from parla import __version__
 from parla.api.deps import CharactersDep, EnginesDep, SettingsDep
-from parla.devices import cuda_device_count
+from parla.devices import cuda_device_count, memory_rss_mb
 from parla.engines.base import Engine
 from parla.engines.registry import UnknownEngineError
 from parla.engines.remote import RemoteEngine
 from parla.offload import offload
 
 router = APIRouter(tags=["Health"])
-
-
-def memory_rss_mb() -> float:
-    """The server process's resident memory now (Linux ``/proc``), else its peak so far."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def process_vram_mb() -> float | None:

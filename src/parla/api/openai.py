@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any, Literal
 
 from fastapi import APIRouter
@@ -16,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from parla.api.deps import EnginesDep, SettingsDep, SpeechDep, VoicesDep
+from parla.api.streams import started
 from parla.audio.encode import CONTENT_TYPES
 from parla.errors import NotFoundError
 from parla.offload import offload
@@ -35,10 +37,10 @@ def _sse(event: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(event)}\n\n".encode()
 
 
-async def _sse_stream(speech: SpeechService, plan: SpeechPlan) -> AsyncIterator[bytes]:
+async def _sse_stream(speech: SpeechService, plan: SpeechPlan) -> AsyncGenerator[bytes, None]:
     total = 0
-    async for data in speech.stream(plan):
-        if data:
+    async with aclosing(speech.stream(plan)) as audio:
+        async for data in audio:
             total += len(data)
             yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
     words = len(plan.text.split())
@@ -55,9 +57,13 @@ async def create_speech(body: SpeechRequest, speech: SpeechDep) -> StreamingResp
     plan = await offload(speech.prepare, body, source="openai")
     headers = {"X-Generation-Id": plan.id, "X-Seed": str(plan.seed), **ignored_header(plan.ignored)}
     if body.stream_format == "sse":
-        return StreamingResponse(_sse_stream(speech, plan), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(
+            await started(_sse_stream(speech, plan)), media_type="text/event-stream", headers=headers
+        )
     headers["Content-Disposition"] = f'attachment; filename="speech.{body.response_format}"'
-    return StreamingResponse(speech.stream(plan), media_type=CONTENT_TYPES[body.response_format], headers=headers)
+    return StreamingResponse(
+        await started(speech.stream(plan)), media_type=CONTENT_TYPES[body.response_format], headers=headers
+    )
 
 
 def _model(model_id: str, **extra: Any) -> dict[str, Any]:

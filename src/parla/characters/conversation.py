@@ -22,6 +22,7 @@ from parla.characters.prompting import SentenceStream, StyleExample, build_messa
 from parla.characters.runtime import LlamaRuntime
 from parla.characters.shapes import (
     ANSWER_SOURCE,
+    ENGINE_ALIASES,
     Answer,
     Persona,
     STTSettings,
@@ -82,7 +83,7 @@ class Conversation:
     def _persona(self, row: Character) -> Persona:
         config, _ = self.checks.llm_config(row.llm_model, row.llm_config)
         voice_settings = VoiceCloningSettings.model_validate(row.voice_cloning_settings or {})
-        engine = voice_settings.model if voice_settings.model in self.speech.registry.names() else None
+        engine = self._engine_for(voice_settings.model)
         return Persona(
             id=row.id,
             name=row.name,
@@ -93,6 +94,17 @@ class Conversation:
             stt=STTSettings.model_validate(row.stt_settings or {}),
             style_examples=[StyleExample.model_validate(e) for e in row.style_examples or []],
         )
+
+    def _engine_for(self, model: str | None) -> str | None:
+        """The engine a character's ``voice_cloning_settings.model`` names: an engine by that name, else
+        the Parla engine a Titans name stands for (``f5tts``: ``f5``) when it can run; else ``None``, the default."""
+        registry = self.speech.registry
+        if model is None or model in registry.names():
+            return model
+        alias = ENGINE_ALIASES.get(model)
+        if alias is not None and alias in registry.names() and registry.get(alias).unavailable_reason() is None:
+            return alias
+        return None
 
     def require_language_model(self, persona: Persona) -> None:
         """A 503 that says when, before any work, while the embedded model's runtime is still being

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from typing import Any, Literal, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from parla.engines.weights import hf_hub_cache, hf_snapshot
 
 Message = dict[str, str]
 
@@ -135,32 +136,6 @@ REPO_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*/
 """``org/name/file.gguf``: one file of a Hugging Face repository (rather than a path)."""
 
 
-def hf_hub_cache() -> Path:
-    """The Hugging Face hub cache, as huggingface_hub finds it, read from the environment at each
-    call (not at import): ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``~/.cache/huggingface/hub``."""
-    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    home = os.environ.get("HF_HOME") or str(Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
-def _hf_snapshot(cache: Path, org: str, name: str) -> Path | None:
-    """The snapshot ``refs/main`` points at, else the newest one; read from disk only."""
-    repo = cache / f"models--{org}--{name}"
-    snapshots = repo / "snapshots"
-    if not snapshots.is_dir():
-        return None
-    try:
-        ref = (repo / "refs" / "main").read_text().strip()
-    except OSError:
-        ref = ""
-    if ref and re.fullmatch(r"[0-9a-f]{7,64}", ref) and (snapshots / ref).is_dir():
-        return snapshots / ref
-    folders = [p for p in snapshots.iterdir() if p.is_dir()]
-    return max(folders, key=lambda p: p.stat().st_mtime) if folders else None
-
-
 @dataclass(frozen=True)
 class LocalModel:
     """A model found on this machine. ``gguf``: a file the embedded runtime loads. ``transformers``:
@@ -185,7 +160,7 @@ def find_local_model(name: str, models_dir: Path | None = None) -> LocalModel | 
         return None
     org, repo, wanted = match["org"], match["name"], match["file"]
     folders = [models_dir / org / repo, models_dir / repo] if models_dir else []
-    folders.append(_hf_snapshot(hf_hub_cache(), org, repo) or Path("/nonexistent"))
+    folders.append(hf_snapshot(hf_hub_cache(), f"{org}/{repo}") or Path("/nonexistent"))
     for folder in folders:
         if not folder.is_dir():
             continue

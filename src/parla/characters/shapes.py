@@ -26,6 +26,11 @@ ANSWER_SOURCE = "character"
 # -- the request ---------------------------------------------------------------------------------
 
 
+ENGINE_ALIASES = {"f5tts": "f5"}
+"""The Titans character API's model names that are a Parla engine under its own name: a character
+asking for ``f5tts`` speaks with the ``f5`` engine when it can run (a worker named ``f5tts`` first)."""
+
+
 class VoiceCloningSettings(BaseModel):
     """The Titans character API's ``voice_cloning_settings``, plus Parla's ``voice`` (an existing
     voice by name or id)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -148,9 +148,36 @@ class VoiceRef:
     key: str = ""
     """Changes whenever the samples or transcripts change: engines key cached conditioning by it."""
     id: str | None = None
+    engine: str | None = None
+    """The engine whose own voice this is (a Kokoro style, see ``Engine.voice``): only it speaks it,
+    and a request that names no engine goes to it. ``None``: any engine."""
 
     def preset(self, engine: str) -> Mapping[str, Any]:
         return self.presets.get(engine, {})
+
+
+@dataclass(frozen=True)
+class EngineVoice:
+    """A voice an engine brings with it (a Kokoro style pack), listed beside the built-in and library
+    voices (``Engine.voices``)."""
+
+    name: str
+    description: str = ""
+    gender: str = "neutral"
+    language: str = "en"
+    """The language a request in this voice speaks unless it names one."""
+
+    def describe(self, engine: str) -> dict[str, Any]:
+        return {
+            "id": self.name,
+            "name": self.name,
+            "description": self.description,
+            "gender": self.gender,
+            "language": self.language,
+            "builtin": True,
+            "engine": engine,
+            "samples": 0,
+        }
 
 
 @dataclass(frozen=True)
@@ -208,6 +235,12 @@ class EngineContext:
     device: str = "cpu"
     """The device the model should go to, decided by ``manager.resolve_device`` (``cpu``, ``cuda``,
     ``cuda:1``...). An engine that cannot use it runs where it can and says so in ``Engine.device``."""
+    models_dir: Path | None = None
+    """Where heavy engines' weights live, each under ``<models_dir>/<engine>/`` (``PARLA_MODELS_DIR``);
+    ``None``: ``<data_dir>/models``. Read through ``parla.engines.weights.locate``."""
+    weights_dir: Path | None = None
+    """A directory the operator named for this engine's weights through a reference API's own
+    variable (``XTTS_MODEL_DIR``), looked in after ``<models_dir>/<engine>/``."""
 
 
 class Engine(ABC):
@@ -268,7 +301,13 @@ class Engine(ABC):
         section = settings.engines.get(key)
         device = resolve_device((section.device if section else None) or settings.device)
         engine_settings = cls.settings_model.model_validate(settings.engine_config(key))
-        return cls(engine_settings, EngineContext(data_dir=settings.data_dir, device=device))
+        context = EngineContext(
+            data_dir=settings.data_dir,
+            device=device,
+            models_dir=settings.resolved_models_dir,
+            weights_dir=settings.engine_weights_dir(key),
+        )
+        return cls(engine_settings, context)
 
     # -- availability and lifecycle -------------------------------------------------------------
 
@@ -330,10 +369,30 @@ class Engine(ABC):
                     _DOCUMENTED[key].coerce(value)
         return resolved
 
+    def language_problem(self, language: str) -> str | None:
+        """Why this engine cannot speak a request's ``language``, or ``None`` when it can. By default
+        every language is accepted (the engine reads what it can); an engine whose text front end
+        refuses languages says so here, so the request is refused before any audio is made."""
+        return None
+
     def ignored_parameters(self, given: Mapping[str, Any] | None, consumed: Collection[str] = ()) -> list[str]:
         """The names in ``given`` that neither this engine nor the request layer (``consumed``) uses."""
         used = {p.name for p in self.capabilities.parameters} | set(consumed)
         return sorted(name for name in (given or {}) if name not in used)
+
+    # -- the engine's own voices ------------------------------------------------------------------
+
+    def voices(self) -> Sequence[EngineVoice]:
+        """The voices this engine brings itself (none by default), for the voice listings. Cheap, no
+        network I/O: every listing asks."""
+        return ()
+
+    def voice(self, name: str) -> VoiceRef | None:
+        """The ``VoiceRef`` of one of this engine's own voices by name (a blend of them, where the
+        engine can mix voices), with ``engine`` set to this engine; ``None`` when the name is none of
+        its own. Raises ``InvalidInputError`` for a name that is plainly meant for it but wrong (a
+        blend naming a voice it does not have). Cheap: asked for every name the library does not know."""
+        return None
 
     def prepare_voice(self, voice: VoiceRef) -> None:  # noqa: B027 - most engines condition per request
         """Compute and cache whatever this engine derives from a voice's samples, ahead of use."""

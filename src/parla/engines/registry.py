@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from parla.engines.base import Engine
+from parla.engines.base import Engine, EngineContext, VoiceRef
 from parla.engines.manager import ModelManager
 from parla.engines.remote import PROBE_TIMEOUT, RemoteEngine
 from parla.engines.runner import EngineRunner
@@ -92,7 +92,7 @@ class EngineRegistry:
                 broken[ep.name] = f"{type(exc).__name__}: {exc}"
         for name, section in settings.engines.items():
             if remote and section.url:
-                engines[name] = RemoteEngine(name, section)
+                engines[name] = RemoteEngine(name, section, context=EngineContext(data_dir=settings.data_dir))
             elif name not in engines and name not in broken and not section.url:
                 # Settings for an engine that is not installed: said, rather than silently unused.
                 broken[name] = f"configured (PARLA_ENGINES__{name.upper()}__...) but no such engine is installed"
@@ -132,6 +132,32 @@ class EngineRegistry:
         """What each engine says about built-in voice ``voice``, by engine name (``VoiceRef.presets``).
         Engines own their presets, so the voice library needs no list of engines."""
         return {e.name: e.voice_presets[voice] for e in self if voice in e.voice_presets}
+
+    def engine_voices(self) -> list[dict[str, Any]]:
+        """The voices the engines bring themselves (Kokoro's styles), described for the listings.
+        An engine that fails to say is left out, never the listing."""
+        listed: list[dict[str, Any]] = []
+        for engine in self:
+            try:
+                listed.extend(v.describe(engine.name) for v in engine.voices())
+            except Exception as exc:  # a third-party engine's bug must not break every voice listing
+                log.warning("engine %s could not list its voices: %s", engine.name, exc)
+        return listed
+
+    def engine_voice(self, name: str) -> VoiceRef | None:
+        """The first engine's own voice called ``name`` (``Engine.voice``), or ``None``. Raises
+        ``InvalidInputError`` where an engine says the name is meant for it but wrong."""
+        for engine in self:
+            try:
+                found = engine.voice(name)
+            except InvalidInputError:
+                raise
+            except Exception as exc:
+                log.warning("engine %s could not look up voice %r: %s", engine.name, name, exc)
+                continue
+            if found is not None:
+                return found
+        return None
 
     # -- models -----------------------------------------------------------------------------------
 

@@ -1,57 +1,89 @@
-"""``RemoteEngine``: an engine whose work happens in a ``parla serve-engine`` worker.
+"""``RemoteEngine``: an engine whose work happens in another process, over HTTP.
 
-The worker speaks the model microservice API plus two additions this engine uses:
-``GET /v1/engine`` (the engine's name, capabilities and status) and
-``POST /v1/text-to-speech/{voice_id}/stream``, which answers the engine's own audio chunks as
-they are made, framed (see ``audio_frame``) so that the gateway sees exactly the chunks a local
-engine would have yielded: the crossfades between pieces depend on where chunks end.
+Two kinds of server can stand behind ``PARLA_ENGINES__<NAME>__URL``, and the engine finds out which
+it is talking to (``RemoteEngine.kind``):
 
-The gateway treats a remote engine like any other. Its availability is the worker's: a thread
-asks ``/v1/engine`` every ``REFRESH_INTERVAL_S`` (from ``start()`` to ``close()``; the registry
-starts it), so that reading the engine's status (/health, every request's check) never waits on the
-network. A worker that is down makes the engine unavailable (requests then get a 503 naming the
-engine), and the next answer, without a restart, available again. The worker's answer also carries
-its engine's description, capabilities, device and voice presets, which this engine takes as its own.
+- a **Parla worker** (``parla serve-engine NAME``), which answers ``GET /v1/engine`` (the engine's
+  name, capabilities, status and voice presets) and ``POST /v1/text-to-speech/{voice_id}/stream``:
+  the engine's own audio chunks as they are made, framed (see ``audio_frame``), so that the gateway
+  sees exactly the chunks a local engine would have yielded (the crossfades between pieces depend on
+  where chunks end);
+- a **plain model microservice**, an existing service that speaks the model microservice API alone
+  (``/v1/engine`` is a 404, ``GET /health`` answers): ``POST /v1/text-to-speech/{voice_id}`` with a
+  reference audio file's path as ``voice_id`` and an ``output_filepath`` that it writes, both on
+  storage that Parla and the service share; ``/v1/load-model``, ``/v1/unload-model``, ``/health``
+  (``model_loaded``, ``device``) and ``/`` (what it is). Parla copies the voice's reference audio
+  into the shared directory under a content-hash name, asks the service for one piece of text at a
+  time (the gateway splits by sentence, so audio still streams sentence by sentence), reads the file
+  it wrote and deletes it. What such a service can do is not said by it, so its capabilities are
+  conservative defaults that the engine's section may override (``ServiceSettings``).
+
+The gateway treats a remote engine like any other. Its availability is the remote server's: a
+thread asks it every ``REFRESH_INTERVAL_S`` (from ``start()`` to ``close()``; the registry starts
+it), so that reading the engine's status (/health, every request's check) never waits on the
+network. A server that is down makes the engine unavailable (requests then get a 503 naming the
+engine), and the next answer, without a restart, available again; after a failure the kind is
+detected afresh, so a URL whose server changed kind is followed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import struct
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
 import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from parla.audio.decode import AudioDecodeError, decode_audio
 from parla.engines.base import (
+    DOCUMENTED_PARAMETERS,
     AudioChunk,
     Capabilities,
     Engine,
+    EngineContext,
     EngineUnavailableError,
     Param,
     SynthesisRequest,
+    VoiceRef,
 )
+from parla.errors import InvalidInputError, UpstreamError
 from parla.settings import EngineSection
 
 log = logging.getLogger(__name__)
 
 REFRESH_INTERVAL_S = 2.0
-"""How often the worker is asked how it is: how long a change (down, back, loaded) takes to show."""
+"""How often the remote server is asked how it is: how long a change (down, back, loaded) takes to show."""
 PROBE_TIMEOUT = httpx.Timeout(2.0, connect=0.5)
-"""A worker that takes longer than this to say how it is counts as down."""
+"""A server that takes longer than this to say how it is counts as down."""
 FRAMES_MEDIA_TYPE = "application/x-parla-audio-frames"
 
 _FRAME = struct.Struct("<II")
 """Frame header: sample rate, then the number of float32 samples that follow. A rate of 0 ends
 the stream: with a count of 0 it is complete, otherwise that many bytes of UTF-8 say what failed."""
 _TYPES: dict[str, type[Any]] = {"float": float, "int": int, "str": str, "bool": bool}
+_NOT_THERE = frozenset({404, 405})
+"""What a server answers for a path it does not serve."""
 
 UNKNOWN_CAPABILITIES = Capabilities(sample_rate=24_000, languages=("*",), cloning=True, dialogue=True)
-"""Stand-in until the worker has answered once. Permissive, so that a request for a worker that
+"""Stand-in until the server has answered once. Permissive, so that a request for a server that
 is down meets the 503 saying so rather than a refusal based on guessed capabilities."""
+DEFAULT_SERVICE_SAMPLE_RATE = 24_000
+"""The sample rate a plain model microservice is said to have until it has written a file (the
+audio itself always carries its true rate), unless its section's ``sample_rate`` says otherwise."""
+
+Kind = Literal["worker", "service"]
+"""What stands behind a remote engine's URL: a Parla worker, or a plain model microservice."""
+_KIND_WORDS: dict[Kind | None, str] = {"worker": "worker", "service": "model microservice", None: "server"}
 
 
 def audio_frame(chunk: AudioChunk) -> bytes:
@@ -64,8 +96,9 @@ def end_frame(error: str | None = None) -> bytes:
     return _FRAME.pack(0, len(message)) + message
 
 
-class RemoteSynthesisError(RuntimeError):
-    """The worker's engine failed while speaking (the worker itself is fine)."""
+class RemoteSynthesisError(UpstreamError):
+    """The remote engine failed while speaking, or answered with an error (the server itself is
+    up): a 502 carrying the server's own words."""
 
 
 class FrameReader:
@@ -90,6 +123,11 @@ class FrameReader:
                 self.complete = True
                 return
             yield AudioChunk(np.frombuffer(payload, dtype="<f4").astype(np.float32), rate)
+
+
+def quote_path(path: str) -> str:
+    """A voice id (a path, a name) as one URL path segment, as the model microservice API takes it."""
+    return quote(path, safe="")
 
 
 def capabilities_from(described: dict[str, Any]) -> Capabilities:
@@ -121,62 +159,211 @@ def capabilities_from(described: dict[str, Any]) -> Capabilities:
 
 
 def _detail(response: httpx.Response) -> str:
+    """What a server said about its error: FastAPI's ``detail``, or a ``message`` or ``error``."""
     try:
-        return str(response.json()["detail"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:500] or response.reason_phrase
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("detail", "message", "error"):
+            if body.get(key):
+                return str(body[key])
+    return response.text[:500] or response.reason_phrase
+
+
+class ServiceSettings(BaseModel):
+    """A remote engine's own fields, from the rest of its section (``PARLA_ENGINES__<NAME>__<FIELD>``),
+    for a plain model microservice (a Parla worker says all this itself). Unknown fields are logged
+    and ignored: in the testing mode, the mock's section keeps the mock's own settings."""
+
+    model_config = ConfigDict(extra="allow")
+
+    sample_rate: int | None = Field(default=None, gt=0)
+    """The service's sample rate, as clients are told; unset: learned from the first file it writes
+    (24000 until then). The audio itself always goes on at the rate of the file."""
+    shared_dir: Path | None = None
+    """Where Parla puts the copies of reference audio and where the service writes its files: a
+    directory on storage that the service reads and writes too. Default: ``<data_dir>/shared/<name>``."""
+    service_shared_dir: str | None = None
+    """The same directory as the service names it, when it is mounted elsewhere on the service's
+    side (a container: ``/shared``); default: the same path as ``shared_dir``."""
+    default_voice: Path | None = None
+    """A reference audio file for voices that have no samples (the built-in ``alloy``...). Unset,
+    such voices are refused: the service speaks in the voice of a file."""
+    dialogue: bool = True
+    """Said to clients; Parla speaks a dialogue turn by turn through text-to-speech either way."""
+    single_speaker: bool = True
+    """False for a service that makes dialogue only: requests for one speaker are then refused."""
+
+    @field_validator("shared_dir", "service_shared_dir", "default_voice", "sample_rate", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class RemoteEngine(Engine):
-    """An engine served by a worker at ``worker.url``, under the name the settings give it."""
+    """An engine served at ``worker.url`` (a Parla worker or a plain model microservice), under the
+    name the settings give it. ``context``: the server's data dir, under which a plain service's
+    shared directory is by default."""
 
-    def __init__(self, name: str, worker: EngineSection) -> None:
-        super().__init__()
+    def __init__(self, name: str, worker: EngineSection, *, context: EngineContext | None = None) -> None:
+        super().__init__(context=context)
         if not worker.url:
             raise ValueError(f"engine {name!r} has no worker URL (PARLA_ENGINES__{name.upper()}__URL)")
         self.name = name
         self.url = worker.url.rstrip("/")
-        self.description = f"Engine served by the worker at {self.url}."
+        self.description = f"Engine served by {self.url}."
         self.capabilities = UNKNOWN_CAPABILITIES
         self.device = "remote"
+        self.kind: Kind | None = None
+        """What answered at the URL: ``worker``, ``service``, or ``None`` until something has."""
         self._client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(worker.timeout_s, connect=2.0))
-        self._down: str | None = f"the worker at {self.url} has not been asked yet"
-        self._worker_status: Mapping[str, Any] = {}
+        self._down: str | None = f"the server at {self.url} has not been asked yet"
+        self._status: Mapping[str, Any] = {}
+        """The server's word on its engine: ``loaded``, ``device``, ``reason`` (why it cannot run)."""
         self._stop = threading.Event()
         self._answered = threading.Event()
         self._thread: threading.Thread | None = None
+        self._misconfigured: str | None = None
+        variable = f"PARLA_ENGINES__{name.upper()}__"
+        fields = worker.engine_fields()
+        try:
+            self.service_settings = ServiceSettings.model_validate(fields)
+        except ValidationError as exc:
+            # The engine is unavailable, saying why; the fields that are right still count (shared_dir...).
+            wrong = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+            self.service_settings = ServiceSettings.model_validate({k: v for k, v in fields.items() if k not in wrong})
+            self._misconfigured = "; ".join(
+                f"{variable}{'__'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            )
+        unknown = sorted(self.service_settings.model_extra or {})
+        if unknown:
+            log.warning(
+                "engine %s is remote: %s ignored (a remote engine's own settings: %s)",
+                name,
+                ", ".join(variable + field.upper() for field in unknown),
+                ", ".join(ServiceSettings.model_fields),
+            )
+        shared = self.service_settings.shared_dir or self.context.data_dir / "shared" / name
+        self.shared_dir = shared.expanduser().absolute()
+        """Where a plain service's reference copies (``voices/``) and output files (``out/``) go."""
+        self._learned_rate: int | None = None
+        self._copies: dict[tuple[str, int, int], Path] = {}
+        """Reference files already in the shared directory, by (source path, mtime, size)."""
 
-    # -- the worker's state, kept fresh in the background -----------------------------------------
+    # -- the remote server's state, kept fresh in the background ----------------------------------
+
+    def _what(self) -> str:
+        return f"the {_KIND_WORDS[self.kind]} at {self.url}"
 
     def refresh(self) -> None:
-        """Ask the worker how it is, once, and take its answer (blocking: the refresher thread's work)."""
+        """Ask the server how it is, once, and take its answer (blocking: the refresher thread's work).
+        Which kind of server it is, is detected here: a worker answers ``/v1/engine``; a plain model
+        microservice does not, but answers ``/health``."""
         try:
-            response = self._client.get("/v1/engine", timeout=PROBE_TIMEOUT)
-            response.raise_for_status()
-            info = response.json()
-            capabilities = capabilities_from(info["capabilities"])
-            status = info.get("status") or {}
-            presets = info.get("voice_presets") or {}
+            self._down = self._ask()
         except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            self._down = f"the worker at {self.url} is not answering ({type(exc).__name__}: {exc})"
-        else:
-            described = info.get("description")
-            self.description = f"{described} (worker at {self.url})" if described else self.description
-            self.capabilities = capabilities
-            self.device = str(status.get("device") or "remote")
-            self.voice_presets = {str(voice): dict(preset) for voice, preset in presets.items()}
-            self._worker_status, self._down = status, None
+            self._down = f"{self._what()} is not answering ({type(exc).__name__}: {exc})"
         finally:
             self._answered.set()
 
+    def _ask(self) -> str | None:
+        """The server's answer taken; ``None``, or why it cannot be used although it answered."""
+        if self.kind == "service" and self._down is None:
+            return self._take_health(self._client.get("/health", timeout=PROBE_TIMEOUT))
+        response = self._client.get("/v1/engine", timeout=PROBE_TIMEOUT)
+        if response.status_code not in _NOT_THERE:
+            response.raise_for_status()
+            self._take_worker(response.json())
+            return None
+        health = self._client.get("/health", timeout=PROBE_TIMEOUT)
+        if health.status_code in _NOT_THERE:
+            return (
+                f"the server at {self.url} is neither a Parla worker (no /v1/engine) nor a model microservice "
+                "(no /health)"
+            )
+        reason = self._take_health(health)
+        self._take_service_info()
+        return reason
+
+    def _take_worker(self, info: dict[str, Any]) -> None:
+        capabilities = capabilities_from(info["capabilities"])
+        status = info.get("status") or {}
+        presets = {str(voice): dict(preset) for voice, preset in (info.get("voice_presets") or {}).items()}
+        described = info.get("description")
+        self.kind = "worker"
+        self.description = (
+            f"{described} (Parla worker at {self.url})"
+            if described
+            else f"Engine served by the Parla worker at {self.url}."
+        )
+        self.capabilities = capabilities
+        self.device = str(status.get("device") or "remote")
+        self.voice_presets = presets
+        self._status = status
+
+    def _take_health(self, response: httpx.Response) -> str | None:
+        """A plain service's ``/health``: loaded from ``model_loaded`` (loaded when it does not say),
+        its ``device``; an error status, ``dependencies_available: false`` or a ``status`` of
+        ``unhealthy`` makes it unavailable, with what it said."""
+        if self.kind != "service":
+            self.kind = "service"
+            self.voice_presets = {}
+            self.description = f"Model microservice at {self.url} (voices are reference files on shared storage)."
+        self.capabilities = self._service_capabilities()
+        if response.is_error:
+            self._status = {"loaded": False}
+            return f"{self._what()} answered /health with {response.status_code}: {_detail(response)}"
+        try:
+            health = response.json()
+        except ValueError:  # a bare "OK": healthy, and nothing more said
+            health = {}
+        if not isinstance(health, dict):
+            health = {}
+        self.device = str(health.get("device") or "remote")
+        self._status = {"loaded": bool(health.get("model_loaded", True)), "device": self.device}
+        if health.get("dependencies_available") is False:
+            return f"{self._what()} says its dependencies are not available"
+        if str(health.get("status", "")).lower() in {"unhealthy", "error"}:
+            return f"{self._what()} says it is {health['status']}"
+        return None
+
+    def _take_service_info(self) -> None:
+        """What the service says it is (``GET /``: ``message``, ``model``), for the description."""
+        try:
+            response = self._client.get("/", timeout=PROBE_TIMEOUT)
+            info = response.json() if response.is_success else {}
+        except (httpx.HTTPError, ValueError):
+            info = {}
+        if not isinstance(info, dict):
+            return
+        said = [str(info[key]) for key in ("message", "model") if info.get(key)]
+        what = ", ".join(dict.fromkeys(said)) or "Speech model"
+        self.description = f"{what} (model microservice at {self.url}; voices are reference files on shared storage)"
+
+    def _service_capabilities(self) -> Capabilities:
+        """What a plain service is taken to do: it clones (its voices are reference files), speaks
+        any language it is asked to, takes the documented sampling knobs (passed on when given), and
+        its sample rate is the setting's or the last file's."""
+        own = self.service_settings
+        return Capabilities(
+            sample_rate=own.sample_rate or self._learned_rate or DEFAULT_SERVICE_SAMPLE_RATE,
+            languages=("*",),
+            streaming=True,  # by sentence: the gateway asks for one piece at a time
+            cloning=True,
+            dialogue=own.dialogue,
+            single_speaker=own.single_speaker,
+            parameters=DOCUMENTED_PARAMETERS,
+        )
+
     def start(self) -> None:
-        """Start asking the worker in the background (idempotent); the first question is asked at once."""
+        """Start asking the server in the background (idempotent); the first question is asked at once."""
         if self._thread is None and not self._stop.is_set():
             self._thread = threading.Thread(target=self._refresh_loop, name=f"engine-{self.name}-refresh", daemon=True)
             self._thread.start()
 
     def wait_answered(self, timeout: float) -> bool:
-        """Wait until the worker has been asked once (answered or not); ``False`` on timeout."""
+        """Wait until the server has been asked once (answered or not); ``False`` on timeout."""
         return self._answered.wait(timeout)
 
     def _refresh_loop(self) -> None:
@@ -190,28 +377,46 @@ class RemoteEngine(Engine):
             self._stop.wait(REFRESH_INTERVAL_S)
 
     def _mark_down(self, exc: Exception) -> None:
-        self._down = f"the worker at {self.url} stopped answering ({type(exc).__name__}: {exc})"
+        self._down = f"{self._what()} stopped answering ({type(exc).__name__}: {exc})"
+
+    def _unavailable(self, exc: Exception) -> EngineUnavailableError:
+        self._mark_down(exc)
+        return EngineUnavailableError(f"engine {self.name!r} is unavailable: {self._down}")
 
     def unavailable_reason(self) -> str | None:
+        if self._misconfigured:
+            return self._misconfigured
         if self._down:
             return self._down
-        reason = self._worker_status.get("reason")
-        return f"{reason} (on the worker at {self.url})" if reason else None
+        reason = self._status.get("reason")
+        return f"{reason} (on {self._what()})" if reason else None
 
     @property
     def loaded(self) -> bool:
-        return self._down is None and bool(self._worker_status.get("loaded"))
+        return self._down is None and bool(self._status.get("loaded"))
+
+    def _refuse(self, response: httpx.Response) -> None:
+        """Raise what an error answer means: a 503 is the engine's unavailability; a Parla worker's
+        400, 413 or 422 is the client's request refused there (a language, a voice the worker's
+        engine cannot speak), said to the client as a 400 with the worker's words; anything else a 502."""
+        if response.status_code == 503:
+            raise EngineUnavailableError(
+                f"engine {self.name!r} is unavailable: {self._what()} answered 503: {_detail(response)}"
+            )
+        if self.kind == "worker" and response.status_code in (400, 413, 422):
+            raise InvalidInputError(f"engine {self.name!r} refused the request: {_detail(response)}")
+        if response.is_error:
+            raise self._failed(f"{self._what()} answered {response.status_code}: {_detail(response)}")
+
+    def _failed(self, what: str) -> RemoteSynthesisError:
+        return RemoteSynthesisError(f"engine {self.name!r} failed: {what}")
 
     def _post(self, path: str) -> None:
         try:
             response = self._client.post(path)
         except httpx.TransportError as exc:
-            self._mark_down(exc)
-            raise EngineUnavailableError(f"engine {self.name!r} is unavailable: {self._down}") from exc
-        if response.status_code == 503:
-            raise EngineUnavailableError(f"engine {self.name!r} is unavailable: {_detail(response)}")
-        if response.is_error:
-            raise RemoteSynthesisError(f"the worker at {self.url} answered {response.status_code}: {_detail(response)}")
+            raise self._unavailable(exc) from exc
+        self._refuse(response)
         self.refresh()  # its state changed: show it now, not at the next refresh
 
     def load(self) -> None:
@@ -221,8 +426,8 @@ class RemoteEngine(Engine):
         self._post("/v1/unload-model")
 
     def close(self) -> None:
-        """Stop asking the worker and let go of the connections; the worker's model stays as it is
-        (other gateways may use it)."""
+        """Stop asking the server and let go of the connections; its model stays as it is (other
+        gateways may use it)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=3.0)  # a question in flight ends within PROBE_TIMEOUT
@@ -231,6 +436,11 @@ class RemoteEngine(Engine):
     # -- synthesis ------------------------------------------------------------------------------
 
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        if self.kind == "service":
+            return self._speak_to_file(request)
+        return self._stream_from_worker(request)
+
+    def _stream_from_worker(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
         voice = request.voice
         voice_id = str(voice.samples[0][0]) if voice.samples else voice.name
         body = {
@@ -249,17 +459,147 @@ class RemoteEngine(Engine):
             "parameters": dict(request.parameters),
         }
         try:
-            with self._client.stream("POST", f"/v1/text-to-speech/{quote(voice_id, safe='')}/stream", json=body) as r:
+            with self._client.stream("POST", f"/v1/text-to-speech/{quote_path(voice_id)}/stream", json=body) as r:
                 if r.status_code != 200:
                     r.read()
-                    if r.status_code == 503:
-                        raise EngineUnavailableError(f"engine {self.name!r} is unavailable: {_detail(r)}")
-                    raise RemoteSynthesisError(f"the worker at {self.url} answered {r.status_code}: {_detail(r)}")
+                    self._refuse(r)
                 frames = FrameReader()
                 for data in r.iter_bytes():
                     yield from frames.feed(data)
                 if not frames.complete:
                     raise httpx.RemoteProtocolError("the stream ended before its last frame")
         except httpx.TransportError as exc:
-            self._mark_down(exc)
-            raise EngineUnavailableError(f"engine {self.name!r} is unavailable: {self._down}") from exc
+            raise self._unavailable(exc) from exc
+
+    # -- a plain model microservice: files on shared storage ---------------------------------------
+
+    def _speak_to_file(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        """One piece of text through ``POST /v1/text-to-speech/{voice_id}``: the voice's reference
+        file copied into the shared directory, the service's file read back and deleted."""
+        if self._misconfigured:
+            raise EngineUnavailableError(f"engine {self.name!r} is unavailable: {self._misconfigured}")
+        if self._status.get("loaded") is False:
+            self.load()  # unloaded (by Parla or by someone else): the service's model comes back first
+        reference, transcript = self._reference(request.voice)
+        output = self._shared_path("out", f"{uuid.uuid4().hex}.wav")
+        body = {
+            "text": request.text,
+            "output_filepath": self._as_service_path(output),
+            "parameters": self._service_parameters(request, transcript),
+        }
+        try:
+            try:
+                response = self._client.post(
+                    f"/v1/text-to-speech/{quote_path(self._as_service_path(reference))}", json=body
+                )
+            except httpx.TransportError as exc:
+                raise self._unavailable(exc) from exc
+            self._refuse(response)
+            samples, rate = self._read_output(output, response)
+        finally:
+            output.unlink(missing_ok=True)
+        if rate != self._learned_rate:
+            self._learned_rate = rate
+            self.capabilities = self._service_capabilities()
+        yield AudioChunk(samples, rate)
+
+    def _reference(self, voice: VoiceRef) -> tuple[Path, str | None]:
+        """The voice's reference audio as a file in the shared directory, and what it says."""
+        if voice.samples:
+            source, transcript = voice.samples[0]
+        elif self.service_settings.default_voice is not None:
+            source, transcript = self.service_settings.default_voice.expanduser(), None
+            if not source.is_file():
+                raise EngineUnavailableError(
+                    f"engine {self.name!r} is unavailable: its default voice file {str(source)!r} "
+                    f"(PARLA_ENGINES__{self.name.upper()}__DEFAULT_VOICE) is not a file"
+                )
+        else:
+            raise InvalidInputError(
+                f"engine {self.name!r} is a model microservice, which speaks in the voice of a reference recording, "
+                f"and voice {voice.name!r} has none: use a voice with samples (a library voice, a voice file), "
+                f"or set PARLA_ENGINES__{self.name.upper()}__DEFAULT_VOICE to a recording for voices without samples",
+                param="voice",
+            )
+        return self._shared_copy(source), transcript
+
+    def _shared_copy(self, source: Path) -> Path:
+        """``source``'s bytes in the shared directory, named by their hash (written once, whole)."""
+        stat = source.stat()
+        key = (str(source), stat.st_mtime_ns, stat.st_size)
+        known = self._copies.get(key)
+        if known is not None and known.is_file():
+            return known
+        data = source.read_bytes()
+        copy = self._shared_path("voices", f"{hashlib.sha256(data).hexdigest()[:32]}{source.suffix.lower() or '.wav'}")
+        if not copy.is_file():
+            partial = copy.with_name(f".{copy.name}.{uuid.uuid4().hex}.part")
+            try:
+                partial.write_bytes(data)
+                os.replace(partial, copy)
+            except OSError as exc:
+                partial.unlink(missing_ok=True)
+                raise self._no_shared_dir(exc) from exc
+        if len(self._copies) >= 1024:  # a bound, not an LRU: a copy found again costs a hash
+            self._copies.clear()
+        self._copies[key] = copy
+        return copy
+
+    def _shared_path(self, folder: str, name: str) -> Path:
+        directory = self.shared_dir / folder
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._no_shared_dir(exc) from exc
+        return directory / name
+
+    def _no_shared_dir(self, exc: OSError) -> EngineUnavailableError:
+        return EngineUnavailableError(
+            f"engine {self.name!r} is unavailable: its shared directory {self.shared_dir} cannot be written "
+            f"({exc.strerror or exc}); set PARLA_ENGINES__{self.name.upper()}__SHARED_DIR to storage that Parla and "
+            "the service share"
+        )
+
+    def _as_service_path(self, path: Path) -> str:
+        """``path`` (in the shared directory) as the service names it."""
+        mounted = self.service_settings.service_shared_dir
+        if not mounted:
+            return str(path)
+        return str(PurePosixPath(mounted) / path.relative_to(self.shared_dir).as_posix())
+
+    @staticmethod
+    def _service_parameters(request: SynthesisRequest, transcript: str | None) -> dict[str, Any]:
+        """The model microservice API's ``parameters``: the request's controls, what the reference
+        recording says, and the engine parameters the client gave."""
+        parameters = {name: value for name, value in request.parameters.items() if value is not None}
+        controls = {
+            "seed": request.seed,
+            "speed": request.speed,
+            "language": request.language,
+            "instructions": request.instructions,
+            "transcription": transcript,
+        }
+        parameters.update((name, value) for name, value in controls.items() if value is not None)
+        return parameters
+
+    def _read_output(self, output: Path, response: httpx.Response) -> tuple[npt.NDArray[np.float32], int]:
+        """The audio the service wrote to ``output``, decoded; a 502 saying what went wrong otherwise."""
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        if isinstance(answer, dict) and answer.get("status") not in (None, "success"):
+            said = answer.get("message") or answer.get("detail") or answer.get("status")
+            raise self._failed(f"{self._what()} did not make the audio: {said}")
+        if not output.is_file():
+            written = answer.get("output_filepath") if isinstance(answer, dict) else None
+            raise self._failed(
+                f"{self._what()} answered success, but no file is at {output}"
+                + (f" (it says it wrote {written})" if written else "")
+                + f": it must write to storage shared with Parla; set PARLA_ENGINES__{self.name.upper()}__SHARED_DIR "
+                "to that storage, and ..._SERVICE_SHARED_DIR to where the service sees it if that differs"
+            )
+        try:
+            return decode_audio(output)
+        except AudioDecodeError as exc:
+            raise self._failed(f"{self._what()} wrote a file that is not audio Parla can read: {exc}") from None

@@ -59,6 +59,8 @@ class Services:
             transcriber=transcriber,
             aliases=mappings.resolve,
             presets=engines.voice_presets,
+            engine_voices=engines.engine_voices,
+            engine_voice=engines.engine_voice,
         )
         config = ConfigService(settings=settings, db=db)
         config.apply()  # the log level stored by a PUT /config before this start

@@ -14,7 +14,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable, Collection, Iterator
+from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
@@ -149,28 +149,44 @@ class Rendered:
     """When its generation was recorded."""
 
 
-def crossfaded(chunks: Iterator[AudioChunk], seconds: float) -> Iterator[AudioChunk]:
-    """Overlap consecutive chunks by ``seconds`` with linear fades, so that joins between
-    separately synthesised pieces never click. Holds back only the last few milliseconds."""
+def crossfaded(pieces: Iterable[Iterable[AudioChunk]], seconds: float) -> Iterator[AudioChunk]:
+    """The chunks of separately synthesised pieces, in order, each piece's end overlapped with the
+    next one's start by ``seconds`` with linear fades, so that joins never click. Chunks within a
+    piece are the engine's own continuous stream and pass unchanged; only a piece's last few
+    milliseconds are held back (its last chunk, until the piece ends)."""
     tail: AudioChunk | None = None
-    for chunk in chunks:
-        x, rate = chunk.samples, chunk.sample_rate
-        n = int(seconds * rate)
-        if tail is not None and tail.sample_rate == rate:
-            k = min(n, tail.samples.size, x.size)
-            ramp = np.linspace(0.0, 1.0, k, dtype=np.float32)
-            head = tail.samples[: tail.samples.size - k]
-            blend = tail.samples[tail.samples.size - k :] * (1 - ramp) + x[:k] * ramp
-            x = np.concatenate([head, blend, x[k:]]).astype(np.float32)
-        elif tail is not None:
-            yield tail
-        if x.size > n:
-            yield AudioChunk(x[: x.size - n], rate)
-            tail = AudioChunk(x[x.size - n :], rate)
-        else:
-            tail = AudioChunk(x, rate)
+    for piece in pieces:
+        held: AudioChunk | None = None
+        for chunk in piece:
+            if held is not None:
+                yield held
+                held = None
+            if tail is not None:
+                if tail.sample_rate == chunk.sample_rate:
+                    chunk = _blend(tail, chunk, int(seconds * chunk.sample_rate))
+                else:
+                    yield tail
+                tail = None
+            held = chunk
+        if held is not None:
+            n = int(seconds * held.sample_rate)
+            if held.samples.size > n:
+                yield AudioChunk(held.samples[: held.samples.size - n], held.sample_rate)
+                tail = AudioChunk(held.samples[held.samples.size - n :], held.sample_rate)
+            else:
+                tail = held
     if tail is not None:
         yield tail
+
+
+def _blend(tail: AudioChunk, chunk: AudioChunk, n: int) -> AudioChunk:
+    """``tail`` faded out over the start of ``chunk`` (at most ``n`` samples overlap)."""
+    x = chunk.samples
+    k = min(n, tail.samples.size, x.size)
+    ramp = np.linspace(0.0, 1.0, k, dtype=np.float32)
+    head = tail.samples[: tail.samples.size - k]
+    overlap = tail.samples[tail.samples.size - k :] * (1 - ramp) + x[:k] * ramp
+    return AudioChunk(np.concatenate([head, overlap, x[k:]]).astype(np.float32), chunk.sample_rate)
 
 
 async def encode_live(chunks: AsyncGenerator[AudioChunk, None], fmt: AudioFormat) -> AsyncGenerator[bytes, None]:
@@ -316,6 +332,10 @@ class SpeechService:
         pieces = split_for_speech(normalize_text(text))
         if not any(_SPEAKABLE.search(piece) for piece in pieces):
             raise InvalidInputError("input has nothing to speak (no words in it)", param="input")
+        language = options.language or voice_ref.language
+        language_problem = engine.language_problem(language)
+        if language_problem:
+            raise InvalidInputError(language_problem, param="language")
         return SpeechPlan(
             id=new_id(),
             text=text,
@@ -327,7 +347,7 @@ class SpeechService:
             speed=options.speed,
             # A seed is always chosen, so any generation can be reproduced from its record.
             seed=options.seed if options.seed is not None else secrets.randbelow(2**31),
-            language=options.language or voice_ref.language,
+            language=language,
             instructions=options.instructions,
             parameters=params,
             source=source,
@@ -393,9 +413,9 @@ class SpeechService:
         engine = self.registry.get(plan.engine)
         requests = plan.requests()
 
-        def pieces() -> Iterator[AudioChunk]:
+        def pieces() -> Iterator[Iterator[AudioChunk]]:
             for done, request in enumerate(requests, start=1):
-                yield from engine.synthesize(request)
+                yield engine.synthesize(request)
                 if progress:
                     progress(done, len(requests))
 
@@ -457,7 +477,9 @@ class SpeechService:
         """The engine a request names, or for ``tts-1`` and friends (or nothing) the default one:
         the default cloning engine when the voice is a cloned one, the default engine otherwise."""
         name = model or ""
-        if not name or name in OPENAI_MODELS or name == "parla":
+        if (not name or name in OPENAI_MODELS or name == "parla") and voice.engine:
+            name = voice.engine  # an engine's own voice (a Kokoro style) goes to that engine
+        elif not name or name in OPENAI_MODELS or name == "parla":
             # A cloned voice, or a built-in one that is an adaptation preset, needs the cloning engine.
             adapted = voice.samples or voice.preset(self.settings.default_clone_engine)
             name = self.settings.default_clone_engine if adapted else self.settings.default_engine
@@ -467,10 +489,18 @@ class SpeechService:
             known = [*OPENAI_MODELS, *exc.known]
             raise InvalidInputError(f"unknown model {model!r}; available: {', '.join(known)}", param="model") from None
         if voice.samples and not engine.capabilities.cloning:
+            cloning = [e.name for e in self.registry if e.capabilities.cloning]
             raise InvalidInputError(
-                f"engine {engine.name!r} cannot speak in a cloned voice such as {voice.name!r}; "
-                f"use {self.settings.default_clone_engine!r}",
+                f"engine {engine.name!r} cannot speak in a cloned voice such as {voice.name!r} (it does not clone); "
+                f"use {self.settings.default_clone_engine!r}"
+                + (f" (engines that clone: {', '.join(cloning)})" if cloning else ""),
                 param="model",
+            )
+        if voice.engine and voice.engine != engine.name:
+            raise InvalidInputError(
+                f"voice {voice.name!r} is engine {voice.engine!r}'s own; {engine.name!r} cannot speak it: "
+                f"use model {voice.engine!r} (or tts-1)",
+                param="voice",
             )
         return engine
 

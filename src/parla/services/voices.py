@@ -13,7 +13,7 @@ import io
 import json
 import shutil
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -92,6 +92,20 @@ PresetSource = Callable[[str], Mapping[str, Mapping[str, Any]]]
 def no_presets(name: str) -> Mapping[str, Mapping[str, Any]]:
     """Built-in voices as every engine speaks them unconfigured (a library without engines)."""
     return {}
+
+
+EngineVoices = Callable[[], Sequence[Mapping[str, Any]]]
+"""The voices engines bring themselves, described for listings (``EngineRegistry.engine_voices``)."""
+EngineVoiceLookup = Callable[[str], VoiceRef | None]
+"""One of the engines' own voices by name, or ``None`` (``EngineRegistry.engine_voice``)."""
+
+
+def no_engine_voices() -> Sequence[Mapping[str, Any]]:
+    return ()
+
+
+def no_engine_voice(name: str) -> VoiceRef | None:
+    return None
 
 
 # OpenAI's newer voice names, so clients that send them get the closest built-in voice.
@@ -205,6 +219,8 @@ class VoiceLibrary:
         transcriber: Transcriber,
         aliases: Callable[[str], VoiceRef | None] | None = None,
         presets: PresetSource = no_presets,
+        engine_voices: EngineVoices = no_engine_voices,
+        engine_voice: EngineVoiceLookup = no_engine_voice,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -216,6 +232,11 @@ class VoiceLibrary:
         self.presets = presets
         """The engines' presets of a built-in voice, asked at each lookup (a remote engine's arrive
         with its worker's answer)."""
+        self.engine_voices = engine_voices
+        self.engine_voice = engine_voice
+        """The voices engines bring themselves (Kokoro's styles and their blends): listed after the
+        built-in voices, looked up after the library and the aliases, so a name the user gave a
+        library voice or a mapping keeps meaning it."""
 
     # -- lookup ---------------------------------------------------------------------------------
 
@@ -255,10 +276,18 @@ class VoiceLibrary:
             alias = self.aliases(id_or_name) if voice is None and self.aliases else None
             if alias is not None:
                 return alias
+            own = self.engine_voice(id_or_name) if voice is None else None
+            if own is not None:
+                return own
             if voice is None:
                 known = ", ".join(self.builtin_names())
+                by_engine: dict[str, list[str]] = {}
+                for listed in self.engine_voices():
+                    by_engine.setdefault(str(listed.get("engine")), []).append(str(listed["name"]))
+                engines = "".join(f", {engine}'s own voice ({', '.join(names)})" for engine, names in by_engine.items())
                 raise InvalidInputError(
-                    f"unknown voice {id_or_name!r}: not a built-in voice ({known}) or a library voice name or id",
+                    f"unknown voice {id_or_name!r}: not a built-in voice ({known}){engines} or a library voice name "
+                    "or id",
                     param="voice",
                 )
             if not voice.samples:
@@ -275,7 +304,7 @@ class VoiceLibrary:
         with self.db.session() as session:
             voices = session.scalars(select(Voice).order_by(Voice.name)).all()
             library = [VoicePublic.of(v).model_dump(mode="json") | {"samples": len(v.samples)} for v in voices]
-        return [v.describe() for v in BUILTIN_VOICES] + library
+        return [v.describe() for v in BUILTIN_VOICES] + [dict(v) for v in self.engine_voices()] + library
 
     def list_library(self) -> list[VoicePublic]:
         with self.db.session() as session:

@@ -21,6 +21,7 @@ from parla.api.deps import CharactersDep, EnginesDep, SettingsDep, SpeechDep
 from parla.api.errors import error_body
 from parla.api.voices import read_upload
 from parla.characters.service import Answer, CharacterFields, CharacterPublic, CharacterUploads, Upload
+from parla.characters.shapes import ENGINE_ALIASES
 from parla.errors import InvalidInputError, ParlaError
 from parla.offload import offload
 from parla.settings import Settings
@@ -336,7 +337,24 @@ async def get_tts_models(engines: EnginesDep) -> dict[str, Any]:
         )
     names = set(engines.names())
     for name, title in SEED_ENGINES.items():
-        if name not in names:
+        alias = ENGINE_ALIASES.get(name)
+        if name not in names and alias is not None and alias in names:  # a Parla engine speaks for it (f5tts: f5)
+            reason = engines.get(alias).unavailable_reason()
+            models.append(
+                {
+                    "name": name,
+                    "available": reason is None,
+                    "cloning": True,
+                    "dependencies": [
+                        f"the '{alias}' engine: {reason}; until then characters asking for it speak with the"
+                        " 'clone' engine"
+                    ]
+                    if reason
+                    else [],
+                    "description": f"{title}, spoken by the '{alias}' engine",
+                }
+            )
+        elif name not in names:
             models.append(
                 {
                     "name": name,

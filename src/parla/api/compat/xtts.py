@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from parla.api.deps import EnginesDep, SettingsDep, SpeechDep, VoicesDep
 from parla.api.voices import SampleJSON, audio_from_json
+from parla.engines.base import Engine
+from parla.engines.registry import EngineRegistry
 from parla.errors import NotFoundError
 from parla.offload import offload
 from parla.services.speech import SpeechOptions
@@ -79,15 +81,37 @@ def default_speaker(settings: Settings, voices: VoiceLibrary) -> str:
             return voices.create_with_sample(fields, clip.read_bytes())[0].id
 
 
+XTTS_ENGINE = "xtts"
+"""The engine the XTTS service API was built around: it speaks through it whenever it is available."""
+
+
+def speaking_engine(settings: Settings, engines: EngineRegistry) -> Engine:
+    """The engine this API speaks through: XTTS-v2 when it is installed, its weights found and its
+    worker up; otherwise the default cloning engine (and ``/config`` says which)."""
+    if XTTS_ENGINE in engines.names():
+        xtts = engines.get(XTTS_ENGINE)
+        if xtts.unavailable_reason() is None:
+            return xtts
+    return engines.get(settings.default_clone_engine)
+
+
 @router.get("/config", summary="Languages and synthesis defaults")
 def config(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
-    languages = sorted({lang for engine in engines for lang in engine.capabilities.languages if lang != "*"})
+    """Plain ``def``: a local engine's availability looks for its packages and weights (on a thread)."""
+    engine = speaking_engine(settings, engines)
+    if engine.name == XTTS_ENGINE:
+        languages = sorted(lang for lang in engine.capabilities.languages if lang != "*")
+    else:
+        languages = sorted({lang for e in engines for lang in e.capabilities.languages if lang != "*"})
+    xtts_reason = engines.get(XTTS_ENGINE).unavailable_reason() if XTTS_ENGINE in engines.names() else None
     return {
+        "engine": engine.name,
+        "engine_note": None if engine.name == XTTS_ENGINE else f"XTTS-v2 is not available here: {xtts_reason}",
         "languages": languages,
         "default_language": "en",
         "default_speaker": DEFAULT_SPEAKER,
         "default_speaker_configured": settings.default_speaker_clip is not None,
-        "sample_rate": engines.get(settings.default_clone_engine).capabilities.sample_rate,
+        "sample_rate": engine.capabilities.sample_rate,
         "format": "wav",
         "defaults": {"language": "en", "speaker_id": DEFAULT_SPEAKER, "speed": 1.0, "store_generated_audio": False},
         "store_dir": str(settings.data_dir / "generations"),
@@ -131,13 +155,24 @@ def speaker_voice(settings: Settings, voices: VoiceLibrary, speaker_id: str) -> 
         return speaker_id
 
 
+def _model_for(settings: Settings, engines: EngineRegistry, voices: VoiceLibrary, speaker: str) -> str | None:
+    """XTTS-v2 for a speaker it can speak (a recorded voice, or a built-in one it has a studio
+    speaker for); else the server's choice, as every API makes it."""
+    engine = speaking_engine(settings, engines)
+    if engine.name != XTTS_ENGINE:
+        return None
+    voice = voices.resolve(speaker)
+    return XTTS_ENGINE if voice.samples or voice.preset(XTTS_ENGINE) else None
+
+
 @router.post("/synthesize", summary="Synthesize speech; base64 WAV in JSON")
 async def synthesize(
-    body: SynthesizeRequest, settings: SettingsDep, voices: VoicesDep, speech: SpeechDep
+    body: SynthesizeRequest, settings: SettingsDep, voices: VoicesDep, speech: SpeechDep, engines: EnginesDep
 ) -> dict[str, Any]:
     speaker = await offload(speaker_voice, settings, voices, body.speaker_id)
     options = SpeechOptions(
         input=body.text,
+        model=await offload(_model_for, settings, engines, voices, speaker),
         voice=speaker,
         language=body.language,
         speed=body.speed,
@@ -155,5 +190,6 @@ async def synthesize(
         "speaker_id": body.speaker_id,
         "language": body.language,
         "generation_id": plan.id,
+        "engine": plan.engine,
         "stored_path": stored,
     }

@@ -1,0 +1,345 @@
+"""F5-TTS (``parla.engines.f5``).
+
+In the main environment (the fast lane) the engine is listed, unavailable, saying exactly what to
+install or where to put the weights, and a request for it is a 503 that says so.
+
+In its own environment (``slow``, ``model``): the environment is built once per machine by Parla's
+installer (``tests/engine_envs.py``), a tiny randomly initialised F5-TTS and Vocos are made there
+in exactly the layout f5-tts's loaders read (``tests/tiny_f5.py``), and ``parla serve-engine f5``
+runs from it as a worker behind a gateway: Parla's adapter through the real ``load_model``,
+``load_vocoder`` and ``infer_batch_process``. The audio made per piece is capped
+(``PARLA_ENGINES__F5__MAX_SECONDS``) and streamed in small chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from parla.app import create_app
+from parla.audio import decode_audio
+from parla.engines import AudioChunk, EngineContext, EngineRegistry, VoiceRef
+from parla.engines import f5 as f5_module
+from parla.engines.envs import EngineEnv
+from parla.engines.f5 import LANGUAGES, F5Engine, f5_language, frames_for, reference_text
+from parla.engines.remote import RemoteEngine
+from parla.errors import InvalidInputError
+from parla.services import Services
+from parla.services.speech import SpeechOptions
+from tests.conftest import _free_port, mock_settings, serving, serving_in_process, someone_saying, wait_for
+from tests.engine_envs import environment, run_in, worker_environ
+
+NOT_INSTALLED = (
+    "f5-tts is not installed in this environment: F5-TTS runs in its own; install its environment with "
+    "`parla engines install f5` and serve it with `parla serve-engine f5`"
+)
+
+
+@pytest.fixture
+def no_weights_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache, whatever this machine has."""
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "PARLA_MODELS_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    return tmp_path / "hf" / "hub"
+
+
+# -- the main environment: no f5-tts --------------------------------------------------------------
+
+
+def test_f5_is_listed_unavailable_saying_what_to_install(tmp_path: Path, no_weights_anywhere: Path) -> None:
+    assert importlib.util.find_spec("f5_tts") is None, "f5-tts is installed in the main environment: it should not be"
+    registry = EngineRegistry.from_entry_points(mock_settings(tmp_path))
+    try:
+        assert "f5" in registry.names() and "f5" not in registry.broken  # imports without torch or f5-tts
+        engine = registry.get("f5")
+        assert engine.unavailable_reason() == NOT_INSTALLED
+        assert not engine.status().available and not engine.loaded
+        capabilities = engine.capabilities
+        assert capabilities.sample_rate == 24_000 and capabilities.cloning and capabilities.needs_transcript
+        assert capabilities.languages == LANGUAGES == ("en", "zh") and capabilities.streaming
+    finally:
+        registry.shutdown()
+
+
+async def test_speech_on_f5_is_a_503_that_says_why(tmp_path: Path, no_weights_anywhere: Path) -> None:
+    async with serving_in_process(mock_settings(tmp_path)) as app:
+        body = {"model": "f5", "input": "Hello there.", "voice": "alloy", "response_format": "wav"}
+        refused = await app.client.post("/v1/audio/speech", json=body)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["detail"] == f"engine 'f5' is unavailable: {NOT_INSTALLED}"
+        model = (await app.client.get("/v1/models/f5")).json()
+        assert model["available"] is False and model["reason"] == NOT_INSTALLED
+        parameters = {p["name"]: p for p in model["capabilities"]["parameters"]}
+        assert set(parameters) == {"nfe_step", "cfg_strength", "sway_sampling_coef", "speed"}
+        assert (parameters["nfe_step"]["minimum"], parameters["nfe_step"]["maximum"]) == (2, 128)
+        assert parameters["sway_sampling_coef"]["default"] == -1.0
+    with pytest.raises(ValueError, match=r"'nfe_step' must be between 2 and 128, got 1000"):
+        F5Engine().resolve_parameters({"nfe_step": 1000})
+    assert F5Engine().resolve_parameters({"cfg_strength": 3}) == {
+        "nfe_step": 32,
+        "cfg_strength": 3.0,
+        "sway_sampling_coef": -1.0,
+        "speed": 1.0,
+    }
+
+
+def test_missing_weights_say_what_to_put_where(
+    tmp_path: Path, no_weights_anywhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(f5_module, "missing_package", lambda: None)  # as in the engine's own environment
+    models = tmp_path / "models"
+    engine = F5Engine(context=EngineContext(data_dir=tmp_path / "data", models_dir=models))
+    reason = engine.unavailable_reason()
+    assert reason is not None
+    own = models.resolve() / "f5"
+    assert f"put model_*.safetensors or model_*.pt and vocab.txt in {own}/" in reason
+    assert f"put config.yaml and pytorch_model.bin in {own / 'vocos'}/" in reason
+    assert "SWivid/F5-TTS" in reason and "charactr/vocos-mel-24khz" in reason
+    for name in ("model_1250000.safetensors", "vocab.txt", "vocos/config.yaml", "vocos/pytorch_model.bin"):
+        (own / name).parent.mkdir(parents=True, exist_ok=True)
+        (own / name).write_bytes(b"{}")
+    assert engine.unavailable_reason() is None
+
+
+def test_languages_and_the_reference_text_are_f5s_own() -> None:
+    assert [f5_language(x) for x in ("en", "en-US", "zh_CN", "ZH-TW", "fr")] == ["en", "en", "zh", "zh", None]
+    assert F5Engine().language_problem("fr") == "engine 'f5' speaks en, zh, not 'fr'"
+    assert reference_text("  Hello   there") == "Hello there. "
+    assert reference_text("Hello there.") == "Hello there. " and reference_text("你好。") == "你好。"
+
+
+def test_the_length_is_f5s_estimate_capped() -> None:
+    # 100 frames of reference saying 20 bytes: 5 frames a byte, at speed 1.
+    assert frames_for(100, "x" * 20, "y" * 30, 1.0, None) == 100 + 150
+    assert frames_for(100, "x" * 20, "y" * 30, 2.0, None) == 100 + 75
+    assert frames_for(100, "x" * 20, "y" * 5, 1.0, None) == 100 + int(25 / 0.3)  # short text: F5-TTS's slow pace
+    assert frames_for(100, "x" * 20, "y" * 30, 1.0, 1.0) == 100 + 93  # 1 s: 93.75 frames of 256 samples
+
+
+def test_a_voice_without_a_transcript_is_refused_saying_why(tmp_path: Path) -> None:
+    engine = F5Engine()
+    with pytest.raises(InvalidInputError, match=r"'alloy' has no sample with a transcript"):
+        engine.prompt_for(VoiceRef("alloy"))
+    with pytest.raises(InvalidInputError, match="what it says"):
+        engine.prompt_for(VoiceRef("Ada", samples=((tmp_path / "ada.wav", None), (tmp_path / "b.wav", " "))))
+
+
+def test_a_character_asking_for_f5tts_speaks_with_f5_when_it_can(
+    tmp_path: Path, no_weights_anywhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Titans character API's ``f5tts`` is the f5 engine, once it can run; until then the default."""
+    services = Services.build(mock_settings(tmp_path))
+    try:
+        conversation = services.characters.conversation
+        assert conversation._engine_for("f5tts") is None  # f5-tts is not installed here
+        assert conversation._engine_for("mock") == "mock" and conversation._engine_for(None) is None
+        monkeypatch.setattr(f5_module.F5Engine, "unavailable_reason", lambda self: None)
+        assert conversation._engine_for("f5tts") == "f5" and conversation._engine_for("zonos") is None
+    finally:
+        services.close()
+
+
+# -- in its own environment: the real loaders and inference on a tiny model ------------------------
+
+SAID = "The birch canoe slid on the smooth planks."
+TEXT = "Glue the sheet to the dark blue background. It is easy to tell the depth of a well."
+MAX_PIECE_S = 0.8
+"""PARLA_ENGINES__F5__MAX_SECONDS for the tiny model."""
+CHUNK_SAMPLES = 4096
+"""PARLA_ENGINES__F5__STREAM_CHUNK_SIZE: a capped piece comes in five chunks."""
+FEW_STEPS = {"nfe_step": 4}
+
+
+@pytest.fixture(scope="session")
+def f5_env() -> EngineEnv:
+    """The f5 engine's environment, built on the first run on this machine (minutes), then reused."""
+    return environment("f5")
+
+
+@pytest.fixture(scope="session")
+def tiny_f5(f5_env: EngineEnv) -> Path:
+    """A models directory holding a tiny random F5-TTS in ``f5/``, made by f5-tts's own classes in the
+    engine's environment; kept beside the environment, keyed by the script that makes it."""
+    script = Path(__file__).with_name("tiny_f5.py")
+    models = f5_env.root / f"tiny-f5-{hashlib.sha256(script.read_bytes()).hexdigest()[:12]}"
+    if not (models / "f5" / "vocos" / "pytorch_model.bin").is_file():
+        building = models.with_name(f"{models.name}.{os.getpid()}.part")
+        run_in(f5_env, str(script), str(building / "f5"))
+        try:
+            building.replace(models)
+        except OSError:  # a parallel run made it first: same script, same model
+            shutil.rmtree(building)
+            assert (models / "f5" / "vocos" / "pytorch_model.bin").is_file()
+    return models
+
+
+@dataclass
+class F5Stack:
+    """A worker (``parla serve-engine f5`` from the engine's environment) behind a gateway."""
+
+    worker_url: str
+    worker_log: Path
+    gateway_url: str
+    services: Services
+    heard: dict[int, npt.NDArray[np.float32]] = field(default_factory=dict)
+
+    def speak(self, seed: int, text: str = TEXT) -> npt.NDArray[np.float32]:
+        """The gateway's WAV, decoded."""
+        body = {
+            "model": "f5",
+            "input": text,
+            "voice": "Ada",
+            "response_format": "wav",
+            "seed": seed,
+            "parameters": FEW_STEPS,
+        }
+        response = httpx.post(f"{self.gateway_url}/v1/audio/speech", json=body, timeout=600)
+        assert response.status_code == 200, response.text
+        samples, rate = decode_audio(response.content)
+        assert rate == 24_000
+        return samples
+
+    def audio(self, seed: int) -> npt.NDArray[np.float32]:
+        if seed not in self.heard:
+            self.heard[seed] = self.speak(seed)
+        return self.heard[seed]
+
+    def log(self) -> str:
+        return self.worker_log.read_text(errors="replace")
+
+    def computed(self, voice: str = "Ada") -> int:
+        return self.log().count(f"reference for voice {voice!r} computed")
+
+
+@pytest.fixture(scope="module")
+def f5_stack(f5_env: EngineEnv, tiny_f5: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[F5Stack]:
+    shared = tmp_path_factory.mktemp("f5-gateway")  # the gateway's data dir: the worker reads voices there
+    worker_data = tmp_path_factory.mktemp("f5-worker")
+    port = _free_port()
+    worker_url = f"http://127.0.0.1:{port}"
+    log = worker_data / "worker.log"
+    environ = worker_environ(
+        PARLA_DATA_DIR=str(worker_data),
+        PARLA_ALLOWED_PATHS=str(shared),
+        PARLA_MODELS_DIR=str(tiny_f5),
+        PARLA_DEVICE="cpu",
+        PARLA_ENGINES__F5__MAX_SECONDS=str(MAX_PIECE_S),
+        PARLA_ENGINES__F5__STREAM_CHUNK_SIZE=str(CHUNK_SAMPLES),
+        PARLA_LOG_LEVEL="info",
+        PARLA_LLM_RUNTIME_AUTOINSTALL="false",
+        OMP_NUM_THREADS="1",  # two shared cores: torch's spinning threads would only fight each other
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(worker_data / "hf"),  # an empty cache: nothing may come from it, nor from the network
+    )
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(
+            [str(f5_env.parla), "serve-engine", "f5", "--port", str(port)],
+            env=environ,
+            cwd=worker_data,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def ready() -> bool:
+            assert process.poll() is None, f"the f5 worker exited:\n{log.read_text(errors='replace')[-3000:]}"
+            return bool(httpx.get(f"{worker_url}/health", timeout=2).json()["model_loaded"])
+
+        wait_for(ready, f"the f5 worker did not load the tiny model; its log: {log}", timeout=600)
+        settings = mock_settings(shared, engines={"f5": {"url": worker_url}}, in_process_worker=False)
+        services = Services.build(settings)
+        try:
+            with serving(create_app(services=services)) as gateway_url:
+                created = httpx.post(
+                    f"{gateway_url}/v1/voices/clone",
+                    data={"name": "Ada", "transcript": SAID},
+                    files={"file": ("ada.wav", someone_saying(SAID), "audio/wav")},
+                    timeout=120,
+                )
+                assert created.status_code == 201, created.text
+                yield F5Stack(worker_url, log, gateway_url, services)
+        finally:
+            services.close()
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_the_worker_runs_f5_from_its_own_environment(f5_stack: F5Stack) -> None:
+    info = httpx.get(f"{f5_stack.worker_url}/v1/engine", timeout=10).json()
+    assert info["name"] == "f5" and info["status"]["loaded"] and info["status"]["device"] == "cpu"
+    assert info["capabilities"]["sample_rate"] == 24_000 and info["capabilities"]["needs_transcript"]
+    engine = f5_stack.services.engines.get("f5")
+    assert isinstance(engine, RemoteEngine) and engine.capabilities.cloning and not engine.unavailable_reason()
+    assert "model_0.safetensors (config.yaml" in f5_stack.log()  # the tiny model's own architecture
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_a_cloned_voice_speaks_24_khz_of_bounded_length_in_chunks(f5_stack: F5Stack) -> None:
+    samples = f5_stack.audio(7)
+    plan = f5_stack.services.speech.prepare(
+        SpeechOptions(input=TEXT, voice="Ada", model="f5", response_format="wav", seed=7, parameters=FEW_STEPS),
+        source="test",
+    )
+    assert len(plan.pieces) >= 2
+    assert 0.3 < samples.size / 24_000 <= MAX_PIECE_S * len(plan.pieces)
+    assert np.abs(samples).max() > 0.001 and np.isfinite(samples).all()  # random weights make noise, not silence
+    engine = f5_stack.services.engines.get("f5")
+    for request in plan.requests():
+        chunks: list[AudioChunk] = list(engine.synthesize(request))
+        assert len(chunks) > 1 and all(c.sample_rate == 24_000 for c in chunks)
+        assert all(c.samples.size <= CHUNK_SAMPLES for c in chunks)
+        assert sum(c.samples.size for c in chunks) / 24_000 <= MAX_PIECE_S
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_the_same_seed_says_the_same_and_the_voice_is_prepared_once(f5_stack: F5Stack) -> None:
+    first = f5_stack.audio(7)
+    again = f5_stack.speak(seed=7)
+    assert np.array_equal(again, first)
+    other = f5_stack.speak(seed=8)
+    assert not (other.size == first.size and np.allclose(other, first, atol=1e-3))
+    assert f5_stack.computed() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_unload_frees_the_model_and_the_next_request_loads_it_again(f5_stack: F5Stack) -> None:
+    first = f5_stack.audio(7)
+    unloaded = httpx.post(f"{f5_stack.gateway_url}/v1/unload-model?engine=f5", timeout=60)
+    assert unloaded.status_code == 200, unloaded.text
+    assert httpx.get(f"{f5_stack.worker_url}/v1/engine", timeout=10).json()["status"]["loaded"] is False
+    engines = httpx.get(f"{f5_stack.gateway_url}/health", timeout=10).json()["engines"]
+    assert next(e for e in engines if e["name"] == "f5")["loaded"] is False
+    again = f5_stack.speak(seed=7)
+    assert np.array_equal(again, first)
+    assert httpx.get(f"{f5_stack.worker_url}/v1/engine", timeout=10).json()["status"]["loaded"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_a_built_in_voice_is_refused_saying_why(f5_stack: F5Stack) -> None:
+    body = {"model": "f5", "input": "Hello there.", "voice": "alloy", "response_format": "wav"}
+    refused = httpx.post(f"{f5_stack.gateway_url}/v1/audio/speech", json=body, timeout=120)
+    assert refused.status_code == 400, refused.text
+    assert "'alloy' has no sample with a transcript" in refused.json()["detail"]
