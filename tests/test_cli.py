@@ -74,6 +74,59 @@ def test_bench_prints_its_tables() -> None:
         assert heading in result.stdout
 
 
+BENCH_ENGINES_HEADINGS = ("engine", "runs", "load", "first audio", "RTF", "RSS MB", "GPU MB", "note")
+
+
+def _table_rows(output: str) -> dict[str, list[str]]:
+    """A rich table's body rows, by their first cell (a wrapped cell's lines joined with spaces)."""
+    rows: dict[str, list[str]] = {}
+    last: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("│"):
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            if cells[0] or not last:
+                last = rows[cells[0]] = cells
+            else:
+                last[:] = [f"{a} {b}".strip() for a, b in zip(last, cells, strict=True)]
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_bench_engines_measures_each_engine() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "parla", "bench", "engines", "--engine", "piper", "--engine", "mock", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "engines (median of 1 round)" in result.stdout
+    assert all(heading in result.stdout for heading in BENCH_ENGINES_HEADINGS)
+    rows = _table_rows(result.stdout)
+    assert set(rows) == {"piper", "mock"}
+    for name in ("piper", "mock"):
+        _, runs, _, voice, load, first, rtf, rss, _, note = rows[name]
+        assert runs == "in process" and voice != "-" and not note, rows[name]
+        assert load.endswith(" ms") and first.endswith(" ms") and float(rtf) > 0 and float(rss) > 0
+    assert rows["piper"][3] == "alloy"  # a built-in voice with Piper's preset
+    assert rows["mock"][3] == "bench-reference"  # no presets: a voice cloned from espeak-ng's recording
+
+
+def test_bench_engines_lists_an_engine_that_cannot_run_with_its_reason(tmp_path: Path) -> None:
+    # Nothing installed and no weights in this data directory: xtts cannot run, and says why.
+    result = runner.invoke(
+        app, ["bench", "engines", "--engine", "xtts", "--rounds", "1"], env={"PARLA_MODELS_DIR": str(tmp_path / "m")}
+    )
+    assert result.exit_code == 0, result.output
+    rows = _table_rows(result.output)
+    assert list(rows) == ["xtts"]
+    _, runs, _, voice, load, first, rtf, *_, note = rows["xtts"]
+    assert runs == "not running" and (voice, load, first, rtf) == ("-", "-", "-", "-")
+    assert "not installed" in note and "parla engines install xtts" in note
+
+
 def test_doctor_reports_what_is_installed_and_reachable(
     monkeypatch: pytest.MonkeyPatch, postgres_server: str, redis_server: str
 ) -> None:

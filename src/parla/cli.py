@@ -489,6 +489,22 @@ def bench_speech(
     run_speech_bench(rounds=rounds, clients=clients, fmt=fmt, console=console, load_runs_count=load_runs)
 
 
+@bench_app.command("engines")
+def bench_engines(
+    engine: Annotated[
+        list[str] | None, typer.Option("--engine", "-e", help="An engine to measure (repeat; default: every one).")
+    ] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds per engine; the table shows medians.")] = 3,
+    text: Annotated[str | None, typer.Option(help="The paragraph the real-time factor is measured on.")] = None,
+) -> None:
+    """Each engine that can run here, in this process or as a worker: load time, first audio, RTF,
+    memory (RSS, GPU); the others with the reason they cannot run."""
+    from parla.bench.engines import run_engines_bench
+
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    run_engines_bench(names=engine or [], rounds=rounds, text=text, console=console)
+
+
 @bench_app.command("clone")
 def bench_clone(
     directory: Annotated[Path, typer.Argument(help="Speakers: folders with ref.wav (+ ref.txt) and judge.wav.")],
