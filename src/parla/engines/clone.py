@@ -14,9 +14,7 @@ learned once per change of the samples, not per request.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 
 from parla.audio.decode import decode_audio
 from parla.engines.base import AudioChunk, Capabilities, Engine, EngineContext, SynthesisRequest, VoiceRef
+from parla.engines.memory import VoiceMemory
 from parla.engines.piper import PiperEngine, PiperSettings
 
 log = logging.getLogger(__name__)
@@ -120,8 +119,7 @@ class CloneEngine(Engine):
     def __init__(self, settings: CloneSettings | None = None, context: EngineContext | None = None) -> None:
         super().__init__(settings, context)
         self.piper = PiperEngine(PiperSettings(model_path=self.settings.model_path), self.context)
-        self._memory: OrderedDict[str, Any] = OrderedDict()
-        self._memory_lock = threading.Lock()
+        self._memory: VoiceMemory[Any] = VoiceMemory(MEMORY_CACHE)
         self.stats = {"memory_hits": 0, "disk_hits": 0, "adaptations": 0}
         """How conditioning was found (the tests read it)."""
 
@@ -137,8 +135,7 @@ class CloneEngine(Engine):
 
     def _unload(self) -> None:
         self.piper.unload()
-        with self._memory_lock:
-            self._memory.clear()
+        self._memory.clear()
 
     # -- conditioning -------------------------------------------------------------------------
 
@@ -155,12 +152,9 @@ class CloneEngine(Engine):
             return preset_adaptation(**{k: v for k, v in preset.items() if k in PRESET_KEYS}) if preset else None
         key = voice.key or voice.name
         path = self.cache_path(key)
-        with self._memory_lock:
-            remembered = self._memory.get(key)
-            if remembered is not None:
-                self._memory.move_to_end(key)
-                self.stats["memory_hits"] += 1
+        remembered = self._memory.get(key)
         if remembered is not None:
+            self.stats["memory_hits"] += 1
             if not path.is_file():
                 # Deleting a voice deletes its file; another voice with the same samples (the same
                 # key) still needs it, so that a restarted server does not learn it again.
@@ -176,10 +170,7 @@ class CloneEngine(Engine):
         if adaptation is None:
             adaptation = self.adapt(voice)
             self._save(path, adaptation)
-        with self._memory_lock:
-            self._memory[key] = adaptation
-            while len(self._memory) > MEMORY_CACHE:
-                self._memory.popitem(last=False)
+        self._memory.put(key, adaptation)
         return adaptation
 
     @staticmethod

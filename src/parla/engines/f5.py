@@ -42,9 +42,7 @@ import hashlib
 import importlib
 import importlib.util
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +63,7 @@ from parla.engines.base import (
     SynthesisRequest,
     VoiceRef,
 )
+from parla.engines.memory import VoiceMemory
 from parla.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -177,8 +176,7 @@ class F5Engine(Engine):
         self._vocoder: Any = None
         self._torch: Any = None
         self._infer: Any = None
-        self._memory: OrderedDict[str, Prompt] = OrderedDict()
-        self._memory_lock = threading.Lock()
+        self._memory: VoiceMemory[Prompt] = VoiceMemory(MEMORY_CACHE)
         self.stats = {"memory_hits": 0, "computed": 0}
 
     # -- availability and lifecycle -------------------------------------------------------------
@@ -266,8 +264,7 @@ class F5Engine(Engine):
         torch = self._torch
         self._model = None
         self._vocoder = None
-        with self._memory_lock:
-            self._memory.clear()
+        self._memory.clear()
         gc.collect()
         if torch is not None and self.device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -285,12 +282,10 @@ class F5Engine(Engine):
                 param="voice",
             )
         key = voice.key or hashlib.sha256(repr(transcribed).encode()).hexdigest()[:32]
-        with self._memory_lock:
-            remembered = self._memory.get(key)
-            if remembered is not None:
-                self._memory.move_to_end(key)
-                self.stats["memory_hits"] += 1
-                return remembered
+        remembered = self._memory.get(key)
+        if remembered is not None:
+            self.stats["memory_hits"] += 1
+            return remembered
         started = time.perf_counter()
         prompt = self._prompt(transcribed)
         self.stats["computed"] += 1
@@ -301,10 +296,7 @@ class F5Engine(Engine):
             prompt.seconds,
             time.perf_counter() - started,
         )
-        with self._memory_lock:
-            self._memory[key] = prompt
-            while len(self._memory) > MEMORY_CACHE:
-                self._memory.popitem(last=False)
+        self._memory.put(key, prompt)
         return prompt
 
     def _prompt(self, transcribed: list[tuple[Path, str]]) -> Prompt:

@@ -44,9 +44,7 @@ import importlib.util
 import logging
 import random
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +64,7 @@ from parla.engines.base import (
     SynthesisRequest,
     VoiceRef,
 )
+from parla.engines.memory import VoiceMemory
 from parla.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -225,8 +224,7 @@ class XttsEngine(Engine):
         self._model: Any = None
         self._torch: Any = None
         self._fingerprint = ""
-        self._memory: OrderedDict[str, Conditioning] = OrderedDict()
-        self._memory_lock = threading.Lock()
+        self._memory: VoiceMemory[Conditioning] = VoiceMemory(MEMORY_CACHE)
         self.stats = {"memory_hits": 0, "disk_hits": 0, "computed": 0}
         """How conditioning was found (logged too: the tests count it)."""
         model_dir, _ = find_model_dir(self.settings, self.context)
@@ -285,8 +283,7 @@ class XttsEngine(Engine):
     def _unload(self) -> None:
         torch = self._torch
         self._model = None
-        with self._memory_lock:
-            self._memory.clear()
+        self._memory.clear()
         gc.collect()
         if torch is not None and self.device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -310,12 +307,9 @@ class XttsEngine(Engine):
         if not voice.samples:
             return self._studio_speaker(voice)
         key = voice.key or hashlib.sha256(repr(voice.samples).encode()).hexdigest()[:32]
-        with self._memory_lock:
-            remembered = self._memory.get(key)
-            if remembered is not None:
-                self._memory.move_to_end(key)
-                self.stats["memory_hits"] += 1
+        remembered = self._memory.get(key)
         if remembered is not None:
+            self.stats["memory_hits"] += 1
             log.debug("xtts: conditioning for voice %r from memory", voice.name)
             return remembered
         path = self.cache_path(key)
@@ -334,10 +328,7 @@ class XttsEngine(Engine):
                 len(voice.samples),
                 time.perf_counter() - started,
             )
-        with self._memory_lock:
-            self._memory[key] = conditioning
-            while len(self._memory) > MEMORY_CACHE:
-                self._memory.popitem(last=False)
+        self._memory.put(key, conditioning)
         return conditioning
 
     def _studio_speaker(self, voice: VoiceRef) -> Conditioning:
