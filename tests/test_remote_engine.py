@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,22 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from fastapi import FastAPI, Request, Response
+from starlette.middleware.base import RequestResponseEndpoint
 
 from parla.app import create_app
 from parla.audio import decode_audio, encode_audio
 from parla.engines import AudioChunk, EngineRegistry
-from parla.engines.base import Capabilities
+from parla.engines.base import (
+    Capabilities,
+    Engine,
+    EngineUnavailableError,
+    EngineVoice,
+    Param,
+    SynthesisRequest,
+    VoiceRef,
+)
+from parla.engines.kokoro import KokoroEngine, normalised, parse_blend
 from parla.engines.mock import MockEngine
 from parla.engines.piper import PiperEngine
 from parla.engines.remote import (
@@ -31,12 +44,13 @@ from parla.engines.remote import (
     capabilities_from,
     end_frame,
 )
-from parla.errors import ServiceUnavailableError
+from parla.errors import InvalidInputError, ServiceUnavailableError
 from parla.services import Services
 from parla.services.speech import CROSSFADE_S, SpeechOptions, crossfaded
 from parla.settings import MOCK_WORKER_URL, EngineSection, Settings
 from parla.worker_app import create_worker_app, default_port
 from tests.conftest import (
+    InProcessApp,
     Listener,
     _free_port,
     duration_of,
@@ -44,6 +58,7 @@ from tests.conftest import (
     natural_length,
     serving,
     serving_in_process,
+    someone_saying,
     wait_for,
     wer,
 )
@@ -275,3 +290,236 @@ def test_a_killed_worker_is_a_503_until_it_is_back(gateway: tuple[str, Services]
     wait_for(lambda: piper_state()["available"], "/health did not notice the worker was back", timeout=10)
     again = httpx.post(f"{url}/v1/audio/speech", json=body, timeout=60)
     assert again.status_code == 200 and duration_of(again.content) > 1
+
+
+# -- an engine's own voices and prepare_voice, through a worker --------------------------------------
+
+STYLES = {"af_bright": 440.0, "am_deep": 220.0}
+"""The test engine's own voices, each spoken as a tone of its pitch (a blend: the weighted pitch)."""
+
+
+class _Styles(Engine):
+    """An engine with voices of its own and blends of them, as Kokoro has (its blend syntax too),
+    that speaks a tone per voice, with no model; it records what it was asked."""
+
+    name = "styles"
+    description = "Styles: voices of its own."
+    capabilities = Capabilities(
+        sample_rate=16000, cloning=True, parameters=(Param("voice", str, "", description="A style or blend."),)
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looked_up: list[str] = []
+        self.prepared: list[VoiceRef] = []
+        self.spoken: list[SynthesisRequest] = []
+
+    def voices(self) -> Sequence[EngineVoice]:
+        return [EngineVoice(style, f"The {style} style.", "female" if style[1] == "f" else "male") for style in STYLES]
+
+    def _blend(self, spec: str) -> str:
+        parts = []
+        for style, weight in parse_blend(spec):
+            if style.lower() not in STYLES:
+                raise ValueError(f"Styles has no voice {style!r}; its voices: {', '.join(STYLES)}")
+            parts.append((style.lower(), weight))
+        return normalised(parts).canonical
+
+    def voice(self, name: str) -> VoiceRef | None:
+        self.looked_up.append(name)
+        if not any(word.lower() in STYLES for word in re.findall(r"[A-Za-z0-9_.-]+", name)):
+            return None
+        try:
+            canonical = self._blend(name)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc), param="voice") from None
+        single = canonical in STYLES
+        return VoiceRef(
+            name=canonical if single else name.strip(),
+            id=canonical if single else None,
+            presets={self.name: {"voice": canonical}},
+            key=f"{self.name}:{canonical}",
+            engine=self.name,
+        )
+
+    def resolve_parameters(self, given: Any, preset: Any = None) -> dict[str, Any]:
+        resolved = super().resolve_parameters(given, preset)
+        resolved["voice"] = self._blend(str(resolved.get("voice") or "af_bright"))
+        return resolved
+
+    def prepare_voice(self, voice: VoiceRef) -> None:
+        self.prepared.append(voice)
+
+    def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        self.spoken.append(request)
+        pitch = sum(STYLES[style] * weight for style, weight in parse_blend(str(request.parameters["voice"])))
+        rate = self.capabilities.sample_rate
+        seconds = np.arange(rate // 2) / rate
+        yield AudioChunk((0.3 * np.sin(2 * np.pi * pitch * seconds)).astype(np.float32), rate)
+
+
+def pitch_of(audio: bytes) -> float:
+    """The strongest frequency in ``audio``, in Hz."""
+    samples, rate = decode_audio(audio)
+    spectrum = np.abs(np.fft.rfft(samples))
+    return float(np.fft.rfftfreq(samples.size, 1 / rate)[int(np.argmax(spectrum))])
+
+
+def recording(app: FastAPI) -> list[str]:
+    """The paths of the requests ``app`` gets, from now on, in order."""
+    paths: list[str] = []
+
+    @app.middleware("http")
+    async def record(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        paths.append(request.url.path)
+        return await call_next(request)
+
+    return paths
+
+
+Styled = tuple[InProcessApp, _Styles, list[str]]
+"""The gateway, the worker's engine and the paths the worker was asked for."""
+
+
+@pytest.fixture(scope="module")
+async def styled(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Styled]:
+    """A worker serving ``_Styles`` and a gateway whose engine ``far`` (not the worker's name for
+    it) is that worker, also its cloning engine; the worker may read the gateway's voice files."""
+    gateway_dir, worker_dir = tmp_path_factory.mktemp("gateway"), tmp_path_factory.mktemp("worker")
+    engine = _Styles()
+    worker_settings = mock_settings(
+        worker_dir, default_engine="styles", default_clone_engine="styles", allowed_paths=[gateway_dir]
+    )
+    worker_services = Services.build(worker_settings, engines=EngineRegistry([engine]))
+    app = create_worker_app("styles", worker_settings, services=worker_services)
+    paths = recording(app)
+    try:
+        with serving(app) as url:
+            settings = mock_settings(
+                gateway_dir, engines={"far": {"url": url}}, default_clone_engine="far", in_process_worker=False
+            )
+            async with serving_in_process(settings) as gateway:
+                yield gateway, engine, paths
+    finally:
+        worker_services.close()
+
+
+async def test_the_workers_own_voices_are_listed_by_the_gateway(styled: Styled) -> None:
+    gateway, _, _ = styled
+    for path, key in (("/v1/audio/voices", "voices"), ("/v1/voices", "voices")):
+        listed = (await gateway.client.get(path)).json()[key]
+        own = [v for v in listed if v.get("engine") == "far"]
+        assert [v["name"] for v in own] == list(STYLES), path
+        assert own[1]["gender"] == "male" and own[1]["description"] == "The am_deep style."
+
+
+@pytest.mark.parametrize(
+    ("voice", "pitch"), [("am_deep", 220), ("AF_Bright", 440), ("af_bright(0.25)+am_deep(0.75)", 275)]
+)
+async def test_the_workers_voices_and_blends_speak_through_the_gateway(styled: Styled, voice: str, pitch: int) -> None:
+    gateway, engine, _ = styled
+    body = {"model": "tts-1", "input": "Hello there.", "voice": voice, "response_format": "wav"}
+    response = await gateway.client.post("/v1/audio/speech", json=body)
+    assert response.status_code == 200, response.text
+    assert pitch_of(response.content) == pytest.approx(pitch, abs=4)
+    # The worker's engine got the voice as the gateway resolved it, its preset under its own name.
+    assert engine.spoken[-1].voice.preset("styles") == {"voice": engine.spoken[-1].parameters["voice"]}
+    explicit = await gateway.client.post("/v1/audio/speech", json={**body, "model": "far"})
+    assert explicit.status_code == 200 and pitch_of(explicit.content) == pytest.approx(pitch, abs=4)
+
+
+async def test_a_blend_the_worker_refuses_is_a_400_in_its_words(styled: Styled) -> None:
+    gateway, _, _ = styled
+    body = {"input": "Hello there.", "voice": "af_bright+zz_nobody"}
+    response = await gateway.client.post("/v1/audio/speech", json=body)
+    assert response.status_code == 400, response.text
+    assert "Styles has no voice 'zz_nobody'" in response.json()["detail"]
+    assert response.json()["error"]["param"] == "voice"
+
+
+async def test_names_that_are_none_of_the_workers_voices_are_not_asked_of_it(styled: Styled) -> None:
+    gateway, engine, paths = styled
+    paths.clear()
+    looked_up = len(engine.looked_up)
+    unknown = await gateway.client.post("/v1/audio/speech", json={"input": "Hi.", "voice": "zz_nobody"})
+    assert unknown.status_code == 400 and "far's own voice (af_bright, am_deep)" in unknown.json()["detail"]
+    builtin = await gateway.client.post("/v1/audio/speech", json={"input": "Hi.", "voice": "alloy"})
+    assert builtin.status_code == 200  # the mock engine's, here
+    assert not [path for path in paths if path.startswith("/v1/engine/voices")], paths
+    assert len(engine.looked_up) == looked_up
+
+
+async def test_a_voice_learned_on_the_gateway_is_prepared_by_the_worker(styled: Styled) -> None:
+    gateway, engine, _ = styled
+    spoken = "The birch canoe slid on the smooth planks."
+    created = await gateway.client.post("/v1/voices", json={"name": "prepared-remotely"})
+    assert created.status_code == 201, created.text
+    voice = created.json()["id"]
+    before = len(engine.prepared)
+    sample = {"file": ("canoe.wav", someone_saying(spoken))}
+    added = await gateway.client.post(f"/v1/voices/{voice}/samples", files=sample, data={"transcript": spoken})
+    assert added.status_code == 201, added.text
+    for _ in range(100):  # warm_voice runs after the response, on the engine's thread
+        if len(engine.prepared) > before:
+            break
+        await asyncio.sleep(0.05)
+    assert len(engine.prepared) == before + 1, "the worker's engine was not asked to prepare the voice"
+    prepared = engine.prepared[-1]
+    assert prepared.samples and prepared.samples[0][1] == spoken and prepared.samples[0][0].is_file()
+    assert prepared.key == gateway.services.voices.resolve(voice).key
+
+
+async def test_prepare_voice_says_what_the_worker_says(styled: Styled, tmp_path: Path) -> None:
+    gateway, engine, _ = styled
+    far = gateway.services.engines.get("far")
+    before = len(engine.prepared)
+    far.prepare_voice(VoiceRef("plain"))  # nothing to learn: the worker is not asked
+    assert len(engine.prepared) == before
+    outside = tmp_path / "outside.wav"  # not where the worker may read
+    outside.write_bytes(encode_audio(np.zeros(1600, dtype=np.float32), 16000, "wav"))
+    with pytest.raises(InvalidInputError, match="outside the allowed directories"):
+        far.prepare_voice(VoiceRef("elsewhere", samples=((outside, None),)))
+
+
+def test_a_worker_that_stopped_answering_makes_its_voices_a_503_not_unknown(tmp_path: Path) -> None:
+    engine = RemoteEngine("far", EngineSection(url=f"http://127.0.0.1:{_free_port()}"))
+    info = {"name": "styles", "capabilities": _Styles.capabilities.describe(), "status": {"loaded": True}}
+    engine._take_worker(info)  # a worker older than its voices' listing: none
+    assert engine.voices() == ()
+    engine._take_worker({**info, "voices": [v.describe("styles") for v in _Styles().voices()]})
+    engine._down = None  # as if it had answered that
+    assert [v.name for v in engine.voices()] == list(STYLES)
+    assert engine.voice("nobody") is None and engine.voice("alloy") is None  # never asked: nothing listens
+    with pytest.raises(EngineUnavailableError, match="engine 'far' is unavailable"):
+        engine.voice("am_deep")  # asked: nobody answers
+    assert engine.unavailable_reason()
+    with pytest.raises(EngineUnavailableError, match="engine 'far' is unavailable"):
+        engine.voice("am_deep")  # known down now: not asked again, the same answer
+    settings = mock_settings(tmp_path)
+    built = Services.build(settings, engines=EngineRegistry([engine, MockEngine()]))
+    try:
+        with pytest.raises(ServiceUnavailableError, match="engine 'far' is unavailable"):
+            built.speech.prepare(SpeechOptions(input="Hello.", voice="af_bright(0.5)+am_deep"), source="test")
+    finally:
+        built.close()
+
+
+@pytest.mark.model
+async def test_kokoro_in_a_worker_lists_and_blends_its_styles_as_it_does_here(tmp_path: Path) -> None:
+    local = KokoroEngine()
+    if local.unavailable_reason():
+        pytest.skip(f"kokoro: {local.unavailable_reason()}")
+    worker_settings = Settings(data_dir=tmp_path / "worker", _env_file=None)
+    with serving(create_worker_app("kokoro", worker_settings)) as url:
+        settings = mock_settings(tmp_path / "gateway", engines={"kokoro": {"url": url}}, in_process_worker=False)
+        async with serving_in_process(settings) as gateway:
+            listed = (await gateway.client.get("/v1/audio/voices")).json()["voices"]
+            assert [v for v in listed if v.get("engine") == "kokoro"] == [v.describe("kokoro") for v in local.voices()]
+            blend = "jf_alpha(0.3)+jm_kumo(0.7)"
+            assert gateway.services.engines.get("kokoro").voice(blend) == local.voice(blend)
+            body = {"input": "The sun is out.", "voice": blend, "response_format": "wav"}
+            response = await gateway.client.post("/v1/audio/speech", json=body)
+            assert response.status_code == 200, response.text
+            assert 0.5 < duration_of(response.content) < 5
+            missing = await gateway.client.post("/v1/audio/speech", json={**body, "voice": "jf_alpha+jf_nobody"})
+            assert missing.status_code == 400 and "no voice 'jf_nobody'" in missing.json()["detail"]

@@ -13,34 +13,25 @@ from it as a worker behind a gateway: Parla's adapter through the real loader, c
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 import numpy as np
-import numpy.typing as npt
 import pytest
 
-from parla.app import create_app
-from parla.audio import decode_audio
 from parla.engines import AudioChunk, EngineContext, EngineRegistry, VoiceRef
 from parla.engines import xtts as xtts_module
 from parla.engines.envs import EngineEnv
 from parla.engines.remote import RemoteEngine
 from parla.engines.xtts import LANGUAGES, XttsEngine, XttsSettings, find_model_dir, xtts_language
 from parla.errors import InvalidInputError
-from parla.services import Services
 from parla.services.speech import CROSSFADE_S, SpeechOptions, crossfaded
-from tests.conftest import _free_port, mock_settings, serving, serving_in_process, someone_saying, wait_for
-from tests.engine_envs import environment, run_in, worker_environ
+from tests.conftest import mock_settings, serving_in_process
+from tests.engine_envs import EngineStack, engine_stack, environment, tiny_model
 
 NOT_INSTALLED = (
     "coqui-tts is not installed in this environment: XTTS-v2 runs in its own; install its environment with "
@@ -194,125 +185,34 @@ def xtts_env() -> EngineEnv:
 
 @pytest.fixture(scope="session")
 def tiny_xtts(xtts_env: EngineEnv) -> Path:
-    """A tiny random XTTS-v2 model directory, made by coqui-tts's own classes in the engine's
-    environment; kept beside the environment, keyed by the script that makes it."""
-    script = Path(__file__).with_name("tiny_xtts.py")
-    directory = xtts_env.root / f"tiny-xtts-{hashlib.sha256(script.read_bytes()).hexdigest()[:12]}"
-    if not (directory / "model.pth").is_file():
-        building = directory.with_name(f"{directory.name}.{os.getpid()}.part")
-        run_in(xtts_env, str(script), str(building))
-        try:
-            building.replace(directory)
-        except OSError:  # a parallel run made it first: same script, same model
-            shutil.rmtree(building)
-            assert (directory / "model.pth").is_file()
-    return directory
-
-
-@dataclass
-class XttsStack:
-    """A worker (``parla serve-engine xtts`` from the engine's environment) behind a gateway."""
-
-    worker_url: str
-    worker_log: Path
-    worker_data: Path
-    gateway_url: str
-    services: Services
-    heard: dict[int, npt.NDArray[np.float32]] = field(default_factory=dict)
-
-    def speak(self, seed: int, text: str = TEXT) -> tuple[npt.NDArray[np.float32], list[float]]:
-        """The gateway's streamed WAV, decoded, and when each part of it arrived (seconds after the first)."""
-        body = {"model": "xtts", "input": text, "voice": "Ada", "response_format": "wav", "seed": seed}
-        arrivals: list[float] = []
-        parts: list[bytes] = []
-        with httpx.stream("POST", f"{self.gateway_url}/v1/audio/speech", json=body, timeout=600) as response:
-            assert response.status_code == 200, response.read()
-            started = time.monotonic()
-            for part in response.iter_bytes():
-                arrivals.append(time.monotonic() - started)
-                parts.append(part)
-        samples, rate = decode_audio(b"".join(parts))
-        assert rate == 24_000
-        return samples, arrivals
-
-    def audio(self, seed: int) -> npt.NDArray[np.float32]:
-        """``speak(seed)``'s audio, once per seed."""
-        if seed not in self.heard:
-            self.heard[seed] = self.speak(seed)[0]
-        return self.heard[seed]
-
-    def log(self) -> str:
-        return self.worker_log.read_text(errors="replace")
-
-    def computed(self, voice: str = "Ada") -> int:
-        return self.log().count(f"conditioning for voice {voice!r} computed")
-
-    def cached_files(self) -> list[Path]:
-        return sorted((self.worker_data / "cache" / "xtts").glob("*.pt"))
+    """A tiny random XTTS-v2 model directory, made by coqui-tts's own classes in the engine's environment."""
+    return tiny_model(xtts_env, Path(__file__).with_name("tiny_xtts.py"), made="model.pth")
 
 
 @pytest.fixture(scope="module")
-def xtts_stack(xtts_env: EngineEnv, tiny_xtts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[XttsStack]:
-    shared = tmp_path_factory.mktemp("xtts-gateway")  # the gateway's data dir: the worker reads voices there
-    worker_data = tmp_path_factory.mktemp("xtts-worker")
-    port = _free_port()
-    worker_url = f"http://127.0.0.1:{port}"
-    log = worker_data / "worker.log"
-    environ = worker_environ(
-        PARLA_DATA_DIR=str(worker_data),
-        PARLA_ALLOWED_PATHS=str(shared),
-        XTTS_MODEL_DIR=str(tiny_xtts),  # the XTTS service's variable: <data_dir>/models/xtts is empty
-        PARLA_DEVICE="cpu",
-        PARLA_ENGINES__XTTS__MAX_AUDIO_TOKENS=str(CAP_TOKENS),
-        PARLA_ENGINES__XTTS__STREAM_CHUNK_SIZE=str(CHUNK_TOKENS),
-        PARLA_LOG_LEVEL="info",
-        PARLA_LLM_RUNTIME_AUTOINSTALL="false",
-        OMP_NUM_THREADS="1",  # two shared cores: torch's spinning threads would only fight each other
-        HF_HUB_OFFLINE="1",
-    )
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(
-            [str(xtts_env.parla), "serve-engine", "xtts", "--port", str(port)],
-            env=environ,
-            cwd=worker_data,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+def xtts_stack(xtts_env: EngineEnv, tiny_xtts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineStack]:
+    variables = {
+        "XTTS_MODEL_DIR": str(tiny_xtts),  # the XTTS service's variable: <data_dir>/models/xtts is empty
+        "PARLA_ENGINES__XTTS__MAX_AUDIO_TOKENS": str(CAP_TOKENS),
+        "PARLA_ENGINES__XTTS__STREAM_CHUNK_SIZE": str(CHUNK_TOKENS),
+    }
+    with engine_stack(xtts_env, "xtts", tmp_path_factory, variables=variables, clone=("Ada", SAID)) as stack:
+        yield stack
 
-        def ready() -> bool:
-            assert process.poll() is None, f"the xtts worker exited:\n{log.read_text(errors='replace')[-3000:]}"
-            return bool(httpx.get(f"{worker_url}/health", timeout=2).json()["model_loaded"])
 
-        wait_for(ready, f"the xtts worker did not load the tiny model; its log: {log}", timeout=600)
-        settings = mock_settings(shared, engines={"xtts": {"url": worker_url}}, in_process_worker=False)
-        services = Services.build(settings)
-        try:
-            with serving(create_app(services=services)) as gateway_url:
-                clip = someone_saying(SAID)
-                created = httpx.post(
-                    f"{gateway_url}/v1/voices/clone",
-                    data={"name": "Ada", "transcript": SAID},
-                    files={"file": ("ada.wav", clip, "audio/wav")},
-                    timeout=120,
-                )
-                assert created.status_code == 201, created.text
-                yield XttsStack(worker_url, log, worker_data, gateway_url, services)
-        finally:
-            services.close()
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+def computed(stack: EngineStack, voice: str = "Ada") -> int:
+    """How many times the worker computed the voice's conditioning (it logs each time)."""
+    return stack.log().count(f"conditioning for voice {voice!r} computed")
+
+
+def cached_files(stack: EngineStack) -> list[Path]:
+    return sorted((stack.worker_data / "cache" / "xtts").glob("*.pt"))
 
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_the_worker_runs_xtts_from_its_own_environment(xtts_stack: XttsStack) -> None:
-    info = httpx.get(f"{xtts_stack.worker_url}/v1/engine", timeout=10).json()
+def test_the_worker_runs_xtts_from_its_own_environment(xtts_stack: EngineStack) -> None:
+    info = xtts_stack.info()
     assert info["name"] == "xtts" and info["status"]["loaded"] and info["status"]["device"] == "cpu"
     assert info["capabilities"]["sample_rate"] == 24_000 and len(info["capabilities"]["languages"]) == 17
     assert info["voice_presets"] == {}  # the tiny model has no speakers_xtts.pth
@@ -322,8 +222,8 @@ def test_the_worker_runs_xtts_from_its_own_environment(xtts_stack: XttsStack) ->
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_a_cloned_voice_streams_in_order_as_xtts_makes_it(xtts_stack: XttsStack) -> None:
-    samples, arrivals = xtts_stack.speak(seed=7)
+def test_a_cloned_voice_streams_in_order_as_xtts_makes_it(xtts_stack: EngineStack) -> None:
+    samples, arrivals = xtts_stack.speak(7, TEXT)
     xtts_stack.heard[7] = samples
     plan = xtts_stack.services.speech.prepare(
         SpeechOptions(input=TEXT, voice="Ada", model="xtts", response_format="wav", seed=7), source="test"
@@ -354,37 +254,33 @@ def test_a_cloned_voice_streams_in_order_as_xtts_makes_it(xtts_stack: XttsStack)
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_the_same_voice_again_reuses_its_conditioning_and_the_same_seed_its_audio(xtts_stack: XttsStack) -> None:
-    first = xtts_stack.audio(7)
-    assert xtts_stack.computed() == 1
-    (cached,) = xtts_stack.cached_files()
+def test_the_same_voice_again_reuses_its_conditioning_and_the_same_seed_its_audio(xtts_stack: EngineStack) -> None:
+    first = xtts_stack.audio(7, TEXT)
+    assert computed(xtts_stack) == 1
+    (cached,) = cached_files(xtts_stack)
     written = cached.stat().st_mtime_ns
-    again, _ = xtts_stack.speak(seed=7)
+    again, _ = xtts_stack.speak(7, TEXT)
     assert np.array_equal(again, first)
-    assert xtts_stack.computed() == 1 and cached.stat().st_mtime_ns == written  # neither computed nor written again
-    other, _ = xtts_stack.speak(seed=8)
+    assert computed(xtts_stack) == 1 and cached.stat().st_mtime_ns == written  # neither computed nor written again
+    other, _ = xtts_stack.speak(8, TEXT)
     assert not (other.size == first.size and np.allclose(other, first, atol=1e-3))
 
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_unload_frees_the_model_and_the_disk_cache_outlives_it(xtts_stack: XttsStack) -> None:
-    first = xtts_stack.audio(7)
-    unloaded = httpx.post(f"{xtts_stack.gateway_url}/v1/unload-model?engine=xtts", timeout=60)
-    assert unloaded.status_code == 200, unloaded.text
-    assert httpx.get(f"{xtts_stack.worker_url}/v1/engine", timeout=10).json()["status"]["loaded"] is False
-    engines = httpx.get(f"{xtts_stack.gateway_url}/health", timeout=10).json()["engines"]
-    assert next(e for e in engines if e["name"] == "xtts")["loaded"] is False
+def test_unload_frees_the_model_and_the_disk_cache_outlives_it(xtts_stack: EngineStack) -> None:
+    first = xtts_stack.audio(7, TEXT)
+    xtts_stack.unload()
     # The next request loads it again, reads the voice's conditioning from disk, and says the same.
-    again, _ = xtts_stack.speak(seed=7)
+    again, _ = xtts_stack.speak(7, TEXT)
     assert np.array_equal(again, first)
-    assert xtts_stack.computed() == 1 and "conditioning for voice 'Ada' read from" in xtts_stack.log()
-    assert httpx.get(f"{xtts_stack.worker_url}/v1/engine", timeout=10).json()["status"]["loaded"] is True
+    assert computed(xtts_stack) == 1 and "conditioning for voice 'Ada' read from" in xtts_stack.log()
+    assert xtts_stack.info()["status"]["loaded"] is True
 
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_a_built_in_voice_is_refused_saying_why(xtts_stack: XttsStack) -> None:
+def test_a_built_in_voice_is_refused_saying_why(xtts_stack: EngineStack) -> None:
     body = {"text": "Hello there.", "output_filepath": "alloy.wav"}
     refused = httpx.post(f"{xtts_stack.worker_url}/v1/text-to-speech/alloy", json=body, timeout=120)
     assert refused.status_code == 400, refused.text
@@ -394,7 +290,7 @@ def test_a_built_in_voice_is_refused_saying_why(xtts_stack: XttsStack) -> None:
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_the_xtts_service_api_speaks_through_xtts_when_it_is_there(xtts_stack: XttsStack) -> None:
+def test_the_xtts_service_api_speaks_through_xtts_when_it_is_there(xtts_stack: EngineStack) -> None:
     config = httpx.get(f"{xtts_stack.gateway_url}/api/v1/tts/config", timeout=60).json()
     assert config["engine"] == "xtts" and config["sample_rate"] == 24_000 and config["engine_note"] is None
     assert "zh-cn" in config["languages"] and "ja" in config["languages"]

@@ -1,10 +1,12 @@
 """``parla serve-engine NAME``: one local engine alone, served as a worker for gateways.
 
 A worker answers the model microservice API (``api.standard``, ``/health``, ``/``) for its one
-engine, and two additions that a gateway's ``RemoteEngine`` uses: ``GET /v1/engine`` (name,
-capabilities, status) and ``POST /v1/text-to-speech/{voice_id}/stream``, the engine's own audio
-chunks, framed, as they are made. The stream is engine-level: the gateway has already normalised
-and split the text, resolved the voice and checked the parameters, and records the generation.
+engine, and additions that a gateway's ``RemoteEngine`` uses: ``GET /v1/engine`` (name,
+capabilities, status, the engine's own voices), ``GET /v1/engine/voices/{name}`` (one of those
+voices, or a blend, resolved by the engine), ``POST /v1/voices/prepare`` (the engine learns a voice
+ahead of use) and ``POST /v1/text-to-speech/{voice_id}/stream``, the engine's own audio chunks,
+framed, as they are made. The stream is engine-level: the gateway has already normalised and split
+the text, resolved the voice and checked the parameters, and records the generation.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -26,7 +28,7 @@ from parla.devices import memory_rss_mb, torch_vram_mb
 from parla.engines.base import AudioChunk, Engine, EngineUnavailableError, SynthesisRequest, VoiceRef
 from parla.engines.registry import EngineRegistry
 from parla.engines.remote import FRAMES_MEDIA_TYPE, audio_frame, end_frame
-from parla.errors import InvalidInputError, ServiceUnavailableError
+from parla.errors import InvalidInputError, NotFoundError, ServiceUnavailableError
 from parla.offload import offload
 from parla.paths import PathPolicy
 from parla.services import Services
@@ -105,9 +107,43 @@ async def engine_info(settings: SettingsDep, engines: EnginesDep) -> dict[str, A
         # The engine's own presets of the built-in voices: a gateway's voice library asks its engines
         # for them, and for this engine, the gateway has only this answer.
         "voice_presets": {voice: dict(preset) for voice, preset in engine.voice_presets.items()},
+        # The engine's own voices (Kokoro's styles): the gateway lists them as its engine's.
+        "voices": [v.describe(engine.name) for v in engine.voices()],
         # This process's memory: the worker is the engine, so its memory is the engine's.
         "memory": {"rss_mb": memory_rss_mb(), "vram_mb": await offload(torch_vram_mb)},
     }
+
+
+@router.get("/v1/engine/voices/{name:path}", summary="One of the engine's own voices, or a blend of them")
+async def engine_voice(name: str, settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
+    # The engine's own reading of the name (Engine.voice): a blend is resolved here, where the voices are.
+    engine = _engine(settings, engines)
+    voice = await offload(engine.voice, name)
+    if voice is None:
+        raise NotFoundError(f"engine {engine.name!r} has no voice {name!r}", param="voice")
+    # Samples are never part of an engine's own voice.
+    return {
+        "name": voice.name,
+        "id": voice.id,
+        "presets": {key: dict(preset) for key, preset in voice.presets.items()},
+        "language": voice.language,
+        "key": voice.key,
+        "engine": voice.engine,
+    }
+
+
+@router.post("/v1/voices/prepare", status_code=204, summary="Have the engine learn a voice now, ahead of use")
+async def prepare_voice(body: VoiceSpec, settings: SettingsDep, engines: EnginesDep) -> Response:
+    engine = _engine(settings, engines)
+    voice = _voice(settings, body)
+    reason = engine.unavailable_reason()
+    if reason:
+        raise ServiceUnavailableError(f"engine {engine.name!r} is unavailable: {reason}")
+    try:
+        await engines.runner(engine.name).call(lambda: engine.prepare_voice(voice))
+    except ValueError as exc:  # what the engine cannot learn from the voice (a sample without a transcript)
+        raise InvalidInputError(str(exc), param="voice") from None
+    return Response(status_code=204)
 
 
 @router.post("/v1/text-to-speech/{voice_id:path}/stream", summary="The engine's audio as it is made (frames)")

@@ -309,6 +309,13 @@ class Engine(ABC):
         )
         return cls(engine_settings, context)
 
+    @property
+    def backend(self) -> str:
+        """Which implementation serves requests, where an engine has several (Kokoro: ``onnx`` or
+        ``torch``); empty where it has one. A catalogued environment is built for one of them
+        (``catalog.Entry.backend``)."""
+        return ""
+
     # -- availability and lifecycle -------------------------------------------------------------
 
     def unavailable_reason(self) -> str | None:

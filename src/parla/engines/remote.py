@@ -4,10 +4,12 @@ Two kinds of server can stand behind ``PARLA_ENGINES__<NAME>__URL``, and the eng
 it is talking to (``RemoteEngine.kind``):
 
 - a **Parla worker** (``parla serve-engine NAME``), which answers ``GET /v1/engine`` (the engine's
-  name, capabilities, status and voice presets) and ``POST /v1/text-to-speech/{voice_id}/stream``:
+  name, capabilities, status, voice presets and own voices) and ``POST /v1/text-to-speech/{voice_id}/stream``:
   the engine's own audio chunks as they are made, framed (see ``audio_frame``), so that the gateway
   sees exactly the chunks a local engine would have yielded (the crossfades between pieces depend on
-  where chunks end);
+  where chunks end). The engine's own voices (Kokoro's styles) are listed from ``/v1/engine`` and
+  resolved by the worker (``GET /v1/engine/voices/{name}``), blends included; ``prepare_voice`` is
+  forwarded (``POST /v1/voices/prepare``), so a cloning worker learns a voice before its first request;
 - a **plain model microservice**, an existing service that speaks the model microservice API alone
   (``/v1/engine`` is a 404, ``GET /health`` answers): ``POST /v1/text-to-speech/{voice_id}`` with a
   reference audio file's path as ``voice_id`` and an ``output_filepath`` that it writes, both on
@@ -31,10 +33,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import struct
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import quote
@@ -52,6 +55,7 @@ from parla.engines.base import (
     Engine,
     EngineContext,
     EngineUnavailableError,
+    EngineVoice,
     Param,
     SynthesisRequest,
     VoiceRef,
@@ -81,6 +85,9 @@ DEFAULT_SERVICE_SAMPLE_RATE = 24_000
 """The sample rate a plain model microservice is said to have until it has written a file (the
 audio itself always carries its true rate), unless its section's ``sample_rate`` says otherwise."""
 
+_VOICE_WORD = re.compile(r"[A-Za-z0-9_.-]+")
+"""The words of a voice name (``jf_alpha(0.3)+jm_kumo(0.7)``: ``jf_alpha``, ``0.3``...): a name that has
+none of a worker's voices among them is never asked of the worker."""
 Kind = Literal["worker", "service"]
 """What stands behind a remote engine's URL: a Parla worker, or a plain model microservice."""
 _KIND_WORDS: dict[Kind | None, str] = {"worker": "worker", "service": "model microservice", None: "server"}
@@ -128,6 +135,23 @@ class FrameReader:
 def quote_path(path: str) -> str:
     """A voice id (a path, a name) as one URL path segment, as the model microservice API takes it."""
     return quote(path, safe="")
+
+
+def voices_from(described: Any) -> tuple[EngineVoice, ...]:
+    """The inverse of ``EngineVoice.describe``, for the ``voices`` a worker lists (none when it lists
+    none: a worker older than the field; entries without a name are skipped)."""
+    if not isinstance(described, list):
+        return ()
+    return tuple(
+        EngineVoice(
+            name=str(v["name"]),
+            description=str(v.get("description") or ""),
+            gender=str(v.get("gender") or "neutral"),
+            language=str(v.get("language") or "en"),
+        )
+        for v in described
+        if isinstance(v, dict) and v.get("name")
+    )
 
 
 def capabilities_from(described: dict[str, Any]) -> Capabilities:
@@ -250,6 +274,13 @@ class RemoteEngine(Engine):
         self._learned_rate: int | None = None
         self._copies: dict[tuple[str, int, int], Path] = {}
         """Reference files already in the shared directory, by (source path, mtime, size)."""
+        self._worker_engine = name
+        """The name the worker's engine goes by there (presets on the wire are keyed by it), which
+        may differ from ``name``, the gateway's."""
+        self._voices: tuple[EngineVoice, ...] = ()
+        """The worker's engine's own voices, as it last listed them."""
+        self._voice_names: frozenset[str] = frozenset()
+        """Their names, lowercase: what ``voice`` checks a name against before asking the worker."""
 
     # -- the remote server's state, kept fresh in the background ----------------------------------
 
@@ -300,6 +331,10 @@ class RemoteEngine(Engine):
         self.capabilities = capabilities
         self.device = str(status.get("device") or "remote")
         self.voice_presets = presets
+        self._worker_engine = str(info.get("name") or self.name)
+        voices = voices_from(info.get("voices"))
+        self._voices = voices
+        self._voice_names = frozenset(v.name.lower() for v in voices)
         self._status = status
 
     def _take_health(self, response: httpx.Response) -> str | None:
@@ -309,6 +344,7 @@ class RemoteEngine(Engine):
         if self.kind != "service":
             self.kind = "service"
             self.voice_presets = {}
+            self._voices, self._voice_names = (), frozenset()
             self.description = f"Model microservice at {self.url} (voices are reference files on shared storage)."
         self.capabilities = self._service_capabilities()
         if response.is_error:
@@ -433,6 +469,69 @@ class RemoteEngine(Engine):
             self._thread.join(timeout=3.0)  # a question in flight ends within PROBE_TIMEOUT
         self._client.close()
 
+    # -- the worker's engine's own voices -----------------------------------------------------------
+
+    def voices(self) -> Sequence[EngineVoice]:
+        """The worker's engine's own voices (Kokoro's styles) as it last listed them: kept while it
+        is down, so that a request naming one meets the 503 saying so, not "unknown voice"."""
+        return self._voices
+
+    def voice(self, name: str) -> VoiceRef | None:
+        """One of the worker's engine's own voices, or a blend of them, as the worker resolves it
+        (``GET /v1/engine/voices/{name}``), for this engine. Only a name with one of its voices among
+        its words is asked (within ``PROBE_TIMEOUT``): every other name the library does not know is
+        answered here, with no network I/O. Raises ``InvalidInputError`` with the worker's words for
+        a name it refuses (a blend naming a voice it does not have), and ``EngineUnavailableError``
+        when the worker cannot say (down, or failing): a 503 saying so, not "unknown voice"."""
+        if self.kind != "worker" or not self._voice_names:
+            return None
+        if not any(word.lower() in self._voice_names for word in _VOICE_WORD.findall(name)):
+            return None
+        if self._down is not None:
+            raise EngineUnavailableError(f"engine {self.name!r} is unavailable: {self._down}")
+        try:
+            response = self._client.get(f"/v1/engine/voices/{quote_path(name)}", timeout=PROBE_TIMEOUT)
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code in (400, 413, 422):
+            raise InvalidInputError(_detail(response), param="voice")
+        if response.is_error:
+            raise EngineUnavailableError(
+                f"engine {self.name!r} is unavailable: {self._what()} could not look up voice {name!r} "
+                f"({response.status_code}: {_detail(response)})"
+            )
+        return self._voice_from(response.json())
+
+    def _voice_from(self, found: dict[str, Any]) -> VoiceRef:
+        """The worker's ``VoiceRef``, for this engine: its presets for the worker's engine become
+        this engine's (the gateway's name for it may differ from the worker's)."""
+        presets = {
+            self.name if engine == self._worker_engine else str(engine): dict(preset)
+            for engine, preset in (found.get("presets") or {}).items()
+        }
+        return VoiceRef(
+            name=str(found["name"]),
+            id=str(found["id"]) if found.get("id") is not None else None,
+            presets=presets,
+            language=str(found.get("language") or "en"),
+            key=str(found.get("key") or ""),
+            engine=self.name,
+        )
+
+    def prepare_voice(self, voice: VoiceRef) -> None:
+        """Have the worker's engine compute a voice's conditioning now (``POST /v1/voices/prepare``),
+        so the first request in it does not wait. A plain model microservice has no such thing, and
+        a voice without samples has nothing to learn."""
+        if self.kind != "worker" or not voice.samples:
+            return
+        try:
+            response = self._client.post("/v1/voices/prepare", json=self._voice_body(voice))
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+        self._refuse(response)
+
     # -- synthesis ------------------------------------------------------------------------------
 
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
@@ -440,18 +539,30 @@ class RemoteEngine(Engine):
             return self._speak_to_file(request)
         return self._stream_from_worker(request)
 
+    def _voice_body(self, voice: VoiceRef) -> dict[str, Any]:
+        """``voice`` as a worker takes it (its ``VoiceSpec``). This engine's presets go under the
+        worker's name for its engine, which is what the worker looks them up by."""
+        presets = {
+            engine: dict(preset)
+            for engine, preset in voice.presets.items()
+            if engine not in (self.name, self._worker_engine)
+        }
+        if self.name in voice.presets:
+            presets[self._worker_engine] = dict(voice.presets[self.name])
+        return {
+            "name": voice.name,
+            "samples": [[str(path), transcript] for path, transcript in voice.samples],
+            "presets": presets,
+            "language": voice.language,
+            "key": voice.key,
+        }
+
     def _stream_from_worker(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
         voice = request.voice
         voice_id = str(voice.samples[0][0]) if voice.samples else voice.name
         body = {
             "text": request.text,
-            "voice": {
-                "name": voice.name,
-                "samples": [[str(path), transcript] for path, transcript in voice.samples],
-                "presets": {engine: dict(preset) for engine, preset in voice.presets.items()},
-                "language": voice.language,
-                "key": voice.key,
-            },
+            "voice": self._voice_body(voice),
             "speed": request.speed,
             "seed": request.seed,
             "language": request.language,

@@ -9,8 +9,10 @@ by name; nothing else in the server knows it is supervised.
 Which engines get a worker (``plan``): every catalogued engine (``parla.engines.catalog``) whose
 environment is installed, whose weights are present (``parla.engines.weights``) and whose
 environment has the engine, unless ``PARLA_ENGINES__<NAME>__URL`` names a worker for it already, or
-it runs in this process (its entry point is installed here and available, as the kokoro engine on
-kokoro-onnx is). ``Plan.skipped`` says why each of the others has none.
+it runs in this process on the environment's backend (its entry point is installed here and
+available: the kokoro engine on kokoro-onnx runs here, but the kokoro environment is Kokoro on torch,
+so once it is installed with its weights, its worker serves ``kokoro``). ``Plan.skipped`` says why
+each of the others has none.
 
 A worker that dies is started again on the same port (the URL the registry holds stays right),
 after a pause that doubles from ``BACKOFF_S[0]`` up to ``BACKOFF_S[-1]`` while it keeps dying, and
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from parla.engines.catalog import entries
+from parla.engines.catalog import entry as catalog_entry
 from parla.engines.envs import engine_env
 from parla.engines.weights import find_weights, hub_offline
 from parla.settings import EngineSection, Settings
@@ -82,13 +85,19 @@ class Plan:
 
 
 def served_in_process(settings: Settings, name: str) -> bool:
-    """Whether engine ``name`` runs in this process: its entry point is installed here, builds, and
-    says it is available (its packages importable and its weights found). Cheap: engines build
-    without loading anything."""
+    """Whether engine ``name`` runs in this process as its catalogued environment would run it: its
+    entry point is installed here, builds, says it is available (its packages importable and its
+    weights found) and serves on the environment's backend (Kokoro on ONNX here does not stand in
+    for Kokoro on torch). Cheap: engines build without loading anything."""
+    wanted = catalog_entry(name).backend
     for ep in entry_points(group="parla.engines", name=name):
         try:
             engine = ep.load().from_settings(settings, name)
-            return engine.unavailable_reason() is None
+            if engine.unavailable_reason() is not None:
+                return False
+            # An operator who pinned another backend (PARLA_ENGINES__KOKORO__BACKEND=onnx) chose this process.
+            chosen = str(getattr(engine.settings, "backend", "auto"))
+            return not wanted or engine.backend == wanted or chosen not in ("auto", wanted)
         except Exception:  # an engine that cannot even be built here does not run here
             return False
     return False
