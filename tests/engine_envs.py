@@ -17,13 +17,11 @@ reuse it in seconds. An environment whose key is no longer current is deleted on
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +36,7 @@ import pytest
 from parla.app import create_app
 from parla.audio import decode_audio
 from parla.engines.catalog import Entry, entry
-from parla.engines.envs import MARKER, EngineEnv, InstallBusyError, install, parla_source
+from parla.engines.envs import MARKER, EngineEnv, InstallBusyError, install, parla_source, project_key
 from parla.services import Services
 from tests.conftest import _free_port, mock_settings, serving, someone_saying, wait_for
 
@@ -53,14 +51,9 @@ def cache_root() -> Path:
 
 def environment_key(engine: Entry) -> str:
     """What the environment holds, independent of the checkout's path: the recipe, and what Parla's
-    ``pyproject.toml`` says it requires and provides (its dependencies, the engine's extra, its entry points)."""
-    project = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]
-    parla = {
-        "dependencies": project.get("dependencies", []),
-        "extra": project.get("optional-dependencies", {}).get(engine.extra or "", []),
-        "entry-points": project.get("entry-points", {}),
-    }
-    requirements = hashlib.sha256(json.dumps(parla, sort_keys=True).encode()).hexdigest()[:16]
+    ``pyproject.toml`` says it requires and provides (its dependencies, the engine's extra, its entry
+    points), as the installer keys it (``parla.engines.envs.project_key``)."""
+    requirements = project_key(CHECKOUT / "pyproject.toml", engine.extra)
     placeholder = ("-e", f"parla[{engine.extra}]" if engine.extra else "parla")
     return engine.recipe_hash(device="cpu", parla=placeholder, parla_requirements=requirements)
 

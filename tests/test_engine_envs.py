@@ -28,6 +28,7 @@ from parla.engines.envs import (
     ParlaSource,
     built_from_source,
     parla_source,
+    project_key,
 )
 
 runner = CliRunner()
@@ -147,6 +148,25 @@ def test_parla_installs_from_its_checkout_editable() -> None:
     # What changes an environment's recipe: Parla's dependencies, the extra, its entry points.
     assert source.requirements_key("xtts") != source.requirements_key("dia")
     assert source.requirements_key("xtts") == source.requirements_key("xtts")
+
+
+def test_an_engine_added_to_parla_does_not_rebuild_the_others(tmp_path: Path) -> None:
+    """Only an environment's own engine's entry point is in its key: a new engine elsewhere leaves
+    gigabytes of other environments as they are; a change to its own, or to the console script, does not."""
+    pyproject = tmp_path / "pyproject.toml"
+
+    def key(engines: str, scripts: str = 'parla = "parla.cli:main"') -> str:
+        pyproject.write_text(
+            '[project]\nname = "parla"\ndependencies = ["numpy"]\n[project.optional-dependencies]\nxtts = ["x"]\n'
+            f'[project.scripts]\n{scripts}\n[project.entry-points."parla.engines"]\n{engines}\n'
+        )
+        return project_key(pyproject, "xtts")
+
+    xtts = 'xtts = "parla.engines.xtts:XttsEngine"'
+    alone = key(xtts)
+    assert key(f'{xtts}\ndia = "parla.engines.dia:DiaEngine"') == alone
+    assert key('xtts = "parla.engines.xtts2:XttsEngine"') != alone
+    assert key(xtts, 'parla = "parla.cli:other"') != alone
 
 
 def test_wheels_built_from_source_are_found_in_pips_report(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from urllib.parse import unquote, urlsplit
 from parla import __version__
 from parla.characters.runtime import wheels_dir
 from parla.engines.catalog import TORCH, Entry, Step
+from parla.engines.registry import ENTRY_POINT_GROUP
 from parla.settings import Settings
 
 MARKER = ".parla-engine.json"
@@ -95,7 +96,7 @@ class EngineEnv:
             ep.name
             for dist in metadata.distributions(path=[str(site)])
             for ep in dist.entry_points
-            if ep.group == "parla.engines"
+            if ep.group == ENTRY_POINT_GROUP
         }
 
 
@@ -132,12 +133,18 @@ class ParlaSource:
 
 
 def project_key(pyproject: Path, extra: str | None) -> str:
-    """What an environment takes from a checkout's ``pyproject.toml``, hashed."""
+    """What an environment takes from a checkout's ``pyproject.toml``, hashed. Of the engines' entry
+    points, only its own engine's (named as its extra) counts: an engine added to Parla does not
+    make every other engine's environment of gigabytes be built again."""
     project = tomllib.loads(pyproject.read_text())["project"]
+    entry_points = dict(project.get("entry-points", {}))
+    engines = entry_points.pop(ENTRY_POINT_GROUP, {})
+    entry_points[ENTRY_POINT_GROUP] = {extra: engines[extra]} if extra in engines else {}
     held = {
         "dependencies": project.get("dependencies", []),
         "extra": project.get("optional-dependencies", {}).get(extra or "", []),
-        "entry-points": project.get("entry-points", {}),
+        "entry-points": entry_points,
+        "scripts": project.get("scripts", {}),  # the `parla` its workers are started with
     }
     return hashlib.sha256(json.dumps(held, sort_keys=True).encode()).hexdigest()[:16]
 
