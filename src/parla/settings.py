@@ -207,7 +207,11 @@ class Settings(BaseSettings):
     """How often the server deletes generations older than the runtime config's
     ``output_retention_hours`` (when that is above 0)."""
     whisper_model_path: Path | None = None
-    """A CTranslate2 Whisper model directory; empty means the bundled tiny.en."""
+    """A CTranslate2 Whisper model directory, the default recogniser; empty means the bundled tiny.en
+    (English), with the multilingual base for other languages."""
+    whisper_detect_language: bool = True
+    """When a transcription names no language, the multilingual Whisper detects it first (one encoder
+    pass over 30 s); ``false``: the default model hears it as its own language (tiny.en: English)."""
     chroma_url: str | None = None
     """A Chroma server (``http://host:8000``) for the characters' knowledge bases; empty keeps them
     in an embedded Chroma under ``chroma_path``."""

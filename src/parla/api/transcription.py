@@ -13,8 +13,9 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from parla.api.deps import SettingsDep, TranscriberDep
 from parla.api.voices import read_upload
 from parla.audio.decode import decode_upload
+from parla.languages import language_code
 from parla.offload import offload
-from parla.services.transcription import RATE, Segment, Transcriber, Transcript
+from parla.services.transcription import RATE, SIZES, Segment, Transcriber, Transcript
 
 router = APIRouter(tags=["Transcription"])
 voicebox = APIRouter(tags=["voicebox API"])
@@ -82,7 +83,7 @@ def to_verbose(transcript: Transcript, words: bool, segments: bool) -> dict[str,
 
 
 async def _stream_events(
-    transcriber: Transcriber, samples: Any, language: str | None, prompt: str | None
+    transcriber: Transcriber, samples: Any, language: str | None, prompt: str | None, size: str | None
 ) -> AsyncIterator[bytes]:
     """Server-sent events: a ``transcript.text.delta`` as each segment is recognised, with the
     fraction of the recording done, then ``transcript.text.done``: long recordings show progress."""
@@ -93,7 +94,7 @@ async def _stream_events(
         loop.call_soon_threadsafe(queue.put_nowait, (segment, done))
 
     job = asyncio.ensure_future(
-        offload(transcriber.transcribe, samples, language=language, prompt=prompt, on_segment=on_segment)
+        offload(transcriber.transcribe, samples, language=language, prompt=prompt, on_segment=on_segment, size=size)
     )
     job.add_done_callback(lambda _: queue.put_nowait(None))
     while (item := await queue.get()) is not None:
@@ -126,14 +127,21 @@ async def create_transcription(
     ] = None,
     stream: Annotated[bool, Form()] = False,
 ) -> Response:
-    _ = (model, temperature)  # one Whisper model serves every name; decoding is greedy-beam, not sampled
+    _ = temperature  # decoding is beam search, not sampled
+    spoken = language_code(language) if language else None
+    # "whisper-1" (OpenAI's name) lets the server choose; a model installed here by name is that model.
+    size = model if model.removeprefix("whisper-") in SIZES else None
     data = await read_upload(file, settings.max_upload_bytes)
     samples = await offload(_decode, data)
     if stream:
-        return StreamingResponse(_stream_events(transcriber, samples, language, prompt), media_type="text/event-stream")
+        return StreamingResponse(
+            _stream_events(transcriber, samples, spoken, prompt, size), media_type="text/event-stream"
+        )
     granularities = set(timestamp_granularities or ["segment"])
     words = response_format == "verbose_json" and "word" in granularities
-    transcript = await offload(transcriber.transcribe, samples, language=language, prompt=prompt, word_timestamps=words)
+    transcript = await offload(
+        transcriber.transcribe, samples, language=spoken, prompt=prompt, word_timestamps=words, size=size
+    )
     if response_format == "text":
         return PlainTextResponse(transcript.text)
     if response_format == "srt":
@@ -153,7 +161,8 @@ async def transcribe(
     file: Annotated[UploadFile, File()],
     language: Annotated[str | None, Form()] = None,
 ) -> dict[str, Any]:
+    spoken = language_code(language) if language else None
     data = await read_upload(file, settings.max_upload_bytes)
     samples = await offload(_decode, data)
-    transcript = await offload(transcriber.transcribe, samples, language=language)
-    return {"text": transcript.text, "duration": round(transcript.duration, 3)}
+    transcript = await offload(transcriber.transcribe, samples, language=spoken)
+    return {"text": transcript.text, "duration": round(transcript.duration, 3)}  # voicebox's shape, as it is

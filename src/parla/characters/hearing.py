@@ -1,7 +1,9 @@
 """Hearing a spoken question: Whisper turns it into the text the character answers.
 
-A character may name its own CTranslate2 Whisper model (``stt_settings.model_path``); each such
-model is loaded once and shared by every character that names it.
+A character may name a Whisper size installed here (``stt_settings.model_size``: ``tiny``, ``base``;
+another is refused with the list) or its own CTranslate2 Whisper model (``stt_settings.model_path``),
+which is loaded once and shared by every character that names it; its ``language`` is the language
+questions are heard in (detected when it names none).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from parla.audio.decode import AudioDecodeError, AudioTooLongError, decode_audio
 from parla.characters.prompting import as_question
 from parla.characters.shapes import STTSettings
 from parla.errors import InvalidInputError, TooLargeError
+from parla.languages import language_code
 from parla.paths import PathPolicy
 from parla.services.transcription import Transcriber
 from parla.settings import Settings
@@ -35,7 +38,7 @@ class Hearing:
         path = self.paths.resolve(stt.model_path, param="stt_settings.model_path")
         with self._transcribers_lock:
             if path not in self._transcribers:
-                self._transcribers[path] = Transcriber(self.settings.model_copy(update={"whisper_model_path": path}))
+                self._transcribers[path] = Transcriber(self.settings, model_path=path)
             return self._transcribers[path]
 
     def question(self, data: bytes, stt: STTSettings) -> str:
@@ -52,7 +55,10 @@ class Hearing:
             ) from None
         except AudioDecodeError as exc:
             raise InvalidInputError(f"audio_file is not audio that can be read: {exc}", param="audio_file") from None
-        heard = self.transcriber_for(stt).transcribe(audio, language=stt.language)
+        language = language_code(stt.language, param="stt_settings.language") if stt.language else None
+        transcriber = self.transcriber_for(stt)
+        size = stt.model_size if stt.model_size and not stt.model_path else None
+        heard = transcriber.transcribe(audio, language=language, size=size)
         if not heard.text.strip():
             raise InvalidInputError("no speech was heard in audio_file", param="audio_file")
         return as_question(heard.text)

