@@ -311,26 +311,22 @@ CATALOG: dict[str, Entry] = {
             imports=("qwen_tts",),
             weights=WeightsLayout(
                 (
+                    # One part: qwen-tts reads the speech tokenizer from the model's own
+                    # speech_tokenizer/ folder (DIR/speech_tokenizer), never from elsewhere.
                     WeightsPart(
                         (
                             Need.of("config.json"),
                             Need.of("generation_config.json"),
                             Need.of("model.safetensors", "model-*.safetensors"),
                             Need.of("tokenizer_config.json"),
+                            Need.of("vocab.json"),
+                            Need.of("merges.txt"),
+                            Need.of("speech_tokenizer/config.json"),
+                            Need.of("speech_tokenizer/model.safetensors", "speech_tokenizer/model-*.safetensors"),
+                            Need.of("speech_tokenizer/preprocessor_config.json"),
                         ),
-                        what="the talker model and its processor",
+                        what="the Base model, its text tokenizer and its speech tokenizer",
                         hf_repo="Qwen/Qwen3-TTS-12Hz-1.7B-Base",
-                    ),
-                    WeightsPart(
-                        (
-                            Need.of("config.json"),
-                            Need.of("model.safetensors", "model-*.safetensors"),
-                            Need.of("preprocessor_config.json"),
-                        ),
-                        subdir="speech_tokenizer",
-                        what="its speech tokenizer (the same repository's speech_tokenizer/ folder)",
-                        hf_repo="Qwen/Qwen3-TTS-12Hz-1.7B-Base",
-                        hf_subfolder="speech_tokenizer",
                     ),
                 )
             ),

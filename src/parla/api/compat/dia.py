@@ -2,6 +2,10 @@
 
 ``/generate``, the job paths, ``/config``, ``/logs`` and ``/cleanup`` are shared with other
 dialects and live in their own routers.
+
+The API was built around Dia: it speaks its dialogues through the ``dia`` engine whenever that is
+installed, its weights found and its worker up (``speaking_engine``, ``model_for``), and through
+today's engines otherwise; ``/models`` says which, and why.
 """
 
 from __future__ import annotations
@@ -12,14 +16,56 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from parla.api.deps import EnginesDep, MappingsDep, SettingsDep, VoicesDep
 from parla.api.voices import read_upload
+from parla.engines.base import Engine
+from parla.engines.registry import EngineRegistry
 from parla.offload import offload
 from parla.services.mappings import MappingIn, MappingPublic, MappingUpdate
+from parla.settings import Settings
+from parla.text.dialogue import DialogueSyntaxError, parse_speaker_tags
 
 router = APIRouter(tags=["Dia server API"])
+
+DIA_ENGINE = "dia"
+"""The engine the Dia server API was built around: its dialogues go through it whenever it is available."""
+DIA_MODELS = ("dia", "dia-1.6b", "nari-labs/dia-1.6b", "nari-labs/dia-1.6b-0626")
+"""Model names the Dia server's own clients send: they mean the ``dia`` engine where it can speak."""
+
+
+def dia_reason(engines: EngineRegistry) -> str | None:
+    """Why the ``dia`` engine cannot speak here (not installed, its environment or weights missing, its
+    worker down), or ``None`` when it can. Plain ``def`` callers only: a local engine's availability
+    looks for its packages and weights on disk."""
+    if DIA_ENGINE not in engines.names():
+        return "the dia engine is not installed"
+    return engines.get(DIA_ENGINE).unavailable_reason()
+
+
+def speaking_engine(settings: Settings, engines: EngineRegistry) -> Engine:
+    """The engine this API's dialogues speak through: Dia when it can speak here; otherwise the
+    server's default engine (each voice's own engine, as every API chooses it)."""
+    if dia_reason(engines) is None:
+        return engines.get(DIA_ENGINE)
+    return engines.get(settings.default_engine)
+
+
+def model_for(engines: EngineRegistry, model: str | None, text: str) -> str | None:
+    """The engine a ``/generate`` request speaks through: the one it names, unless it names Dia by
+    one of its own clients' names (or nothing); then Dia for a dialogue of two speakers or more where
+    Dia can speak, else ``None`` (the server's choice, as every API makes it). Dia makes dialogue
+    only, so a one-speaker text stays with today's engines rather than being refused."""
+    if model is not None and model.lower() not in DIA_MODELS:
+        return model
+    try:
+        speakers = {turn.speaker for turn in parse_speaker_tags(text)}
+    except DialogueSyntaxError:
+        return None  # the dialogue service words the syntax error
+    return DIA_ENGINE if len(speakers) >= 2 and dia_reason(engines) is None else None
 
 
 @router.get("/models", summary="Available models")
 def list_models(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
+    """Plain ``def``: a local engine's availability looks for its packages and weights (on a thread).
+    ``engine`` is the one this API's dialogues speak through; ``engine_note`` says why, when not Dia."""
     models = [
         {
             "id": e.name,
@@ -31,7 +77,17 @@ def list_models(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
         }
         for e in engines
     ]
-    return {"models": models, "default": settings.default_engine, "object": "list", "data": models}
+    speaking = speaking_engine(settings, engines)
+    reason = dia_reason(engines)
+    note = None if reason is None else f"Dia is not available here ({reason}): dialogues speak through {speaking.name}"
+    return {
+        "models": models,
+        "default": settings.default_engine,
+        "engine": speaking.name,
+        "engine_note": note,
+        "object": "list",
+        "data": models,
+    }
 
 
 @router.get("/voices", summary="Available voices: built-in OpenAI names, library voices, mappings")

@@ -9,10 +9,19 @@ A profile is a library voice, found by id or by name among the library voices on
 named ``nova`` is that profile here, while the OpenAI API's ``nova`` stays the built-in preset. An
 unknown profile is the voicebox API's 404 ``{"detail": "Profile not found"}`` (Parla's error
 body adds its ``error`` object).
+
+voicebox is built around Qwen3-TTS: profiles speak through the ``qwen3`` engine whenever it is
+available (installed, its weights found, its worker up), otherwise through the default cloning
+engine, and every answer that says which engine spoke says why it is not ``qwen3`` (``engine_note``).
+``/models/load?model_size=1.7B|0.6B`` loads that size of Qwen3-TTS (each from its own directory,
+see ``parla.engines.qwen3``), which then speaks the profiles' generations; where ``qwen3`` is not
+available, there are no sizes, and a size is refused saying why.
 """
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -22,10 +31,14 @@ from pydantic import BaseModel, Field
 
 from parla.api.deps import EnginesDep, HistoryDep, SettingsDep, VoicesDep
 from parla.api.voices import read_upload
+from parla.engines.base import Engine
+from parla.engines.qwen3 import SIZES, Qwen3Engine, model_size
+from parla.engines.registry import EngineRegistry
 from parla.errors import InvalidInputError, NotFoundError
 from parla.offload import offload
 from parla.services.history import GenerationPublic, HistoryFilter, HistoryService
 from parla.services.voices import SamplePublic, VoiceCreate, VoiceLibrary, VoicePublic, VoiceUpdate
+from parla.settings import Settings
 
 router = APIRouter(tags=["voicebox API"])
 
@@ -198,25 +211,111 @@ def get_audio(generation_id: str, history: HistoryDep) -> FileResponse:
     return FileResponse(path, media_type=f"audio/{'mpeg' if fmt == 'mp3' else fmt}", filename=f"{generation_id}.{fmt}")
 
 
-@router.post("/models/load", summary="Load the speech model")
-async def load_model(settings: SettingsDep, engines: EnginesDep, model_size: str | None = None) -> dict[str, Any]:
-    name = settings.default_clone_engine
-    engine = engines.get(name)
-    # Qwen3-TTS comes in sizes (1.7B, 0.6B); Parla's engines have one model each and no sizes. Echoing
-    # a size back would tell the client it was honoured, so only the engine's own model is accepted.
-    if model_size is not None and model_size != name:
+QWEN3_ENGINE = "qwen3"
+"""The engine the voicebox backend was built around: profiles speak through it whenever it is available."""
+
+_chosen_sizes: weakref.WeakKeyDictionary[EngineRegistry, str] = weakref.WeakKeyDictionary()
+"""The Qwen3-TTS size each server's voicebox clients loaded last (``/models/load?model_size=``), by
+the server's registry: it goes with each of their generations, so that a worker, which holds one
+model and is shared by every gateway, speaks them in that size."""
+
+
+def speaking_engine(settings: Settings, engines: EngineRegistry) -> Engine:
+    """The engine profiles speak through: Qwen3-TTS when it is installed, its weights found and its
+    worker up; otherwise the default cloning engine (and ``engine_note`` says why). Blocking: a local
+    engine's availability looks for its packages and weights."""
+    if QWEN3_ENGINE in engines.names():
+        qwen3 = engines.get(QWEN3_ENGINE)
+        if qwen3.unavailable_reason() is None:
+            return qwen3
+    return engines.get(settings.default_clone_engine)
+
+
+def engine_note(engines: EngineRegistry, engine: Engine) -> str | None:
+    """Why profiles do not speak through Qwen3-TTS here (``None`` when they do)."""
+    if engine.name == QWEN3_ENGINE:
+        return None
+    if QWEN3_ENGINE in engines.names():
+        reason = engines.get(QWEN3_ENGINE).unavailable_reason()
+    else:
+        reason = "the qwen3 engine is not installed"
+    return f"Qwen3-TTS is not available here, so profiles speak through engine {engine.name!r}: {reason}"
+
+
+@dataclass(frozen=True)
+class ProfileSpeech:
+    """How a profile's generation is spoken: the engine to ask for (``None``: the server's choice, as
+    every API makes it), the engine parameters it adds, and the note on the engine."""
+
+    model: str | None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    engine_note: str | None = None
+
+
+def profile_speech(settings: Settings, engines: EngineRegistry, voices: VoiceLibrary, voice_id: str) -> ProfileSpeech:
+    """How ``POST /generate`` with a ``profile_id`` speaks the profile ``voice_id`` (a library id):
+    through Qwen3-TTS, in the size the voicebox clients loaded, when it is available and the profile
+    has samples to clone; else as the server would. Blocking."""
+    engine = speaking_engine(settings, engines)
+    note = engine_note(engines, engine)
+    if engine.name != QWEN3_ENGINE:
+        return ProfileSpeech(None, {}, note)
+    if not voices.resolve(voice_id).samples:
+        return ProfileSpeech(None, {}, "the profile has no samples for Qwen3-TTS to clone: the server's engine speaks")
+    size = _chosen_sizes.get(engines)
+    return ProfileSpeech(QWEN3_ENGINE, {"model_size": size} if size else {}, note)
+
+
+def _size_of(engine: Engine, note: str | None, asked: str | None) -> str | None:
+    """The Qwen3-TTS size ``asked`` means, checked against the engine that serves profiles; a 400
+    saying what is offered when it is no size of that engine. Without Qwen3-TTS, the engine's own
+    name is its one model, and is accepted as such."""
+    if asked is None:
+        return None
+    if engine.name != QWEN3_ENGINE:
+        if asked == engine.name:
+            return asked
+        # Echoing a size back would tell the client it was honoured: there are no sizes without Qwen3-TTS.
         raise InvalidInputError(
-            f"model_size {model_size!r} is not offered: the engine {name!r} that serves profiles has one model "
-            f"and no sizes; leave model_size out (or give {name!r})",
+            f"model_size {asked!r} is not offered: {note}; that engine has one model and "
+            "no sizes: leave model_size out",
             param="model_size",
         )
-    await engines.load(engine.name)
-    return {"message": f"Model {name} loaded successfully", "model_size": model_size, "loaded_at": datetime.now()}
+    size = model_size(asked)
+    if size is None:
+        raise InvalidInputError(
+            f"model_size {asked!r} is not one of Qwen3-TTS's sizes: give {' or '.join(SIZES)}", param="model_size"
+        )
+    return size
+
+
+@router.post("/models/load", summary="Load the speech model (model_size: Qwen3-TTS's 1.7B or 0.6B)")
+async def load_model(settings: SettingsDep, engines: EnginesDep, model_size: str | None = None) -> dict[str, Any]:
+    engine = await offload(speaking_engine, settings, engines)
+    note = await offload(engine_note, engines, engine)
+    size = _size_of(engine, note, model_size)
+    if size in SIZES and isinstance(engine, Qwen3Engine):
+        # Here, in this process: that size is loaded now, on the engine's thread, in place of the other.
+        local: Qwen3Engine = engine
+        await engines.runner(engine.name).call(lambda: local.use_size(size))
+    else:
+        # A worker loads its model now; the size, which only a request can carry to it, goes with each
+        # profile's generation from now on (the worker switches at the first).
+        await engines.load(engine.name)
+    if size in SIZES:
+        _chosen_sizes[engines] = size
+    named = f"{engine.name} ({size})" if size in SIZES else engine.name
+    return {
+        "message": f"Model {named} loaded successfully",
+        "model_size": size,
+        "loaded_at": datetime.now(),
+        "engine": engine.name,
+        "engine_note": note,
+    }
 
 
 @router.post("/models/unload", summary="Unload the speech model")
 async def unload_model(settings: SettingsDep, engines: EnginesDep) -> dict[str, str]:
-    name = settings.default_clone_engine
-    engine = engines.get(name)
+    engine = await offload(speaking_engine, settings, engines)
     await engines.unload(engine.name)
-    return {"message": f"Model {name} unloaded successfully"}
+    return {"message": f"Model {engine.name} unloaded successfully"}
