@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 
 from parla.engines import EngineRegistry
-from parla.engines.base import AudioChunk, Capabilities, Engine, EngineContext, EngineSettings, SynthesisRequest
+from parla.engines.base import (
+    AudioChunk,
+    Capabilities,
+    Engine,
+    EngineContext,
+    EngineSettings,
+    SynthesisRequest,
+    VoiceRef,
+)
 from parla.engines.clone import CloneEngine
 from parla.engines.espeak import EspeakEngine, EspeakSettings
 from parla.engines.manager import resolve_device
@@ -23,9 +31,10 @@ from parla.engines.mock import MockEngine
 from parla.engines.piper import PiperEngine, PiperSettings
 from parla.engines.remote import RemoteEngine
 from parla.services import Services
+from parla.services.voices import VoiceCreate
 from parla.settings import EngineSection, Settings
 from parla.worker_app import create_worker_app
-from tests.conftest import _free_port, mock_settings, serving, wait_for
+from tests.conftest import _free_port, mock_settings, serving, someone_saying, wait_for
 
 OLD_PRESETS = {
     "alloy": {
@@ -314,3 +323,39 @@ def test_a_remote_engine_is_refreshed_in_the_background_and_brings_its_presets(t
                 registry.shutdown()
     finally:
         worker_services.close()
+
+
+class _Learner(Engine):
+    """A cloning engine that records the voices it is asked to prepare."""
+
+    capabilities = Capabilities(sample_rate=16000, cloning=True)
+
+    def __init__(self, name: str, *, loaded: bool = False, cloning: bool = True) -> None:
+        super().__init__()
+        self.name = name
+        self.capabilities = Capabilities(sample_rate=16000, cloning=cloning)
+        self.prepared: list[str] = []
+        if loaded:
+            self.load()
+
+    def prepare_voice(self, voice: VoiceRef) -> None:
+        self.prepared.append(voice.name)
+
+    def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
+        yield AudioChunk(np.zeros(160, dtype=np.float32), 16000)
+
+
+async def test_a_voice_is_prepared_by_the_default_cloner_and_every_loaded_one(tmp_path: Path) -> None:
+    """Learning a voice costs the engines that will speak it soon, not the ones asleep."""
+    default, loaded, asleep = _Learner("default"), _Learner("loaded", loaded=True), _Learner("asleep")
+    plain = _Learner("plain", loaded=True, cloning=False)
+    settings = mock_settings(tmp_path, default_clone_engine="default")
+    services = Services.build(settings, engines=EngineRegistry([default, loaded, asleep, plain, MockEngine()]))
+    try:
+        said = "The birch canoe slid on the smooth planks."
+        voice, _ = services.voices.create_with_sample(VoiceCreate(name="Ada"), someone_saying(said), transcript=said)
+        await services.speech.warm_voice(voice.id)
+        assert default.prepared == ["Ada"] and loaded.prepared == ["Ada"]
+        assert asleep.prepared == [] and plain.prepared == [] and not asleep.loaded
+    finally:
+        services.close()

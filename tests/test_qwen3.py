@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from parla.api.compat import voicebox
+from parla.audio import decode_audio
 from parla.engines import AudioChunk, EngineContext, EngineRegistry, VoiceRef
 from parla.engines import qwen3 as qwen3_module
 from parla.engines.base import EngineUnavailableError
@@ -374,16 +375,13 @@ def test_model_size_loads_the_size_asked_for_from_its_own_directory(qwen3_stack:
     # The size stays until another is asked for: voicebox's /models/load, which sends it with profiles' speech.
     loaded = httpx.post(f"{qwen3_stack.gateway_url}/models/load", params={"model_size": "1.7B"}, timeout=120).json()
     assert loaded["engine"] == "qwen3" and loaded["model_size"] == "1.7B" and loaded["engine_note"] is None
-    services = qwen3_stack.services
-    voice = services.voices.get("Ada").id
-    spoken = voicebox.profile_speech(services.settings, services.engines, services.voices, voice)
-    assert spoken.model == "qwen3" and spoken.parameters == {"model_size": "1.7B"}
-    qwen3_stack.request = {"parameters": spoken.parameters}
-    try:
-        back = qwen3_stack.speak(7, TEXT)[0]
-    finally:
-        qwen3_stack.request = {}
-    assert np.array_equal(back, large)  # the 1.7B model again, the same audio for the same seed
+    voice = qwen3_stack.services.voices.get("Ada").id
+    body = {"text": TEXT, "profile_id": voice, "seed": 7}
+    generated = httpx.post(f"{qwen3_stack.gateway_url}/generate", json=body, timeout=600).json()
+    assert generated["engine"] == "qwen3" and generated["engine_note"] is None, generated
+    back, rate = decode_audio(Path(generated["audio_path"]).read_bytes())
+    assert rate == 24_000 and back.size == large.size
+    assert np.allclose(back, large, atol=2e-3)  # the 1.7B model again: the same audio for the same seed
     assert qwen3_stack.log().count("switching from the 0.6B model to the 1.7B model") == 1
 
 

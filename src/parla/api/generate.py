@@ -11,10 +11,12 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from parla.api.compat import voicebox
 from parla.api.compat.voicebox import profile_id_of
-from parla.api.deps import DialogueDep, JobsDep, MappingsDep, SpeechDep, VoicesDep
+from parla.api.deps import DialogueDep, EnginesDep, JobsDep, MappingsDep, SettingsDep, SpeechDep, VoicesDep
 from parla.api.streams import started
 from parla.audio.encode import CONTENT_TYPES, AudioFormat
+from parla.engines.registry import EngineRegistry
 from parla.errors import InvalidInputError, NotFoundError
 from parla.offload import offload
 from parla.services.dialogue import DialogueRequest, DialogueService
@@ -22,6 +24,7 @@ from parla.services.jobs import JobService
 from parla.services.mappings import VoiceMappings
 from parla.services.speech import SpeechOptions, SpeechService, ignored_header
 from parla.services.voices import VoiceLibrary
+from parla.settings import Settings
 from parla.text.dialogue import ROLE_SPEAKERS
 
 router = APIRouter(tags=["Dia server API", "voicebox API"])
@@ -74,12 +77,14 @@ async def generate(
     jobs: JobsDep,
     mappings: MappingsDep,
     voices: VoicesDep,
+    settings: SettingsDep,
+    engines: EnginesDep,
     async_mode: bool = Query(False, description="Queue a job and answer its id instead of the audio."),
 ) -> Response:
     # Two APIs' forms on one path: the Dia server's (speech, dialogue, jobs, its voice mappings) and
     # voicebox's (speech in a library voice); each form is given only the services it uses.
     if body.profile_id:
-        return await _voicebox_generate(body, body.profile_id, voices, speech)
+        return await _voicebox_generate(body, body.profile_id, voices, speech, settings, engines)
     try:
         return await _dia_generate(body, speech, dialogue, jobs, mappings, async_mode)
     except InvalidInputError as exc:
@@ -158,11 +163,24 @@ async def _dia_generate(
 
 
 async def _voicebox_generate(
-    body: GenerateRequest, profile_id: str, voices: VoiceLibrary, speech: SpeechService
+    body: GenerateRequest,
+    profile_id: str,
+    voices: VoiceLibrary,
+    speech: SpeechService,
+    settings: Settings,
+    engines: EngineRegistry,
 ) -> Response:
     voice = await offload(profile_id_of, voices, profile_id)
+    # voicebox speaks through Qwen3-TTS, in the size its client loaded, where it is available.
+    spoken = await offload(voicebox.profile_speech, settings, engines, voices, voice)
     options = SpeechOptions(
-        input=body.words(), voice=voice, response_format="wav", seed=body.seed, language=body.language
+        input=body.words(),
+        voice=voice,
+        model=spoken.model,
+        parameters=spoken.parameters,
+        response_format="wav",
+        seed=body.seed,
+        language=body.language,
     )
     plan = await offload(speech.prepare, options, source="voicebox")
     rendered = await speech.render(plan)
@@ -176,5 +194,7 @@ async def _voicebox_generate(
             "duration": round(rendered.duration, 3),
             "seed": plan.seed,
             "created_at": rendered.created_at.isoformat().replace("+00:00", "Z"),
+            "engine": plan.engine,
+            "engine_note": spoken.engine_note,
         }
     )

@@ -9,6 +9,7 @@ halfway leaves no file and no row.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -390,19 +391,26 @@ class SpeechService:
         return VoiceRef(path.name, samples=((path, transcript),), key=f"file-{key}")
 
     async def warm_voice(self, voice: str) -> None:
-        """Let the default cloning engine learn a voice's conditioning now, in the background,
-        so the first request in that voice does not wait for it."""
+        """Let the cloning engines learn a voice's conditioning now, in the background, so the first
+        request in that voice does not wait for it: the default cloning engine, and every other
+        cloning engine whose model is loaded (a heavy engine's worker among them). An engine not
+        loaded is left alone: loading gigabytes for a voice nobody has asked it for would be waste."""
         try:
-            engine = self.registry.get(self.settings.default_clone_engine)
             ref = await offload(self.voices.resolve, voice)
-        except (UnknownEngineError, InvalidInputError):
+        except InvalidInputError:
             return
-        if engine.unavailable_reason() or not ref.samples:
+        if not ref.samples:
             return
-        try:
-            await self.registry.runner(engine.name).call(lambda: engine.prepare_voice(ref))
-        except Exception as exc:  # the request that needs it will report the problem
-            log.warning("could not prepare voice %s: %s", voice, exc)
+        for engine in self.registry:
+            is_default = engine.name == self.settings.default_clone_engine
+            if not engine.capabilities.cloning or not (is_default or engine.loaded):
+                continue
+            if engine.unavailable_reason():
+                continue
+            try:
+                await self.registry.runner(engine.name).call(functools.partial(engine.prepare_voice, ref))
+            except Exception as exc:  # the request that needs it will report the problem
+                log.warning("engine %s could not prepare voice %s: %s", engine.name, voice, exc)
 
     # -- out ---------------------------------------------------------------------------------------
 
