@@ -40,16 +40,17 @@ OLD_PRESETS = {
     "alloy": {
         "piper": {"noise_scale": 0.5, "noise_w_scale": 0.6},
         "clone": {"pitch": 1.35, "pitch_range": 1.0, "formant": 1.06, "tilt": 0.0},
-        "espeak": {"voice": "en-us+m3"},
+        "espeak": {"variant": "m3"},
     },
     "shimmer": {
         "piper": {"length_scale": 0.95, "noise_scale": 0.8, "noise_w_scale": 1.1},
         "clone": {"pitch": 2.6, "pitch_range": 1.3, "formant": 1.2, "tilt": -0.2, "breath": 0.15, "pace": 0.97},
-        "espeak": {"voice": "en-us+f2", "pitch": 70},
+        "espeak": {"variant": "f2", "pitch": 70},
     },
     "joe": {},
 }
-"""What ``VoiceRef.presets`` held when the presets lived in the voice library."""
+"""What ``VoiceRef.presets`` held when the presets lived in the voice library (espeak's since as a
+variant in the request's language, not an English voice: ``fr`` on ``alloy`` is French)."""
 
 
 # -- each engine's own settings ---------------------------------------------------------------------

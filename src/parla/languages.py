@@ -10,6 +10,7 @@ that says which engines would, decided where the engines are).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from parla.errors import ParlaError
 
@@ -53,3 +54,10 @@ def base_language(code: str) -> str:
     """The language of a code without its region or script (``zh-cn`` -> ``zh``, ``cmn`` -> ``zh``)."""
     base = code.split("-")[0]
     return "zh" if base == "cmn" else base
+
+
+def speaks(declared: Iterable[str], code: str) -> bool:
+    """Whether an engine that declares ``declared`` (``*``: any) speaks ``code``: the same language,
+    whatever the region (``en-us`` is spoken by an engine that declares ``en``, and the reverse)."""
+    wanted = base_language(code)
+    return any(d == "*" or base_language(d.lower()) == wanted for d in declared)

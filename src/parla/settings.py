@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     """A recording that the XTTS dialect's ``default`` speaker clones (the XTTS service API's XTTS_DEFAULT_VOICE)."""
     default_clone_engine: str = "clone"
     """Engine used for library (cloned) voices when a request names no engine."""
+    language_engines: list[str] = Field(
+        default_factory=lambda: ["kokoro", "xtts", "qwen3", "f5", "chatterbox", "espeak"]
+    )
+    """Where a request that names no engine goes when the default one does not speak its language:
+    the first of these that is available, speaks it and can speak the voice (a cloned voice needs an
+    engine that clones). ``PARLA_LANGUAGE_ENGINES='["espeak"]'`` prefers espeak-ng."""
     max_input_chars: int = Field(default=100_000, ge=1)
     """Longest text accepted by a generation request, in characters."""
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)

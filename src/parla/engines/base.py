@@ -22,6 +22,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from parla.errors import ServiceUnavailableError
+from parla.languages import speaks
 
 if TYPE_CHECKING:
     from parla.settings import Settings
@@ -377,10 +378,14 @@ class Engine(ABC):
         return resolved
 
     def language_problem(self, language: str) -> str | None:
-        """Why this engine cannot speak a request's ``language``, or ``None`` when it can. By default
-        every language is accepted (the engine reads what it can); an engine whose text front end
-        refuses languages says so here, so the request is refused before any audio is made."""
-        return None
+        """Why this engine cannot speak a request's ``language`` (a code ``parla.languages`` has read),
+        or ``None`` when it can: by default, when it is none of ``capabilities.languages`` (``*``:
+        every language). An engine with finer rules (a text front end missing for one language) says
+        so here, so the request is refused, or goes to another engine, before any audio is made."""
+        declared = self.capabilities.languages
+        if speaks(declared, language):
+            return None
+        return f"engine {self.name!r} speaks {', '.join(declared)}, not {language!r}"
 
     def ignored_parameters(self, given: Mapping[str, Any] | None, consumed: Collection[str] = ()) -> list[str]:
         """The names in ``given`` that neither this engine nor the request layer (``consumed``) uses."""

@@ -39,6 +39,7 @@ from parla.audio.quality import MAX_SECONDS
 from parla.engines.base import AudioChunk, Engine, SynthesisRequest, VoiceRef
 from parla.engines.registry import EngineRegistry, UnknownEngineError
 from parla.errors import InvalidInputError, ServiceUnavailableError, TooLargeError
+from parla.languages import language_code
 from parla.offload import offload
 from parla.services.runtime_config import GOVERNED_SOURCES
 from parla.services.voices import VoiceLibrary
@@ -316,7 +317,10 @@ class SpeechService:
                 f"input is {len(text)} characters; the limit is {self.settings.max_input_chars}", param="input"
             )
         voice_ref = voice or self.voices.resolve(options.voice or self.settings.default_voice)
-        engine = self._engine_for(options.model, voice_ref)
+        # An unknown code is a 422 whatever the engine; a known one that the engine does not speak
+        # sends a request that names no engine elsewhere, or is refused naming who would speak it.
+        language = language_code(options.language or voice_ref.language)
+        engine = self._engine_for(options.model, voice_ref, language)
         if not turn and not engine.capabilities.single_speaker:
             raise InvalidInputError(
                 f"engine {engine.name!r} makes dialogue only: ask for a dialogue (/v1/audio/dialogue, "
@@ -333,10 +337,9 @@ class SpeechService:
         pieces = split_for_speech(normalize_text(text))
         if not any(_SPEAKABLE.search(piece) for piece in pieces):
             raise InvalidInputError("input has nothing to speak (no words in it)", param="input")
-        language = options.language or voice_ref.language
         language_problem = engine.language_problem(language)
         if language_problem:
-            raise InvalidInputError(language_problem, param="language")
+            raise InvalidInputError(f"{language_problem}; {self._who_speaks(language)}", param="language")
         return SpeechPlan(
             id=new_id(),
             text=text,
@@ -481,16 +484,21 @@ class SpeechService:
 
     # -- inside ------------------------------------------------------------------------------------
 
-    def _engine_for(self, model: str | None, voice: VoiceRef) -> Engine:
+    def _engine_for(self, model: str | None, voice: VoiceRef, language: str = "en") -> Engine:
         """The engine a request names, or for ``tts-1`` and friends (or nothing) the default one:
-        the default cloning engine when the voice is a cloned one, the default engine otherwise."""
+        the default cloning engine when the voice is a cloned one, the default engine otherwise;
+        and when that one does not speak ``language``, the first of ``settings.language_engines``
+        that does and can speak the voice (see ``_speaking``)."""
         name = model or ""
-        if (not name or name in OPENAI_MODELS or name == "parla") and voice.engine:
+        chosen_here = not name or name in OPENAI_MODELS or name == "parla"
+        if chosen_here and voice.engine:
             name = voice.engine  # an engine's own voice (a Kokoro style) goes to that engine
-        elif not name or name in OPENAI_MODELS or name == "parla":
+        elif chosen_here:
             # A cloned voice, or a built-in one that is an adaptation preset, needs the cloning engine.
             adapted = voice.samples or voice.preset(self.settings.default_clone_engine)
             name = self.settings.default_clone_engine if adapted else self.settings.default_engine
+            if name in self.registry.names() and self.registry.get(name).language_problem(language):
+                name = self._speaking(language, voice) or name
         try:
             engine = self.registry.get(name)
         except UnknownEngineError as exc:
@@ -511,6 +519,36 @@ class SpeechService:
                 param="voice",
             )
         return engine
+
+    def _speaking(self, language: str, voice: VoiceRef) -> str | None:
+        """The first engine of ``settings.language_engines`` that is available, speaks ``language``
+        and can speak ``voice``: a cloned voice needs one that clones; a built-in voice one that
+        has a preset for it or that does not clone (cloning engines speak library voices)."""
+        names = set(self.registry.names())
+        for name in self.settings.language_engines:
+            if name not in names:
+                continue
+            engine = self.registry.get(name)
+            if engine.unavailable_reason() or engine.language_problem(language):
+                continue
+            cloning = engine.capabilities.cloning
+            if (cloning if voice.samples else (not cloning or voice.name in engine.voice_presets)) and (
+                not voice.engine or voice.engine == name
+            ):
+                return name
+        return None
+
+    def _who_speaks(self, language: str) -> str:
+        """The engines here that speak ``language``, and what each needs before it can, for a refusal."""
+        able = []
+        for engine in self.registry:
+            if "*" in engine.capabilities.languages or engine.language_problem(language):
+                continue
+            reason = engine.unavailable_reason()
+            able.append(f"{engine.name} ({'not available: ' + reason if reason else 'available'})")
+        if not able:
+            return f"no engine here speaks {language!r}"
+        return f"engines that speak {language!r}: {'; '.join(able)} (name one as the model)"
 
     async def _encode(
         self, plan: SpeechPlan, chunks: AsyncGenerator[AudioChunk, None], *, keep: bool

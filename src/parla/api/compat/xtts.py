@@ -16,6 +16,7 @@ from parla.api.deps import EnginesDep, SettingsDep, SpeechDep, VoicesDep
 from parla.api.voices import SampleJSON, audio_from_json
 from parla.engines.base import Engine
 from parla.engines.registry import EngineRegistry
+from parla.engines.xtts import LANGUAGES as XTTS_LANGUAGES
 from parla.errors import NotFoundError
 from parla.offload import offload
 from parla.services.speech import SpeechOptions
@@ -95,6 +96,22 @@ def speaking_engine(settings: Settings, engines: EngineRegistry) -> Engine:
     return engines.get(settings.default_clone_engine)
 
 
+def spoken_languages(settings: Settings, engines: EngineRegistry) -> list[str]:
+    """What this API can speak now without XTTS-v2: its speakers are recorded voices, so the languages
+    of the default cloning engine and of the cloning engines a request in another language would go
+    to (``settings.language_engines``), those available. One that speaks any language (a plain model
+    microservice, the mock engine) stands for XTTS-v2's own list."""
+    spoken: set[str] = set()
+    names = set(engines.names())
+    for name in dict.fromkeys([settings.default_clone_engine, *settings.language_engines]):
+        engine = engines.get(name) if name in names else None
+        if engine is None or not engine.capabilities.cloning or engine.unavailable_reason():
+            continue
+        declared = engine.capabilities.languages
+        spoken |= set(XTTS_LANGUAGES) if "*" in declared else set(declared)
+    return sorted(spoken)
+
+
 @router.get("/config", summary="Languages and synthesis defaults")
 def config(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
     """Plain ``def``: a local engine's availability looks for its packages and weights (on a thread)."""
@@ -102,7 +119,7 @@ def config(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
     if engine.name == XTTS_ENGINE:
         languages = sorted(lang for lang in engine.capabilities.languages if lang != "*")
     else:
-        languages = sorted({lang for e in engines for lang in e.capabilities.languages if lang != "*"})
+        languages = spoken_languages(settings, engines)
     xtts_reason = engines.get(XTTS_ENGINE).unavailable_reason() if XTTS_ENGINE in engines.names() else None
     return {
         "engine": engine.name,
