@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from parla.audio import decode_audio
-from tests.conftest import Listener, someone_saying, wer
+from tests.conftest import InProcessApp, Listener, someone_saying, wer
+from tests.test_dialogue import ADA, _Scripted, scripted_app
 
 
 @pytest.mark.model
@@ -138,3 +140,27 @@ def test_ignored_parameter_names_of_any_script_fit_in_a_header(client: httpx.Cli
     response = client.post("/v1/audio/speech", json=body)
     assert response.status_code == 200, response.text
     assert response.headers["X-Ignored-Parameters"] == "tempo%C3%A9, %F0%B6%BC%A3%2C%20x"
+
+
+@pytest.fixture(scope="module")
+async def with_dia(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProcessApp]:
+    """An app where an engine named dia can speak (a scripted mock standing for it)."""
+    async with scripted_app(tmp_path_factory.mktemp("generate-dia")) as app:
+        yield app
+
+
+async def test_the_dia_server_dialogue_speaks_through_dia_as_one_script(with_dia: InProcessApp) -> None:
+    heard = _Scripted.heard
+    heard.clear()
+    for model in (None, "dia", "nari-labs/Dia-1.6B"):
+        body = {"text": "[S1] Hi there (laughs). [S2] Hello.", "voice_id": "Ada", **({"model": model} if model else {})}
+        response = await with_dia.client.post("/generate", json=body)
+        assert response.status_code == 200, response.text
+        [request] = heard
+        assert request.text == "[S1] Hi there (laughs). [S2] Hello."
+        assert [text for _, text in request.voice.samples] == [f"[S1] {ADA}"]  # S2: another voice, no samples
+        heard.clear()
+    # One speaker stays with the server's engine (Dia would refuse it), as does a model named otherwise.
+    one = await with_dia.client.post("/generate", json={"text": "[S1] Only me.", "voice_id": "Ada", "model": "dia"})
+    other = await with_dia.client.post("/generate", json={"text": "[S1] Hi. [S2] Yo.", "model": "mock"})
+    assert one.status_code == other.status_code == 200 and not heard

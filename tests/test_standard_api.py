@@ -402,7 +402,12 @@ async def test_a_dialogue_only_engine_refuses_single_speech_and_short_dialogues(
     short = await api.post("/v1/text-to-dialogue?engine=duo", json=one)
     assert short.status_code == 400 and "at least 2" in short.json()["detail"]
     assert not (data / "d.wav").exists()
-    two = {**one, "inputs": inputs * 2}
+    # Speakers are counted, not turns: the same voice twice is one speaker; two voices are a dialogue.
+    same_twice = {**one, "inputs": inputs * 2}
+    refused = await api.post("/v1/text-to-dialogue?engine=duo", json=same_twice)
+    assert refused.status_code == 400 and "at least 2" in refused.json()["detail"]
+    (data / "w.wav").write_bytes(mock_reference.read_bytes())
+    two = {**one, "inputs": [*inputs, {"text": "Hello.", "voice_id": "w.wav"}]}
     assert (await api.post("/v1/text-to-dialogue?engine=duo", json=two)).status_code == 200
     assert (await api.post("/v1/text-to-dialogue?engine=mock", json=one)).status_code == 200
     # The engine's rules hold on every API, not only this one.

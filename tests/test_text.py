@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from parla.text import normalize_text, split_for_speech, split_sentences
+from parla.text.dialogue import script_line, split_cues
 from parla.text.split import MAX_PIECE_CHARS
 
 
@@ -80,3 +81,26 @@ def test_long_sentences_are_cut_below_the_limit_keeping_every_word() -> None:
 
 def test_text_without_words_has_no_pieces() -> None:
     assert split_for_speech("  ... !!! ") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("Ha (laughs) yes", ["Ha", "(laughs)", "yes"]),
+        # Punctuation left after a cue ends the text before it, and is never a part of its own.
+        ("Fine, thank you (laughs).", ["Fine, thank you.", "(laughs)"]),
+        ("Well (SIGHS)...", ["Well...", "(sighs)"]),
+        ("Wow! (laughs)!", ["Wow!", "(laughs)"]),
+        ("(laughs) !", ["(laughs)"]),
+        ("a (laughs) . (sighs) b", ["a.", "(laughs)", "(sighs)", "b"]),
+        ("Hi, (laughs), yes. (sighs). Fine", ["Hi,", "(laughs)", "yes.", "(sighs)", "Fine"]),
+    ],
+)
+def test_cues_split_from_text_leave_no_part_without_words(text: str, parts: list[str]) -> None:
+    assert split_cues(text) == parts
+
+
+def test_a_script_line_keeps_cues_where_they_were_or_takes_them_out() -> None:
+    said = "  Fine, thank  you (Laughs). [S2] Really "
+    assert script_line(said, cues=True) == "Fine, thank you (laughs). Really"
+    assert script_line(said, cues=False) == "Fine, thank you. Really"

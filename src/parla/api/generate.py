@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from parla.api.compat import voicebox
+from parla.api.compat.dia import DIA_ENGINE, model_for
 from parla.api.compat.voicebox import profile_id_of
 from parla.api.deps import DialogueDep, EnginesDep, JobsDep, MappingsDep, SettingsDep, SpeechDep, VoicesDep
 from parla.api.streams import started
@@ -31,7 +32,8 @@ router = APIRouter(tags=["Dia server API", "voicebox API"])
 
 _SPEAKER_TAG = re.compile(r"\[\s*[Ss]\d+\s*\]")
 SEED_MODELS = ("dia", "qwen3-tts")
-"""Model names the reference APIs' own clients send; they mean the default engine here."""
+"""Model names the reference APIs' own clients send; they mean the default engine here, except that a
+dialogue of two speakers or more speaks through Dia where it can (``compat.dia.model_for``)."""
 SAMPLING_PARAMETERS = ("temperature", "cfg_scale", "top_p", "max_tokens", "use_torch_compile")
 
 
@@ -86,7 +88,7 @@ async def generate(
     if body.profile_id:
         return await _voicebox_generate(body, body.profile_id, voices, speech, settings, engines)
     try:
-        return await _dia_generate(body, speech, dialogue, jobs, mappings, async_mode)
+        return await _dia_generate(body, speech, dialogue, jobs, mappings, engines, async_mode)
     except InvalidInputError as exc:
         voice = body.voice_id or body.voice
         if exc.param == "voice" and voice:
@@ -101,6 +103,7 @@ async def _dia_generate(
     dialogue: DialogueService,
     jobs: JobService,
     mappings: VoiceMappings,
+    engines: EngineRegistry,
     async_mode: bool,
 ) -> Response:
     text = body.words()
@@ -111,6 +114,11 @@ async def _dia_generate(
         # A chat role is a speaker tag: user is S1, assistant and system S2.
         text = f"[{ROLE_SPEAKERS[body.role]}] {text}"
     if _SPEAKER_TAG.search(text):
+        # The API was built around Dia: its dialogues speak through it where it can (a plain def:
+        # a local engine's availability looks on disk); the other clients' names as above.
+        chosen = await offload(model_for, engines, body.model, text)
+        seed_model = chosen is not None and chosen != DIA_ENGINE and chosen.lower() in SEED_MODELS
+        model = None if seed_model else chosen
         request = DialogueRequest(
             text=text,
             voice=voice,

@@ -112,10 +112,18 @@ class Capabilities:
     single_speaker: bool = True
     """Speaks one voice alone; an engine that only makes dialogue (Dia) refuses text-to-speech."""
     min_dialogue_turns: int = 1
-    """Fewest turns a dialogue must have for this engine (Dia: 2)."""
+    """Fewest speakers a dialogue must have for this engine (Dia: 2). Distinct speakers are counted,
+    not turns: ``[S1] Hi. [S1] Again.`` is one speaker. (The name is older than the rule.)"""
     needs_transcript: bool = False
     """Learns a voice from what its samples say: a sample without a transcript (or speech that
     Whisper can hear) teaches it nothing, so such a voice is refused."""
+    scripted_dialogue: bool = False
+    """Speaks a whole dialogue script in one generation, its speakers tagged ``[S1]`` and ``[S2]``
+    (Dia): the dialogue service hands it the script whole (cues as text when it has ``nonverbal``)
+    with one voice whose samples are each speaker's, their transcripts tagged by speaker."""
+    max_script_bytes: int | None = None
+    """Most UTF-8 bytes of text it reads in one generation, its voice's transcripts included (Dia:
+    1024, its encoder's positions); ``None``: no limit. A script is cut at turns to stay under it."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -130,6 +138,8 @@ class Capabilities:
             "single_speaker": self.single_speaker,
             "needs_transcript": self.needs_transcript,
             "min_dialogue_turns": self.min_dialogue_turns,
+            "scripted_dialogue": self.scripted_dialogue,
+            "max_script_bytes": self.max_script_bytes,
         }
 
 

@@ -28,18 +28,23 @@ cannot fetch.
 
 Dialogue: Dia reads ``[S1]``/``[S2]`` scripts and renders nonverbal cues (``(laughs)`` is a laugh,
 not a pause). It makes dialogue only: the engine declares ``single_speaker=False`` and
-``min_dialogue_turns=2``, so text-to-speech and one-turn dialogues are refused on every API before
-any audio is made. A request whose text carries speaker tags is spoken as one script, cues as Dia
-renders them; one without (a dialogue turn, as the dialogue service sends them today: piece by
-piece, its cues turned into pauses as for every engine) is spoken as its voice's speaker. The
-request's ``speed`` is not Dia's to change, and is not applied.
+``min_dialogue_turns=2``, so text-to-speech and dialogues of one speaker are refused on every API
+before any audio is made. It declares ``scripted_dialogue``, so the dialogue service hands it a
+dialogue whole: one script (``[S1] ... [S2] ...``, cues as text), cut between turns only where it
+would be longer than ``max_script_bytes`` (1024, its encoder's positions, the prompt's transcripts
+included), in one voice whose samples are the speakers' (``services.dialogue.script_voice``). A
+request whose text carries speaker tags is spoken as that script; one without (a turn of a
+dialogue spoken turn by turn) is spoken as its voice's first speaker. The request's ``speed`` is
+not Dia's to change, and is not applied.
 
 Voices: Dia clones from an audio prompt and what it says (``needs_transcript``). A voice's
-transcribed samples (as many as fit in ``max_prompt_seconds``, the first always) are resampled to
-44.1 kHz, joined and encoded by DAC once per voice (kept in memory by the voice's ``key``); their
-transcripts become the script's opening lines, each tagged with its speaker (a Dia server audio
-prompt transcript, ``[S1] ...``, keeps its tags; an untagged one is ``[S1]``). Only the new audio is
-returned. A voice without samples (``alloy``) has no prompt: Dia picks a voice, the seed decides it.
+transcribed samples are resampled to 44.1 kHz, joined and encoded by DAC once per voice (kept in
+memory by the voice's ``key``: a dialogue's combined voice is one prompt per combination of
+speakers); their transcripts become the script's opening lines, each tagged with its speaker (a Dia
+server audio prompt transcript, ``[S1] ...``, and a combined voice's keep their tags; an untagged one
+is ``[S1]``). At most ``max_prompt_seconds`` are joined in all, shared between the prompt's speakers:
+each speaker's first sample always (cut to its share), the others while they fit. Only the new audio
+is returned. A voice without samples (``alloy``) has no prompt: Dia picks a voice, the seed decides it.
 
 Knobs: ``temperature``, ``cfg_scale`` (transformers' ``guidance_scale``), ``top_p``, ``top_k`` (its
 CFG filter), ``max_new_tokens`` (or the Dia server's ``max_tokens``): audio frames, about 86 a second.
@@ -186,6 +191,8 @@ class DiaEngine(Engine):
         single_speaker=False,
         min_dialogue_turns=2,
         needs_transcript=True,
+        scripted_dialogue=True,
+        max_script_bytes=1024,  # Dia-1.6B's encoder positions, a byte each (its speaker tags: one token each)
         parameters=(
             Param(
                 "temperature",
@@ -334,19 +341,26 @@ class DiaEngine(Engine):
         return prompt
 
     def _encode(self, transcribed: list[tuple[Path, str]]) -> Prompt:
-        """The samples at 44.1 kHz, joined, through DAC (``DiaProcessor`` with ``audio``); their transcripts tagged."""
+        """The samples at 44.1 kHz, joined, through DAC (``DiaProcessor`` with ``audio``); their
+        transcripts tagged. Each speaker's first sample is kept, cut to its share of
+        ``max_prompt_seconds``, so that every speaker of a combined voice has a prompt; a further
+        sample only while the prompt stays within them."""
         from parla.audio.decode import decode_audio
 
         parts: list[npt.NDArray[np.float32]] = []
         texts: list[str] = []
         total = 0
         limit = self.settings.max_prompt_seconds * SAMPLE_RATE
-        for path, text in transcribed:
+        speakers = [speakers_in(tagged(text))[0] for _, text in transcribed]  # whom each sample is of
+        share = limit / len(set(speakers))
+        heard: set[str] = set()
+        for (path, text), speaker in zip(transcribed, speakers, strict=True):
             samples, _ = decode_audio(path, SAMPLE_RATE)
-            if parts and total + samples.size > limit:
-                break
-            parts.append(np.asarray(samples, dtype=np.float32)[: int(limit)])
+            if speaker in heard and total + samples.size > limit:
+                continue
+            parts.append(np.asarray(samples, dtype=np.float32)[: int(limit if speaker in heard else share)])
             texts.append(tagged(text))
+            heard.add(speaker)
             total += parts[-1].size
         joined = np.concatenate(parts)
         if joined.size < FRAME_SAMPLES * 4:

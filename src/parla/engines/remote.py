@@ -167,6 +167,7 @@ def capabilities_from(described: dict[str, Any]) -> Capabilities:
         )
         for p in described.get("parameters", [])
     )
+    limit = described.get("max_script_bytes")
     return Capabilities(
         sample_rate=int(described["sample_rate"]),
         languages=tuple(described.get("languages") or ("en",)),
@@ -179,6 +180,9 @@ def capabilities_from(described: dict[str, Any]) -> Capabilities:
         single_speaker=bool(described.get("single_speaker", True)),
         min_dialogue_turns=int(described.get("min_dialogue_turns", 1)),
         needs_transcript=bool(described.get("needs_transcript", False)),
+        scripted_dialogue=bool(described.get("scripted_dialogue", False)),
+        # Absent from an older worker's answer: no limit known, as before.
+        max_script_bytes=None if limit is None else int(limit),
     )
 
 

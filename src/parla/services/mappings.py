@@ -210,6 +210,9 @@ class VoiceMappings:
         path = self.prompt_path(prompt)
         if not path.is_file():
             raise InvalidInputError(f"voice {voice_id!r} uses audio prompt {prompt!r}, which is gone", param="voice")
+        # What the prompt says, without its speaker tags: a voice is a person, and which speaker it is
+        # is the dialogue's to say (a script's voice tags each speaker's prompt by its place in it,
+        # ``services.dialogue.script_voice``); an engine that reads transcripts as words never sees tags.
         words = _TAGS.sub(" ", transcript or "").strip() or None
         digest = hashlib.sha256(path.read_bytes() + (words or "").encode()).hexdigest()[:32]
         return VoiceRef(name=voice_id, id=voice_id, samples=((path, words),), key=f"prompt-{digest}")

@@ -18,6 +18,10 @@ ROLE_SPEAKERS = {"user": "S1", "assistant": "S2", "system": "S2"}
 
 _TAG = re.compile(r"\[\s*[Ss](\d+)\s*\]")
 _BROKEN_TAG = re.compile(r"\[\s*[Ss]\d*\s*(?!\d|\s|\])|\[\s*[Ss]\s*\]")
+_WORDY = re.compile(r"[^\W_]")
+"""A letter or a digit: text without one has nothing to say."""
+_LEADING_PUNCTUATION = re.compile(r"^[.,;:!?\u2026]+")
+"""What ends the text before a cue when it comes right after it (``"Fine (laughs). Yes"``)."""
 _CUE = re.compile(r"\((" + "|".join(re.escape(c) for c in NONVERBAL) + r")\)", re.IGNORECASE)
 
 
@@ -54,19 +58,50 @@ def parse_speaker_tags(text: str) -> list[Turn]:
 
 
 def split_cues(text: str) -> list[str]:
-    """Text and nonverbal cues in order: ``"Ha (laughs) yes"`` -> ``["Ha", "(laughs)", "yes"]``."""
-    out = []
+    """Text and nonverbal cues in order: ``"Ha (laughs) yes"`` -> ``["Ha", "(laughs)", "yes"]``.
+
+    What is left between or after cues without a letter or a digit (the ``"."`` of ``"Fine, thank
+    you (laughs)."``), or the punctuation that opens the text after a cue, says nothing on its own:
+    it ends the text before the cue (``"Fine, thank you."``), or is dropped where that text ends in
+    punctuation already or there is none."""
+    out: list[str] = []
     position = 0
     for match in _CUE.finditer(text):
-        before = text[position : match.start()].strip()
-        if before:
-            out.append(before)
+        _add_text(out, text[position : match.start()])
         out.append(f"({match.group(1).lower()})")
         position = match.end()
-    rest = text[position:].strip()
-    if rest:
-        out.append(rest)
+    _add_text(out, text[position:])
     return out
+
+
+def _add_text(out: list[str], text: str) -> None:
+    """``text`` as the next part of ``out``; punctuation that opens it, or all of it without words,
+    onto the last text part instead (see ``split_cues``)."""
+    text = text.strip()
+    lead = _LEADING_PUNCTUATION.match(text)
+    if not _WORDY.search(text):
+        punctuation, text = text, ""
+    elif lead:
+        punctuation, text = lead.group(), text[lead.end() :].strip()
+    else:
+        punctuation = ""
+    last = next((i for i in range(len(out) - 1, -1, -1) if not is_cue(out[i])), None)
+    if punctuation and last is not None and _WORDY.match(out[last][-1]):
+        out[last] += punctuation
+    if text:
+        out.append(text)
+
+
+def script_line(text: str, *, cues: bool) -> str:
+    """One turn's text as a line of a script that an engine speaks whole: its cues kept as text
+    (``cues``: canonical, ``(laughs)``) or taken out, stray speaker tags taken out (the script's are
+    its own), whitespace collapsed."""
+    text = _TAG.sub(" ", text)
+    if cues:  # where the writer put them: the engine renders them there
+        text = _CUE.sub(lambda match: f"({match.group(1).lower()})", text)
+    else:
+        text = " ".join(part for part in split_cues(text) if not is_cue(part))
+    return " ".join(text.split())
 
 
 def is_cue(part: str) -> bool:
