@@ -104,3 +104,46 @@ def test_a_script_line_keeps_cues_where_they_were_or_takes_them_out() -> None:
     said = "  Fine, thank  you (Laughs). [S2] Really "
     assert script_line(said, cues=True) == "Fine, thank you (laughs). Really"
     assert script_line(said, cues=False) == "Fine, thank you. Really"
+
+
+# -- other languages ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("language", "written", "said"),
+    [
+        (
+            "fr",
+            "Il coûte 3,50 € et 1.000 personnes, 25 % en 2024.",
+            "Il coûte trois euros cinquante et mille personnes, vingt-cinq pour cent en deux mille vingt-quatre.",
+        ),
+        (
+            "de",
+            "Es kostet €5 und 1.5 Liter & 12 000 Leute, -3 Grad.",
+            "Es kostet fünf Euro und eins Komma fünf Liter und zwölftausend Leute, minus drei Grad.",
+        ),
+        ("es-MX", "Son 2 gatos y 1.250,99 €.", "Son dos gatos y mil doscientos cincuenta euros noventa y nueve."),
+        ("it", "Costa 7% in più.", "Costa sette per cento in più."),
+        ("pt-br", "São 3 reais, 10 %.", "São três reais, dez por cento."),
+        # English rules stay English: "Dr." is not a German doctor, "$" not dollars in French.
+        ("de", "Dr. Müller", "Dr. Müller"),
+        ("ja", "3月5日", "3月5日"),  # kept as written: the engine's front end reads it
+    ],
+)
+def test_numbers_money_and_percentages_are_said_in_the_language(language: str, written: str, said: str) -> None:
+    assert normalize_text(written, language) == said
+
+
+def test_sentences_end_at_cjk_marks_and_spanish_opening_marks_stay_with_their_sentence() -> None:
+    assert split_for_speech("今天天气很好。我们去公园散步吧！你呢？好的。") == [
+        "今天天气很好。",
+        "我们去公园散步吧！",
+        "你呢？",
+        "好的。",
+    ]
+    assert split_for_speech("「こんにちは。」と彼は言った。さようなら。") == [
+        "「こんにちは。」",
+        "と彼は言った。",
+        "さようなら。",
+    ]
+    assert split_for_speech("¿Cómo estás? ¡Muy bien! Gracias.") == ["¿Cómo estás?", "¡Muy bien!", "Gracias."]

@@ -334,7 +334,7 @@ class SpeechService:
             params = engine.resolve_parameters(options.parameters, voice_ref.preset(engine.name))
         except ValueError as exc:
             raise InvalidInputError(str(exc), param="parameters") from None
-        pieces = split_for_speech(normalize_text(text))
+        pieces = split_for_speech(normalize_text(text, language))
         if not any(_SPEAKABLE.search(piece) for piece in pieces):
             raise InvalidInputError("input has nothing to speak (no words in it)", param="input")
         language_problem = engine.language_problem(language)

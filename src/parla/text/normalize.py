@@ -305,12 +305,77 @@ _UNSPEAKABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 """Control characters and lone surrogates: nothing a reader says, and NUL crashes phonemisers."""
 
 
-def normalize_text(text: str) -> str:
-    """Spell out what a speech engine would otherwise misread. Idempotent on plain prose."""
+# -- other languages: numbers, money and percentages in the language's own words --------------------
+
+_LOCAL_WORDS: dict[str, dict[str, str]] = {
+    "fr": {"%": "pour cent", "€": "euros", "&": "et", "-": "moins"},
+    "de": {"%": "Prozent", "€": "Euro", "&": "und", "-": "minus"},
+    "es": {"%": "por ciento", "€": "euros", "&": "y", "-": "menos"},
+    "it": {"%": "per cento", "€": "euro", "&": "e", "-": "meno"},
+    "pt": {"%": "por cento", "€": "euros", "&": "e", "-": "menos"},
+    "nl": {"%": "procent", "€": "euro", "&": "en", "-": "min"},
+    "pl": {"%": "procent", "€": "euro", "&": "i", "-": "minus"},
+    "ru": {"%": "процентов", "€": "евро", "&": "и", "-": "минус"},
+    "cs": {"%": "procent", "€": "eur", "&": "a", "-": "minus"},
+    "fi": {"%": "prosenttia", "€": "euroa", "&": "ja", "-": "miinus"},
+    "tr": {"%": "yüzde", "€": "avro", "&": "ve", "-": "eksi"},
+}
+"""The languages whose numbers num2words spells (and that write a decimal comma), with the words for
+what the English rules would say in English. Other languages keep their digits: the engines that
+speak them read digits in the language themselves (espeak-ng's rules, XTTS's own normaliser)."""
+
+_LOCAL_NUMBER = re.compile(r"(?<![\w.,])(-?)(\d+(?:[.\u00a0\u202f ]\d{3}(?!\d))*(?:[.,]\d+)?)(?![\w])")
+"""A number as these languages write it: ``1.000`` or ``1 000`` (thousands), ``3,5`` (decimal comma)."""
+
+
+def _local_value(written: str) -> int | float:
+    """``1.000,5`` -> 1000.5, ``3,5`` -> 3.5, ``1.5`` -> 1.5 (not three digits after the point: a
+    decimal point), ``1 000`` -> 1000."""
+    digits = re.sub(r"[\u00a0\u202f ]", "", written)
+    if "," in digits:
+        whole, fraction = digits.rsplit(",", 1)
+        return float(f"{whole.replace('.', '')}.{fraction}")
+    groups = digits.split(".")
+    if len(groups) > 1 and all(len(g) == 3 for g in groups[1:]):
+        return int("".join(groups))
+    return float(digits) if "." in digits else int(digits)
+
+
+def _localize(text: str, language: str) -> str:
+    words = _LOCAL_WORDS[language]
+
+    def number(match: re.Match[str]) -> str:
+        value = _local_value(match.group(2))
+        sign = words["-"] + " " if match.group(1) else ""
+        if isinstance(value, int) and 1100 <= value <= 2099 and not sign and len(match.group(2)) == 4:
+            return str(num2words(value, lang=language, to="year"))
+        return sign + str(num2words(value, lang=language))
+
+    def euros(match: re.Match[str]) -> str:
+        # "3,50 €": three euros fifty, as a price is said (not "three point five euros").
+        whole, cents = _local_value(match.group(1)), int(match.group(2) or 0)
+        said = f"{num2words(int(whole), lang=language)} {words['€']}"
+        return f"{said} {num2words(cents, lang=language)}" if cents else said
+
+    text = re.sub(r"€\s?(\d(?:[\d.\u00a0\u202f ]*\d)?(?:,\d{2})?)(?!\d)", r"\1 €", text)  # "€5" is read "5 €"
+    text = re.sub(r"(?<![\d.,])(\d+(?:[.\u00a0\u202f ]\d{3}(?!\d))*)(?:,(\d{2}))?\s?€", euros, text)
+    text = re.sub(r"(\d)\s?%", r"\1 " + words["%"], text)
+    text = text.replace("&", f" {words['&']} ")
+    return _LOCAL_NUMBER.sub(number, text)
+
+
+def normalize_text(text: str, language: str = "en") -> str:
+    """Spell out what a speech engine would otherwise misread, in ``language`` (a code Parla has read):
+    English by its full rules; the languages of ``_LOCAL_WORDS`` their numbers, money and percentages;
+    any other only cleaned (the engine reads it as written). Idempotent on plain prose."""
     text = _UNSPEAKABLE.sub(" ", text)
     text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
-    for pattern, replacement in _RULES:
-        text = pattern.sub(replacement, text)
-    for symbol, spoken in _SYMBOLS.items():
-        text = text.replace(symbol, spoken)
+    base = language.lower().replace("_", "-").split("-")[0]
+    if base == "en":
+        for pattern, replacement in _RULES:
+            text = pattern.sub(replacement, text)
+        for symbol, spoken in _SYMBOLS.items():
+            text = text.replace(symbol, spoken)
+    elif base in _LOCAL_WORDS:
+        text = _localize(text, base)
     return re.sub(r"[ \t]+", " ", text).strip()

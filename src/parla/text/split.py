@@ -10,9 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-# A sentence ends at . ! ? or … (with closing quotes/brackets), followed by space; or at a blank line.
-_SENTENCE_END = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"')\]]))\s+|\n\s*\n+")
-_CLAUSE_END = re.compile(r"[,;:](?=\s)|\s[—–-]\s")
+# A sentence ends at . ! ? or … (with closing quotes/brackets), followed by space; at a Chinese or
+# Japanese full stop, exclamation or question mark, space or none (those scripts put none); or at a
+# blank line. Spanish opening marks (¿ ¡) start the next sentence, so they stay with it.
+_SENTENCE_END = re.compile(
+    r"(?:(?<=[.!?…])|(?<=[.!?…][\"')\]]))\s+|(?:(?<=[。！？])|(?<=[。！？][」』）]))(?![」』）])\s*|\n\s*\n+"
+)
+_CLAUSE_END = re.compile(r"[,;:](?=\s)|[，、；：]|\s[—–-]\s")
 
 FIRST_PIECE_WORDS = 6
 """A first sentence longer than this many words is cut at its first clause boundary after them."""
