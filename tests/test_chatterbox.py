@@ -15,7 +15,6 @@ and the tests make as few pieces as they can: each costs seconds of S3Gen on the
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,13 +26,11 @@ import numpy.typing as npt
 import pytest
 
 from parla.audio import decode_audio
-from parla.engines import EngineContext, EngineRegistry, VoiceRef
-from parla.engines import chatterbox as chatterbox_module
+from parla.engines import EngineContext, VoiceRef
 from parla.engines.chatterbox import (
     DELIVERY,
     ChatterboxEngine,
     ChatterboxSettings,
-    chatterbox_language,
     join_reference,
     t3_size,
 )
@@ -43,10 +40,6 @@ from parla.errors import InvalidInputError
 from tests.conftest import mock_settings, serving_in_process
 from tests.engine_envs import EngineStack, engine_stack, environment, tiny_model
 
-NOT_INSTALLED = (
-    "chatterbox-tts is not installed in this environment: Chatterbox runs in its own; install its environment "
-    "with `parla engines install chatterbox` and serve it with `parla serve-engine chatterbox`"
-)
 WEIGHTS = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json")
 
 
@@ -70,33 +63,15 @@ def _weights(directory: Path, *, conds: bool = False) -> Path:
 # -- the main environment: no chatterbox-tts ------------------------------------------------------
 
 
-def test_chatterbox_is_listed_unavailable_saying_what_to_install(tmp_path: Path, no_weights_anywhere: Path) -> None:
-    assert importlib.util.find_spec("chatterbox") is None, "chatterbox-tts is in the main environment: it should not be"
-    registry = EngineRegistry.from_entry_points(mock_settings(tmp_path))
-    try:
-        assert "chatterbox" in registry.names() and "chatterbox" not in registry.broken  # imports without torch
-        engine = registry.get("chatterbox")
-        assert engine.unavailable_reason() == NOT_INSTALLED
-        assert not engine.status().available and not engine.loaded
-        capabilities = engine.capabilities
-        assert capabilities.sample_rate == 24_000 and capabilities.cloning and not capabilities.needs_transcript
-        assert capabilities.languages == ("en",) and capabilities.single_speaker and not capabilities.dialogue
-    finally:
-        registry.shutdown()
+def test_chatterbox_capabilities() -> None:
+    capabilities = ChatterboxEngine().capabilities
+    assert capabilities.sample_rate == 24_000 and capabilities.cloning and not capabilities.needs_transcript
+    assert capabilities.languages == ("en",) and capabilities.single_speaker and not capabilities.dialogue
 
 
-async def test_speech_on_chatterbox_is_a_503_that_says_why(tmp_path: Path, no_weights_anywhere: Path) -> None:
+async def test_chatterbox_parameters_as_the_api_lists_them(tmp_path: Path, no_weights_anywhere: Path) -> None:
     async with serving_in_process(mock_settings(tmp_path)) as app:
-        body = {"model": "chatterbox", "input": "Hello there.", "voice": "alloy", "response_format": "wav"}
-        refused = await app.client.post("/v1/audio/speech", json=body)
-        assert refused.status_code == 503, refused.text
-        assert refused.json()["detail"] == f"engine 'chatterbox' is unavailable: {NOT_INSTALLED}"
-        # The model microservice API's ?engine= reaches it too, and says the same.
-        standard = {"text": "Hello there.", "output_filepath": "out/x.wav", "parameters": {"exaggeration": 0.7}}
-        refused = await app.client.post("/v1/text-to-speech/alloy?engine=chatterbox", json=standard)
-        assert refused.status_code == 503 and NOT_INSTALLED in refused.json()["detail"]
         model = (await app.client.get("/v1/models/chatterbox")).json()
-        assert model["available"] is False and model["reason"] == NOT_INSTALLED
         parameters = {p["name"]: p for p in model["capabilities"]["parameters"]}
         assert set(parameters) == {
             "exaggeration",
@@ -144,7 +119,7 @@ def test_parameters_are_checked_against_their_ranges() -> None:
 def test_missing_weights_say_what_to_put_where(
     tmp_path: Path, no_weights_anywhere: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(chatterbox_module, "missing_package", lambda: None)  # as in the engine's own environment
+    monkeypatch.setattr(ChatterboxEngine, "required_packages", ())  # as in the engine's own environment
     models = tmp_path / "models"
     engine = ChatterboxEngine(context=EngineContext(data_dir=tmp_path / "data", models_dir=models))
     reason = engine.unavailable_reason()
@@ -167,10 +142,9 @@ def test_missing_weights_say_what_to_put_where(
 
 
 def test_english_only() -> None:
-    assert [chatterbox_language(x) for x in ("en", "en-US", "EN_gb", "fr", "zh-CN")] == ["en", "en", "en", None, None]
     engine = ChatterboxEngine()
     assert engine.language_problem("en-AU") is None
-    assert engine.language_problem("de") == "engine 'chatterbox' speaks English (en) only, not 'de'"
+    assert engine.language_problem("de") == "engine 'chatterbox' speaks en, not 'de'"
 
 
 def test_built_in_voices_speak_conds_pt_or_are_refused(
@@ -178,7 +152,7 @@ def test_built_in_voices_speak_conds_pt_or_are_refused(
 ) -> None:
     """Without conds.pt a built-in voice names what to do; with it the OpenAI names speak its default
     voice, each with its own delivery, and a voice with no samples that is none of them is refused."""
-    monkeypatch.setattr(chatterbox_module, "missing_package", lambda: None)
+    monkeypatch.setattr(ChatterboxEngine, "required_packages", ())
     bare = ChatterboxEngine(context=EngineContext(models_dir=_weights(tmp_path / "bare" / "chatterbox").parent))
     assert bare.voice_presets == {}
     with pytest.raises(InvalidInputError, match=r"'alloy' is a built-in voice.*conds\.pt"):

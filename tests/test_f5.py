@@ -13,7 +13,6 @@ runs from it as a worker behind a gateway: Parla's adapter through the real ``lo
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,21 +20,16 @@ import httpx
 import numpy as np
 import pytest
 
-from parla.engines import AudioChunk, EngineContext, EngineRegistry, VoiceRef
+from parla.engines import AudioChunk, EngineContext, VoiceRef
 from parla.engines import f5 as f5_module
 from parla.engines.envs import EngineEnv
-from parla.engines.f5 import LANGUAGES, F5Engine, f5_language, frames_for, reference_text
+from parla.engines.f5 import LANGUAGES, F5Engine, frames_for, reference_text
 from parla.engines.remote import RemoteEngine
 from parla.errors import InvalidInputError
 from parla.services import Services
 from parla.services.speech import SpeechOptions
-from tests.conftest import mock_settings, serving_in_process
+from tests.conftest import mock_settings
 from tests.engine_envs import EngineStack, engine_stack, environment, tiny_model
-
-NOT_INSTALLED = (
-    "f5-tts is not installed in this environment: F5-TTS runs in its own; install its environment with "
-    "`parla engines install f5` and serve it with `parla serve-engine f5`"
-)
 
 
 @pytest.fixture
@@ -50,33 +44,14 @@ def no_weights_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
 # -- the main environment: no f5-tts --------------------------------------------------------------
 
 
-def test_f5_is_listed_unavailable_saying_what_to_install(tmp_path: Path, no_weights_anywhere: Path) -> None:
-    assert importlib.util.find_spec("f5_tts") is None, "f5-tts is installed in the main environment: it should not be"
-    registry = EngineRegistry.from_entry_points(mock_settings(tmp_path))
-    try:
-        assert "f5" in registry.names() and "f5" not in registry.broken  # imports without torch or f5-tts
-        engine = registry.get("f5")
-        assert engine.unavailable_reason() == NOT_INSTALLED
-        assert not engine.status().available and not engine.loaded
-        capabilities = engine.capabilities
-        assert capabilities.sample_rate == 24_000 and capabilities.cloning and capabilities.needs_transcript
-        assert capabilities.languages == LANGUAGES == ("en", "zh") and capabilities.streaming
-    finally:
-        registry.shutdown()
-
-
-async def test_speech_on_f5_is_a_503_that_says_why(tmp_path: Path, no_weights_anywhere: Path) -> None:
-    async with serving_in_process(mock_settings(tmp_path)) as app:
-        body = {"model": "f5", "input": "Hello there.", "voice": "alloy", "response_format": "wav"}
-        refused = await app.client.post("/v1/audio/speech", json=body)
-        assert refused.status_code == 503, refused.text
-        assert refused.json()["detail"] == f"engine 'f5' is unavailable: {NOT_INSTALLED}"
-        model = (await app.client.get("/v1/models/f5")).json()
-        assert model["available"] is False and model["reason"] == NOT_INSTALLED
-        parameters = {p["name"]: p for p in model["capabilities"]["parameters"]}
-        assert set(parameters) == {"nfe_step", "cfg_strength", "sway_sampling_coef", "speed"}
-        assert (parameters["nfe_step"]["minimum"], parameters["nfe_step"]["maximum"]) == (2, 128)
-        assert parameters["sway_sampling_coef"]["default"] == -1.0
+def test_f5_capabilities_and_parameters() -> None:
+    capabilities = F5Engine().capabilities
+    assert capabilities.sample_rate == 24_000 and capabilities.cloning and capabilities.needs_transcript
+    assert capabilities.languages == LANGUAGES == ("en", "zh") and capabilities.streaming
+    parameters = {p.name: p for p in capabilities.parameters}
+    assert set(parameters) == {"nfe_step", "cfg_strength", "sway_sampling_coef", "speed"}
+    assert (parameters["nfe_step"].minimum, parameters["nfe_step"].maximum) == (2, 128)
+    assert parameters["sway_sampling_coef"].default == -1.0
     with pytest.raises(ValueError, match=r"'nfe_step' must be between 2 and 128, got 1000"):
         F5Engine().resolve_parameters({"nfe_step": 1000})
     assert F5Engine().resolve_parameters({"cfg_strength": 3}) == {
@@ -90,7 +65,7 @@ async def test_speech_on_f5_is_a_503_that_says_why(tmp_path: Path, no_weights_an
 def test_missing_weights_say_what_to_put_where(
     tmp_path: Path, no_weights_anywhere: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(f5_module, "missing_package", lambda: None)  # as in the engine's own environment
+    monkeypatch.setattr(F5Engine, "required_packages", ())  # as in the engine's own environment
     models = tmp_path / "models"
     engine = F5Engine(context=EngineContext(data_dir=tmp_path / "data", models_dir=models))
     reason = engine.unavailable_reason()
@@ -106,7 +81,7 @@ def test_missing_weights_say_what_to_put_where(
 
 
 def test_languages_and_the_reference_text_are_f5s_own() -> None:
-    assert [f5_language(x) for x in ("en", "en-US", "zh_CN", "ZH-TW", "fr")] == ["en", "en", "zh", "zh", None]
+    assert [F5Engine().language_problem(x) for x in ("en", "en-us", "zh-cn", "zh-tw")] == [None] * 4
     assert F5Engine().language_problem("fr") == "engine 'f5' speaks en, zh, not 'fr'"
     assert reference_text("  Hello   there") == "Hello there. "
     assert reference_text("Hello there.") == "Hello there. " and reference_text("你好。") == "你好。"

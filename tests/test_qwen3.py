@@ -15,7 +15,6 @@ the real ``Qwen3TTSModel.from_pretrained``, ``create_voice_clone_prompt`` and
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ import pytest
 
 from parla.api.compat import voicebox
 from parla.audio import decode_audio
-from parla.engines import AudioChunk, EngineContext, EngineRegistry, VoiceRef
+from parla.engines import AudioChunk, EngineContext, VoiceRef
 from parla.engines import qwen3 as qwen3_module
 from parla.engines.base import EngineUnavailableError
 from parla.engines.envs import EngineEnv
@@ -85,34 +84,18 @@ def _weights(directory: Path, size: str = "1.7B", kind: str = "base") -> Path:
 # -- the main environment: no qwen-tts ------------------------------------------------------------
 
 
-def test_qwen3_is_listed_unavailable_saying_what_to_install(tmp_path: Path, no_weights_anywhere: Path) -> None:
-    assert importlib.util.find_spec("qwen_tts") is None, (
-        "qwen-tts is installed in the main environment: it should not be"
-    )
-    registry = EngineRegistry.from_entry_points(mock_settings(tmp_path))
-    try:
-        assert "qwen3" in registry.names() and "qwen3" not in registry.broken  # imports without torch or qwen-tts
-        engine = registry.get("qwen3")
-        assert engine.unavailable_reason() == NOT_INSTALLED
-        assert not engine.status().available and not engine.loaded
-        capabilities = engine.capabilities
-        assert capabilities.sample_rate == 24_000 and capabilities.cloning and capabilities.needs_transcript
-        assert capabilities.languages == LANGUAGES and len(LANGUAGES) == 10
-    finally:
-        registry.shutdown()
+def test_qwen3_capabilities() -> None:
+    capabilities = Qwen3Engine().capabilities
+    assert capabilities.sample_rate == 24_000 and capabilities.cloning and capabilities.needs_transcript
+    assert capabilities.languages == LANGUAGES and len(LANGUAGES) == 10
     # Cloning from the speaker embedding alone needs no transcript.
     assert not Qwen3Engine(Qwen3Settings(x_vector_only=True)).capabilities.needs_transcript
     assert Qwen3Engine.capabilities.needs_transcript  # the class's own stays as it was
 
 
-async def test_speech_on_qwen3_is_a_503_that_says_why(tmp_path: Path, no_weights_anywhere: Path) -> None:
+async def test_qwen3_parameters_as_the_api_lists_them(tmp_path: Path, no_weights_anywhere: Path) -> None:
     async with serving_in_process(mock_settings(tmp_path)) as app:
-        body = {"model": "qwen3", "input": "Hello there.", "voice": "alloy", "response_format": "wav"}
-        refused = await app.client.post("/v1/audio/speech", json=body)
-        assert refused.status_code == 503, refused.text
-        assert refused.json()["detail"] == f"engine 'qwen3' is unavailable: {NOT_INSTALLED}"
         model = (await app.client.get("/v1/models/qwen3")).json()
-        assert model["available"] is False and model["reason"] == NOT_INSTALLED
         parameters = {p["name"]: p for p in model["capabilities"]["parameters"]}
         assert set(parameters) == {"temperature", "top_p", "top_k", "repetition_penalty", "model_size"}
         assert (parameters["temperature"]["minimum"], parameters["temperature"]["maximum"]) == (0.01, 2.0)
@@ -146,7 +129,7 @@ def test_parameters_are_checked_against_their_ranges_and_sizes() -> None:
 def test_missing_weights_say_what_to_put_where(
     tmp_path: Path, no_weights_anywhere: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(qwen3_module, "missing_package", lambda: None)  # as in the engine's own environment
+    monkeypatch.setattr(Qwen3Engine, "required_packages", ())  # as in the engine's own environment
     models = tmp_path / "models"
     context = EngineContext(data_dir=tmp_path / "data", models_dir=models)
     engine = Qwen3Engine(context=context)

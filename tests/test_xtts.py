@@ -13,7 +13,6 @@ from it as a worker behind a gateway: Parla's adapter through the real loader, c
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
-from parla.engines import AudioChunk, EngineContext, EngineRegistry, VoiceRef
-from parla.engines import xtts as xtts_module
+from parla.engines import AudioChunk, EngineContext, VoiceRef
 from parla.engines.envs import EngineEnv
 from parla.engines.remote import RemoteEngine
 from parla.engines.xtts import LANGUAGES, XttsEngine, XttsSettings, find_model_dir, xtts_language
@@ -59,29 +57,18 @@ def _weights(directory: Path, *, speakers: bool = False) -> Path:
 # -- the main environment: no coqui-tts ----------------------------------------------------------
 
 
-def test_xtts_is_listed_unavailable_saying_what_to_install(tmp_path: Path, no_weights_anywhere: Path) -> None:
-    assert importlib.util.find_spec("TTS") is None, "coqui-tts is installed in the main environment: it should not be"
-    registry = EngineRegistry.from_entry_points(mock_settings(tmp_path))
-    try:
-        assert "xtts" in registry.names() and "xtts" not in registry.broken  # imports without torch or coqui-tts
-        engine = registry.get("xtts")
-        assert engine.unavailable_reason() == NOT_INSTALLED
-        assert not engine.status().available and not engine.loaded
-        assert engine.capabilities.sample_rate == 24_000 and engine.capabilities.cloning
-        assert engine.capabilities.languages == LANGUAGES and len(LANGUAGES) == 17
-        assert not engine.capabilities.needs_transcript and engine.capabilities.streaming
-    finally:
-        registry.shutdown()
+def test_xtts_capabilities() -> None:
+    capabilities = XttsEngine().capabilities
+    assert capabilities.sample_rate == 24_000 and capabilities.cloning
+    assert capabilities.languages == LANGUAGES and len(LANGUAGES) == 17
+    assert not capabilities.needs_transcript and capabilities.streaming
 
 
-async def test_speech_on_xtts_is_a_503_that_says_why(tmp_path: Path, no_weights_anywhere: Path) -> None:
+async def test_xtts_parameters_and_the_xtts_service_api_say_why_it_is_not_used(
+    tmp_path: Path, no_weights_anywhere: Path
+) -> None:
     async with serving_in_process(mock_settings(tmp_path)) as app:
-        body = {"model": "xtts", "input": "Hello there.", "voice": "alloy", "response_format": "wav"}
-        refused = await app.client.post("/v1/audio/speech", json=body)
-        assert refused.status_code == 503, refused.text
-        assert refused.json()["detail"] == f"engine 'xtts' is unavailable: {NOT_INSTALLED}"
         model = (await app.client.get("/v1/models/xtts")).json()
-        assert model["available"] is False and model["reason"] == NOT_INSTALLED
         parameters = {p["name"]: p for p in model["capabilities"]["parameters"]}
         assert set(parameters) == {"temperature", "top_p", "top_k", "repetition_penalty", "length_penalty", "speed"}
         assert (parameters["temperature"]["minimum"], parameters["temperature"]["maximum"]) == (0.01, 1.0)
@@ -93,7 +80,7 @@ async def test_speech_on_xtts_is_a_503_that_says_why(tmp_path: Path, no_weights_
 def test_missing_weights_say_what_to_put_where(
     tmp_path: Path, no_weights_anywhere: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(xtts_module, "missing_package", lambda: None)  # as in the engine's own environment
+    monkeypatch.setattr(XttsEngine, "required_packages", ())  # as in the engine's own environment
     models = tmp_path / "models"
     engine = XttsEngine(context=EngineContext(data_dir=tmp_path / "data", models_dir=models))
     reason = engine.unavailable_reason()
@@ -107,21 +94,21 @@ def test_missing_weights_say_what_to_put_where(
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0123abcd")
     assert engine.unavailable_reason() is None
-    assert find_model_dir(engine.settings, engine.context)[0] == snapshot
+    assert find_model_dir(engine.settings, engine.context).path == snapshot
 
     # The XTTS service's variable (EngineContext.weights_dir) comes before the cache; <models_dir>/xtts first.
     named = _weights(tmp_path / "xtts-v2")
     context = EngineContext(data_dir=tmp_path / "data", models_dir=models, weights_dir=named)
-    assert find_model_dir(XttsSettings(), context)[0] == named
+    assert find_model_dir(XttsSettings(), context).path == named
     own = _weights(models / "xtts")
-    assert find_model_dir(XttsSettings(), EngineContext(models_dir=models))[0] == own.resolve()
+    assert find_model_dir(XttsSettings(), EngineContext(models_dir=models)).path == own.resolve()
 
     # PARLA_ENGINES__XTTS__MODEL_DIR alone, when set.
     lacking = tmp_path / "lacking"
     lacking.mkdir()
     (lacking / "config.json").write_text("{}")
-    found, why = find_model_dir(XttsSettings(model_dir=lacking), context)
-    assert found is None and f"{lacking}, which lacks model.pth, vocab.json" in why
+    found = find_model_dir(XttsSettings(model_dir=lacking), context)
+    assert not found.complete and f"{lacking}, which lacks model.pth, vocab.json" in str(found.reason)
 
 
 def test_languages_are_xtts_own() -> None:

@@ -58,10 +58,8 @@ torch's and Python's generators are seeded before each piece: same seed, same au
 from __future__ import annotations
 
 import dataclasses
-import gc
 import hashlib
 import importlib
-import importlib.util
 import io
 import logging
 import random
@@ -80,15 +78,13 @@ from pydantic import Field
 from parla.engines.base import (
     AudioChunk,
     Capabilities,
-    Engine,
     EngineContext,
     EngineSettings,
-    EngineUnavailableError,
     Param,
     SynthesisRequest,
     VoiceRef,
 )
-from parla.engines.memory import VoiceMemory
+from parla.engines.heavy import HeavyEngine
 from parla.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -99,20 +95,6 @@ LANGUAGES = ("en",)
 """``ChatterboxTTS`` is the English model."""
 BUILTIN_FILE = "conds.pt"
 """The default voice's conditioning, which ``from_local`` loads when it is there."""
-INSTALL_HINT = (
-    "install its environment with `parla engines install chatterbox` and serve it with `parla serve-engine chatterbox`"
-)
-REQUIRED_PACKAGES = (
-    ("chatterbox", "chatterbox-tts"),
-    ("torch", "torch"),
-    ("torchaudio", "torchaudio"),
-    ("librosa", "librosa"),
-    ("perth", "resemble-perth"),
-    ("s3tokenizer", "s3tokenizer"),
-    ("safetensors", "safetensors"),
-)
-"""Import name and package of what ``_load`` needs (chatterbox-tts is installed without its declared
-dependencies, so each is checked by itself)."""
 MAX_REFERENCE_S = 10.0
 """The reference S3Gen reads (``ChatterboxTTS.DEC_COND_LEN``); T3 reads its first 6 s."""
 SPEECH_VOCAB = 6561
@@ -146,20 +128,6 @@ class ChatterboxSettings(EngineSettings):
     max_speech_tokens: int = Field(default=1000, ge=1, le=MAX_SPEECH_TOKENS)
     """Most speech tokens T3 makes per piece (25 a second of speech): Chatterbox's own 1000 (40 s) by
     default. A cap for tests on random weights, which never emit the stop token."""
-
-
-def missing_package() -> str | None:
-    """The first package ``_load`` needs that is not installed here, by its pip name."""
-    for module, package in REQUIRED_PACKAGES:
-        if importlib.util.find_spec(module) is None:
-            return package
-    return None
-
-
-def chatterbox_language(language: str) -> str | None:
-    """Chatterbox's name of a request's language (``en-US``: ``en``), or ``None``."""
-    base = language.strip().lower().replace("_", "-").split("-")[0]
-    return base if base in LANGUAGES else None
 
 
 def t3_size(shapes: Mapping[str, tuple[int, ...]], head_dim: int) -> dict[str, int]:
@@ -218,8 +186,20 @@ def join_reference(parts: list[npt.NDArray[np.float32]], rate: int) -> npt.NDArr
     return np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.float32)
 
 
-class ChatterboxEngine(Engine):
+class ChatterboxEngine(HeavyEngine):
     name = "chatterbox"
+    title = "Chatterbox"
+    required_packages = (
+        ("chatterbox", "chatterbox-tts"),
+        ("torch", "torch"),
+        ("torchaudio", "torchaudio"),
+        ("librosa", "librosa"),
+        ("perth", "resemble-perth"),
+        ("s3tokenizer", "s3tokenizer"),
+        ("safetensors", "safetensors"),
+    )
+    """chatterbox-tts is installed without its declared dependencies, so each is checked by itself."""
+    memory_size = MEMORY_CACHE
     description = (
         "Resemble AI's Chatterbox: English voice cloning from a few seconds of reference audio, "
         "with emotion exaggeration (chatterbox-tts, torch)."
@@ -272,59 +252,32 @@ class ChatterboxEngine(Engine):
 
     def __init__(self, settings: ChatterboxSettings | None = None, context: EngineContext | None = None) -> None:
         super().__init__(settings, context)
-        self.device = self.context.device
-        self._model: Any = None
-        self._torch: Any = None
         self._tts: Any = None
         self._builtin: Any = None
         """``conds.pt``'s conditioning, as ``from_local`` loaded it (``None`` without the file)."""
         self._conditioning_lock = threading.Lock()
         """``prepare_conditionals`` leaves its result on the model: one voice at a time."""
-        self._memory: VoiceMemory[Any] = VoiceMemory(MEMORY_CACHE)
         self.stats = {"memory_hits": 0, "computed": 0}
         """How conditioning was found (logged too: the tests count it)."""
         self.voice_presets = self._presets()
 
     def _presets(self) -> dict[str, dict[str, Any]]:
-        if missing_package() is not None:
+        if self.missing_package() is not None:
             return {}
-        from parla.engines.weights import locate
-
-        found = locate(self.name, self.context)
+        found = self.find_weights()
         if not found.complete or not (found.path / BUILTIN_FILE).is_file():
             return {}
         return {voice: dict(delivery) for voice, delivery in DELIVERY.items()}
 
     # -- availability and lifecycle -------------------------------------------------------------
 
-    def unavailable_reason(self) -> str | None:
-        package = missing_package()
-        if package is not None:
-            return f"{package} is not installed in this environment: Chatterbox runs in its own; {INSTALL_HINT}"
-        from parla.engines.weights import locate
-
-        found = locate(self.name, self.context)
-        return None if found.complete else found.reason
-
-    def language_problem(self, language: str) -> str | None:
-        if chatterbox_language(language) is None:
-            return f"engine 'chatterbox' speaks English (en) only, not {language!r}"
-        return None
-
     def _load(self) -> None:
-        from parla.engines.weights import locate
-
-        found = locate(self.name, self.context)
-        if not found.complete:
-            raise EngineUnavailableError(f"engine {self.name!r} is unavailable: {found.reason}")
+        found = self.located()
         model_dir = found.path
         started = time.perf_counter()
         torch: Any = importlib.import_module("torch")
         tts: Any = importlib.import_module("chatterbox.tts")
-        device = self.context.device
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            log.warning("chatterbox: %s was asked for but torch sees no CUDA GPU here; running on the CPU", device)
-            device = "cpu"
+        device = self.torch_device(torch)
         with t3_sized_as(model_dir / "t3_cfg.safetensors"):
             model = tts.ChatterboxTTS.from_local(model_dir, device)
         self._torch, self._tts, self._model, self.device = torch, tts, model, device
@@ -339,13 +292,8 @@ class ChatterboxEngine(Engine):
         )
 
     def _unload(self) -> None:
-        torch = self._torch
-        self._model = None
         self._builtin = None
-        self._memory.clear()
-        gc.collect()
-        if torch is not None and self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        super()._unload()
 
     # -- conditioning -------------------------------------------------------------------------
 

@@ -56,10 +56,8 @@ made per piece (random weights never emit the end token).
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import importlib
-import importlib.util
 import logging
 import re
 import time
@@ -75,7 +73,6 @@ from pydantic import Field
 from parla.engines.base import (
     AudioChunk,
     Capabilities,
-    Engine,
     EngineContext,
     EngineSettings,
     EngineUnavailableError,
@@ -83,6 +80,7 @@ from parla.engines.base import (
     SynthesisRequest,
     VoiceRef,
 )
+from parla.engines.heavy import HeavyEngine
 from parla.engines.memory import VoiceMemory
 from parla.errors import InvalidInputError
 
@@ -95,9 +93,6 @@ LANGUAGES = ("en",)
 """Dia-1.6B speaks English only."""
 CODEC_DIR = "dac_44khz"
 MEMORY_CACHE = 32
-INSTALL_HINT = "install its environment with `parla engines install dia` and serve it with `parla serve-engine dia`"
-REQUIRED_PACKAGES = (("transformers", "transformers"), ("torch", "torch"))
-"""Import name and package of what ``_load`` needs."""
 RECOMMENDED = {"temperature": 1.8, "guidance_scale": 3.0, "top_p": 0.90, "top_k": 45}
 """Dia's model card's sampling values, used where the model's ``generation_config.json`` sets none."""
 DEFAULT_MAX_NEW_TOKENS = 3072
@@ -131,20 +126,6 @@ class Prompt:
     seconds: float
 
 
-def missing_package() -> str | None:
-    """The first package ``_load`` needs that is not installed here, by its pip name."""
-    for module, package in REQUIRED_PACKAGES:
-        if importlib.util.find_spec(module) is None:
-            return package
-    return None
-
-
-def dia_language(language: str) -> str | None:
-    """Dia's name of a request's language (``en-US``: ``en``), or ``None``."""
-    base = language.strip().lower().replace("_", "-").split("-")[0]
-    return base if base in LANGUAGES else None
-
-
 def speakers_in(text: str) -> list[str]:
     """The speaker tags of a text, normalised (``[ s2 ]``: ``S2``), in order, repeats included."""
     return [f"S{int(number)}" for number in _TAG.findall(text)]
@@ -175,8 +156,11 @@ def new_tokens(asked: int | None, default: int, room: int, cap: int | None) -> i
     return max(1, min(wanted, cap) if cap is not None else wanted)
 
 
-class DiaEngine(Engine):
+class DiaEngine(HeavyEngine):
     name = "dia"
+    title = "Dia"
+    required_packages = (("transformers", "transformers"), ("torch", "torch"))
+    memory_size = MEMORY_CACHE
     description = (
         "Dia (nari-labs): [S1]/[S2] dialogue with nonverbal cues, voices from audio prompts and their "
         "transcripts (transformers, torch); English; dialogue only."
@@ -240,47 +224,23 @@ class DiaEngine(Engine):
     )
     settings_model = DiaSettings
     settings: DiaSettings
+    _memory: VoiceMemory[Prompt]
 
     def __init__(self, settings: DiaSettings | None = None, context: EngineContext | None = None) -> None:
         super().__init__(settings, context)
-        self.device = self.context.device
-        self._model: Any = None
         self._processor: Any = None
-        self._torch: Any = None
-        self._memory: VoiceMemory[Prompt] = VoiceMemory(MEMORY_CACHE)
         self.stats = {"memory_hits": 0, "computed": 0}
         """How audio prompts were found (logged too: the tests count it)."""
 
     # -- availability and lifecycle -------------------------------------------------------------
 
-    def unavailable_reason(self) -> str | None:
-        package = missing_package()
-        if package is not None:
-            return f"{package} is not installed in this environment: Dia runs in its own; {INSTALL_HINT}"
-        from parla.engines.weights import locate
-
-        found = locate(self.name, self.context)
-        return None if found.complete else found.reason
-
-    def language_problem(self, language: str) -> str | None:
-        if dia_language(language) is None:
-            return f"engine 'dia' speaks {', '.join(LANGUAGES)}, not {language!r}"
-        return None
-
     def _load(self) -> None:
-        from parla.engines.weights import locate
-
-        found = locate(self.name, self.context)
-        if not found.complete:
-            raise EngineUnavailableError(f"engine {self.name!r} is unavailable: {found.reason}")
+        found = self.located()
         model_dir, codec_dir = found.path, found.part(CODEC_DIR)
         started = time.perf_counter()
         torch: Any = importlib.import_module("torch")
         transformers: Any = importlib.import_module("transformers")
-        device = self.context.device
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            log.warning("dia: %s was asked for but torch sees no CUDA GPU here; running on the CPU", device)
-            device = "cpu"
+        device = self.torch_device(torch)
         # The processor from its parts: its own config names the codec by hub id (see the module's docstring).
         codec = transformers.DacModel.from_pretrained(str(codec_dir)).to(device).eval()
         processor = transformers.DiaProcessor(
@@ -299,13 +259,8 @@ class DiaEngine(Engine):
         log.info("dia: loaded %s on %s in %.1f s", found.where(), device, time.perf_counter() - started)
 
     def _unload(self) -> None:
-        torch = self._torch
-        self._model = None
         self._processor = None
-        self._memory.clear()
-        gc.collect()
-        if torch is not None and self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        super()._unload()
 
     # -- the voice's audio prompt ---------------------------------------------------------------
 

@@ -37,10 +37,8 @@ seed, torch's generators are seeded before each piece: same seed, same audio.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import importlib
-import importlib.util
 import logging
 import time
 from collections.abc import Iterator
@@ -55,7 +53,6 @@ from pydantic import Field
 from parla.engines.base import (
     AudioChunk,
     Capabilities,
-    Engine,
     EngineContext,
     EngineSettings,
     EngineUnavailableError,
@@ -63,6 +60,7 @@ from parla.engines.base import (
     SynthesisRequest,
     VoiceRef,
 )
+from parla.engines.heavy import HeavyEngine
 from parla.engines.memory import VoiceMemory
 from parla.errors import InvalidInputError
 
@@ -79,14 +77,6 @@ MAX_REFERENCE_S = 12.0
 SHORT_TEXT_BYTES = 10
 """F5-TTS speaks a text shorter than this at speed 0.3 (``infer_batch_process``); so does Parla's estimate."""
 MEMORY_CACHE = 64
-INSTALL_HINT = "install its environment with `parla engines install f5` and serve it with `parla serve-engine f5`"
-REQUIRED_PACKAGES = (
-    ("f5_tts", "f5-tts"),
-    ("torch", "torch"),
-    ("torchaudio", "torchaudio"),
-    ("vocos", "vocos"),
-)
-"""Import name and package of what ``_load`` needs."""
 
 
 class F5Settings(EngineSettings):
@@ -111,20 +101,6 @@ class Prompt:
     seconds: float
 
 
-def missing_package() -> str | None:
-    """The first package ``_load`` needs that is not installed here, by its pip name."""
-    for module, package in REQUIRED_PACKAGES:
-        if importlib.util.find_spec(module) is None:
-            return package
-    return None
-
-
-def f5_language(language: str) -> str | None:
-    """F5-TTS's name of a request's language (``en-US``: ``en``; ``zh-CN``: ``zh``), or ``None``."""
-    base = language.strip().lower().replace("_", "-").split("-")[0]
-    return base if base in LANGUAGES else None
-
-
 def reference_text(text: str) -> str:
     """The transcript as F5-TTS wants it: ending a sentence, then a space (its ``preprocess_ref_audio_text``)."""
     text = " ".join(text.split())
@@ -143,8 +119,11 @@ def frames_for(prompt_frames: int, prompt_text: str, text: str, speed: float, ma
     return prompt_frames + max(new, 1)
 
 
-class F5Engine(Engine):
+class F5Engine(HeavyEngine):
     name = "f5"
+    title = "F5-TTS"
+    required_packages = (("f5_tts", "f5-tts"), ("torch", "torch"), ("torchaudio", "torchaudio"), ("vocos", "vocos"))
+    memory_size = MEMORY_CACHE
     description = "F5-TTS: voice cloning from a recording and its transcript, by flow matching (f5-tts, torch)."
     capabilities = Capabilities(
         sample_rate=SAMPLE_RATE,
@@ -168,32 +147,15 @@ class F5Engine(Engine):
     )
     settings_model = F5Settings
     settings: F5Settings
+    _memory: VoiceMemory[Prompt]
 
     def __init__(self, settings: F5Settings | None = None, context: EngineContext | None = None) -> None:
         super().__init__(settings, context)
-        self.device = self.context.device
-        self._model: Any = None
         self._vocoder: Any = None
-        self._torch: Any = None
         self._infer: Any = None
-        self._memory: VoiceMemory[Prompt] = VoiceMemory(MEMORY_CACHE)
         self.stats = {"memory_hits": 0, "computed": 0}
 
     # -- availability and lifecycle -------------------------------------------------------------
-
-    def unavailable_reason(self) -> str | None:
-        package = missing_package()
-        if package is not None:
-            return f"{package} is not installed in this environment: F5-TTS runs in its own; {INSTALL_HINT}"
-        from parla.engines.weights import locate
-
-        found = locate(self.name, self.context)
-        return None if found.complete else found.reason
-
-    def language_problem(self, language: str) -> str | None:
-        if f5_language(language) is None:
-            return f"engine 'f5' speaks {', '.join(LANGUAGES)}, not {language!r}"
-        return None
 
     def model_config(self, model_dir: Path) -> tuple[Path, dict[str, Any]]:
         """The model config's file and its ``model`` section (backbone, arch, mel_spec)."""
@@ -220,11 +182,9 @@ class F5Engine(Engine):
         return path, model
 
     def _load(self) -> None:
-        from parla.engines.weights import Need, locate
+        from parla.engines.weights import Need
 
-        found = locate(self.name, self.context)
-        if not found.complete:
-            raise EngineUnavailableError(f"engine {self.name!r} is unavailable: {found.reason}")
+        found = self.located()
         model_dir, vocos_dir = found.path, found.part("vocos")
         started = time.perf_counter()
         config_path, config = self.model_config(model_dir)
@@ -237,10 +197,7 @@ class F5Engine(Engine):
         torch: Any = importlib.import_module("torch")
         infer: Any = importlib.import_module("f5_tts.infer.utils_infer")
         backbones: Any = importlib.import_module("f5_tts.model")
-        device = self.context.device
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            log.warning("f5: %s was asked for but torch sees no CUDA GPU here; running on the CPU", device)
-            device = "cpu"
+        device = self.torch_device(torch)
         model = infer.load_model(
             getattr(backbones, backbone),
             dict(config["arch"]),
@@ -261,13 +218,8 @@ class F5Engine(Engine):
         )
 
     def _unload(self) -> None:
-        torch = self._torch
-        self._model = None
         self._vocoder = None
-        self._memory.clear()
-        gc.collect()
-        if torch is not None and self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        super()._unload()
 
     # -- the voice's prompt ---------------------------------------------------------------------
 

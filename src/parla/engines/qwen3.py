@@ -53,10 +53,8 @@ speech codes made per piece (12.5 a second; for tests on random weights, which n
 from __future__ import annotations
 
 import dataclasses
-import gc
 import hashlib
 import importlib
-import importlib.util
 import json
 import logging
 import random
@@ -72,7 +70,6 @@ from pydantic import Field
 from parla.engines.base import (
     AudioChunk,
     Capabilities,
-    Engine,
     EngineContext,
     EngineSettings,
     EngineUnavailableError,
@@ -80,6 +77,7 @@ from parla.engines.base import (
     SynthesisRequest,
     VoiceRef,
 )
+from parla.engines.heavy import HeavyEngine
 from parla.engines.memory import VoiceMemory
 from parla.errors import InvalidInputError
 
@@ -117,16 +115,6 @@ reference only lengthens every prompt)."""
 MIN_REFERENCE_S = 0.5
 MEMORY_CACHE = 64
 """Voices whose clone prompt is kept in memory (speech codes and an embedding: a few kB each)."""
-INSTALL_HINT = "install its environment with `parla engines install qwen3` and serve it with `parla serve-engine qwen3`"
-REQUIRED_PACKAGES = (
-    ("qwen_tts", "qwen-tts"),
-    ("torch", "torch"),
-    ("transformers", "transformers"),
-    ("librosa", "librosa"),
-    ("soundfile", "soundfile"),
-)
-"""Import name and package of what ``_load`` needs (qwen-tts imports librosa and soundfile at import,
-though Parla hands it arrays, never files)."""
 
 
 class Qwen3Settings(EngineSettings):
@@ -142,14 +130,6 @@ class Qwen3Settings(EngineSettings):
     A cap for tests on random weights, which never stop."""
     stream_chunk_size: int = Field(default=12_000, ge=256, le=1_000_000)
     """Samples per streamed chunk of a finished piece (12 000: half a second)."""
-
-
-def missing_package() -> str | None:
-    """The first package ``_load`` needs that is not installed here, by its pip name."""
-    for module, package in REQUIRED_PACKAGES:
-        if importlib.util.find_spec(module) is None:
-            return package
-    return None
 
 
 def qwen_language(language: str) -> str | None:
@@ -222,8 +202,18 @@ def check_model(model_dir: Path, size: str) -> None:
         )
 
 
-class Qwen3Engine(Engine):
+class Qwen3Engine(HeavyEngine):
     name = "qwen3"
+    title = "Qwen3-TTS"
+    required_packages = (
+        ("qwen_tts", "qwen-tts"),
+        ("torch", "torch"),
+        ("transformers", "transformers"),
+        ("librosa", "librosa"),
+        ("soundfile", "soundfile"),
+    )
+    """qwen-tts imports librosa and soundfile at import, though Parla hands it arrays, never files."""
+    memory_size = MEMORY_CACHE
     description = (
         "Qwen3-TTS (Base, 1.7B or 0.6B): multilingual voice cloning from a recording and its transcript"
         " (qwen-tts, torch)."
@@ -265,38 +255,27 @@ class Qwen3Engine(Engine):
     )
     settings_model = Qwen3Settings
     settings: Qwen3Settings
+    _memory: VoiceMemory[list[Any]]
 
     def __init__(self, settings: Qwen3Settings | None = None, context: EngineContext | None = None) -> None:
         super().__init__(settings, context)
-        self.device = self.context.device
         if self.settings.x_vector_only:
             # The speaker embedding alone: a sample teaches it without a transcript.
             self.capabilities = dataclasses.replace(type(self).capabilities, needs_transcript=False)
         self.size: str = self.settings.model_size
         """The size loaded (or loaded next): the setting's, until a request names another."""
-        self._model: Any = None
-        self._torch: Any = None
-        self._memory: VoiceMemory[list[Any]] = VoiceMemory(MEMORY_CACHE)
         self.stats = {"memory_hits": 0, "computed": 0}
         """How clone prompts were found (logged too: the tests count it)."""
 
     # -- availability and lifecycle -------------------------------------------------------------
 
-    def unavailable_reason(self) -> str | None:
-        package = missing_package()
-        if package is not None:
-            return f"{package} is not installed in this environment: Qwen3-TTS runs in its own; {INSTALL_HINT}"
-        found = self.find(self.size)
-        return None if found.complete else found.reason
+    def find_weights(self) -> FoundWeights:
+        """The weights of the size held (or held next)."""
+        return self.find(self.size)
 
     def find(self, size: str) -> FoundWeights:
         """Where the ``size`` model is, or what is missing where (see ``find_model``)."""
         return find_model(size, self.settings.model_size, self.context)
-
-    def language_problem(self, language: str) -> str | None:
-        if qwen_language(language) is None:
-            return f"engine 'qwen3' speaks {', '.join(LANGUAGES)}, not {language!r}"
-        return None
 
     def resolve_parameters(
         self, given: Mapping[str, Any] | None, preset: Mapping[str, Any] | None = None
@@ -326,18 +305,13 @@ class Qwen3Engine(Engine):
         self.load()
 
     def _load(self) -> None:
-        found = self.find(self.size)
-        if not found.complete:
-            raise EngineUnavailableError(f"engine {self.name!r} is unavailable: {found.reason}")
+        found = self.located()
         model_dir = next(iter(found.dirs.values()))  # one part: the model with both its tokenizers
         check_model(model_dir, self.size)
         started = time.perf_counter()
         torch: Any = importlib.import_module("torch")
         inference: Any = importlib.import_module("qwen_tts")
-        device = self.context.device
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            log.warning("qwen3: %s was asked for but torch sees no CUDA GPU here; running on the CPU", device)
-            device = "cpu"
+        device = self.torch_device(torch)
         # bfloat16 on a GPU, as Qwen publishes it; float32 on the CPU, where bfloat16 matmuls are slow.
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         model = inference.Qwen3TTSModel.from_pretrained(
@@ -351,14 +325,6 @@ class Qwen3Engine(Engine):
             device,
             time.perf_counter() - started,
         )
-
-    def _unload(self) -> None:
-        torch = self._torch
-        self._model = None
-        self._memory.clear()  # prompts are the model's: its speech codes and its speaker embedding
-        gc.collect()
-        if torch is not None and self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
 
     # -- the voice's clone prompt ---------------------------------------------------------------
 

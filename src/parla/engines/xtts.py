@@ -37,7 +37,6 @@ With a seed, torch's and Python's generators are seeded before each piece: same 
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import importlib
 import importlib.util
@@ -56,15 +55,15 @@ from pydantic import Field
 from parla.engines.base import (
     AudioChunk,
     Capabilities,
-    Engine,
     EngineContext,
     EngineSettings,
-    EngineUnavailableError,
     Param,
     SynthesisRequest,
     VoiceRef,
 )
+from parla.engines.heavy import HeavyEngine
 from parla.engines.memory import VoiceMemory
+from parla.engines.weights import FoundWeights, locate
 from parla.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -75,15 +74,6 @@ LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "pl", "tr", "ru", "nl", "cs", "
 WEIGHT_FILES = ("config.json", "model.pth", "vocab.json")
 """What the loader needs in the model directory."""
 SPEAKERS_FILE = "speakers_xtts.pth"
-INSTALL_HINT = "install its environment with `parla engines install xtts` and serve it with `parla serve-engine xtts`"
-REQUIRED_PACKAGES = (
-    ("TTS", "coqui-tts"),
-    ("torch", "torch"),
-    ("torchaudio", "torchaudio"),
-    ("torchcodec", "torchcodec"),
-)
-"""Import name and package of what ``_load`` needs. coqui-tts refuses to import without torchaudio and
-(from torch 2.9 on) torchcodec present, although Parla reads audio itself and never calls their I/O."""
 LANGUAGE_PACKAGES = {"zh-cn": ("pypinyin", "pypinyin"), "ja": ("cutlet", "coqui-tts[ja]")}
 """Text front ends XTTS imports for one language only."""
 CONDITIONING_RATE = 22_050
@@ -126,32 +116,22 @@ class Conditioning:
     speaker_embedding: Any
 
 
-def find_model_dir(settings: XttsSettings, context: EngineContext) -> tuple[Path | None, str]:
-    """The model directory, or ``None`` and what is missing where (the engine's unavailable reason):
+def find_model_dir(settings: XttsSettings, context: EngineContext) -> FoundWeights:
+    """Where the model directory is, or what is missing where (the engine's unavailable reason):
     ``PARLA_ENGINES__XTTS__MODEL_DIR`` alone when set, else as ``parla.engines.weights.locate`` finds
     heavy engines' weights (``<models_dir>/xtts/``, ``XTTS_MODEL_DIR``, the Hugging Face cache)."""
-    from parla.engines.weights import locate
-
-    if settings.model_dir is not None:
-        directory = settings.model_dir.expanduser()
-        missing = [name for name in WEIGHT_FILES if not (directory / name).is_file()]
-        if not missing:
-            return directory, ""
-        there = f"lacks {', '.join(missing)}" if directory.is_dir() else "does not exist"
-        return None, (
-            f"the weights of 'xtts' are not all here (nothing is downloaded): PARLA_ENGINES__XTTS__MODEL_DIR is "
-            f"{directory}, which {there}: put {', '.join(WEIGHT_FILES)} there (and optionally {SPEAKERS_FILE})"
-        )
-    found = locate("xtts", context)
-    return (found.path, "") if found.complete else (None, str(found.reason))
-
-
-def missing_package() -> str | None:
-    """The first package ``_load`` needs that is not installed here, by its pip name."""
-    for module, package in REQUIRED_PACKAGES:
-        if importlib.util.find_spec(module) is None:
-            return package
-    return None
+    if settings.model_dir is None:
+        return locate("xtts", context)
+    directory = settings.model_dir.expanduser()
+    missing = [name for name in WEIGHT_FILES if not (directory / name).is_file()]
+    if not missing:
+        return FoundWeights("xtts", {"": directory}, {"": "PARLA_ENGINES__XTTS__MODEL_DIR"})
+    there = f"lacks {', '.join(missing)}" if directory.is_dir() else "does not exist"
+    return FoundWeights(
+        "xtts",
+        reason=f"the weights of 'xtts' are not all here (nothing is downloaded): PARLA_ENGINES__XTTS__MODEL_DIR is "
+        f"{directory}, which {there}: put {', '.join(WEIGHT_FILES)} there (and optionally {SPEAKERS_FILE})",
+    )
 
 
 def xtts_language(language: str) -> str | None:
@@ -169,8 +149,18 @@ def _cache_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", key)
 
 
-class XttsEngine(Engine):
+class XttsEngine(HeavyEngine):
     name = "xtts"
+    title = "XTTS-v2"
+    required_packages = (
+        ("TTS", "coqui-tts"),
+        ("torch", "torch"),
+        ("torchaudio", "torchaudio"),
+        ("torchcodec", "torchcodec"),
+    )
+    """coqui-tts refuses to import without torchaudio and (from torch 2.9 on) torchcodec present, although
+    Parla reads audio itself and never calls their I/O."""
+    memory_size = MEMORY_CACHE
     description = "Coqui XTTS-v2: multilingual voice cloning from a few seconds of reference audio (coqui-tts, torch)."
     capabilities = Capabilities(
         sample_rate=SAMPLE_RATE,
@@ -217,18 +207,15 @@ class XttsEngine(Engine):
     )
     settings_model = XttsSettings
     settings: XttsSettings
+    _memory: VoiceMemory[Conditioning]
 
     def __init__(self, settings: XttsSettings | None = None, context: EngineContext | None = None) -> None:
         super().__init__(settings, context)
-        self.device = self.context.device
-        self._model: Any = None
-        self._torch: Any = None
         self._fingerprint = ""
-        self._memory: VoiceMemory[Conditioning] = VoiceMemory(MEMORY_CACHE)
         self.stats = {"memory_hits": 0, "disk_hits": 0, "computed": 0}
         """How conditioning was found (logged too: the tests count it)."""
-        model_dir, _ = find_model_dir(self.settings, self.context)
-        self.voice_presets = self._presets(model_dir)
+        found = self.find_weights()
+        self.voice_presets = self._presets(found.path if found.complete else None)
 
     @staticmethod
     def _presets(model_dir: Path | None) -> dict[str, dict[str, Any]]:
@@ -238,12 +225,8 @@ class XttsEngine(Engine):
 
     # -- availability and lifecycle -------------------------------------------------------------
 
-    def unavailable_reason(self) -> str | None:
-        package = missing_package()
-        if package is not None:
-            return f"{package} is not installed in this environment: XTTS-v2 runs in its own; {INSTALL_HINT}"
-        model_dir, why = find_model_dir(self.settings, self.context)
-        return None if model_dir is not None else why
+    def find_weights(self) -> FoundWeights:
+        return find_model_dir(self.settings, self.context)
 
     def language_problem(self, language: str) -> str | None:
         """Why this engine cannot speak ``language`` (not one of XTTS's, or its text front end is missing)."""
@@ -251,14 +234,12 @@ class XttsEngine(Engine):
         if lang is None:
             return f"engine 'xtts' speaks {', '.join(LANGUAGES)}, not {language!r}"
         needed = LANGUAGE_PACKAGES.get(lang)
-        if needed and missing_package() is None and importlib.util.find_spec(needed[0]) is None:
+        if needed and self.missing_package() is None and importlib.util.find_spec(needed[0]) is None:
             return f"engine 'xtts' needs {needed[0]} for {lang!r}: install {needed[1]} into its environment"
         return None
 
     def _load(self) -> None:
-        model_dir, why = find_model_dir(self.settings, self.context)
-        if model_dir is None:
-            raise EngineUnavailableError(f"engine {self.name!r} is unavailable: {why}")
+        model_dir = self.located().path
         started = time.perf_counter()
         torch: Any = importlib.import_module("torch")
         configs: Any = importlib.import_module("TTS.tts.configs.xtts_config")
@@ -267,10 +248,7 @@ class XttsEngine(Engine):
         config.load_json(str(model_dir / "config.json"))
         model = models.Xtts(config)
         model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True, use_deepspeed=False)
-        device = self.context.device
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            log.warning("xtts: %s was asked for but torch sees no CUDA GPU here; running on the CPU", device)
-            device = "cpu"
+        device = self.torch_device(torch)
         model.to(device)
         if self.settings.max_audio_tokens is not None:
             # The generator stops at this many tokens (HF generate's max_length is derived from it).
@@ -279,14 +257,6 @@ class XttsEngine(Engine):
         self._fingerprint = self._model_fingerprint(model_dir)
         self.voice_presets = self._presets(model_dir)
         log.info("xtts: loaded %s on %s in %.1f s", model_dir, device, time.perf_counter() - started)
-
-    def _unload(self) -> None:
-        torch = self._torch
-        self._model = None
-        self._memory.clear()
-        gc.collect()
-        if torch is not None and self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
 
     @staticmethod
     def _model_fingerprint(model_dir: Path) -> str:
