@@ -20,6 +20,7 @@ HEAVY = {
     "dia": ("transformers", "transformers", "Dia"),
     "chatterbox": ("chatterbox", "chatterbox-tts", "Chatterbox"),
     "qwen3": ("qwen_tts", "qwen-tts", "Qwen3-TTS"),
+    "higgs": ("boson_multimodal", "boson-multimodal", "Higgs Audio"),
 }
 
 

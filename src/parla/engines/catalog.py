@@ -388,17 +388,24 @@ CATALOG: dict[str, Entry] = {
                         what="its audio tokenizer",
                         hf_repo="bosonai/higgs-audio-v2-tokenizer",
                     ),
-                ),
-                known_limitation="the audio tokenizer loads its semantic model by hub id (bosonai/hubert_base, "
-                "with trust_remote_code) in its constructor, so that model must be in the Hugging Face cache too",
+                    # The audio tokenizer's semantic model, which its constructor asks the hub for by id
+                    # (bosonai/hubert_base): the engine has it read from here instead (see
+                    # parla.engines.higgs.semantic_model_from).
+                    WeightsPart(
+                        (Need.of("config.json"), Need.of("model.safetensors", "pytorch_model.bin")),
+                        subdir="hubert",
+                        what="the audio tokenizer's semantic model (HuBERT)",
+                        hf_repo="bosonai/hubert_base",
+                    ),
+                )
             ),
             size_gb=2.7,
-            minutes=1.5,
-            notes="known limitation: not installable in full here. boson-multimodal 0.1.1 declares torchvision "
-            "(PyPI's does not import beside torch 2.13.0), boto3, s3fs and ruff, none of which it imports to "
-            "generate, and descript-audiotools declares protobuf<3.20, which onnx (in Parla) cannot have: the "
-            "three are installed --no-deps, with transformers 4.46 (it wants <4.47) and what they import. Its "
-            "serving engine and audio tokenizer import; it has not been run end to end here (no weights)",
+            minutes=4,
+            notes="not installable in full here: boson-multimodal 0.1.1 declares torchvision (PyPI's does not "
+            "import beside torch 2.13.0), boto3, s3fs and ruff, none of which it imports to generate, and "
+            "descript-audiotools declares protobuf<3.20, which onnx (in Parla) cannot have: the three are installed "
+            "--no-deps, with transformers 4.46 (it wants <4.47) and what they import. Run end to end here (its "
+            "serving engine, audio tokenizer and generation) on a tiny random model: the real weights are not here",
         ),
     )
 }

@@ -1,6 +1,6 @@
 """What every heavy engine shares: a library in an environment of its own, weights on disk, torch.
 
-A heavy engine (XTTS-v2, F5-TTS, Dia, Chatterbox, Qwen3-TTS) runs in the environment
+A heavy engine (XTTS-v2, F5-TTS, Dia, Chatterbox, Qwen3-TTS, Higgs Audio v2) runs in the environment
 ``parla engines install NAME`` builds (``parla.engines.catalog``), as a worker that a gateway reaches
 as a ``RemoteEngine``. Its module must import cleanly anywhere, so the libraries are imported in
 ``_load``. Each of them answers the same three questions the same way, and this base class is where
