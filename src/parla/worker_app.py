@@ -64,6 +64,9 @@ class VoiceSpec(BaseModel):
     samples: list[tuple[str, str | None]] = Field(default_factory=list)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
     language: str = "en"
+    sample_languages: list[str | None] = Field(
+        default_factory=list, description="The language each sample is spoken in (none: the voice's)."
+    )
     key: str = ""
 
 
@@ -92,7 +95,14 @@ def _voice(settings: Settings, spec: VoiceSpec) -> VoiceRef:
         if not path.is_file():
             raise InvalidInputError(f"voice sample {raw!r} is not a file this worker can read", param="voice.samples")
         samples.append((path, transcript))
-    return VoiceRef(spec.name, samples=tuple(samples), presets=spec.presets, language=spec.language, key=spec.key)
+    return VoiceRef(
+        spec.name,
+        samples=tuple(samples),
+        presets=spec.presets,
+        language=spec.language,
+        key=spec.key,
+        sample_languages=tuple(spec.sample_languages),
+    )
 
 
 @router.get("/v1/engine", summary="This worker's engine: name, capabilities, status")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from parla.api.deps import SettingsDep, SpeechDep, VoicesDep
 from parla.errors import InvalidInputError, TooLargeError
+from parla.languages import language_code
 from parla.net import FetchError, fetch
 from parla.offload import offload
 from parla.services.voices import SampleAdded, SamplePublic, VoiceCreate, VoicePublic, VoiceUpdate
@@ -26,6 +27,11 @@ class SampleJSON(BaseModel):
     audio_base64: str | None = Field(None, description="The recording, base64-encoded (any format).")
     url: str | None = Field(None, description="An http(s) URL of the recording.")
     transcript: str | None = Field(None, description="What is said; made by Whisper when absent.")
+    language: str | None = Field(
+        None,
+        description="The language the recording is spoken in (en, fr, pt-br...); unset: the one Whisper hears, "
+        "or the voice's when a transcript is given.",
+    )
 
 
 class TranscriptUpdate(BaseModel):
@@ -66,24 +72,32 @@ def audio_from_json(settings: Settings, body: SampleJSON) -> bytes:
         raise InvalidInputError(str(exc), param="url") from None
 
 
-async def sample_from_request(request: Request, settings: Settings) -> tuple[bytes, str | None]:
-    """A sample from multipart (``file``, ``transcript``) or JSON (``audio_base64``/``url``, ``transcript``)."""
+async def sample_from_request(request: Request, settings: Settings) -> tuple[bytes, str | None, str | None]:
+    """A sample from multipart (``file``, ``transcript``, ``language``) or JSON (``audio_base64``/``url``,
+    ``transcript``, ``language``): its audio, transcript and language (a code read by
+    ``parla.languages.language_code``: an unknown one is a 422 before the audio is fetched)."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await request.form(max_part_size=settings.max_upload_bytes + 1)
+        language = _spoken_in(form.get("language"))
         upload = form.get("file")
         if not isinstance(upload, UploadFile) and not hasattr(upload, "read"):
             raise InvalidInputError("the form has no 'file' field with the recording", param="file")
         data = await read_upload(upload, settings.max_upload_bytes)  # type: ignore[arg-type]
         transcript = form.get("transcript") or form.get("reference_text")
-        return data, str(transcript) if transcript else None
+        return data, str(transcript) if transcript else None, language
     try:
         body = SampleJSON.model_validate_json(await request.body())
     except ValueError:
         raise InvalidInputError(
             "send the sample as multipart form data (file, transcript) or as JSON (audio_base64 or url, transcript)"
         ) from None
-    return await offload(audio_from_json, settings, body), body.transcript
+    language = _spoken_in(body.language)
+    return await offload(audio_from_json, settings, body), body.transcript, language
+
+
+def _spoken_in(given: object) -> str | None:
+    return language_code(given) if isinstance(given, str) and given.strip() else None
 
 
 @router.get("", summary="All voices: built-in and library")
@@ -161,8 +175,8 @@ async def add_sample(
     background: BackgroundTasks,
 ) -> SampleAdded:
     await offload(voices.get, voice)  # 404 before reading a large body
-    data, transcript = await sample_from_request(request, settings)
-    added = await offload(voices.add_sample, voice, data, transcript)
+    data, transcript, language = await sample_from_request(request, settings)
+    added = await offload(voices.add_sample, voice, data, transcript, language=language)
     background.add_task(speech.warm_voice, added.sample.voice_id)
     return added
 

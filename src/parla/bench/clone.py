@@ -1,6 +1,7 @@
 """``parla bench clone DIR``: each speaker under DIR cloned and scored by the judge (resemblyzer) and
 Whisper, by the protocol of ``docs/cloning-evaluation.md``: similarity, margin, WER, adaptation
-time, RTF."""
+time, RTF. A speaker's ``ref.lang``, where there is one, names the language its reference is spoken
+in (the voice is made in it); the cloned voice always speaks the English test sentences."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ from parla.services.voices import VoiceCreate
 
 async def _collect(chunks: AsyncIterator[AudioChunk]) -> list[AudioChunk]:
     return [chunk async for chunk in chunks]
+
+
+def reference_language(ref: Path) -> str:
+    """The language a development speaker's reference is spoken in: its ``ref.lang``, else English."""
+    named = ref.with_name("ref.lang")
+    return (named.read_text(encoding="utf-8").strip() if named.is_file() else "") or "en"
 
 
 @dataclass
@@ -67,7 +74,10 @@ def run_clone_bench(
             def speak(voice: str, model: str) -> tuple[list[Any], float, float]:
                 outputs, elapsed, seconds = [], 0.0, 0.0
                 for sentence in TEST_SENTENCES:
-                    options = SpeechOptions(input=sentence, voice=voice, model=model, response_format="wav", seed=1)
+                    # English, whatever the voice's language: the test sentences are
+                    options = SpeechOptions(
+                        input=sentence, voice=voice, model=model, response_format="wav", seed=1, language="en"
+                    )
                     plan = services.speech.prepare(options, source="bench")
                     start = time.perf_counter()
                     chunks = asyncio.run(_collect(services.speech.audio(plan)))
@@ -98,7 +108,9 @@ def run_clone_bench(
                 for speaker in speakers:
                     ref_audio, ref_rate = decode_audio(speaker.ref)
                     start = time.perf_counter()
-                    voice = services.voices.create(VoiceCreate(name=speaker.name))
+                    voice = services.voices.create(
+                        VoiceCreate(name=speaker.name, language=reference_language(speaker.ref))
+                    )
                     services.voices.add_sample(voice.id, speaker.ref.read_bytes(), speaker.transcript)
                     clone.prepare_voice(services.voices.resolve(voice.id))
                     adapt = time.perf_counter() - start

@@ -157,11 +157,21 @@ class VoiceRef:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     language: str = "en"
     key: str = ""
-    """Changes whenever the samples or transcripts change: engines key cached conditioning by it."""
+    """Changes whenever the samples, their transcripts or their languages change: engines key cached
+    conditioning by it."""
     id: str | None = None
     engine: str | None = None
     """The engine whose own voice this is (a Kokoro style, see ``Engine.voice``): only it speaks it,
     and a request that names no engine goes to it. ``None``: any engine."""
+    sample_languages: tuple[str | None, ...] = ()
+    """The language each of ``samples`` is spoken in (and its transcript written in), in order;
+    ``None``, or no entry at all, means ``language``. Beside ``samples`` rather than in its pairs,
+    which every cloning engine unpacks: only the engines that read a transcript need it."""
+
+    def sample_language(self, index: int) -> str:
+        """The language ``samples[index]`` is spoken in."""
+        spoken = self.sample_languages[index] if index < len(self.sample_languages) else None
+        return spoken or self.language
 
     def preset(self, engine: str) -> Mapping[str, Any]:
         return self.presets.get(engine, {})

@@ -2,9 +2,13 @@
 
 A voice's samples and their transcripts teach an ``Adaptation`` (see ``conversion``): Piper reads
 each transcript, the two renditions are aligned, and the mapping from Piper's voice to the
-speaker's is learned. Synthesis is then Piper (at the speaker's pace) followed by that mapping,
-sentence by sentence, so it streams. Built-in voices use preset adaptations instead of learned
-ones; ``joe`` is Piper unchanged.
+speaker's is learned. A transcript is read in its sample's language: espeak-ng's phonemes for that
+language, which Piper's phoneme map (espeak-ng's IPA) mostly holds, so a French recording is paired
+with Piper saying the same French sounds, not with English letter-to-sound rules applied to French
+words (wrong sounds paired, a wrong pace learned). A sample in a language neither can read teaches
+only what needs no parallel speech (``conversion.adapt_statistics``). Synthesis is then Piper (at
+the speaker's pace) followed by that mapping, sentence by sentence, so it streams. Built-in voices
+use preset adaptations instead of learned ones; ``joe`` is Piper unchanged.
 
 The adaptation is the voice's cached conditioning: in memory and on disk under
 ``<data_dir>/cache/clone/<voice key>-v<version>.npz``, keyed by a hash of the samples, so it is
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -29,10 +34,32 @@ from parla.engines.piper import PiperEngine, PiperSettings
 
 log = logging.getLogger(__name__)
 
-VERSION = "4"
+VERSION = "5"
 """Bumped whenever the adaptation method changes, so stale cached adaptations are not reused."""
 MEMORY_CACHE = 32
 """Adaptations kept in memory (a few hundred kB each; up to about 2.5 MB for five minutes of samples)."""
+
+
+MAX_UNREADABLE = 0.1
+"""Share of a transcript's phonemes (combining marks aside) that Piper's phoneme map may lack: past
+it, Piper's reading is too far from what was said to pair sounds, and the sample is not paired."""
+STATISTICS_TEXT = (
+    "The North Wind and the Sun were disputing which was the stronger, when a traveller came along "
+    "wrapped in a warm cloak."
+)
+"""What Piper says to compare its pitch with a speaker's when it cannot say the speaker's words: the
+passage phoneticians describe languages with, a common spread of sounds."""
+ESPEAK_NAMES = {"zh": "cmn", "no": "nb"}
+"""espeak-ng's voice names for language codes that differ from them."""
+
+
+def espeak_voices(language: str) -> list[str]:
+    """The espeak-ng voices that may read ``language`` (a code Parla has read), best first: the code
+    with its region (``pt-br``), then the language alone."""
+    code = language.lower().replace("_", "-")
+    base = code.split("-")[0]
+    names = [code, ESPEAK_NAMES.get(base, base)]
+    return list(dict.fromkeys(names))
 
 
 PIPER_MEDIAN_F0 = 85.0
@@ -186,28 +213,85 @@ class CloneEngine(Engine):
 
         self.load()
         started = time.perf_counter()
-        samples = []
-        for path, transcript in voice.samples:
+        paired: list[tuple[np.ndarray, int, list[list[int]]]] = []
+        unpaired: list[tuple[np.ndarray, int]] = []
+        for index, (path, transcript) in enumerate(voice.samples):
             if not transcript:
                 continue  # nothing for Piper to say in parallel: this sample cannot teach the mapping
             audio, rate = decode_audio(path)
-            samples.append((audio, rate, transcript))
-        if not samples:
+            script = self.script(transcript, voice.sample_language(index))
+            if script is None:
+                unpaired.append((audio, rate))
+            else:
+                paired.append((audio, rate, script))
+        if paired:
+            # Samples Piper cannot say are left out: pairing Piper's guess at their words with them
+            # would teach wrong sounds, and the others teach everything they could.
+            adaptation = conversion.adapt(paired, self._render_ids, self.piper.sample_rate)
+        elif unpaired:
+            piper = self._render_ids(self.piper.phoneme_ids(STATISTICS_TEXT))
+            adaptation = conversion.adapt_statistics(unpaired, piper, self.piper.sample_rate)
+        else:
             raise ValueError(f"voice {voice.name!r} has no sample with a transcript to learn from")
-        adaptation = conversion.adapt(samples, self._render_plain, self.piper.sample_rate)
         self.stats["adaptations"] += 1
-        log.info("adapted voice %s in %.1f s", voice.name, time.perf_counter() - started)
+        log.info(
+            "adapted voice %s in %.1f s (%d samples paired with Piper's reading, %d in a language it cannot read)",
+            voice.name,
+            time.perf_counter() - started,
+            len(paired),
+            len(unpaired),
+        )
         return adaptation
+
+    def script(self, transcript: str, language: str) -> list[list[int]] | None:
+        """Piper's phoneme ids, per sentence, for ``transcript`` read in ``language``: Piper's own
+        reading for English; espeak-ng's phonemes in that language otherwise, less the few Piper's
+        map lacks (diacritics, mostly). ``None`` when neither can read the language."""
+        if language.lower().split("-")[0] == "en":
+            return self.piper.phoneme_ids(transcript)  # the bundled voice's own en-us: as it speaks
+        known = self.piper.phoneme_id_map
+        for name in espeak_voices(language):
+            try:
+                sentences = self.piper.phonemes(transcript, name)
+            except ValueError:
+                continue  # no such espeak-ng voice: try the language without its region
+            symbols = [p for sentence in sentences for p in sentence if not unicodedata.combining(p)]
+            unknown = sum(p not in known for p in symbols)
+            if not symbols or unknown > MAX_UNREADABLE * len(symbols):
+                log.info(
+                    "Piper's phoneme map lacks %d of the %d phonemes of %s: not pairing", unknown, len(symbols), name
+                )
+                return None
+            return [self.piper.phonemes_to_ids([p for p in sentence if p in known]) for sentence in sentences]
+        log.info("espeak-ng cannot read %r: not pairing", language)
+        return None
 
     def prepare_voice(self, voice: VoiceRef) -> None:
         """Compute and cache the conditioning now (after a sample changes), not at the first request."""
         self.adaptation_for(voice)
 
-    def _render_plain(self, text: str) -> np.ndarray:
-        request = SynthesisRequest(
-            text=text, voice=VoiceRef("joe"), seed=0, parameters=self.piper.resolve_parameters({})
+    def _render_plain(self, text: str, language: str = "en") -> np.ndarray:
+        """Piper saying ``text`` in its own voice, read in ``language``."""
+        script = self.script(text, language)
+        if script is None:
+            raise ValueError(f"Piper cannot read {language!r}")
+        return self._render_ids(script)
+
+    def _render_ids(self, sentences: list[list[int]]) -> np.ndarray:
+        """Piper's own voice, as ``joe`` speaks (default parameters, fixed noise), saying phoneme ids."""
+        params = self.piper.resolve_parameters({})
+        return np.concatenate(
+            [
+                self.piper.render(
+                    ids,
+                    length_scale=params["length_scale"],
+                    noise_scale=params["noise_scale"],
+                    noise_w_scale=params["noise_w_scale"],
+                    seed=0,
+                )
+                for ids in sentences
+            ]
         )
-        return np.concatenate([c.samples for c in self.piper.synthesize(request)])
 
     # -- synthesis ----------------------------------------------------------------------------
 

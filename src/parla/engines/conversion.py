@@ -60,10 +60,10 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from math import gcd
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy.signal import istft, resample_poly, stft
@@ -83,6 +83,8 @@ MIN_PAIRS = 50
 """Voiced frame pairs needed to learn a formant scaling, the local correction and the calibration;
 with fewer (a second or so of speech) only what is safe is learned: pitch, level offsets, pace."""
 MIN_PITCH_FRAMES = 20
+
+_Script = TypeVar("_Script")
 
 
 @dataclass
@@ -383,12 +385,14 @@ def _fit_prosody(
 
 
 def adapt(
-    samples: list[tuple[np.ndarray, int, str]],
-    render: Callable[[str], np.ndarray],
+    samples: Sequence[tuple[np.ndarray, int, _Script]],
+    render: Callable[[_Script], np.ndarray],
     piper_rate: int = 22050,
     cfg: Config | None = None,
 ) -> Adaptation:
-    """samples: (float32 mono audio, its rate, transcript); render(text) -> Piper audio at piper_rate."""
+    """samples: (float32 mono audio, its rate, what was said); render(what was said) -> Piper saying it
+    at piper_rate (what was said: a transcript, or whatever the caller's ``render`` reads, such as
+    phonemes in the sample's language)."""
     cfg = cfg or Config()
     analysed: list[tuple[_Feats, _Feats]] = []
     renditions: list[np.ndarray] = []
@@ -410,6 +414,23 @@ def adapt(
             ad, [(_resample(au, r, FS), ren) for (au, r, _), ren in zip(samples, renditions, strict=True)], piper_rate
         )
     return ad
+
+
+def adapt_statistics(
+    samples: Sequence[tuple[np.ndarray, int]], piper: np.ndarray, piper_rate: int = 22050, cfg: Config | None = None
+) -> Adaptation:
+    """An adaptation without parallel speech, for references Piper cannot say (a language neither
+    espeak-ng nor Piper's phonemes read): ``piper`` is Piper saying other words. What does not depend
+    on the words is learned, as for a sample too short to pair frames: the speaker's pitch level and
+    range against Piper's; the envelope, loudness and pace stay Piper's (the speaking times of
+    different words say nothing about pace, and their spectra differ by the sounds as much as by
+    the speaker)."""
+    cfg = replace(cfg or Config(), rate=False)
+    src = _analyse(_resample(piper, piper_rate, FS), cfg, PIPER_F0, False)
+    analysed = [(src, _analyse(_resample(audio, rate, FS), cfg, TARGET_F0, False)) for audio, rate in samples]
+    d = cfg.n_coded
+    none = np.zeros((0, d))
+    return _fit(_Pairs(none, none, np.zeros(0, np.int64), none, none, None, None), analysed, cfg)
 
 
 def _map(xw: np.ndarray, ad: Adaptation) -> np.ndarray:

@@ -6,7 +6,8 @@ import json
 import re
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -211,10 +212,35 @@ class PiperEngine(Engine):
 
     def phoneme_ids(self, text: str) -> list[list[int]]:
         """Phoneme ids per sentence of ``text`` (espeak-ng through Piper)."""
+        return [self.phonemes_to_ids(p) for p in self.phonemes(text)]
+
+    def phonemes(self, text: str, espeak_voice: str | None = None) -> list[list[str]]:
+        """Phonemes (espeak-ng's IPA, one symbol or combining mark each) per sentence of ``text``, read
+        by espeak-ng's ``espeak_voice`` (``fr``, ``pt-br``...; default: the model's own, ``en-us``).
+        Raises ``ValueError`` when espeak-ng has no such voice."""
         self.load()
+        voice = self._voice
+        if espeak_voice and espeak_voice != voice.config.espeak_voice:
+            # The same voice reading another language's letters: only espeak-ng's voice differs (the
+            # session and phoneme map are shared), and a copy leaves the loaded voice as it was.
+            voice = replace(voice, config=replace(voice.config, espeak_voice=espeak_voice))
         with _PHONEMIZE_LOCK:
-            sentences = self._voice.phonemize(text)
-        return [self._voice.phonemes_to_ids(p) for p in sentences if p]
+            try:
+                sentences = voice.phonemize(text)
+            except RuntimeError as exc:  # espeak-ng's "Failed to set voice"
+                raise ValueError(f"espeak-ng cannot read {espeak_voice!r}: {exc}") from None
+        return [p for p in sentences if p]
+
+    @property
+    def phoneme_id_map(self) -> Mapping[str, Sequence[int]]:
+        """The phonemes the model knows, with their ids."""
+        self.load()
+        return self._voice.config.phoneme_id_map  # type: ignore[no-any-return]
+
+    def phonemes_to_ids(self, phonemes: list[str]) -> list[int]:
+        """One sentence's phonemes as the model's ids (with its start, end and padding ids)."""
+        self.load()
+        return list(self._voice.phonemes_to_ids(phonemes))
 
     def render(
         self, ids: list[int], *, length_scale: float, noise_scale: float, noise_w_scale: float, seed: int | None

@@ -558,6 +558,7 @@ class RemoteEngine(Engine):
             "samples": [[str(path), transcript] for path, transcript in voice.samples],
             "presets": presets,
             "language": voice.language,
+            "sample_languages": list(voice.sample_languages),
             "key": voice.key,
         }
 

@@ -38,7 +38,7 @@ from parla.audio.quality import (
 )
 from parla.engines.base import VoiceRef
 from parla.errors import ConflictError, InvalidInputError, NotFoundError, TooLargeError
-from parla.languages import base_language
+from parla.languages import UnknownLanguageError, base_language, language_code
 from parla.services.transcription import Transcriber
 from parla.settings import Settings
 from parla.store.blobs import LocalBlobStore
@@ -162,6 +162,8 @@ class SamplePublic(BaseModel):
     voice_id: str
     transcript: str
     transcript_source: str
+    language: str | None = None
+    """The language the sample is spoken in (``None``: stored before languages were kept; its voice's)."""
     duration_s: float
     sample_rate: int
     report: dict[str, Any]
@@ -201,13 +203,32 @@ class SampleAdded(BaseModel):
 # -- the library ------------------------------------------------------------------------------------
 
 
-def _voice_key(samples: list[VoiceSample]) -> str:
-    """A hash of what the voice sounds like: the samples' audio and transcripts, in order."""
+def _voice_key(voice: Voice) -> str:
+    """A hash of what the voice sounds like: the samples' audio, transcripts and languages, in order.
+
+    A sample in English (any variant), the language every voice had before languages were kept, adds no language,
+    so voices made then keep their keys and the conditioning engines cached for them."""
     digest = hashlib.sha256()
-    for sample in samples:
+    for sample in voice.samples:
         digest.update(sample.sha256.encode())
         digest.update(sample.transcript.encode())
+        language = _sample_language(sample, voice)
+        if base_language(language) != "en":  # English in any variant is read alike (clone.CloneEngine.script)
+            digest.update(f"\0{language}".encode())
     return digest.hexdigest()[:32]
+
+
+def _sample_language(sample: VoiceSample, voice: Voice) -> str:
+    """The language a sample is spoken in: its own, else (stored before languages were kept) its voice's."""
+    return sample.language or voice.language
+
+
+def _archived_language(raw: Any) -> str | None:
+    """A sample's language as an archive's manifest gives it, or ``None`` when it gives none it can."""
+    try:
+        return language_code(raw) if isinstance(raw, str) and raw.strip() else None
+    except UnknownLanguageError:
+        return None
 
 
 class VoiceLibrary:
@@ -298,7 +319,8 @@ class VoiceLibrary:
                 id=voice.id,
                 language=voice.language,
                 samples=tuple((self.blobs.path(s.file), s.transcript or None) for s in voice.samples),
-                key=_voice_key(voice.samples),
+                sample_languages=tuple(_sample_language(s, voice) for s in voice.samples),
+                key=_voice_key(voice),
             )
 
     def list_all(self) -> list[dict[str, Any]]:
@@ -348,14 +370,16 @@ class VoiceLibrary:
             raise ConflictError(f"a voice named {name!r} already exists", param="name") from None
 
     def create_with_samples(
-        self, data: VoiceCreate, samples: list[tuple[bytes, str | None, str]]
+        self, data: VoiceCreate, samples: list[tuple[bytes, str | None, str, str | None]]
     ) -> tuple[VoicePublic, list[SampleAdded]]:
-        """A new voice with its samples (``(audio, transcript, transcript_source)`` each), all or
-        nothing: when a sample is refused, the voice is deleted again and the refusal raised."""
+        """A new voice with its samples (``(audio, transcript, transcript_source, language)`` each;
+        ``language`` ``None``: see ``add_sample``), all or nothing: when a sample is refused, the
+        voice is deleted again and the refusal raised."""
         created = self.create(data)
         try:
             added = [
-                self.add_sample(created.id, audio, words, transcript_source=source) for audio, words, source in samples
+                self.add_sample(created.id, audio, words, transcript_source=source, language=language)
+                for audio, words, source, language in samples
             ]
         except BaseException:
             self.delete(created.id)
@@ -366,7 +390,7 @@ class VoiceLibrary:
         self, data: VoiceCreate, audio: bytes, transcript: str | None = None
     ) -> tuple[VoicePublic, SampleAdded]:
         """A new voice from one recording, all or nothing (see ``create_with_samples``)."""
-        voice, added = self.create_with_samples(data, [(audio, transcript, "user")])
+        voice, added = self.create_with_samples(data, [(audio, transcript, "user", None)])
         return voice, added[0]
 
     def update(self, id_or_name: str, data: VoiceUpdate) -> VoicePublic:
@@ -380,19 +404,26 @@ class VoiceLibrary:
                 voice = self._get(session, id_or_name)
                 if "name" in changes:
                     self._refuse_taken(session, changes["name"], voice.id)
+                old_key = _voice_key(voice)
                 for key, value in changes.items():
                     setattr(voice, key, value)
                 voice.updated_at = utcnow()
                 session.flush()
-                return VoicePublic.of(voice)
+                public = VoicePublic.of(voice)
+                # Samples stored before languages were kept are in the voice's language: a new one
+                # changes how they are read, so what was learned from them goes.
+                changed = _voice_key(voice) != old_key
         except IntegrityError:
             raise ConflictError(f"a voice named {changes.get('name')!r} already exists", param="name") from None
+        if changed:
+            self.forget_conditioning(old_key)
+        return public
 
     def delete(self, id_or_name: str) -> None:
         """Delete the voice, its samples, their files and any conditioning cached for it."""
         with self.db.session() as session:
             voice = self._get(session, id_or_name)
-            voice_id, key = voice.id, _voice_key(voice.samples)
+            voice_id, key = voice.id, _voice_key(voice)
             session.delete(voice)
         shutil.rmtree(self.blobs.path(f"voices/{voice_id}"), ignore_errors=True)
         self.forget_conditioning(key)
@@ -406,16 +437,26 @@ class VoiceLibrary:
     # -- samples --------------------------------------------------------------------------------
 
     def add_sample(
-        self, id_or_name: str, data: bytes, transcript: str | None = None, *, transcript_source: str = "user"
+        self,
+        id_or_name: str,
+        data: bytes,
+        transcript: str | None = None,
+        *,
+        transcript_source: str = "user",
+        language: str | None = None,
     ) -> SampleAdded:
-        """Check, clean, transcribe (if no transcript is given) and store one recording."""
+        """Check, clean, transcribe (if no transcript is given) and store one recording.
+
+        ``language``: what the recording is spoken in, when the caller knows. Otherwise, a recording
+        Whisper transcribes is in the language Whisper heard (or was told: the voice's), and one that
+        comes with its transcript is in the voice's language."""
         if len(data) > self.settings.max_upload_bytes:
             raise TooLargeError(
                 f"the upload is {len(data)} bytes; the limit is {self.settings.max_upload_bytes}", param="file"
             )
         with self.db.session() as session:
             voice = self._get(session, id_or_name)
-            voice_id, language = voice.id, voice.language
+            voice_id, voice_language = voice.id, voice.language
             used = sum(s.duration_s for s in voice.samples)
         cleaned, report = clean_recording(data, param="file")
         duration = cleaned.size / SAMPLE_RATE
@@ -430,9 +471,11 @@ class VoiceLibrary:
         if not transcript:
             # A voice's language defaults to English: a recording in another language is heard as what
             # it is (Whisper detects it), so its transcript is in the language it was spoken in.
-            hint = language if language and base_language(language) != "en" else None
+            told = language or voice_language
+            hint = told if told and base_language(told) != "en" else None
             heard = self.transcriber.transcribe(resample(cleaned, SAMPLE_RATE, 16_000), language=hint)
             transcript, source = heard.text.strip(), "whisper"
+            language = heard.language or told
             if not transcript:  # cloning learns from what was said: without words it has nothing to pair
                 raise InvalidInputError(
                     "no words were recognised in this recording; send its transcript with it", param="transcript"
@@ -453,6 +496,7 @@ class VoiceLibrary:
                     sha256=hashlib.sha256(wav).hexdigest(),
                     transcript=transcript,
                     transcript_source=source,
+                    language=language or voice_language,
                     duration_s=duration,
                     sample_rate=SAMPLE_RATE,
                     report=report.as_dict(),
@@ -485,7 +529,7 @@ class VoiceLibrary:
             raise InvalidInputError("the transcript is empty", param="transcript")
         with self.db.session() as session:
             sample = self._get_sample(session, id_or_name, sample_id)
-            old_key = _voice_key(sample.voice.samples)
+            old_key = _voice_key(sample.voice)
             sample.transcript, sample.transcript_source = transcript.strip(), "user"
             sample.voice.updated_at = utcnow()
             session.flush()
@@ -496,7 +540,7 @@ class VoiceLibrary:
     def delete_sample(self, id_or_name: str, sample_id: str) -> None:
         with self.db.session() as session:
             sample = self._get_sample(session, id_or_name, sample_id)
-            old_key, file = _voice_key(sample.voice.samples), sample.file
+            old_key, file = _voice_key(sample.voice), sample.file
             sample.voice.updated_at = utcnow()
             session.delete(sample)
         self.blobs.delete(file)
@@ -509,7 +553,12 @@ class VoiceLibrary:
         with self.db.session() as session:
             voice = self._get(session, id_or_name)
             entries = [
-                {"file": f"samples/{i:02d}.wav", "transcript": s.transcript, "source": s.transcript_source}
+                {
+                    "file": f"samples/{i:02d}.wav",
+                    "transcript": s.transcript,
+                    "source": s.transcript_source,
+                    "language": _sample_language(s, voice),
+                }
                 for i, s in enumerate(voice.samples, start=1)
             ]
             manifest = {
@@ -549,13 +598,15 @@ class VoiceLibrary:
         if not isinstance(meta, dict) or not isinstance(entries, list) or not entries:
             raise InvalidInputError("the archive holds no samples", param="file")
         members = {info.filename: info for info in archive.infolist()}
-        blobs: list[tuple[bytes, str, str]] = []
+        blobs: list[tuple[bytes, str, str, str | None]] = []
         for entry in entries:
             info = members.get(str(entry.get("file", ""))) if isinstance(entry, dict) else None
             if info is None or info.file_size > self.settings.max_upload_bytes:
                 raise InvalidInputError("the archive's manifest names a missing or oversized sample", param="file")
             source = "whisper" if entry.get("source") == "whisper" else "user"
-            blobs.append((archive.read(info), str(entry.get("transcript") or ""), source))
+            # archives made before samples kept their language have none: the voice's is used
+            spoken = _archived_language(entry.get("language"))
+            blobs.append((archive.read(info), str(entry.get("transcript") or ""), source, spoken))
         voice, _ = self.create_with_samples(
             VoiceCreate(
                 name=name or str(meta.get("name") or ""),
@@ -563,6 +614,6 @@ class VoiceLibrary:
                 language=str(meta.get("language") or "en"),
                 tags=[str(t) for t in meta.get("tags") or []],
             ),
-            [(audio, transcript or None, source) for audio, transcript, source in blobs],
+            [(audio, transcript or None, source, spoken) for audio, transcript, source, spoken in blobs],
         )
         return voice

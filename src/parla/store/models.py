@@ -96,6 +96,10 @@ class VoiceSample(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     transcript: Mapped[str] = mapped_column(Text, default="")
     transcript_source: Mapped[str] = mapped_column(String(16), default="user")
+    language: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """The language the sample is spoken in (and its transcript written in): what Whisper heard or was
+    told, else the voice's when it was added. ``None`` for samples stored before languages were kept:
+    they count as in their voice's language."""
     duration_s: Mapped[float] = mapped_column(Float)
     sample_rate: Mapped[int] = mapped_column(Integer)
     report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
