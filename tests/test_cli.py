@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -61,17 +62,58 @@ def test_voices_and_engines_are_listed() -> None:
 
 @pytest.mark.slow
 @pytest.mark.model
-def test_bench_prints_its_tables() -> None:
+def test_bench_speech_measures_every_voice_and_format(tmp_path: Path) -> None:
+    # The shape of what it prints and writes, never how fast: speed is not asserted in tests.
+    out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "parla", "bench", "speech", "--rounds", "1", "--clients", "2"],
+        [
+            *(sys.executable, "-m", "parla", "bench", "speech"),
+            *("--rounds", "1", "--clients", "2", "--load-runs", "2", "--json", str(out)),
+        ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    for heading in ("single requests", "concurrent clients", "server memory", "paragraph", "raw Piper"):
-        assert heading in result.stdout
+    printed = result.stdout
+    for heading in ("a paragraph per request", "concurrent clients", "server memory", "load average", "2 CPUs"):
+        assert heading in printed
+    voices, formats = ("joe", "alloy", "cloned"), ("pcm", "wav", "mp3")
+    rows = [[c.strip() for c in line.strip("│").split("│")] for line in printed.splitlines() if line.startswith("│")]
+    assert {(r[0], r[1]) for r in rows if len(r) == 13} == {(v, f) for v in voices for f in formats}
+    assert all(r[5] in ("PASS", "–") and r[9].split()[0] in ("PASS", "–") for r in rows if len(r) == 13)
+
+    data = json.loads(out.read_text())
+    machine = data["machine"]
+    assert machine["cpus"] >= 1 and len(machine["loadavg_start"]) == len(machine["loadavg_end"]) == 3
+    assert isinstance(machine["busy"], bool) and machine["other_cpus"] >= 0
+    assert data["settings"]["cloned_voice_source"]
+    assert [(r["voice"], r["format"]) for r in data["single"]] == [(v, f) for v in voices for f in formats]
+    for row in data["single"]:
+        for side in ("raw", "server"):
+            assert row[side]["ttfa_s"] > 0 and row[side]["total_s"] > 0 and row[side]["audio_s"] > 1
+            assert row[side]["cpu_s"] > 0
+        assert row["ratios"]["cpu"] > 0
+        assert row["targets"]["total"]["limit"] == (1.2 if row["voice"] == "cloned" else 1.1)
+        assert isinstance(row["targets"]["ttfa"]["pass"], bool)
+    assert [(r["voice"], r["run"]) for r in data["load"]] == [(v, run) for run in (1, 2) for v in voices]
+    for row in data["load"]:
+        for side in ("raw", "server"):
+            assert row[side]["audio_s_per_wall_s"] > 0 and row[side]["cpu_s_per_request"] > 0
+            assert len(row[side]["latencies_s"]) == 2 and row[side]["p50_ttfa_s"] > 0
+        assert row["rss_after_mib"] > 0
+    memory = data["memory"]
+    assert 0 < memory["rss_start_mib"] <= memory["rss_peak_mib"]
+    assert memory["rss_after_single_mib"] > 0 and len(memory["rss_after_load_mib"]) == 6
+    assert isinstance(memory["targets"]["flat"]["pass"], bool)
+    assert 0 <= data["targets_passed"] <= data["targets_total"] == 9 * 2 + 6 * 2 + 3
+
+
+def test_bench_speech_refuses_an_unknown_format() -> None:
+    result = runner.invoke(app, ["bench", "speech", "--formats", "pcm,nope"])
+    assert result.exit_code == 2
+    assert "formats are some of" in result.output
 
 
 BENCH_ENGINES_HEADINGS = ("engine", "runs", "load", "first audio", "RTF", "RSS MB", "GPU MB", "note")

@@ -476,17 +476,41 @@ def llm_runtime_install() -> None:
 
 @bench_app.command("speech")
 def bench_speech(
-    rounds: Annotated[int, typer.Option(help="Alternating rounds per measurement.")] = 5,
-    clients: Annotated[int, typer.Option(help="Concurrent clients in the load test.")] = 8,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Response format for HTTP requests.")] = "pcm",
-    load_runs: Annotated[int, typer.Option(help="Repetitions of the concurrent load (memory should stay flat).")] = 3,
+    rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds per voice and format.")] = 5,
+    clients: Annotated[int, typer.Option(min=1, help="Concurrent clients in the load test.")] = 8,
+    voices: Annotated[
+        str, typer.Option(help="Comma-separated voices; 'cloned' is a library voice cloned at the start.")
+    ] = "joe,alloy,cloned",
+    formats: Annotated[str, typer.Option("--formats", "-f", help="Comma-separated response formats.")] = "pcm,wav,mp3",
+    load_runs: Annotated[
+        int, typer.Option(min=1, help="Passes of the load test over the voices (memory should stay flat).")
+    ] = 2,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write every number to this JSON file (to compare runs).")
+    ] = None,
 ) -> None:
-    """Raw in-process Piper against the HTTP endpoint: time to first audio, total, RTF, concurrency, memory."""
+    """The server against raw in-process Piper, per voice (plain, preset, cloned) and format: first
+    audio, total, CPU seconds, concurrency, memory, as ratios to raw Piper against the targets, with
+    the machine's load average."""
     from parla.bench.speech import run_speech_bench
 
+    voice_list = [v.strip() for v in voices.split(",") if v.strip()]
+    format_list = [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = [f for f in format_list if f not in FORMATS]
+    if unknown or not format_list or not voice_list:
+        err.print(f"[red]error:[/red] formats are some of {', '.join(FORMATS)}; voices and formats may not be empty")
+        raise typer.Exit(2)
     # Piped into a file or a test, rich would squeeze the tables into 80 columns.
-    console = Console() if sys.stdout.isatty() else Console(width=160)
-    run_speech_bench(rounds=rounds, clients=clients, fmt=fmt, console=console, load_runs_count=load_runs)
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    run_speech_bench(
+        rounds=rounds,
+        clients=clients,
+        voices=voice_list,
+        formats=format_list,
+        console=console,
+        load_runs_count=load_runs,
+        json_path=json_path,
+    )
 
 
 @bench_app.command("engines")

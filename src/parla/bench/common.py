@@ -1,5 +1,5 @@
 """What the benchmarks share: the server as a child process (``parla serve``, so its memory is its
-own) and the memory of a process."""
+own), the memory and CPU time of a process, and how busy the machine is."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -33,6 +33,60 @@ def memory_mb(pid: int) -> tuple[float, float]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0]) / 1024
     return values["VmRSS"], values["VmHWM"]
+
+
+def _children(pid: int) -> list[int]:
+    """A process's live children, from each of its threads' ``/proc/<pid>/task/<tid>/children``."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        with suppress(OSError, ValueError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def cpu_seconds(pid: int, *, descendants: bool = True) -> float:
+    """CPU time a process has used, in seconds: user + system time of all its threads (the process's
+    counters in ``/proc/<pid>/stat`` hold them), of its children it has waited for, and, with
+    ``descendants``, of its live descendants too. A process that is gone counts 0."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    todo, seen = [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name (which may hold spaces and parentheses): state is field 3,
+        # utime, stime, cutime, cstime are fields 14-17.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += sum(int(value) for value in fields[11:15])
+        if descendants:
+            todo += _children(current)
+    return total / tick
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot, every CPU added up (``/proc/stat``:
+    user, nice, system, irq, softirq, steal; not idle or iowait)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 @contextmanager
