@@ -200,3 +200,27 @@ def test_more_samples_help_not_hurt(dev_voices: Path, tmp_path: Path) -> None:
         assert min(gains) > -0.03, gains
     finally:
         services.close()
+
+
+@pytest.mark.parametrize("voice", ["alloy", "cloned"])
+def test_overlapped_pieces_say_exactly_what_each_piece_says_alone(voice: str, dev_voices: Path, tmp_path: Path) -> None:
+    """``synthesize_pieces`` renders the next piece with Piper while converting this one: the audio
+    must be the same, piece for piece, as speaking each piece alone."""
+    from parla.engines.base import EngineContext, SynthesisRequest, VoiceRef
+    from parla.engines.clone import VOICE_PRESETS
+
+    engine = CloneEngine(context=EngineContext(data_dir=tmp_path))
+    speaker = next(s for s in Speaker.load_all(dev_voices) if s.name == "flite_slt")
+    ref = (
+        VoiceRef("alloy", presets={"clone": VOICE_PRESETS["alloy"]})
+        if voice == "alloy"
+        else VoiceRef("slt", samples=((speaker.ref, speaker.transcript),), key="slt-pieces")
+    )
+    params = engine.resolve_parameters({}, ref.preset("clone"))
+    texts = ["The rainbow is a division of white light.", "It takes the shape of a long round arch.", "Look up."]
+    requests = [SynthesisRequest(text=t, voice=ref, seed=i, parameters=params) for i, t in enumerate(texts)]
+    together = [np.concatenate([c.samples for c in piece]) for piece in engine.synthesize_pieces(requests)]
+    alone = [np.concatenate([c.samples for c in engine.synthesize(r)]) for r in requests]
+    assert len(together) == len(alone) == 3
+    for a, b in zip(together, alone, strict=True):
+        assert a.size > 0.3 * 22_050 and np.array_equal(a, b)

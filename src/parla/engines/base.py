@@ -434,3 +434,12 @@ class Engine(ABC):
         """Speak ``request.text``, yielding audio as it is made. Blocking; called off the event loop,
         on the runner thread. Calls ``self.load()`` first: after an idle unload (``ModelManager``)
         the next request finds the model gone."""
+
+    def synthesize_pieces(self, requests: Sequence[SynthesisRequest]) -> Iterator[Iterator[AudioChunk]]:
+        """The pieces of one text (the speech service's split), each spoken as ``synthesize`` does, in
+        order: the next piece is asked for only once the one before has been read to its end.
+        An engine whose synthesis has stages that can overlap (the clone engine: Piper's model runs
+        without the GIL while the previous piece is converted) overrides this to start the next
+        piece early; the audio must be what ``synthesize`` would make of each piece."""
+        for request in requests:
+            yield self.synthesize(request)

@@ -58,6 +58,7 @@ No speaker-embedding model, no torch, no network.
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from collections.abc import Callable, Sequence
@@ -163,6 +164,33 @@ class Adaptation:
         return cls(cfg=cfg, **kw)
 
 
+@functools.cache
+def _coding(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """pyworld's envelope coding as what it is, two linear maps in the log domain: ``code``
+    ((FFT/2+1, n): log spectrum -> n coefficients) and ``decode`` ((n, FFT/2+1): back). One matrix
+    product per signal instead of pyworld's per-frame transforms; the same numbers (to rounding)."""
+    decode = np.log(pw.decode_spectral_envelope(np.ascontiguousarray(np.eye(n)), FS, FFT))
+    code = pw.code_spectral_envelope(np.ascontiguousarray(np.exp(np.eye(FFT // 2 + 1))), FS, n)
+    return np.asarray(code), np.asarray(decode)
+
+
+@functools.lru_cache(maxsize=256)
+def _warp_matrix(n: int, alpha: float) -> np.ndarray:
+    """(n, n): ``_warp`` by ``alpha`` in the coded domain (decode, stretch the frequency axis by
+    linear interpolation of the log spectrum, code: all linear). Cached: a voice has one alpha, and
+    the adaptation's grid search a few dozen."""
+    code, decode = _coding(n)
+    bins = FFT // 2 + 1
+    pos = np.clip(np.arange(bins) / alpha, 0, bins - 1)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, bins - 1)
+    g = pos - i0
+    stretch = np.zeros((bins, bins))
+    np.add.at(stretch, (i0, np.arange(bins)), 1 - g)
+    np.add.at(stretch, (i1, np.arange(bins)), g)
+    return np.asarray(decode @ stretch @ code)
+
+
 def _resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
     if rate == to:
         return np.asarray(x, dtype=np.float64)
@@ -184,11 +212,8 @@ def _analyse(
 ) -> _Feats:
     x = np.ascontiguousarray(x16, dtype=np.float64)
     # F0 from Praat (the same tracker the PSOLA step uses; Dio makes octave errors on Piper)
-    t = np.arange(int(len(x) / FS * 1000 / cfg.frame_ms) + 1) * cfg.frame_ms / 1000
-    pitch = parselmouth.Sound(x, sampling_frequency=FS).to_pitch(cfg.frame_ms / 1000, *f0_range)
-    pf = pitch.selected_array["frequency"]
-    idx = np.clip(np.round((t - pitch.xs()[0]) / pitch.time_step).astype(int), 0, len(pf) - 1)
-    f0 = np.ascontiguousarray(pf[idx], dtype=np.float64)
+    f0 = _pitch(x, cfg, f0_range)
+    t = np.arange(len(f0)) * cfg.frame_ms / 1000
     if not envelope:  # pitch and activity only (calibration)
         hop = int(FS * cfg.frame_ms / 1000)
         fr = np.lib.stride_tricks.sliding_window_view(np.pad(x, (FFT // 2, FFT // 2)), FFT)[::hop][: len(t)]
@@ -196,9 +221,8 @@ def _analyse(
         e = np.pad(e, (0, len(t) - len(e)), mode="edge")
         active = e > np.percentile(e, 98) - np.log(10**3.5)
         return _Feats(f0, np.zeros((len(t), 0)), None, active, (f0 > 0) & active)
-    sp = pw.cheaptrick(x, f0, t, FS, fft_size=FFT)
-    sp = np.maximum(sp, np.percentile(sp.max(axis=1), 95) * 1e-8)  # 80 dB floor (empty bands)
-    coded = pw.code_spectral_envelope(sp, FS, cfg.n_coded)
+    sp = _envelopes(x, f0, t)
+    coded = np.log(sp) @ _coding(cfg.n_coded)[0]
     ap = pw.code_aperiodicity(pw.d4c(x, f0, t, FS, fft_size=FFT), FS) if with_ap else None
     e = np.log(sp.sum(axis=1))
     active = e > np.percentile(e, 98) - np.log(10**3.5)  # within 35 dB of the loud frames
@@ -210,17 +234,18 @@ def _analyse(
     return _Feats(f0, coded, ap, active, v)
 
 
+def _envelopes(x16: np.ndarray, f0: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """CheapTrick's power envelopes of ``x16`` at times ``t`` (any frames: it analyses each on its own),
+    with an 80 dB floor (empty bands)."""
+    sp = pw.cheaptrick(np.ascontiguousarray(x16), np.ascontiguousarray(f0), np.ascontiguousarray(t), FS, fft_size=FFT)
+    return np.asarray(np.maximum(sp, np.percentile(sp.max(axis=1), 95) * 1e-8))
+
+
 def _warp(coded: np.ndarray, alpha: float) -> np.ndarray:
     """Scale the envelope's frequency axis by alpha (formants move by x alpha), coded domain."""
     if alpha == 1.0 or len(coded) == 0:
         return coded
-    lsp = np.log(pw.decode_spectral_envelope(np.ascontiguousarray(coded), FS, FFT))
-    pos = np.clip(np.arange(lsp.shape[1]) / alpha, 0, lsp.shape[1] - 1)
-    i0 = np.floor(pos).astype(int)
-    i1 = np.minimum(i0 + 1, lsp.shape[1] - 1)
-    g = pos - i0
-    w = lsp[:, i0] * (1 - g) + lsp[:, i1] * g
-    return np.asarray(pw.code_spectral_envelope(np.ascontiguousarray(np.exp(w)), FS, coded.shape[1]))
+    return np.asarray(coded @ _warp_matrix(coded.shape[1], float(alpha)))
 
 
 def _speech_frames(active: np.ndarray, cfg: Config) -> int:
@@ -577,40 +602,62 @@ def _shift_pitch(y: np.ndarray, rate: int, ad: Adaptation) -> np.ndarray:
     return out[: len(y)] if len(out) >= len(y) else np.pad(out, (0, len(y) - len(out)))
 
 
+def _pitch(x16: np.ndarray, cfg: Config, f0_range: tuple[float, float]) -> np.ndarray:
+    """F0 per analysis frame (0: unvoiced), by Praat's tracker, as ``_analyse`` finds it."""
+    t = np.arange(int(len(x16) / FS * 1000 / cfg.frame_ms) + 1) * cfg.frame_ms / 1000
+    pitch = parselmouth.Sound(x16, sampling_frequency=FS).to_pitch(cfg.frame_ms / 1000, *f0_range)
+    pf = pitch.selected_array["frequency"]
+    idx = np.clip(np.round((t - pitch.xs()[0]) / pitch.time_step).astype(int), 0, len(pf) - 1)
+    return np.ascontiguousarray(pf[idx], dtype=np.float64)
+
+
+def _gain_grid(rate: int, nfft: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each STFT bin at ``rate`` falls on the analysis grid's FFT/2+1 bins (above 8 kHz: the
+    8 kHz bin): lower neighbour, upper neighbour and the weight of the upper, for interpolating."""
+    fr = np.arange(nfft // 2 + 1) * rate / nfft
+    bins = np.clip(fr / (FS / 2) * (FFT // 2), 0, FFT // 2)
+    lo = np.floor(bins).astype(int)
+    return lo, np.minimum(lo + 1, FFT // 2), bins - lo
+
+
 def convert(audio: np.ndarray, rate: int, adaptation: Adaptation, training_sample: int | None = None) -> np.ndarray:
     """Piper audio (rendered with adaptation.length_scale) -> converted float32 audio, same rate.
     training_sample: this is Piper's rendition of that training sample (calibration): its frames
-    use no neighbours from their own half of it, as a new sentence would find none."""
+    use no neighbours from their own half of it, as a new sentence would find none.
+
+    The filter is the mapped envelope less the envelope of the signal filtered. Envelopes are
+    analysed at voiced frames only: elsewhere the map is the original plus the unvoiced difference,
+    and PSOLA leaves unvoiced speech as it was, so there the filter is that difference alone and
+    needs no analysis (half the frames of speech, and every pause)."""
     ad, cfg = adaptation, adaptation.cfg
     audio = np.asarray(audio, dtype=np.float64)
     if len(audio) < rate // 20:
         return audio.astype(np.float32)
-    f = _analyse(_resample(audio, rate, FS), cfg, PIPER_F0, bool(cfg.breath > 0 and np.any(ad.ap_diff > 0)))
-    x = f.coded
-    xw = _warp(x, ad.alpha)
-    y = _map(xw, ad)
-    voiced = f.f0 > 0
-    if cfg.knn > 0 and len(ad.knn_keys) and voiced.any():
-        seg = None
-        if training_sample is not None:
-            seg = (2 * training_sample + (np.arange(len(xw)) >= len(xw) // 2))[voiced]
-        y[voiced, : ad.knn_res.shape[1]] += cfg.knn * _neighbour_correction(xw[voiced, 1:], ad, seg)
-    y = np.where(voiced[:, None], y, x + cfg.uv * ad.d_uv)
+    code, decode = _coding(cfg.n_coded)
+    x16 = np.ascontiguousarray(_resample(audio, rate, FS))
+    f0 = _pitch(x16, cfg, PIPER_F0)
+    voiced = f0 > 0
+    t = np.arange(len(f0)) * cfg.frame_ms / 1000
+    # unvoiced and silent frames: y - x = uv * d_uv, whatever the envelope
+    dlog = np.tile(0.5 * cfg.uv * ad.d_uv @ decode, (len(f0), 1))
     shifted = _shift_pitch(audio, rate, ad) if cfg.pitch else audio
-    xs = x
-    if cfg.post_env and cfg.pitch:
-        # PSOLA does not keep the envelope exactly (pulse overlap, level change with pitch): filter
-        # from the envelope of the signal actually being filtered, at the pitch PSOLA aimed for
-        s16 = np.ascontiguousarray(_resample(shifted, rate, FS)[: len(x) * int(FS * cfg.frame_ms / 1000)])
-        t = np.arange(len(x)) * cfg.frame_ms / 1000
-        f0s = np.where(f.f0 > 0, np.exp(ad.f0_a + ad.f0_b * np.log(np.maximum(f.f0, 1.0))), 0.0)
-        sps = pw.cheaptrick(s16, np.ascontiguousarray(f0s), t, FS, fft_size=FFT)
-        sps = np.maximum(sps, np.percentile(sps.max(axis=1), 95) * 1e-8)
-        xs = pw.code_spectral_envelope(sps, FS, cfg.n_coded)
-    dlog = 0.5 * (
-        np.log(pw.decode_spectral_envelope(np.ascontiguousarray(y), FS, FFT))
-        - np.log(pw.decode_spectral_envelope(np.ascontiguousarray(xs), FS, FFT))
-    )
+    if voiced.any():
+        x = np.log(_envelopes(x16, f0[voiced], t[voiced])) @ code
+        xw = _warp(x, ad.alpha)
+        y = _map(xw, ad)
+        if cfg.knn > 0 and len(ad.knn_keys):
+            seg = None
+            if training_sample is not None:
+                seg = (2 * training_sample + (np.flatnonzero(voiced) >= len(f0) // 2)).astype(np.int64)
+            y[:, : ad.knn_res.shape[1]] += cfg.knn * _neighbour_correction(xw[:, 1:], ad, seg)
+        xs = x
+        if cfg.post_env and cfg.pitch:
+            # PSOLA does not keep the envelope exactly (pulse overlap, level change with pitch): filter
+            # from the envelope of the signal actually being filtered, at the pitch PSOLA aimed for
+            s16 = np.ascontiguousarray(_resample(shifted, rate, FS))
+            f0s = np.exp(ad.f0_a + ad.f0_b * np.log(np.maximum(f0[voiced], 1.0)))
+            xs = np.log(_envelopes(s16, f0s, t[voiced])) @ code
+        dlog[voiced] = 0.5 * (y - xs) @ decode
     dlog = dlog * cfg.strength + np.where(voiced[:, None], ad.eq, ad.eq_uv)
     h = cfg.smooth  # temporal smoothing of the filter
     k = np.concatenate([np.arange(1, h + 2), np.arange(h, 0, -1)]).astype(float)
@@ -625,8 +672,8 @@ def convert(audio: np.ndarray, rate: int, adaptation: Adaptation, training_sampl
     i1 = np.minimum(i0 + 1, len(dlog) - 1)
     g = (fi - i0)[:, None]
     dt = dlog[i0] * (1 - g) + dlog[i1] * g  # (T, FFT/2+1)
-    bins = np.clip(fr / (FS / 2) * (FFT // 2), 0, FFT // 2)
-    gain = np.exp(np.stack([np.interp(bins, np.arange(FFT // 2 + 1), r) for r in dt], axis=1))
+    lo, hi, w = _gain_grid(rate, nfft)
+    gain = np.exp(dt[:, lo] * (1 - w) + dt[:, hi] * w).T  # (bins, T), as the STFT
     spec = spec * gain
     if cfg.breath > 0 and np.any(ad.ap_diff > 0):
         # bands of D4C coding are centred at 3, 6, 9 ... kHz; more aperiodicity -> mix in noise

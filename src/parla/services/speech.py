@@ -425,8 +425,8 @@ class SpeechService:
         requests = plan.requests()
 
         def pieces() -> Iterator[Iterator[AudioChunk]]:
-            for done, request in enumerate(requests, start=1):
-                yield engine.synthesize(request)
+            for done, piece in enumerate(engine.synthesize_pieces(requests), start=1):
+                yield piece
                 if progress:
                     progress(done, len(requests))
 
