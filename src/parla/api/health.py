@@ -10,12 +10,14 @@ from typing import Any
 from fastapi import APIRouter
 
 from parla import __version__
-from parla.api.deps import CharactersDep, EnginesDep, SettingsDep
+from parla.api.deps import CharactersDep, EnginesDep, SettingsDep, TranscriberDep
+from parla.characters.service import CharacterService
 from parla.devices import cuda_device_count, memory_rss_mb
 from parla.engines.base import Engine
 from parla.engines.registry import UnknownEngineError
 from parla.engines.remote import RemoteEngine
 from parla.offload import offload
+from parla.services.transcription import Transcriber
 
 router = APIRouter(tags=["Health"])
 
@@ -64,8 +66,28 @@ def gpu_state(engine: Engine) -> tuple[bool, float | None]:
     return cuda_device_count() > 0, process_vram_mb()
 
 
+def loaded_subsystems(
+    described: list[dict[str, Any]], transcriber: Transcriber, characters: CharacterService
+) -> dict[str, Any]:
+    """What this process holds in memory now (``/health``'s ``loaded``). Only the default engines
+    load at start-up; everything else on its first use, saying so in the log: ``engines``, those
+    with a model loaded; ``whisper``, the Whisper models (the server's by size, characters' own by
+    folder name); ``knowledge_store``, whether Chroma is open; ``embedder``, whether the MiniLM
+    embedder is; ``language_models``, the characters' embedded GGUF models by file name."""
+    characters_loaded = characters.loaded()
+    return {
+        "engines": [e["name"] for e in described if e["loaded"]],
+        "whisper": transcriber.loaded_models + characters_loaded["whisper_models"],
+        "knowledge_store": characters_loaded["knowledge_store"],
+        "embedder": characters_loaded["embedder"],
+        "language_models": characters_loaded["language_models"],
+    }
+
+
 @router.get("/health", summary="Health and engine status")
-async def health(settings: SettingsDep, engines: EnginesDep, characters: CharactersDep) -> dict[str, Any]:
+async def health(
+    settings: SettingsDep, engines: EnginesDep, characters: CharactersDep, transcriber: TranscriberDep
+) -> dict[str, Any]:
     # No status read here does network I/O (a remote engine's is refreshed in the background and
     # only read), but a local engine's looks for its packages and files: off the event loop.
     described = await offload(lambda: [e.status().describe() for e in engines])
@@ -100,6 +122,7 @@ async def health(settings: SettingsDep, engines: EnginesDep, characters: Charact
         "engines": described,
         "broken_engines": engines.broken,
         "llm_runtime": {"state": llm_runtime.phase, "detail": llm_runtime.detail},
+        "loaded": loaded_subsystems(described, transcriber, characters),
     }
 
 

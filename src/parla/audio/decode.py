@@ -6,7 +6,6 @@ import io
 from pathlib import Path
 from typing import BinaryIO
 
-import av
 import numpy as np
 import numpy.typing as npt
 
@@ -33,6 +32,8 @@ def decode_audio(
     Stops as soon as more than ``max_seconds`` are decoded, so an hour-long upload costs
     no more than the limit.
     """
+    import av  # lazy: PyAV (FFmpeg) is some 25 MB resident, needed only once audio comes in
+
     if isinstance(source, bytes):
         if not source:
             raise AudioDecodeError("the audio is empty")

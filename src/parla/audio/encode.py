@@ -9,13 +9,19 @@ from __future__ import annotations
 import io
 import struct
 from abc import ABC, abstractmethod
-from typing import Literal, cast, get_args
+from typing import TYPE_CHECKING, Literal, cast, get_args
 
-import av
 import numpy as np
 import numpy.typing as npt
 
 from parla.audio.dsp import to_int16
+
+if TYPE_CHECKING:
+    import av
+
+# PyAV (FFmpeg, some 25 MB resident) is imported where it is used, by the encoders that need it
+# (resampling for ``pcm``, the compressed formats): a process that writes WAV only, or has not
+# spoken yet, never loads it.
 
 AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 FORMATS: tuple[str, ...] = get_args(AudioFormat)
@@ -66,15 +72,18 @@ class _Resampler:
     """Stateful streaming resampler to s16 mono (libswresample), so chunk edges leave no clicks."""
 
     def __init__(self, input_rate: int, output_rate: int) -> None:
+        import av  # lazy: see the note at the top
+
         self.input_rate = input_rate
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=output_rate)
+        self._frame = av.AudioFrame.from_ndarray
         self._pts = 0
 
     def push(self, samples: npt.NDArray[np.float32] | None) -> bytes:
         if samples is None:
             frames = self._resampler.resample(None)
         else:
-            frame = av.AudioFrame.from_ndarray(to_int16(samples).reshape(1, -1), format="s16", layout="mono")
+            frame = self._frame(to_int16(samples).reshape(1, -1), format="s16", layout="mono")
             frame.sample_rate = self.input_rate
             frame.pts = self._pts
             self._pts += samples.size
@@ -176,6 +185,8 @@ class PyAVEncoder(StreamEncoder):
     """mp3, Ogg Opus, AAC (ADTS) and FLAC through FFmpeg's encoders and muxers in PyAV."""
 
     def __init__(self, fmt: str, input_rate: int) -> None:
+        import av  # lazy: see the note at the top
+
         super().__init__(input_rate)
         container_format, codec, options = _PYAV_FORMATS[fmt]
         self._sink = _Sink()
@@ -184,18 +195,19 @@ class PyAVEncoder(StreamEncoder):
             self._sink, mode="w", format=container_format, options={**options, "flush_packets": "1"}
         )
         rate = output_sample_rate(fmt, input_rate)
-        self._stream = cast(av.AudioStream, self._container.add_stream(codec, rate=rate, layout="mono"))
+        self._stream = cast("av.AudioStream", self._container.add_stream(codec, rate=rate, layout="mono"))
         # PyAV converts sample format but not rate on encode; resample explicitly when they differ.
         self._resampler = _Resampler(input_rate, rate) if rate != input_rate else None
         self._pts = 0
         self._rate = rate
+        self._frame = av.AudioFrame.from_ndarray
 
     def _encode_s16(self, pcm: npt.NDArray[np.int16] | None) -> None:
         frame: av.AudioFrame | None = None
         if pcm is not None:
             if pcm.size == 0:
                 return
-            frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+            frame = self._frame(pcm.reshape(1, -1), format="s16", layout="mono")
             frame.sample_rate = self._rate
             frame.pts = self._pts
             self._pts += pcm.size

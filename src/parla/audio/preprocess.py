@@ -12,6 +12,10 @@ Configuration"): clean-up, silence removal, tone shaping, compression, loudness 
 
 Cleaning comes before trimming so that hum and rumble do not count as sound; the fades come last so
 that the recording starts and ends at exactly zero. The result never exceeds full scale.
+
+SciPy's ``signal`` and ``ndimage`` are imported inside the steps that use them: some 75 MB of
+resident memory that a server only speaking never needs, though every process that knows the
+characters' shapes imports this module (for ``PreprocessSettings``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import math
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import ndimage, signal
 
 from parla.audio.dsp import loudness_lufs
 from parla.audio.quality import TARGET_LUFS
@@ -95,6 +98,8 @@ def _db(value: float) -> float:
 
 
 def _high_pass(x: _F64, rate: int) -> _F64:
+    from scipy import signal  # lazy: see the module docstring
+
     sos = signal.butter(HIGH_PASS_ORDER, HIGH_PASS_HZ, btype="highpass", fs=rate, output="sos")
     # Three periods of the cutoff of (odd) extension at each end: with sosfiltfilt's default of a few samples
     # the filter's start-up transient lands in the recording as a thump and a peak over full scale.
@@ -107,6 +112,8 @@ def _high_pass(x: _F64, rate: int) -> _F64:
 def _spectral_gate(x: _F64, rate: int) -> _F64:
     """Lower time-frequency bins that do not rise above their frequency's noise floor, measured in the quietest
     tenth of the frames; the mask is smoothed across time and frequency so the remaining noise does not warble."""
+    from scipy import ndimage, signal  # lazy: see the module docstring
+
     nperseg = 1 << max(6, round(math.log2(0.032 * rate)))
     if x.size < 4 * nperseg:
         return x
@@ -209,6 +216,8 @@ def shelf(kind: str, f0: float, gain_db: float, rate: int) -> tuple[_F64, _F64]:
 
 
 def _apply(x: _F64, filt: tuple[_F64, _F64]) -> _F64:
+    from scipy import signal  # lazy: see the module docstring
+
     return np.asarray(signal.lfilter(filt[0], filt[1], x), dtype=np.float64)
 
 
@@ -219,6 +228,8 @@ def compress(x: _F64, rate: int) -> _F64:
     """Feed-forward compression: a peak envelope (1 ms blocks), a hard-knee static curve of
     ``COMPRESSION_RATIO`` above ``COMPRESSION_THRESHOLD_DB`` (relative to the loudest block), gain smoothed
     with attack and release time constants, then make-up gain that restores the input's RMS level."""
+    from scipy import ndimage  # lazy: see the module docstring
+
     block = max(1, round(_COMPRESSION_BLOCK_S * rate))
     count = math.ceil(x.size / block)
     if count == 0:
@@ -256,6 +267,8 @@ def limit(x: _F64, rate: int, ceiling_dbfs: float = PEAK_CEILING_DBFS) -> _F64:
     """A look-ahead peak limiter: the gain each sample needs, its running minimum over ±``_LIMITER_WINDOW_S``,
     smoothed by a moving average half as wide. Averaging minima taken over a wider window never gives more gain
     than any sample in reach needs, so no sample exceeds the ceiling, and the gain moves without clicks."""
+    from scipy import ndimage  # lazy: see the module docstring
+
     ceiling = 10 ** (ceiling_dbfs / 20)
     magnitude = np.abs(x)
     if x.size == 0 or float(np.max(magnitude)) <= ceiling:

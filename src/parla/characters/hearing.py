@@ -41,6 +41,12 @@ class Hearing:
                 self._transcribers[path] = Transcriber(self.settings, model_path=path)
             return self._transcribers[path]
 
+    def loaded_models(self) -> list[str]:
+        """The Whisper models in memory for characters' own models (``stt_settings.model_path``),
+        by directory name; the server's are its transcriber's."""
+        with self._transcribers_lock:
+            return sorted(path.name for path, transcriber in self._transcribers.items() if transcriber.loaded)
+
     def question(self, data: bytes, stt: STTSettings) -> str:
         """What the person asked in ``data`` (any audio FFmpeg reads), as a question (blocking)."""
         if not data:

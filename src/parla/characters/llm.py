@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from parla.engines.weights import hf_hub_cache, hf_snapshot
+
+log = logging.getLogger(__name__)
 
 Message = dict[str, str]
 
@@ -221,6 +224,7 @@ class LlamaCppChat:
     def _model(self, path: Path) -> Any:
         key = str(path)
         if key not in self._models:
+            log.info("loading the language model %s for characters (first use)", path.name)
             try:
                 from llama_cpp import Llama
             except ImportError as exc:
@@ -234,6 +238,11 @@ class LlamaCppChat:
             except (ValueError, RuntimeError) as exc:
                 raise LLMError(f"could not load the model {path.name}: {exc}") from None
         return self._models[key]
+
+    @property
+    def loaded_models(self) -> list[str]:
+        """The GGUF models in memory, by file name."""
+        return sorted(Path(key).name for key in self._models)
 
     def load(self, config: LLMConfig) -> None:
         """Load the configured model now (``/load-character``), not on the first question."""

@@ -91,6 +91,17 @@ class CharacterService:
             runtime=lambda: self.llm_runtime,  # read at each question: a runtime set here later is the one asked
         )
 
+    def loaded(self) -> dict[str, Any]:
+        """What the characters hold in memory, for ``/health``: each loads on its first use, so a
+        server that only speaks reports none. ``whisper_models``: characters' own Whisper models
+        (``stt_settings.model_path``) only; the server's are its transcriber's."""
+        return {
+            "language_models": self.conversation.embedded.loaded_models,
+            "knowledge_store": self.knowledge.loaded,
+            "embedder": self.knowledge.embedder.loaded,
+            "whisper_models": self.hearing.loaded_models(),
+        }
+
     # -- characters (blocking) ----------------------------------------------------------------------
 
     def get(self, character_id: int) -> CharacterPublic:

@@ -10,6 +10,7 @@ over the real tokens, L2 normalisation (384 dimensions).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import struct
 import threading
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -74,6 +77,7 @@ class Embedder:
     def _load(self) -> tuple[dict[str, FloatArray], object]:
         with self._lock:
             if self._weights is None or self._tokenizer is None:
+                log.info("loading the MiniLM embedder for knowledge search (first use)")
                 from tokenizers import Tokenizer
 
                 directory = self.model_dir or bundled_model_dir()
@@ -86,6 +90,11 @@ class Embedder:
                 tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
                 self._tokenizer = tokenizer
             return self._weights, self._tokenizer
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory."""
+        return self._weights is not None
 
     def embed(self, texts: list[str], batch_size: int = 32) -> FloatArray:
         """One L2-normalised 384-d row per text."""

@@ -7,6 +7,7 @@ Chroma the vectors: Chroma's own default embedding function would download a mod
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from urllib.parse import urlsplit
 
 from parla.knowledge.documents import passages
 from parla.knowledge.embedder import Embedder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class KnowledgeBase:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
+                # Chroma is imported here, at the first knowledge operation: a server that only
+                # speaks never pays for it.
+                log.info("opening the knowledge store (Chroma %s) (first use)", self.url or self.path)
                 import chromadb
                 from chromadb.config import Settings as ChromaSettings
 
@@ -59,6 +65,11 @@ class KnowledgeBase:
                     self.path.mkdir(parents=True, exist_ok=True)
                     self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
             return self._client
+
+    @property
+    def loaded(self) -> bool:
+        """Whether Chroma is open (its client made)."""
+        return self._client is not None
 
     def _collection(self, owner: str) -> Any:
         return self.client.get_or_create_collection(

@@ -17,6 +17,7 @@ fast default. One transcription at a time (the models are shared), off the event
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from parla.errors import InvalidInputError
 from parla.languages import base_language
 from parla.packaged import join_parts, joined_dir, package_dir
 from parla.settings import Settings
+
+log = logging.getLogger(__name__)
 
 RATE = 16_000
 
@@ -214,6 +217,9 @@ class Transcriber:
     def _loaded(self, name: str) -> Any:
         model = self._models.get(name)
         if model is None:
+            # faster-whisper (and CTranslate2 under it) is imported here, at the first transcription:
+            # a server that only speaks never pays for it.
+            log.info("loading Whisper %s for transcription (first use)", name)
             from faster_whisper import WhisperModel
 
             model = self._models[name] = WhisperModel(str(self._path(name)), device="cpu", compute_type="int8")
@@ -222,6 +228,11 @@ class Transcriber:
     @property
     def loaded(self) -> bool:
         return bool(self._models)
+
+    @property
+    def loaded_models(self) -> list[str]:
+        """The Whisper models in memory, by name (``tiny.en``, ``base``, ``custom``)."""
+        return sorted(self._models)
 
     def load(self) -> Any:
         """Load the default model (warming up before the first request)."""
