@@ -592,14 +592,24 @@ def _calibrate(ad: Adaptation, pairs: list[tuple[np.ndarray, np.ndarray]], piper
         ad.f0_a = float(mc + dm + k * (ad.f0_a - mc))
 
 
-def _shift_pitch(y: np.ndarray, rate: int, ad: Adaptation) -> np.ndarray:
+def _shift_pitch(y: np.ndarray, rate: int, ad: Adaptation, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """PSOLA (Praat's manipulation) of ``y`` to the adaptation's pitch, and the F0 Praat tracked in
+    ``y`` on the analysis grid (``frames`` frames, 0: unvoiced): the manipulation tracks the pitch
+    anyway (the same tracker and range as ``_pitch``), so it is read from there, not tracked twice."""
     snd = parselmouth.Sound(np.asarray(y, dtype=np.float64), sampling_frequency=rate)
     manip = call(snd, "To Manipulation", 0.01, PIPER_F0[0], PIPER_F0[1])
     tier = call(manip, "Extract pitch tier")
+    f0 = np.zeros(frames)
+    if call(tier, "Get number of points") > 0:
+        # (time, Hz) of each voiced frame of Praat's pitch: one point per frame, 10 ms apart
+        points = call(call(tier, "Down to TableOfReal", "Hertz"), "To Matrix").values
+        index = np.round(points[:, 0] / 0.01).astype(int)
+        inside = (index >= 0) & (index < frames)
+        f0[index[inside]] = points[inside, 1]
     call(tier, "Formula", f"exp({ad.f0_a!r} + {ad.f0_b!r} * ln(self))")
     call([tier, manip], "Replace pitch tier")
     out = call(manip, "Get resynthesis (overlap-add)").values[0]
-    return out[: len(y)] if len(out) >= len(y) else np.pad(out, (0, len(y) - len(out)))
+    return (out[: len(y)] if len(out) >= len(y) else np.pad(out, (0, len(y) - len(out)))), f0
 
 
 def _pitch(x16: np.ndarray, cfg: Config, f0_range: tuple[float, float]) -> np.ndarray:
@@ -635,12 +645,16 @@ def convert(audio: np.ndarray, rate: int, adaptation: Adaptation, training_sampl
         return audio.astype(np.float32)
     code, decode = _coding(cfg.n_coded)
     x16 = np.ascontiguousarray(_resample(audio, rate, FS))
-    f0 = _pitch(x16, cfg, PIPER_F0)
+    frames = int(len(x16) / FS * 1000 / cfg.frame_ms) + 1
+    if cfg.pitch and cfg.frame_ms == 10.0:
+        shifted, f0 = _shift_pitch(audio, rate, ad, frames)
+    else:
+        shifted = _shift_pitch(audio, rate, ad, frames)[0] if cfg.pitch else audio
+        f0 = _pitch(x16, cfg, PIPER_F0)
     voiced = f0 > 0
     t = np.arange(len(f0)) * cfg.frame_ms / 1000
     # unvoiced and silent frames: y - x = uv * d_uv, whatever the envelope
     dlog = np.tile(0.5 * cfg.uv * ad.d_uv @ decode, (len(f0), 1))
-    shifted = _shift_pitch(audio, rate, ad) if cfg.pitch else audio
     if voiced.any():
         x = np.log(_envelopes(x16, f0[voiced], t[voiced])) @ code
         xw = _warp(x, ad.alpha)
