@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -75,6 +76,8 @@ with warnings.catch_warnings():
 
 import parselmouth
 from parselmouth.praat import call
+
+logging.getLogger(__name__).info("loaded the voice conversion (parselmouth, pyworld, scipy.signal) on first use")
 
 FS = 16000  # analysis rate
 FFT = 1024  # CheapTrick FFT size at 16 kHz
