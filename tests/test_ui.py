@@ -266,7 +266,9 @@ def test_a_job_shows_its_progress_live_and_another_is_cancelled(page: Page) -> N
     frames: list[str] = []
     page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
     open_view(page, "jobs")
-    sentences = " ".join(f"This is sentence number {n} of the background job." for n in range(1, 5))
+    # Long enough to be unfinished when the queueing answer comes back, even on a loaded machine
+    # (four sentences once finished first, and the page had no live job to follow).
+    sentences = " ".join(f"This is sentence number {n} of the background job." for n in range(1, 13))
     page.locator("#job-text").fill(sentences)
     page.locator("#job-voice").select_option("joe")
     page.get_by_role("button", name="Queue job").click()
