@@ -106,6 +106,20 @@ async def test_a_sample_keeps_its_language_and_the_engines_get_it(
         await api.delete(f"/v1/voices/{voice['id']}")
 
 
+def test_a_voice_file_is_read_in_the_requests_language(mock_app: InProcessApp, tmp_path: Path) -> None:
+    # The model microservice API's voice files: the request's language is the file's, so a cloning
+    # engine reads its transcript in it, and what it learned is kept apart from an English reading.
+    path = tmp_path / "amelie.wav"
+    path.write_bytes(french_recording())
+    speech = mock_app.services.speech
+    french = speech.file_voice(path, transcript=FRENCH, model="mock", language="fr")
+    english = speech.file_voice(path, transcript=FRENCH, model="mock", language="en")
+    unsaid = speech.file_voice(path, transcript=FRENCH, model="mock")
+    assert french.sample_languages == ("fr",) and french.sample_language(0) == "fr"
+    assert english.sample_languages == ("en",) and unsaid.sample_languages == ()
+    assert french.key != english.key and english.key == unsaid.key  # English: the key files always had
+
+
 class HearsFrench(Transcriber):
     """Whisper, as far as the library can tell, hearing French (without a model to load)."""
 

@@ -39,7 +39,7 @@ from parla.audio.quality import MAX_SECONDS
 from parla.engines.base import AudioChunk, Engine, SynthesisRequest, VoiceRef
 from parla.engines.registry import EngineRegistry, UnknownEngineError
 from parla.errors import InvalidInputError, ServiceUnavailableError, TooLargeError
-from parla.languages import language_code
+from parla.languages import base_language, language_code
 from parla.offload import offload
 from parla.services.runtime_config import GOVERNED_SOURCES
 from parla.services.voices import VoiceLibrary
@@ -296,7 +296,7 @@ class SpeechService:
         # Asked once per generation (it may read the database): the runtime config can turn
         # saving off and on while the server runs. Without it, the setting decides.
         self.save_outputs = save_outputs or (lambda: self.settings.save_outputs)
-        self._file_transcripts: dict[str, str] = {}
+        self._file_transcripts: dict[str, tuple[str, str | None]] = {}
         """What Whisper heard in reference files, by content hash (see ``file_voice``)."""
 
     # -- in ----------------------------------------------------------------------------------------
@@ -376,13 +376,15 @@ class SpeechService:
         digest = hashlib.sha256(data).hexdigest()
         transcript = (transcript or "").strip() or None
         engine = self._engine_for(model, VoiceRef(path.name, samples=((path, transcript),)))
+        spoken = language
         if transcript is None and engine.capabilities.cloning:
             if digest not in self._file_transcripts:
                 if len(self._file_transcripts) >= 256:  # a bound, not an LRU: re-hearing a file is cheap
                     self._file_transcripts.clear()
                 heard = self.voices.transcriber.transcribe(audio, language=language)
-                self._file_transcripts[digest] = heard.text
-            transcript = self._file_transcripts[digest] or None
+                self._file_transcripts[digest] = (heard.text, heard.language or language)
+            transcript, spoken = self._file_transcripts[digest]
+            transcript = transcript or None
             if transcript is None and engine.capabilities.needs_transcript:
                 raise InvalidInputError(
                     f"the voice file {path.name} holds no speech that could be heard, so a voice cannot be learned"
@@ -390,8 +392,13 @@ class SpeechService:
                     " audio_transcriptions for a dialogue)",
                     param="voice",
                 )
-        key = hashlib.sha256(f"{digest}\n{transcript or ''}".encode()).hexdigest()[:32]
-        return VoiceRef(path.name, samples=((path, transcript),), key=f"file-{key}")
+        # The file's language (the request's, else what Whisper heard) is how a cloning engine reads
+        # its transcript; an English one keeps the key files had before languages were kept.
+        read_in = f"\n{spoken}" if spoken and base_language(spoken) != "en" else ""
+        key = hashlib.sha256(f"{digest}\n{transcript or ''}{read_in}".encode()).hexdigest()[:32]
+        return VoiceRef(
+            path.name, samples=((path, transcript),), key=f"file-{key}", sample_languages=(spoken,) if spoken else ()
+        )
 
     async def warm_voice(self, voice: str) -> None:
         """Let the cloning engines learn a voice's conditioning now, in the background, so the first
