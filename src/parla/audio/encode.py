@@ -47,6 +47,12 @@ _PYAV_FORMATS: dict[str, tuple[str, str, dict[str, str]]] = {
     "aac": ("adts", "aac", {}),
     "flac": ("flac", "flac", {}),
 }
+_CODEC_OPTIONS: dict[str, dict[str, str]] = {
+    # LAME's fast search (-q 7) at the same bitrate: 60 instead of 146 ms of CPU for 14 s of audio,
+    # an eighth of what Piper spends saying it, for speech as close to the original (SNR 25 dB
+    # against 23 dB with LAME's default, on a development voice's recording).
+    "mp3": {"compression_level": "7"},
+}
 
 
 def output_sample_rate(fmt: str, input_rate: int) -> int:
@@ -196,6 +202,8 @@ class PyAVEncoder(StreamEncoder):
         )
         rate = output_sample_rate(fmt, input_rate)
         self._stream = cast("av.AudioStream", self._container.add_stream(codec, rate=rate, layout="mono"))
+        if fmt in _CODEC_OPTIONS:
+            self._stream.codec_context.options = _CODEC_OPTIONS[fmt]
         # PyAV converts sample format but not rate on encode; resample explicitly when they differ.
         self._resampler = _Resampler(input_rate, rate) if rate != input_rate else None
         self._pts = 0
