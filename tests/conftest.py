@@ -129,6 +129,17 @@ def client(server: LiveServer) -> Iterator[httpx.Client]:
         yield c
 
 
+@pytest.fixture
+def no_weights_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache, no models directory and no reference API's weights variable
+    (``XTTS_MODEL_DIR``), whatever this machine has: what a heavy engine finds is what the test put
+    there. Returns the empty hub cache."""
+    for variable in ("XTTS_MODEL_DIR", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "PARLA_MODELS_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    return tmp_path / "hf" / "hub"
+
+
 # -- in process: the app on the mock engine ----------------------------------------------------------
 
 IN_PROCESS_URL = "http://parla.test"

@@ -43,15 +43,6 @@ from tests.engine_envs import EngineStack, engine_stack, environment, tiny_model
 WEIGHTS = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json")
 
 
-@pytest.fixture
-def no_weights_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face cache, whatever this machine has."""
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "PARLA_MODELS_DIR"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    return tmp_path / "hf" / "hub"
-
-
 def _weights(directory: Path, *, conds: bool = False) -> Path:
     """Files named as Chatterbox's (their contents are not read by the finder)."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -50,15 +50,6 @@ NOT_INSTALLED = (
 DIALOGUE = "[S1] Hello there, how are you? [S2] Fine (laughs), thank you."
 
 
-@pytest.fixture
-def no_weights_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face cache, whatever this machine has."""
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "PARLA_MODELS_DIR"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    return tmp_path / "hf" / "hub"
-
-
 # -- the main environment: no transformers, no torch -----------------------------------------------
 
 

@@ -31,16 +31,6 @@ from parla.services.speech import SpeechOptions
 from tests.conftest import mock_settings
 from tests.engine_envs import EngineStack, engine_stack, environment, tiny_model
 
-
-@pytest.fixture
-def no_weights_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face cache, whatever this machine has."""
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "PARLA_MODELS_DIR"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    return tmp_path / "hf" / "hub"
-
-
 # -- the main environment: no f5-tts --------------------------------------------------------------
 
 

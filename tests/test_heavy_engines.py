@@ -32,15 +32,6 @@ def not_installed(name: str) -> str:
     )
 
 
-@pytest.fixture
-def no_weights_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face cache and no reference API's weights variable, whatever this machine has."""
-    for variable in ("XTTS_MODEL_DIR", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "PARLA_MODELS_DIR"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    return tmp_path / "hf" / "hub"
-
-
 @pytest.mark.parametrize("name", sorted(HEAVY))
 def test_a_heavy_engine_is_listed_unavailable_saying_what_to_install(
     name: str, tmp_path: Path, no_weights_anywhere: Path

@@ -55,15 +55,6 @@ NOT_INSTALLED = (
 PARAMETERS = {"scene_prompt", "temperature", "top_k", "top_p", "ras_win_len", "ras_max_num_repeat", "max_new_tokens"}
 
 
-@pytest.fixture
-def no_weights_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face cache, whatever this machine has."""
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "PARLA_MODELS_DIR"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    return tmp_path / "hf" / "hub"
-
-
 def _files(directory: Path, *names: str) -> Path:
     """Files named as the loaders read them (the finder reads none)."""
     for name in names:

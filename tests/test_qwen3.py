@@ -62,15 +62,6 @@ FILES = (
 """What qwen-tts's loader reads, as Qwen/Qwen3-TTS-12Hz-1.7B-Base holds it."""
 
 
-@pytest.fixture
-def no_weights_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face cache, whatever this machine has."""
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "PARLA_MODELS_DIR"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    return tmp_path / "hf" / "hub"
-
-
 def _weights(directory: Path, size: str = "1.7B", kind: str = "base") -> Path:
     """Files named as Qwen3-TTS's (the finder reads none; the loader's check reads config.json)."""
     for name in FILES:

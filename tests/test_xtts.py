@@ -37,15 +37,6 @@ NOT_INSTALLED = (
 )
 
 
-@pytest.fixture
-def no_weights_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face cache and no XTTS_MODEL_DIR, whatever this machine has."""
-    for variable in ("XTTS_MODEL_DIR", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "PARLA_MODELS_DIR"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    return tmp_path / "hf" / "hub"
-
-
 def _weights(directory: Path, *, speakers: bool = False) -> Path:
     """Files named as XTTS-v2's (their contents are not read by the finder)."""
     directory.mkdir(parents=True, exist_ok=True)

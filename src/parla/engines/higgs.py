@@ -95,13 +95,6 @@ LANGUAGES = ("en", "zh", "de", "ko")
 TOKENIZER_DIR = "tokenizer"
 SEMANTIC_DIR = "hubert"
 MEMORY_CACHE = 32
-REQUIRED_PACKAGES = (
-    ("boson_multimodal", "boson-multimodal"),
-    ("torch", "torch"),
-    ("transformers", "transformers"),
-    ("librosa", "librosa"),
-)
-"""Import name and package of what ``_load`` needs (the tokenizer's module imports librosa)."""
 SYSTEM_PROMPT = "Generate audio following instruction."
 """The system message Higgs's examples open every chat with; a scene description follows it."""
 DEFAULT_SCENE = "Audio is recorded from a quiet room."
@@ -196,7 +189,13 @@ def semantic_model_from(directory: Path, module: Any) -> Iterator[list[str]]:
 class HiggsEngine(HeavyEngine):
     name = "higgs"
     title = "Higgs Audio"
-    required_packages = REQUIRED_PACKAGES
+    required_packages = (
+        ("boson_multimodal", "boson-multimodal"),
+        ("torch", "torch"),
+        ("transformers", "transformers"),
+        ("librosa", "librosa"),
+    )
+    """The tokenizer's module imports librosa."""
     memory_size = MEMORY_CACHE
     description = (
         "Higgs Audio v2 (Boson AI): expressive voice cloning from a recording and its transcript, in a"
