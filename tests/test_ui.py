@@ -388,3 +388,42 @@ def test_screenshots_of_every_view(page: Page, width: int, height: int, device: 
         # Settled: the view's data has arrived (no "Loading…" placeholders left).
         expect(section.get_by_text("Loading…")).to_have_count(0)
         shot(page, f"{view}-{device}")
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_studio_asks_for_a_key_and_works_with_it(browser: Browser, tmp_path: Path) -> None:
+    """With keys made, the studio's first call gets 401: it asks for a key, keeps it for the tab,
+    and everything works with it, including what cannot send a header (the cookie)."""
+    from parla.app import create_app
+    from parla.services import Services
+    from tests.conftest import mock_settings, serving
+
+    services = Services.build(mock_settings(tmp_path / "data"))
+    try:
+        secret = services.keys.create("studio", "speak,voices")[1]
+        with serving(create_app(services=services)) as url:
+            context = browser.new_context()
+            context.set_default_timeout(TIMEOUT_MS)
+            tab = context.new_page()
+            tab.goto(f"{url}/ui/")
+            dialog = tab.locator("dialog.key-dialog")
+            expect(dialog).to_be_visible()
+            expect(dialog).to_contain_text("API key is needed")
+            dialog.get_by_label("Key").fill(secret)
+            dialog.get_by_role("button", name="Use this key").click()
+            expect(dialog).to_have_count(0)
+            tab.get_by_label("Text", exact=True).fill("The studio speaks with a key.")
+            tab.get_by_role("button", name="Generate").click()
+            expect(tab.locator("#speak-output .player")).to_have_attribute("data-state", "done")
+            # The cookie carries the key where no header can go (an <audio src>, a download).
+            status = tab.evaluate("fetch(new URL('../v1/history', document.baseURI)).then(r => r.status)")
+            assert status == 200
+            assert tab.evaluate("sessionStorage.getItem('parla.apiKey')") == secret
+            shot(tab, "key-dialog-done")
+            context.close()
+    finally:
+        services.close()

@@ -28,6 +28,8 @@ from parla.api import (
     ui,
     voices,
 )
+from parla.api.auth import mark_scopes, startup_problem
+from parla.api.body_limit import MULTIPART_MARGIN, BodyLimit
 from parla.api.compat import dia, titans, voicebox, xtts
 from parla.engines.supervisor import Supervisor
 from parla.offload import offload
@@ -158,6 +160,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if supervisor is not None:
                 await offload(supervisor.stop)
             raise
+        problem = startup_problem(settings, await offload(app.state.services.keys.required))
+        if problem is not None:
+            log.error("%s", problem)
+            if owned:
+                app.state.services.close()
+            if supervisor is not None:
+                await offload(supervisor.stop)
+            raise RuntimeError(problem)
         # Load the default engines (plain voices', and cloned and preset voices') each on its own
         # thread, in the background: /health answers at once, and the first request queues behind
         # the load instead of racing it.
@@ -213,6 +223,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         expose_headers=["X-Generation-Id", "X-Seed", "X-Turns"],
     )
     errors.install(app)
+    mark_scopes(app)
+    # The largest body a route takes: a voice archive (up to four uploads' worth) and its form.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes * 4 + MULTIPART_MARGIN)
     # Parla's own API, always there.
     for router in (
         health.router,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -20,6 +21,9 @@ from parla.devices import cuda_device_count
 from parla.errors import ParlaError, validation_detail
 from parla.settings import Settings
 
+if TYPE_CHECKING:
+    from parla.services.keys import KeyService
+
 app = typer.Typer(help="Parla: a self-hosted voice-cloning speech server.", no_args_is_help=True)
 bench_app = typer.Typer(help="Measure speed and memory; prints a table.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -31,6 +35,8 @@ engines_app = typer.Typer(
     help="The engines: list them (no command), install or remove a heavy engine's own environment."
 )
 app.add_typer(engines_app, name="engines")
+keys_app = typer.Typer(help="API keys: create, list, revoke (see README, 'Keys').", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 err = Console(stderr=True)
 
 
@@ -125,6 +131,7 @@ def serve(
 
     import uvicorn
 
+    from parla.api.auth import startup_problem
     from parla.app import create_app
     from parla.engines.supervisor import Supervisor
     from parla.engines.weights import hub_offline
@@ -138,6 +145,10 @@ def serve(
     }
     overrides = {name: value for name, value in options.items() if value is not None}
     settings = _serve_settings(overrides)
+    problem = startup_problem(settings, _key_service(settings).required())
+    if problem is not None:
+        err.print(f"[red]error:[/red] {escape(problem)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     device = _check_device(settings)
     _log_to_console(settings)
     hub_offline()  # engines that run here read model hubs' caches, never the network
@@ -287,6 +298,111 @@ def voices() -> None:
         Console().print(table)
     finally:
         services.close()
+
+
+def _key_service(settings: Settings | None = None) -> KeyService:
+    from parla.services.keys import KeyService
+    from parla.store.db import Database
+
+    db = Database((settings or Settings()).resolved_database_url)
+    db.migrate()
+    return KeyService(db)
+
+
+LimitOption = Annotated[
+    float | None,
+    typer.Option(help="Its own limit (0: none); without it, PARLA_KEY_LIMITS__<NAME> applies.", show_default=False),
+]
+
+
+def _limits(**given: float | None) -> dict[str, float]:
+    return {name: value for name, value in given.items() if value is not None}
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="What the key is for (unique): a person, an app.")],
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated: speak (generate, transcribe), voices (make voices), admin (all).")
+    ] = "speak",
+    requests_per_minute: LimitOption = None,
+    concurrent_generations: LimitOption = None,
+    text_chars_per_day: LimitOption = None,
+    audio_seconds_per_day: LimitOption = None,
+) -> None:
+    """Make a key and print it once: the server keeps only its hash."""
+    limits = _limits(
+        requests_per_minute=requests_per_minute,
+        concurrent_generations=concurrent_generations,
+        text_chars_per_day=text_chars_per_day,
+        audio_seconds_per_day=audio_seconds_per_day,
+    )
+    try:
+        info, secret = _key_service().create(name, scopes, limits)
+    except ParlaError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.detail)}", highlight=False)
+        raise typer.Exit(2) from None
+    err.print(
+        f"key [bold]{escape(info.name)}[/bold] ({', '.join(info.scopes)}); shown this once, keep it now:",
+        highlight=False,
+    )
+    print(secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The keys: name, first characters, scopes, when made, last used, revoked."""
+    table = Table("name", "key", "scopes", "own limits", "created", "last used", "revoked")
+
+    def when(value: datetime | None) -> str:
+        return value.strftime("%Y-%m-%d %H:%M") if value else ""
+
+    for info in _key_service().list():
+        table.add_row(
+            info.name,
+            f"{info.prefix}…",
+            ",".join(info.scopes),
+            ", ".join(f"{k}={v:g}" for k, v in info.limits.items()),
+            when(info.created_at),
+            when(info.last_used_at),
+            when(info.revoked_at),
+        )
+    Console().print(table)
+
+
+@keys_app.command("limits")
+def keys_limits(
+    key: Annotated[str, typer.Argument(help="The key's name, or its first characters as listed.")],
+    requests_per_minute: LimitOption = None,
+    concurrent_generations: LimitOption = None,
+    text_chars_per_day: LimitOption = None,
+    audio_seconds_per_day: LimitOption = None,
+) -> None:
+    """Set a key's own limits (-1 returns one to the default); counts within 5 seconds."""
+    limits = _limits(
+        requests_per_minute=requests_per_minute,
+        concurrent_generations=concurrent_generations,
+        text_chars_per_day=text_chars_per_day,
+        audio_seconds_per_day=audio_seconds_per_day,
+    )
+    try:
+        info = _key_service().set_limits(key, limits)
+    except ParlaError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.detail)}", highlight=False)
+        raise typer.Exit(2) from None
+    own = ", ".join(f"{k}={v:g}" for k, v in info.limits.items()) or "the defaults"
+    err.print(f"{escape(info.name)}: {escape(own)}", highlight=False)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="The key's name, or its first characters as listed.")]) -> None:
+    """Revoke a key: requests with it get 401 within seconds. It stays listed."""
+    try:
+        info = _key_service().revoke(key)
+    except ParlaError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.detail)}", highlight=False)
+        raise typer.Exit(2) from None
+    err.print(f"revoked {escape(info.name)} ({info.prefix}…)", highlight=False)
 
 
 @engines_app.callback(invoke_without_command=True)

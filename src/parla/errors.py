@@ -54,6 +54,18 @@ class InvalidInputError(ParlaError):
     status_code = 400
 
 
+class AuthenticationError(ParlaError):
+    """No key, or one the server does not know (or revoked)."""
+
+    status_code = 401
+
+
+class PermissionDeniedError(ParlaError):
+    """A valid key without the scope the route needs, or another key's data."""
+
+    status_code = 403
+
+
 class NotFoundError(ParlaError):
     status_code = 404
 

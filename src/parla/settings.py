@@ -102,6 +102,16 @@ DIALECTS = ("openai", "standard", "xtts", "titans", "dia", "voicebox")
 """The reference APIs (and OpenAI's) that Parla speaks; each can be switched off or moved."""
 
 
+class KeyLimits(BaseModel):
+    """What one API key may use (0: no limit). ``PARLA_KEY_LIMITS__<FIELD>`` sets the default for
+    every key; ``parla keys create/limits --FIELD`` sets a key's own."""
+
+    requests_per_minute: int = Field(default=0, ge=0)
+    concurrent_generations: int = Field(default=0, ge=0)
+    text_chars_per_day: int = Field(default=0, ge=0)
+    audio_seconds_per_day: float = Field(default=0.0, ge=0)
+
+
 class DialectSettings(BaseModel):
     """One API dialect (``PARLA_DIALECTS__VOICEBOX__PREFIX=/voicebox``, ``..._ENABLED=false``)."""
 
@@ -120,6 +130,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     """Address the HTTP server binds to. Loopback unless told otherwise."""
+    auth: Literal["on", "off"] = "on"
+    """``on``: once a key exists (``parla keys create``) every request needs one, and with none the
+    server starts only on a loopback address. ``off``: no key is ever asked for, on any address (a
+    server behind a proxy that authenticates, or a closed network): set on purpose."""
     port: int = Field(default=8000, ge=1, le=65535)
     """TCP port of the HTTP server."""
     # The XTTS service API's XTTS_STORE_DIR is where it writes the clips it keeps
@@ -148,6 +162,8 @@ class Settings(BaseSettings):
     """Where a request that names no engine goes when the default one does not speak its language:
     the first of these that is available, speaks it and can speak the voice (a cloned voice needs an
     engine that clones). ``PARLA_LANGUAGE_ENGINES='["espeak"]'`` prefers espeak-ng."""
+    key_limits: KeyLimits = Field(default_factory=KeyLimits)
+    """Each API key's default limits (see ``KeyLimits``); nothing limits requests while no key exists."""
     max_input_chars: int = Field(default=100_000, ge=1)
     """Longest text accepted by a generation request, in characters."""
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)

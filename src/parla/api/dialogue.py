@@ -9,6 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from parla.api.auth import SPEAK
 from parla.api.deps import DialogueDep
 from parla.api.streams import started
 from parla.audio.encode import CONTENT_TYPES
@@ -19,7 +20,7 @@ from parla.services.speech import ignored_header
 router = APIRouter(tags=["Dialogue"])
 
 
-@router.post("/v1/audio/dialogue", summary="Speak a dialogue between voices")
+@router.post("/v1/audio/dialogue", summary="Speak a dialogue between voices", dependencies=[SPEAK])
 async def create_dialogue(
     body: DialogueRequest,
     dialogue: DialogueDep,

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from parla.api.auth import SPEAK
 from parla.api.deps import EnginesDep, SettingsDep
 from parla.engines.inventory import survey
 from parla.offload import offload
@@ -21,7 +22,11 @@ from parla.offload import offload
 router = APIRouter(tags=["Engines"])
 
 
-@router.get("/v1/engines", summary="Every engine: installed, weights, where it runs, device, loaded, memory")
+@router.get(
+    "/v1/engines",
+    summary="Every engine: installed, weights, where it runs, device, loaded, memory",
+    dependencies=[SPEAK],
+)
 async def list_engines(request: Request, settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
     # Off the event loop: the survey reads the disk and asks each worker for its memory.
     supervisor = getattr(request.app.state, "supervisor", None)

@@ -21,6 +21,9 @@ _TYPES = {
     409: "conflict_error",
     503: "service_unavailable",
     400: "invalid_request_error",
+    401: "authentication_error",
+    429: "rate_limit_error",
+    403: "permission_error",
     404: "not_found_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
@@ -47,7 +50,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | No
 def install(app: FastAPI) -> None:
     @app.exception_handler(ParlaError)
     async def _parla(_: Request, exc: ParlaError) -> JSONResponse:
-        return JSONResponse(error_body(exc.status_code, exc.detail, exc.param), status_code=exc.status_code)
+        return JSONResponse(
+            error_body(exc.status_code, exc.detail, exc.param),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),  # a 429's Retry-After
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from parla.api.auth import SPEAK
 from parla.api.compat import voicebox
 from parla.api.compat.dia import DIA_ENGINE, model_for
 from parla.api.compat.voicebox import profile_id_of
@@ -71,7 +72,9 @@ class GenerateRequest(BaseModel):
         return {name: getattr(self, name) for name in SAMPLING_PARAMETERS if getattr(self, name) is not None}
 
 
-@router.post("/generate", summary="Generate speech (Dia server form, or voicebox form with profile_id)")
+@router.post(
+    "/generate", summary="Generate speech (Dia server form, or voicebox form with profile_id)", dependencies=[SPEAK]
+)
 async def generate(
     body: GenerateRequest,
     speech: SpeechDep,

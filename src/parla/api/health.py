@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from parla import __version__
+from parla.api.auth import PUBLIC
 from parla.api.deps import CharactersDep, EnginesDep, SettingsDep, TranscriberDep
 from parla.characters.service import CharacterService
 from parla.devices import cuda_device_count, memory_rss_mb
@@ -84,7 +85,7 @@ def loaded_subsystems(
     }
 
 
-@router.get("/health", summary="Health and engine status")
+@router.get("/health", summary="Health and engine status", dependencies=[PUBLIC])
 async def health(
     settings: SettingsDep, engines: EnginesDep, characters: CharactersDep, transcriber: TranscriberDep
 ) -> dict[str, Any]:
@@ -126,7 +127,7 @@ async def health(
     }
 
 
-@router.get("/", summary="Service information")
+@router.get("/", summary="Service information", dependencies=[PUBLIC])
 async def root(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
     default = engines.get(settings.default_engine)
     return {

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import FileResponse, Response
 
+from parla.api.auth import ADMIN, SPEAK
 from parla.api.deps import ConfigDep, HistoryDep
 from parla.audio.encode import CONTENT_TYPES
 from parla.services.history import (
@@ -60,29 +61,29 @@ def _audio(history: HistoryService, generation_id: str, disposition: str) -> Fil
 # -- /v1/history ------------------------------------------------------------------------------------
 
 
-@router.get("", summary="Generations, newest first, with search and filters")
+@router.get("", summary="Generations, newest first, with search and filters", dependencies=[SPEAK])
 def list_history(
     history: HistoryDep, filters: FilterDep, limit: Limit = DEFAULT_LIMIT, offset: Offset = 0
 ) -> GenerationPage:
     return history.list_page(filters, limit=limit, offset=offset)
 
 
-@router.get("/stats", summary="Totals, real-time factor, counts per voice and engine")
+@router.get("/stats", summary="Totals, real-time factor, counts per voice and engine", dependencies=[SPEAK])
 def history_stats(history: HistoryDep, filters: FilterDep) -> HistoryStats:
     return history.stats(filters)
 
 
-@router.get("/{generation_id}", summary="One generation")
+@router.get("/{generation_id}", summary="One generation", dependencies=[SPEAK])
 def get_generation(generation_id: str, history: HistoryDep) -> GenerationPublic:
     return history.get(generation_id)
 
 
-@router.get("/{generation_id}/audio", summary="A generation's audio, when it was kept")
+@router.get("/{generation_id}/audio", summary="A generation's audio, when it was kept", dependencies=[SPEAK])
 def generation_audio(generation_id: str, history: HistoryDep) -> FileResponse:
     return _audio(history, generation_id, "inline")
 
 
-@router.delete("/{generation_id}", status_code=204, summary="Delete a generation and its audio")
+@router.delete("/{generation_id}", status_code=204, summary="Delete a generation and its audio", dependencies=[SPEAK])
 def delete_generation(generation_id: str, history: HistoryDep) -> Response:
     history.delete(generation_id)
     return Response(status_code=204)
@@ -91,12 +92,12 @@ def delete_generation(generation_id: str, history: HistoryDep) -> Response:
 # -- the Dia server API: /config, /logs, /cleanup -------------------------------------------------------------
 
 
-@dia.get("/config", summary="The runtime configuration")
+@dia.get("/config", summary="The runtime configuration", dependencies=[SPEAK])
 def get_config(config: ConfigDep) -> RuntimeConfig:
     return config.get()
 
 
-@dia.put("/config", summary="Change some of the runtime configuration")
+@dia.put("/config", summary="Change some of the runtime configuration", dependencies=[ADMIN])
 def update_config(
     config: ConfigDep,
     changes: Annotated[dict[str, Any], Body(examples=[{"save_outputs": True, "output_retention_hours": 48}])],
@@ -138,7 +139,7 @@ def _sources(scope: str) -> frozenset[str] | None:
     return GOVERNED_SOURCES if scope == "dia" else None
 
 
-@dia.get("/logs", summary="Recent generations of the Dia server API")
+@dia.get("/logs", summary="Recent generations of the Dia server API", dependencies=[SPEAK])
 def list_logs(
     config: ConfigDep, history: HistoryDep, limit: Limit = DEFAULT_LIMIT, scope: Scope = "dia"
 ) -> list[dict[str, Any]]:
@@ -147,17 +148,17 @@ def list_logs(
     return [_log_entry(g, show_prompts) for g in page.items]
 
 
-@dia.get("/logs/{generation_id}/download", summary="A generation's audio file")
+@dia.get("/logs/{generation_id}/download", summary="A generation's audio file", dependencies=[SPEAK])
 def download_log(generation_id: str, history: HistoryDep) -> FileResponse:
     return _audio(history, generation_id, "attachment")
 
 
-@dia.delete("/logs", summary="Delete the Dia server API's generations and their audio")
+@dia.delete("/logs", summary="Delete the Dia server API's generations and their audio", dependencies=[ADMIN])
 def clear_logs(history: HistoryDep, scope: Scope = "dia") -> CleanupResult:
     return history.delete_all(sources=_sources(scope))
 
 
-@dia.post("/cleanup", summary="Delete the Dia server API's generations older than the retention")
+@dia.post("/cleanup", summary="Delete the Dia server API's generations older than the retention", dependencies=[ADMIN])
 def cleanup(
     history: HistoryDep,
     older_than_hours: Annotated[

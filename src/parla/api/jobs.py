@@ -12,12 +12,14 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from parla.api.auth import ADMIN, SPEAK, authorize_websocket
 from parla.api.deps import BlobsDep, JobsDep
 from parla.audio.encode import CONTENT_TYPES
 from parla.errors import NotFoundError, ParlaError
 from parla.offload import offload
 from parla.services.dialogue import DialogueRequest
 from parla.services.jobs import MAX_BATCH, TERMINAL, JobPublic, JobService, JobStatus, SpeechJobRequest
+from parla.services.keys import Scope
 
 router = APIRouter(tags=["Jobs"])
 dia = APIRouter(tags=["Dia server API"])
@@ -30,23 +32,23 @@ class BatchRequest(BaseModel):
     items: list[SpeechJobRequest] = Field(..., min_length=1, max_length=MAX_BATCH)
 
 
-@router.post("/v1/jobs", status_code=202, summary="Queue one speech generation")
+@router.post("/v1/jobs", status_code=202, summary="Queue one speech generation", dependencies=[SPEAK])
 def submit_job(body: SpeechJobRequest, jobs: JobsDep) -> JobPublic:
     return jobs.submit(body)
 
 
-@router.post("/v1/jobs/dialogue", status_code=202, summary="Queue a dialogue")
+@router.post("/v1/jobs/dialogue", status_code=202, summary="Queue a dialogue", dependencies=[SPEAK])
 def submit_dialogue_job(body: DialogueRequest, jobs: JobsDep) -> JobPublic:
     return jobs.submit_dialogue(body)
 
 
-@router.post("/v1/batch", status_code=202, summary="Queue many texts at once")
+@router.post("/v1/batch", status_code=202, summary="Queue many texts at once", dependencies=[SPEAK])
 def submit_batch(body: BatchRequest, jobs: JobsDep) -> dict[str, Any]:
     batch_id, submitted = jobs.submit_batch(body.items)
     return {"batch_id": batch_id, "jobs": [j.model_dump(mode="json") for j in submitted]}
 
 
-@router.get("/v1/batch/{batch_id}", summary="A batch's jobs and overall progress")
+@router.get("/v1/batch/{batch_id}", summary="A batch's jobs and overall progress", dependencies=[SPEAK])
 def get_batch(batch_id: str, jobs: JobsDep) -> dict[str, Any]:
     batch = jobs.list(batch_id=batch_id, limit=MAX_BATCH)
     if not batch:
@@ -115,6 +117,11 @@ def job_events(job_id: str, jobs: JobsDep) -> StreamingResponse:
 async def job_socket(websocket: WebSocket, job_id: str, jobs: JobsDep) -> None:
     await websocket.accept()
     try:
+        await authorize_websocket(websocket, Scope.SPEAK)
+    except ParlaError as exc:  # 1008: policy violation, the WebSocket's 401/403
+        await websocket.close(code=1008, reason=exc.detail[:120])
+        return
+    try:
         async for update in _updates(jobs, job_id):
             await websocket.send_json(update)
         await websocket.close()
@@ -128,11 +135,23 @@ async def job_socket(websocket: WebSocket, job_id: str, jobs: JobsDep) -> None:
 # The Dia server API's paths (a dialect that can be switched off or moved), and the same under /v1 for
 # Parla's own clients.
 for target, prefix in ((dia, ""), (router, "/v1")):
-    target.add_api_route(f"{prefix}/jobs", list_jobs, methods=["GET"], summary="List jobs")
-    target.add_api_route(f"{prefix}/jobs", clear_jobs, methods=["DELETE"], summary="Forget finished jobs")
-    target.add_api_route(f"{prefix}/jobs/{{job_id}}", get_job, methods=["GET"], summary="A job's state")
-    target.add_api_route(f"{prefix}/jobs/{{job_id}}", cancel_job, methods=["DELETE"], summary="Cancel a job")
-    target.add_api_route(f"{prefix}/jobs/{{job_id}}/result", job_result, methods=["GET"], summary="A job's audio")
-    target.add_api_route(f"{prefix}/jobs/{{job_id}}/events", job_events, methods=["GET"], summary="Progress (SSE)")
+    target.add_api_route(f"{prefix}/jobs", list_jobs, methods=["GET"], summary="List jobs", dependencies=[SPEAK])
+    target.add_api_route(
+        f"{prefix}/jobs", clear_jobs, methods=["DELETE"], summary="Forget finished jobs", dependencies=[ADMIN]
+    )
+    target.add_api_route(
+        f"{prefix}/jobs/{{job_id}}", get_job, methods=["GET"], summary="A job's state", dependencies=[SPEAK]
+    )
+    target.add_api_route(
+        f"{prefix}/jobs/{{job_id}}", cancel_job, methods=["DELETE"], summary="Cancel a job", dependencies=[SPEAK]
+    )
+    target.add_api_route(
+        f"{prefix}/jobs/{{job_id}}/result", job_result, methods=["GET"], summary="A job's audio", dependencies=[SPEAK]
+    )
+    target.add_api_route(
+        f"{prefix}/jobs/{{job_id}}/events", job_events, methods=["GET"], summary="Progress (SSE)", dependencies=[SPEAK]
+    )
     target.add_api_websocket_route(f"{prefix}/jobs/{{job_id}}/ws", job_socket)
-    target.add_api_route(f"{prefix}/queue/stats", queue_stats, methods=["GET"], summary="Queue statistics")
+    target.add_api_route(
+        f"{prefix}/queue/stats", queue_stats, methods=["GET"], summary="Queue statistics", dependencies=[SPEAK]
+    )

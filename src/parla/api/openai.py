@@ -16,6 +16,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
+from parla.api.auth import SPEAK
 from parla.api.deps import EnginesDep, SettingsDep, SpeechDep, VoicesDep
 from parla.api.streams import started
 from parla.audio.encode import CONTENT_TYPES
@@ -52,7 +53,7 @@ async def _sse_stream(speech: SpeechService, plan: SpeechPlan) -> AsyncGenerator
     )
 
 
-@router.post("/v1/audio/speech", summary="Generate speech (OpenAI)")
+@router.post("/v1/audio/speech", summary="Generate speech (OpenAI)", dependencies=[SPEAK])
 async def create_speech(body: SpeechRequest, speech: SpeechDep) -> StreamingResponse:
     plan = await offload(speech.prepare, body, source="openai")
     headers = {"X-Generation-Id": plan.id, "X-Seed": str(plan.seed), **ignored_header(plan.ignored)}
@@ -70,7 +71,7 @@ def _model(model_id: str, **extra: Any) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 1_700_000_000, "owned_by": "parla", **extra}
 
 
-@router.get("/v1/models", summary="List models (OpenAI)")
+@router.get("/v1/models", summary="List models (OpenAI)", dependencies=[SPEAK])
 def list_models(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
     """The OpenAI names of the default engine, then every engine with its capabilities and status."""
     # Plain ``def``, so FastAPI runs it on a thread: a local engine's status looks for its packages
@@ -94,7 +95,7 @@ def list_models(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@router.get("/v1/models/{model_id}", summary="One model (OpenAI)")
+@router.get("/v1/models/{model_id}", summary="One model (OpenAI)", dependencies=[SPEAK])
 async def get_model(model_id: str, settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
     for model in (await offload(list_models, settings, engines))["data"]:
         if model["id"] == model_id:
@@ -102,7 +103,7 @@ async def get_model(model_id: str, settings: SettingsDep, engines: EnginesDep) -
     raise NotFoundError(f"unknown model {model_id!r}", param="model")
 
 
-@router.get("/v1/audio/voices", summary="List voices")
+@router.get("/v1/audio/voices", summary="List voices", dependencies=[SPEAK])
 async def list_voices(library: VoicesDep) -> dict[str, Any]:
     voices = await offload(library.list_all)
     return {"object": "list", "voices": voices, "data": voices}

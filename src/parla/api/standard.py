@@ -17,6 +17,7 @@ from typing import Any, cast
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from parla.api.auth import ADMIN
 from parla.api.deps import DialogueDep, EnginesDep, SettingsDep, SpeechDep, VoicesDep
 from parla.audio.encode import FORMATS, AudioFormat
 from parla.engines.base import Engine, VoiceRef
@@ -240,7 +241,11 @@ def _write(path: Path, audio: bytes) -> None:
 # -- endpoints ----------------------------------------------------------------------------------
 
 
-@router.post("/v1/text-to-speech/{voice_id:path}", summary="Single-speaker speech to a file (model microservice API)")
+@router.post(
+    "/v1/text-to-speech/{voice_id:path}",
+    summary="Single-speaker speech to a file (model microservice API)",
+    dependencies=[ADMIN],
+)
 async def text_to_speech(
     voice_id: str,
     body: TextToSpeechRequest,
@@ -256,7 +261,9 @@ async def text_to_speech(
     return GenerationResponse.of(output, "Audio", note, plan.engine, list(plan.ignored))
 
 
-@router.post("/v1/text-to-dialogue", summary="Multi-speaker dialogue to a file (model microservice API)")
+@router.post(
+    "/v1/text-to-dialogue", summary="Multi-speaker dialogue to a file (model microservice API)", dependencies=[ADMIN]
+)
 async def text_to_dialogue(
     body: TextToDialogueRequest,
     settings: SettingsDep,
@@ -289,7 +296,7 @@ def _model_engines(settings: Settings, engines: EngineRegistry, engine: str | No
     return [first] if clone is first else [first, clone]
 
 
-@router.post("/v1/load-model", summary="Load an engine's model (model microservice API)")
+@router.post("/v1/load-model", summary="Load an engine's model (model microservice API)", dependencies=[ADMIN])
 async def load_model(settings: SettingsDep, engines: EnginesDep, engine: str | None = ENGINE_QUERY) -> ModelResponse:
     targets = _model_engines(settings, engines, engine)
     loaded = []
@@ -303,7 +310,11 @@ async def load_model(settings: SettingsDep, engines: EnginesDep, engine: str | N
     return ModelResponse(message="Model loaded successfully", engine=targets[0].name, engines=loaded)
 
 
-@router.post("/v1/unload-model", summary="Unload an engine's model and free its memory (model microservice API)")
+@router.post(
+    "/v1/unload-model",
+    summary="Unload an engine's model and free its memory (model microservice API)",
+    dependencies=[ADMIN],
+)
 async def unload_model(settings: SettingsDep, engines: EnginesDep, engine: str | None = ENGINE_QUERY) -> ModelResponse:
     targets = _model_engines(settings, engines, engine)
     for target in targets:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
+from parla.api.auth import SPEAK
 from parla.api.deps import SettingsDep, TranscriberDep
 from parla.api.voices import read_upload
 from parla.audio.decode import decode_upload
@@ -112,7 +113,7 @@ def _event(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-@router.post("/v1/audio/transcriptions", summary="Transcribe audio (OpenAI)")
+@router.post("/v1/audio/transcriptions", summary="Transcribe audio (OpenAI)", dependencies=[SPEAK])
 async def create_transcription(
     settings: SettingsDep,
     transcriber: TranscriberDep,
@@ -154,7 +155,7 @@ async def create_transcription(
     return Response(json.dumps({"text": transcript.text}), media_type="application/json")
 
 
-@voicebox.post("/transcribe", summary="Transcribe audio (voicebox)")
+@voicebox.post("/transcribe", summary="Transcribe audio (voicebox)", dependencies=[SPEAK])
 async def transcribe(
     settings: SettingsDep,
     transcriber: TranscriberDep,

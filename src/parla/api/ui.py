@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse
 
+from parla.api.auth import PUBLIC
 from parla.errors import NotFoundError
 from parla.ui import STATIC_DIR
 
@@ -33,13 +34,13 @@ def static_file(path: str) -> Path:
     return target
 
 
-@router.api_route("/ui", methods=["GET", "HEAD"])
+@router.api_route("/ui", methods=["GET", "HEAD"], dependencies=[PUBLIC])
 def studio_redirect() -> RedirectResponse:
     # Relative, so that it also works behind a proxy that mounts Parla under a prefix.
     return RedirectResponse("ui/", status_code=307)
 
 
-@router.api_route("/ui/{path:path}", methods=["GET", "HEAD"])
+@router.api_route("/ui/{path:path}", methods=["GET", "HEAD"], dependencies=[PUBLIC])
 def studio(path: str) -> FileResponse:
     target = static_file(path)
     media_type = _TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"

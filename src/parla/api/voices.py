@@ -10,6 +10,7 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
+from parla.api.auth import SPEAK, VOICES
 from parla.api.deps import SettingsDep, SpeechDep, VoicesDep
 from parla.errors import InvalidInputError, TooLargeError
 from parla.languages import language_code
@@ -100,17 +101,17 @@ def _spoken_in(given: object) -> str | None:
     return language_code(given) if isinstance(given, str) and given.strip() else None
 
 
-@router.get("", summary="All voices: built-in and library")
+@router.get("", summary="All voices: built-in and library", dependencies=[SPEAK])
 def list_voices(voices: VoicesDep) -> dict[str, Any]:
     return {"voices": voices.list_all()}
 
 
-@router.post("", status_code=201, summary="Create a voice profile")
+@router.post("", status_code=201, summary="Create a voice profile", dependencies=[VOICES])
 def create_voice(body: VoiceCreate, voices: VoicesDep) -> VoicePublic:
     return voices.create(body)
 
 
-@router.post("/clone", status_code=201, summary="Create a voice from one recording in one step")
+@router.post("/clone", status_code=201, summary="Create a voice from one recording in one step", dependencies=[VOICES])
 async def clone_voice(
     settings: SettingsDep,
     voices: VoicesDep,
@@ -134,7 +135,7 @@ async def clone_voice(
     return created
 
 
-@router.post("/import", status_code=201, summary="Import a voice archive made by export")
+@router.post("/import", status_code=201, summary="Import a voice archive made by export", dependencies=[VOICES])
 async def import_voice(
     settings: SettingsDep,
     voices: VoicesDep,
@@ -149,23 +150,27 @@ async def import_voice(
     return imported
 
 
-@router.get("/{voice}", summary="One voice with its samples")
+@router.get("/{voice}", summary="One voice with its samples", dependencies=[SPEAK])
 def get_voice(voice: str, voices: VoicesDep) -> VoicePublic:
     return voices.get(voice)
 
 
-@router.patch("/{voice}", summary="Rename or describe a voice")
+@router.patch("/{voice}", summary="Rename or describe a voice", dependencies=[VOICES])
 def update_voice(voice: str, body: VoiceUpdate, voices: VoicesDep) -> VoicePublic:
     return voices.update(voice, body)
 
 
-@router.delete("/{voice}", status_code=204, summary="Delete a voice, its samples and cached conditioning")
+@router.delete(
+    "/{voice}", status_code=204, summary="Delete a voice, its samples and cached conditioning", dependencies=[VOICES]
+)
 def delete_voice(voice: str, voices: VoicesDep) -> Response:
     voices.delete(voice)
     return Response(status_code=204)
 
 
-@router.post("/{voice}/samples", status_code=201, summary="Add a sample (multipart upload, base64 or URL)")
+@router.post(
+    "/{voice}/samples", status_code=201, summary="Add a sample (multipart upload, base64 or URL)", dependencies=[VOICES]
+)
 async def add_sample(
     voice: str,
     request: Request,
@@ -181,17 +186,17 @@ async def add_sample(
     return added
 
 
-@router.get("/{voice}/samples", summary="A voice's samples")
+@router.get("/{voice}/samples", summary="A voice's samples", dependencies=[SPEAK])
 def list_samples(voice: str, voices: VoicesDep) -> list[SamplePublic]:
     return voices.list_samples(voice)
 
 
-@router.get("/{voice}/samples/{sample_id}/audio", summary="A sample's cleaned audio (WAV)")
+@router.get("/{voice}/samples/{sample_id}/audio", summary="A sample's cleaned audio (WAV)", dependencies=[SPEAK])
 def sample_audio(voice: str, sample_id: str, voices: VoicesDep) -> FileResponse:
     return FileResponse(voices.sample_path(voice, sample_id), media_type="audio/wav")
 
 
-@router.patch("/{voice}/samples/{sample_id}", summary="Correct a sample's transcript")
+@router.patch("/{voice}/samples/{sample_id}", summary="Correct a sample's transcript", dependencies=[VOICES])
 def update_sample(
     voice: str,
     sample_id: str,
@@ -205,13 +210,13 @@ def update_sample(
     return updated
 
 
-@router.delete("/{voice}/samples/{sample_id}", status_code=204, summary="Delete a sample")
+@router.delete("/{voice}/samples/{sample_id}", status_code=204, summary="Delete a sample", dependencies=[VOICES])
 def delete_sample(voice: str, sample_id: str, voices: VoicesDep) -> Response:
     voices.delete_sample(voice, sample_id)
     return Response(status_code=204)
 
 
-@router.get("/{voice}/export", summary="Download the voice as one archive (manifest + WAVs)")
+@router.get("/{voice}/export", summary="Download the voice as one archive (manifest + WAVs)", dependencies=[SPEAK])
 def export_voice(voice: str, voices: VoicesDep) -> Response:
     filename, data = voices.export(voice)
     return Response(

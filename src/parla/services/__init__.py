@@ -11,6 +11,7 @@ from parla.knowledge.store import KnowledgeBase
 from parla.services.dialogue import DialogueService
 from parla.services.history import HistoryService
 from parla.services.jobs import JobService
+from parla.services.keys import KeyService
 from parla.services.mappings import VoiceMappings
 from parla.services.queue import JobQueue
 from parla.services.runtime_config import ConfigService
@@ -38,6 +39,7 @@ class Services:
     dialogue: DialogueService
     mappings: VoiceMappings
     characters: CharacterService
+    keys: KeyService
 
     @classmethod
     def build(cls, settings: Settings, *, engines: EngineRegistry | None = None, role: str = "server") -> Services:
@@ -100,6 +102,7 @@ class Services:
             jobs=jobs,
             queue=jobs.queue,
             dialogue=dialogue,
+            keys=KeyService(db),
             mappings=mappings,
             characters=characters,
         )

@@ -41,7 +41,9 @@ from parla.engines.registry import EngineRegistry, UnknownEngineError
 from parla.errors import InvalidInputError, ServiceUnavailableError, TooLargeError
 from parla.languages import base_language, language_code
 from parla.offload import offload
+from parla.services.keys import acting_for
 from parla.services.runtime_config import GOVERNED_SOURCES
+from parla.services.usage import UsageLimits
 from parla.services.voices import VoiceLibrary
 from parla.settings import Settings
 from parla.store.blobs import LocalBlobStore
@@ -287,8 +289,11 @@ class SpeechService:
         db: Database,
         blobs: LocalBlobStore,
         save_outputs: Callable[[], bool] | None = None,
+        usage: UsageLimits | None = None,
     ) -> None:
         self.settings = settings
+        # What each API key may use; charged for whoever the work is done for (``acting_for``).
+        self.usage = usage or UsageLimits.from_settings(settings, db)
         self.registry = registry
         self.voices = voices
         self.db = db
@@ -340,6 +345,7 @@ class SpeechService:
         language_problem = engine.language_problem(language)
         if language_problem:
             raise InvalidInputError(f"{language_problem}; {self._who_speaks(language)}", param="language")
+        self.usage.charge_text(acting_for.get(), len(text))  # last: a refused request is not charged
         return SpeechPlan(
             id=new_id(),
             text=text,
@@ -565,7 +571,7 @@ class SpeechService:
         the synthesis, and removes what was written."""
         out = _Output(plan, self.blobs if keep or await offload(self._keeps, plan) else None)
         try:
-            async with aclosing(chunks):
+            async with self.usage.generating(acting_for.get()), aclosing(chunks):
                 async for chunk in chunks:
                     data = await offload(out.feed, chunk)  # PyAV encodes: off the event loop
                     if data:
@@ -583,6 +589,7 @@ class SpeechService:
         return plan.source not in GOVERNED_SOURCES or self.save_outputs()
 
     def _record(self, plan: SpeechPlan, out: _Output) -> None:
+        self.usage.charge_audio(acting_for.get(), out.duration)
         with self.db.session() as session:
             session.add(
                 Generation(

@@ -189,3 +189,46 @@ class Character(Base):
     style_examples: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class ApiKey(Base):
+    """A key clients send (``Authorization: Bearer ...`` or ``X-API-Key``). Only its SHA-256 is
+    kept, and the first characters to recognise it in a list: the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    limits: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    """This key's own limits (``KeyLimits`` fields); the others come from the settings."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """Revoked keys stay listed (who had access, until when); they open nothing."""
+
+
+class UsageCounter(Base):
+    """What a key used in one window (a minute's requests, a day's characters or audio seconds),
+    when the counters live in the database (no ``PARLA_REDIS_URL``)."""
+
+    __tablename__ = "usage_counters"
+
+    key_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    window_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    """The window's number: seconds since the epoch divided by its length."""
+    amount: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class GenerationLease(Base):
+    """One generation under way for a key (its concurrency limit), until it ends or expires (a
+    process that died mid-generation frees its slot when the lease runs out)."""
+
+    __tablename__ = "generation_leases"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    key_id: Mapped[str] = mapped_column(String(36), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 
+from parla.api.auth import SPEAK, VOICES
 from parla.api.deps import EnginesDep, MappingsDep, SettingsDep, VoicesDep
 from parla.api.voices import read_upload
 from parla.engines.base import Engine
@@ -62,7 +63,7 @@ def model_for(engines: EngineRegistry, model: str | None, text: str) -> str | No
     return DIA_ENGINE if len(speakers) >= 2 and dia_reason(engines) is None else None
 
 
-@router.get("/models", summary="Available models")
+@router.get("/models", summary="Available models", dependencies=[SPEAK])
 def list_models(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
     """Plain ``def``: a local engine's availability looks for its packages and weights (on a thread).
     ``engine`` is the one this API's dialogues speak through; ``engine_note`` says why, when not Dia."""
@@ -90,7 +91,9 @@ def list_models(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
     }
 
 
-@router.get("/voices", summary="Available voices: built-in OpenAI names, library voices, mappings")
+@router.get(
+    "/voices", summary="Available voices: built-in OpenAI names, library voices, mappings", dependencies=[SPEAK]
+)
 def list_voices(library: VoicesDep, mappings: MappingsDep) -> dict[str, Any]:
     voices = library.list_all()
     names = {v["name"] for v in voices}
@@ -110,28 +113,28 @@ def list_voices(library: VoicesDep, mappings: MappingsDep) -> dict[str, Any]:
     return {"voices": voices + mapped}
 
 
-@router.get("/voice_mappings", summary="Voice configurations")
+@router.get("/voice_mappings", summary="Voice configurations", dependencies=[SPEAK])
 def list_mappings(mappings: MappingsDep) -> list[MappingPublic]:
     return mappings.list()
 
 
-@router.post("/voice_mappings", summary="Create a custom voice")
+@router.post("/voice_mappings", summary="Create a custom voice", dependencies=[VOICES])
 def create_mapping(body: MappingIn, mappings: MappingsDep) -> MappingPublic:
     return mappings.create(body)
 
 
-@router.put("/voice_mappings/{voice_id}", summary="Update a voice")
+@router.put("/voice_mappings/{voice_id}", summary="Update a voice", dependencies=[VOICES])
 def update_mapping(voice_id: str, body: MappingUpdate, mappings: MappingsDep) -> MappingPublic:
     return mappings.update(voice_id, body)
 
 
-@router.delete("/voice_mappings/{voice_id}", summary="Delete a custom voice")
+@router.delete("/voice_mappings/{voice_id}", summary="Delete a custom voice", dependencies=[VOICES])
 def delete_mapping(voice_id: str, mappings: MappingsDep) -> dict[str, str]:
     mappings.delete(voice_id)
     return {"status": "success", "message": f"voice mapping {voice_id} deleted"}
 
 
-@router.post("/audio_prompts/upload", summary="Upload a voice sample (kept as a WAV file)")
+@router.post("/audio_prompts/upload", summary="Upload a voice sample (kept as a WAV file)", dependencies=[VOICES])
 async def upload_prompt(
     settings: SettingsDep,
     mappings: MappingsDep,
@@ -143,13 +146,13 @@ async def upload_prompt(
     return {"status": "success", "message": f"audio prompt {prompt_id} saved"} | info
 
 
-@router.get("/audio_prompts", summary="Uploaded prompts with file info")
+@router.get("/audio_prompts", summary="Uploaded prompts with file info", dependencies=[SPEAK])
 def list_prompts(mappings: MappingsDep) -> dict[str, Any]:
     prompts = mappings.list_prompts()
     return {"audio_prompts": prompts, "count": len(prompts)}
 
 
-@router.delete("/audio_prompts/{prompt_id}", summary="Delete a prompt and its file")
+@router.delete("/audio_prompts/{prompt_id}", summary="Delete a prompt and its file", dependencies=[VOICES])
 def delete_prompt(prompt_id: str, mappings: MappingsDep) -> dict[str, str]:
     mappings.delete_prompt(prompt_id)
     return {"status": "success", "message": f"audio prompt {prompt_id} deleted"}

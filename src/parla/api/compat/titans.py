@@ -17,6 +17,7 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from parla.api.auth import ADMIN, SPEAK, VOICES
 from parla.api.deps import CharactersDep, EnginesDep, SettingsDep, SpeechDep
 from parla.api.errors import error_body
 from parla.api.voices import read_upload
@@ -164,7 +165,7 @@ async def _event_stream(
 # -- characters --------------------------------------------------------------------------------
 
 
-@router.post("/create-character", summary="Create a character (Titans character API)")
+@router.post("/create-character", summary="Create a character (Titans character API)", dependencies=[VOICES])
 async def create_character(
     request: Request,
     settings: SettingsDep,
@@ -194,7 +195,7 @@ async def create_character(
     }
 
 
-@router.put("/update-character/{character_id}", summary="Change a character (Parla)")
+@router.put("/update-character/{character_id}", summary="Change a character (Parla)", dependencies=[VOICES])
 async def update_character(
     character_id: int,
     request: Request,
@@ -220,25 +221,25 @@ async def update_character(
     return {"message": "Character updated", "character": _public(request, character), "status": "success"}
 
 
-@router.delete("/delete-character/{character_id}", summary="Delete a character (Parla)")
+@router.delete("/delete-character/{character_id}", summary="Delete a character (Parla)", dependencies=[VOICES])
 async def delete_character(character_id: int, characters: CharactersDep) -> dict[str, Any]:
     await offload(characters.delete, character_id)
     return {"message": f"Character {character_id} deleted", "status": "success"}
 
 
-@router.get("/get-characters", summary="List characters (Titans character API)")
+@router.get("/get-characters", summary="List characters (Titans character API)", dependencies=[SPEAK])
 async def get_characters(request: Request, characters: CharactersDep) -> dict[str, Any]:
     found = await offload(characters.list_all)
     return {"characters": [_public(request, c) for c in found], "status": "success"}
 
 
-@router.get("/get-character/{character_id}", summary="One character (Titans character API)")
+@router.get("/get-character/{character_id}", summary="One character (Titans character API)", dependencies=[SPEAK])
 async def get_character(character_id: int, request: Request, characters: CharactersDep) -> dict[str, Any]:
     character = await offload(characters.get, character_id)
     return {"character": _public(request, character), "status": "success"}
 
 
-@router.post("/load-character", summary="Load a character's models (Titans character API)")
+@router.post("/load-character", summary="Load a character's models (Titans character API)", dependencies=[SPEAK])
 async def load_character(body: CharacterId, characters: CharactersDep) -> dict[str, Any]:
     character = await offload(characters.get, body.character_id)
     loaded = await characters.load(body.character_id)
@@ -257,6 +258,7 @@ async def load_character(body: CharacterId, characters: CharactersDep) -> dict[s
     "/ask-question-text",
     summary="Ask by text; the answer as text and audio (Titans character API)",
     response_model=None,
+    dependencies=[SPEAK],
 )
 async def ask_question_text(
     body: TextQuestion, request: Request, characters: CharactersDep
@@ -272,6 +274,7 @@ async def ask_question_text(
     "/ask-question-audio",
     summary="Ask by voice; the answer as text and audio (Titans character API)",
     response_model=None,
+    dependencies=[SPEAK],
 )
 async def ask_question_audio(
     request: Request,
@@ -290,7 +293,9 @@ async def ask_question_audio(
     return {"transcribed_question": question, **_answer(request, answer)}
 
 
-@router.post("/ask-question-stream", summary="Ask; hear the answer while it is being written (Parla)")
+@router.post(
+    "/ask-question-stream", summary="Ask; hear the answer while it is being written (Parla)", dependencies=[SPEAK]
+)
 async def ask_question_stream(body: TextQuestion, request: Request, characters: CharactersDep) -> StreamingResponse:
     """Server-sent events, OpenAI style (``data: {"type": ...}``): ``answer.delta`` as the model
     writes, ``speech.audio.delta`` (base64 24 kHz 16-bit mono PCM) for each sentence as soon as it
@@ -303,7 +308,7 @@ async def ask_question_stream(body: TextQuestion, request: Request, characters: 
 # -- models and files --------------------------------------------------------------------------
 
 
-@router.post("/download-model", summary="Make a language model available (Titans character API)")
+@router.post("/download-model", summary="Make a language model available (Titans character API)", dependencies=[ADMIN])
 async def download_model(body: DownloadModel, characters: CharactersDep) -> dict[str, Any]:
     """Parla runs offline and downloads nothing at run time; this answers the documented success
     for a model that is already here, with its path, and otherwise says what to place where.
@@ -321,7 +326,9 @@ async def download_model(body: DownloadModel, characters: CharactersDep) -> dict
     return {"model_path": str(path), "status": "success"}
 
 
-@router.get("/get-tts-models", summary="Speech engines and whether they can run (Titans character API)")
+@router.get(
+    "/get-tts-models", summary="Speech engines and whether they can run (Titans character API)", dependencies=[SPEAK]
+)
 async def get_tts_models(engines: EnginesDep) -> dict[str, Any]:
     models = []
     for engine in engines:
@@ -371,7 +378,10 @@ async def get_tts_models(engines: EnginesDep) -> dict[str, Any]:
 
 
 @router.get(
-    "/serve-audio/{character_id}/{filename}", name="serve_audio", summary="A spoken answer (Titans character API)"
+    "/serve-audio/{character_id}/{filename}",
+    name="serve_audio",
+    summary="A spoken answer (Titans character API)",
+    dependencies=[SPEAK],
 )
 async def serve_audio(character_id: int, filename: str, characters: CharactersDep) -> FileResponse:
     path = await offload(characters.answer_audio, character_id, filename)
@@ -379,7 +389,10 @@ async def serve_audio(character_id: int, filename: str, characters: CharactersDe
 
 
 @router.get(
-    "/serve-image/{character_id}/{filename}", name="serve_image", summary="A character's image (Titans character API)"
+    "/serve-image/{character_id}/{filename}",
+    name="serve_image",
+    summary="A character's image (Titans character API)",
+    dependencies=[SPEAK],
 )
 async def serve_image(character_id: int, filename: str, characters: CharactersDep) -> FileResponse:
     path = await offload(characters.image_path, character_id, filename)

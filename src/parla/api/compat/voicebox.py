@@ -29,6 +29,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from parla.api.auth import ADMIN, SPEAK, VOICES
 from parla.api.deps import EnginesDep, HistoryDep, SettingsDep, VoicesDep
 from parla.api.voices import read_upload
 from parla.engines.base import Engine
@@ -111,35 +112,35 @@ def _profile_ids(voices: VoiceLibrary) -> set[str]:
     return {v.id for v in voices.list_library()}
 
 
-@router.post("/profiles", summary="Create a voice profile")
+@router.post("/profiles", summary="Create a voice profile", dependencies=[VOICES])
 def create_profile(body: ProfileCreate, voices: VoicesDep) -> dict[str, Any]:
     created = voices.create(VoiceCreate(name=body.name, description=body.description, language=body.language))
     return _profile(created)
 
 
-@router.get("/profiles", summary="All voice profiles")
+@router.get("/profiles", summary="All voice profiles", dependencies=[SPEAK])
 def list_profiles(voices: VoicesDep) -> list[dict[str, Any]]:
     return [_profile(v) for v in voices.list_library()]
 
 
-@router.get("/profiles/{profile_id}", summary="One voice profile")
+@router.get("/profiles/{profile_id}", summary="One voice profile", dependencies=[SPEAK])
 def get_profile(profile_id: str, voices: VoicesDep) -> dict[str, Any]:
     return _profile(voices.get(profile_id_of(voices, profile_id)))
 
 
-@router.put("/profiles/{profile_id}", summary="Update a voice profile")
+@router.put("/profiles/{profile_id}", summary="Update a voice profile", dependencies=[VOICES])
 def update_profile(profile_id: str, body: ProfileUpdate, voices: VoicesDep) -> dict[str, Any]:
     changes = VoiceUpdate(**body.model_dump(exclude_unset=True, exclude_none=True))
     return _profile(voices.update(profile_id_of(voices, profile_id), changes))
 
 
-@router.delete("/profiles/{profile_id}", summary="Delete a profile and all its samples")
+@router.delete("/profiles/{profile_id}", summary="Delete a profile and all its samples", dependencies=[VOICES])
 def delete_profile(profile_id: str, voices: VoicesDep) -> dict[str, str]:
     voices.delete(profile_id_of(voices, profile_id))
     return {"message": "Profile deleted successfully"}
 
 
-@router.post("/profiles/{profile_id}/samples", summary="Add a sample to a profile")
+@router.post("/profiles/{profile_id}/samples", summary="Add a sample to a profile", dependencies=[VOICES])
 async def add_sample(
     profile_id: str,
     settings: SettingsDep,
@@ -153,12 +154,12 @@ async def add_sample(
     return _sample(voices, added.sample) | {"warnings": added.warnings}
 
 
-@router.get("/profiles/{profile_id}/samples", summary="A profile's samples")
+@router.get("/profiles/{profile_id}/samples", summary="A profile's samples", dependencies=[SPEAK])
 def list_samples(profile_id: str, voices: VoicesDep) -> list[dict[str, Any]]:
     return [_sample(voices, s) for s in voices.list_samples(profile_id_of(voices, profile_id))]
 
 
-@router.delete("/profiles/samples/{sample_id}", summary="Delete one sample")
+@router.delete("/profiles/samples/{sample_id}", summary="Delete one sample", dependencies=[VOICES])
 def delete_sample(sample_id: str, voices: VoicesDep) -> dict[str, str]:
     for voice in voices.list_library():
         if any(s.id == sample_id for s in voice.samples):
@@ -167,7 +168,7 @@ def delete_sample(sample_id: str, voices: VoicesDep) -> dict[str, str]:
     raise NotFoundError(f"sample {sample_id!r} not found")
 
 
-@router.get("/history", summary="Generation history")
+@router.get("/history", summary="Generation history", dependencies=[SPEAK])
 def list_history(
     voices: VoicesDep,
     history: HistoryDep,
@@ -182,7 +183,7 @@ def list_history(
     return [_record(history, g, profiles) for g in page.items]
 
 
-@router.get("/history/stats", summary="Generation statistics")
+@router.get("/history/stats", summary="Generation statistics", dependencies=[SPEAK])
 def history_stats(voices: VoicesDep, history: HistoryDep) -> dict[str, Any]:
     stats = history.stats()
     profiles = _profile_ids(voices)
@@ -194,18 +195,18 @@ def history_stats(voices: VoicesDep, history: HistoryDep) -> dict[str, Any]:
     }
 
 
-@router.get("/history/{generation_id}", summary="One generation")
+@router.get("/history/{generation_id}", summary="One generation", dependencies=[SPEAK])
 def get_history(generation_id: str, voices: VoicesDep, history: HistoryDep) -> dict[str, Any]:
     return _record(history, history.get(generation_id), _profile_ids(voices))
 
 
-@router.delete("/history/{generation_id}", summary="Delete a generation")
+@router.delete("/history/{generation_id}", summary="Delete a generation", dependencies=[SPEAK])
 def delete_history(generation_id: str, history: HistoryDep) -> dict[str, str]:
     history.delete(generation_id)
     return {"message": "Generation deleted successfully"}
 
 
-@router.get("/audio/{generation_id}", summary="A generation's audio file")
+@router.get("/audio/{generation_id}", summary="A generation's audio file", dependencies=[SPEAK])
 def get_audio(generation_id: str, history: HistoryDep) -> FileResponse:
     path, fmt = history.audio(generation_id)
     return FileResponse(path, media_type=f"audio/{'mpeg' if fmt == 'mp3' else fmt}", filename=f"{generation_id}.{fmt}")
@@ -289,7 +290,9 @@ def _size_of(engine: Engine, note: str | None, asked: str | None) -> str | None:
     return size
 
 
-@router.post("/models/load", summary="Load the speech model (model_size: Qwen3-TTS's 1.7B or 0.6B)")
+@router.post(
+    "/models/load", summary="Load the speech model (model_size: Qwen3-TTS's 1.7B or 0.6B)", dependencies=[ADMIN]
+)
 async def load_model(settings: SettingsDep, engines: EnginesDep, model_size: str | None = None) -> dict[str, Any]:
     engine = await offload(speaking_engine, settings, engines)
     note = await offload(engine_note, engines, engine)
@@ -314,7 +317,7 @@ async def load_model(settings: SettingsDep, engines: EnginesDep, model_size: str
     }
 
 
-@router.post("/models/unload", summary="Unload the speech model")
+@router.post("/models/unload", summary="Unload the speech model", dependencies=[ADMIN])
 async def unload_model(settings: SettingsDep, engines: EnginesDep) -> dict[str, str]:
     engine = await offload(speaking_engine, settings, engines)
     await engines.unload(engine.name)

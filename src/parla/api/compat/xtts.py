@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
 
+from parla.api.auth import SPEAK, VOICES
 from parla.api.deps import EnginesDep, SettingsDep, SpeechDep, VoicesDep
 from parla.api.voices import SampleJSON, audio_from_json
 from parla.engines.base import Engine
@@ -112,7 +113,7 @@ def spoken_languages(settings: Settings, engines: EngineRegistry) -> list[str]:
     return sorted(spoken)
 
 
-@router.get("/config", summary="Languages and synthesis defaults")
+@router.get("/config", summary="Languages and synthesis defaults", dependencies=[SPEAK])
 def config(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
     """Plain ``def``: a local engine's availability looks for its packages and weights (on a thread)."""
     engine = speaking_engine(settings, engines)
@@ -135,7 +136,7 @@ def config(settings: SettingsDep, engines: EnginesDep) -> dict[str, Any]:
     }
 
 
-@router.get("/voices", summary="Registered voices")
+@router.get("/voices", summary="Registered voices", dependencies=[SPEAK])
 def list_voices(library: VoicesDep) -> dict[str, Any]:
     voices = [
         {
@@ -151,7 +152,7 @@ def list_voices(library: VoicesDep) -> dict[str, Any]:
     return {"voices": [{"id": DEFAULT_SPEAKER, "speaker_id": DEFAULT_SPEAKER, "name": DEFAULT_SPEAKER}, *voices]}
 
 
-@router.post("/voices", status_code=201, summary="Register a voice by base64 WAV or URL")
+@router.post("/voices", status_code=201, summary="Register a voice by base64 WAV or URL", dependencies=[VOICES])
 def register_voice(body: RegisterVoice, settings: SettingsDep, voices: VoicesDep) -> dict[str, Any]:
     sample = SampleJSON(audio_base64=body.audio_base64, url=body.audio_url or body.url, transcript=body.transcript)
     data = audio_from_json(settings, sample)
@@ -182,7 +183,7 @@ def _model_for(settings: Settings, engines: EngineRegistry, voices: VoiceLibrary
     return XTTS_ENGINE if voice.samples or voice.preset(XTTS_ENGINE) else None
 
 
-@router.post("/synthesize", summary="Synthesize speech; base64 WAV in JSON")
+@router.post("/synthesize", summary="Synthesize speech; base64 WAV in JSON", dependencies=[SPEAK])
 async def synthesize(
     body: SynthesizeRequest, settings: SettingsDep, voices: VoicesDep, speech: SpeechDep, engines: EnginesDep
 ) -> dict[str, Any]:

@@ -20,6 +20,58 @@ export function wsUrl(path) {
   return url.toString();
 }
 
+// An API key, when the server asks for one (it does once an administrator has made keys): kept
+// for this browser tab's session only, sent as a Bearer header on every call, and as a session
+// cookie for what cannot carry a header (<audio src>, download links, WebSockets). The cookie is
+// SameSite=Strict, so other sites' pages cannot make the browser send it.
+const KEY_STORAGE = "parla.apiKey";
+const KEY_COOKIE = "parla_api_key";
+
+export function apiKey() {
+  return sessionStorage.getItem(KEY_STORAGE) || "";
+}
+
+export function setApiKey(key) {
+  const path = new URL(ROOT).pathname;
+  if (key) {
+    sessionStorage.setItem(KEY_STORAGE, key);
+    document.cookie = `${KEY_COOKIE}=${encodeURIComponent(key)}; path=${path}; SameSite=Strict`;
+  } else {
+    sessionStorage.removeItem(KEY_STORAGE);
+    document.cookie = `${KEY_COOKIE}=; path=${path}; SameSite=Strict; max-age=0`;
+  }
+}
+
+let asking = null; // one question at a time, however many calls were refused together
+
+/** Ask the person for a key (the server said 401); resolves to the key, or "" when they cancel. */
+function askForKey(reason) {
+  if (asking) return asking;
+  asking = new Promise((resolve) => {
+    const dialog = document.createElement("dialog");
+    dialog.className = "key-dialog";
+    dialog.innerHTML = `
+      <form method="dialog">
+        <h2>API key</h2>
+        <p class="reason"></p>
+        <label>Key <input name="key" type="password" autocomplete="off" required placeholder="parla_..."></label>
+        <p class="hint">An administrator makes one with <code>parla keys create</code>. It is kept for this tab only.</p>
+        <menu><button value="cancel" formnovalidate class="secondary">Cancel</button> <button value="ok">Use this key</button></menu>
+      </form>`;
+    dialog.querySelector(".reason").textContent = reason;
+    document.body.append(dialog);
+    dialog.addEventListener("close", () => {
+      const key = dialog.returnValue === "ok" ? dialog.querySelector("input").value.trim() : "";
+      dialog.remove();
+      asking = null;
+      if (key) setApiKey(key);
+      resolve(key);
+    });
+    dialog.showModal();
+  });
+  return asking;
+}
+
 /** A failed call: `message` is what the server said (its JSON `detail`), prefixed by the status. */
 export class ApiError extends Error {
   constructor(status, detail) {
@@ -65,15 +117,21 @@ export async function call(method, path, { json, form, params, signal, headers =
   } else if (form !== undefined) {
     init.body = form;
   }
-  let response;
-  try {
-    response = await fetch(apiUrl(path, params), init);
-  } catch (err) {
-    if (err.name === "AbortError") throw err;
-    throw new ApiError(0, "cannot reach the Parla server: is it running?");
+  for (;;) {
+    if (apiKey()) init.headers.Authorization = `Bearer ${apiKey()}`;
+    let response;
+    try {
+      response = await fetch(apiUrl(path, params), init);
+    } catch (err) {
+      if (err.name === "AbortError") throw err;
+      throw new ApiError(0, "cannot reach the Parla server: is it running?");
+    }
+    if (response.ok) return response;
+    const error = await errorOf(response);
+    // 401: no key or a wrong one; ask, then send the same request again (its body is a string or
+    // FormData, both can be sent twice). Cancelling gives the caller the 401.
+    if (response.status !== 401 || !(await askForKey(error.detail))) throw error;
   }
-  if (!response.ok) throw await errorOf(response);
-  return response;
 }
 
 export async function getJSON(path, params) {
