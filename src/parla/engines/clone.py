@@ -64,8 +64,8 @@ def espeak_voices(language: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-CONVERSION_PACKAGES = ("pyworld", "parselmouth", "scipy")
-"""What ``conversion`` imports, beside NumPy."""
+CONVERSION_PACKAGES = ("pyworld", "parselmouth")
+"""What ``conversion`` imports, beside NumPy (not scipy: its STFT and resampler are NumPy, see there)."""
 PIPER_MEDIAN_F0 = 85.0
 """Median pitch of the bundled voice in Hz (measured with Praat on a read paragraph)."""
 PRESET_KEYS = {"pitch", "pitch_range", "formant", "tilt", "breath", "pace"}
@@ -155,12 +155,12 @@ class CloneEngine(Engine):
         """How conditioning was found (the tests read it)."""
 
     def unavailable_reason(self) -> str | None:
-        # Looked for, not imported: the conversion's libraries (parselmouth, pyworld, scipy's signal
-        # module) hold some 150 MB, which a server that speaks only in Piper's own voice never needs.
+        # Looked for, not imported: the conversion's libraries (parselmouth, pyworld) hold some 90 MB,
+        # which a server that speaks only in Piper's own voice never needs.
         # The first adapted voice imports them (``conversion``, logged there).
         missing = [name for name in CONVERSION_PACKAGES if importlib.util.find_spec(name) is None]
         if missing:
-            return f"{', '.join(missing)} not installed (pip install pyworld praat-parselmouth scipy)"
+            return f"{', '.join(missing)} not installed (pip install pyworld praat-parselmouth)"
         return self.piper.unavailable_reason()
 
     def _load(self) -> None:
