@@ -359,3 +359,80 @@ def test_a_body_larger_than_any_route_takes_is_refused_before_it_is_read(tmp_pat
             assert httpx.get(f"{url}/v1/voices").status_code == 200
     finally:
         services.close()
+
+
+# -- ownership ------------------------------------------------------------------------------------
+
+
+async def test_each_key_sees_changes_and_deletes_only_its_own(app: InProcessApp) -> None:
+    client, keys = app.client, app.services.keys
+    before = (await client.post("/v1/voices", json={"name": "Made before keys"})).json()["id"]
+    old_speech = await client.post("/v1/audio/speech", json=SPEECH)
+    old_generation = old_speech.headers["X-Generation-Id"]
+    a = bearer(keys.create("a", "speak,voices")[1])
+    b = bearer(keys.create("b", "speak,voices")[1])
+    admin = bearer(keys.create("root", "admin")[1])
+
+    voice = (await client.post("/v1/voices", json={"name": "Ada"}, headers=a)).json()["id"]
+    spoken = await client.post("/v1/audio/speech", json=SPEECH, headers=a)
+    generation = spoken.headers["X-Generation-Id"]
+    job = (await client.post("/v1/jobs", json={**SPEECH, "input": "A queued sentence."}, headers=a)).json()["id"]
+
+    def names(listing: httpx.Response) -> set[str]:
+        body = listing.json()
+        items = body if isinstance(body, list) else body.get("voices", body.get("items", []))
+        return {item.get("name") or item.get("id") for item in items}
+
+    # B sees none of A's, nor what was made before keys; and cannot read, change or delete them.
+    assert "Ada" not in names(await client.get("/v1/voices", headers=b))
+    assert "Made before keys" not in names(await client.get("/v1/voices", headers=b))
+    for method, url in (
+        ("GET", f"/v1/voices/{voice}"),
+        ("PATCH", f"/v1/voices/{voice}"),
+        ("DELETE", f"/v1/voices/{voice}"),
+        ("GET", f"/v1/voices/{before}"),
+        ("GET", f"/v1/history/{generation}"),
+        ("GET", f"/v1/history/{generation}/audio"),
+        ("DELETE", f"/v1/history/{generation}"),
+        ("GET", f"/v1/history/{old_generation}"),
+        ("GET", f"/v1/jobs/{job}"),
+        ("DELETE", f"/v1/jobs/{job}"),
+    ):
+        response = await client.request(
+            method, url, headers=b, json={"description": "x"} if method == "PATCH" else None
+        )
+        assert response.status_code == 404, f"{method} {url} by another key: {response.status_code}"
+    history_b = (await client.get("/v1/history", headers=b)).json()
+    assert history_b["total"] == 0
+    assert all(j["id"] != job for j in (await client.get("/v1/jobs", headers=b)).json()["jobs"])
+    # Nor speak in A's voice.
+    assert (await client.post("/v1/audio/speech", json={**SPEECH, "voice": voice}, headers=b)).status_code in (400, 404)
+
+    # A sees its own; the admin sees everything, the old data included, and may delete A's.
+    assert "Ada" in names(await client.get("/v1/voices", headers=a))
+    assert (await client.get(f"/v1/history/{generation}", headers=a)).status_code == 200
+    assert (await client.get(f"/v1/history/{old_generation}", headers=a)).status_code == 404
+    assert {generation, old_generation} <= {
+        g["id"] for g in (await client.get("/v1/history", headers=admin)).json()["items"]
+    }
+    assert "Made before keys" in names(await client.get("/v1/voices", headers=admin))
+    assert (await client.get(f"/v1/jobs/{job}", headers=admin)).status_code == 200
+    assert (await client.delete(f"/v1/voices/{voice}", headers=admin)).status_code in (200, 204)
+
+
+async def test_a_job_runs_for_the_key_that_queued_it(app: InProcessApp) -> None:
+    import asyncio
+
+    keys = app.services.keys
+    a = bearer(keys.create("a", "speak")[1])
+    b = bearer(keys.create("b", "speak")[1])
+    job = (await app.client.post("/v1/jobs", json={**SPEECH, "input": "Queued for key a."}, headers=a)).json()
+    for _ in range(200):
+        state = (await app.client.get(f"/v1/jobs/{job['id']}", headers=a)).json()
+        if state["status"] in ("completed", "failed"):
+            break
+        await asyncio.sleep(0.05)
+    assert state["status"] == "completed", state
+    generation = state["generation_id"]
+    assert (await app.client.get(f"/v1/history/{generation}", headers=a)).status_code == 200
+    assert (await app.client.get(f"/v1/history/{generation}", headers=b)).status_code == 404

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, computed_field
 from sqlalchemy import ColumnElement, delete, func, select
 
 from parla.errors import InvalidInputError, NotFoundError
+from parla.services.keys import may_see, visible
 from parla.services.runtime_config import GOVERNED_SOURCES, ConfigService
 from parla.store.blobs import LocalBlobStore
 from parla.store.db import Database
@@ -90,7 +91,8 @@ class HistoryFilter:
     created_before: datetime | None = None
 
     def conditions(self) -> list[ColumnElement[bool]]:
-        conditions: list[ColumnElement[bool]] = []
+        # What the caller may see at all: its key's own generations (every one for admin).
+        conditions: list[ColumnElement[bool]] = [visible(Generation.owner_key_id)]
         if self.search:
             conditions.append(Generation.text.icontains(self.search, autoescape=True))
         if self.voice:
@@ -215,7 +217,7 @@ class HistoryService:
 
     def _row(self, session: Any, generation_id: str) -> Generation:
         row = session.get(Generation, generation_id)
-        if row is None:
+        if row is None or not may_see(row.owner_key_id):
             raise NotFoundError(f"generation {generation_id!r} not found")
         return row  # type: ignore[no-any-return]
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from parla.errors import ConflictError, InvalidInputError, NotFoundError, ParlaError
 from parla.services.dialogue import DialogueRequest, DialogueService
+from parla.services.keys import acting_for, caller_key_id, may_see, principal_of_key, visible
 from parla.services.queue import JobQueue
 from parla.services.speech import SpeechOptions, SpeechService
 from parla.settings import Settings
@@ -134,7 +136,13 @@ class JobService:
         batch_id = new_id() if len(requests) > 1 else None
         with self.db.session() as session:
             jobs = [
-                Job(kind="speech", request=r.model_dump(mode="json"), batch_id=batch_id, source=source)
+                Job(
+                    kind="speech",
+                    request=r.model_dump(mode="json"),
+                    batch_id=batch_id,
+                    source=source,
+                    owner_key_id=caller_key_id(),
+                )
                 for r in requests
             ]
             session.add_all(jobs)
@@ -146,22 +154,29 @@ class JobService:
     def submit_dialogue(self, request: DialogueRequest, *, source: str = "job") -> JobPublic:
         self.dialogue.prepare(request, source=source)  # a bad dialogue gets its 4xx now
         with self.db.session() as session:
-            job = Job(kind="dialogue", request=request.model_dump(mode="json"), source=source)
+            job = Job(
+                kind="dialogue", request=request.model_dump(mode="json"), source=source, owner_key_id=caller_key_id()
+            )
             session.add(job)
             session.flush()
             public = JobPublic.of(job)
         self._send([public.id])
         return public
 
+    @staticmethod
+    def _get(session: Session, job_id: str) -> Job:
+        """A job the caller may see (its key's own, or any for admin)."""
+        job = session.get(Job, job_id)
+        if job is None or not may_see(job.owner_key_id):
+            raise NotFoundError(f"job {job_id!r} not found")
+        return job
+
     def get(self, job_id: str) -> JobPublic:
         with self.db.session() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise NotFoundError(f"job {job_id!r} not found")
-            return JobPublic.of(job)
+            return JobPublic.of(self._get(session, job_id))
 
     def list(self, *, status: str | None = None, batch_id: str | None = None, limit: int = 100) -> list[JobPublic]:
-        query = select(Job).order_by(Job.created_at.desc()).limit(limit)
+        query = select(Job).where(visible(Job.owner_key_id)).order_by(Job.created_at.desc()).limit(limit)
         if status:
             query = query.where(Job.status == status)
         if batch_id:
@@ -172,9 +187,7 @@ class JobService:
     def cancel(self, job_id: str) -> JobPublic:
         """A pending job is cancelled at once and never runs; a running one stops at its next piece."""
         with self.db.session() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise NotFoundError(f"job {job_id!r} not found")
+            job = self._get(session, job_id)
             if job.status in TERMINAL:
                 raise ConflictError(f"job {job_id!r} is already {job.status}")
             if job.status == "pending":
@@ -191,9 +204,7 @@ class JobService:
 
     def result(self, job_id: str) -> Generation:
         with self.db.session() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise NotFoundError(f"job {job_id!r} not found")
+            job = self._get(session, job_id)
             if job.status != "completed" or job.generation_id is None:
                 raise ConflictError(f"job {job_id!r} is {job.status}: there is no result (yet)")
             generation = session.get(Generation, job.generation_id)
@@ -232,8 +243,16 @@ class JobService:
             )
             job = session.get(Job, job_id) if claimed else None
             kind, request, source = (job.kind, job.request, job.source) if job else ("", None, "job")
+            owner = job.owner_key_id if job else None
         if request is None:
             return
+        # Done for the key that queued it (its generation is that key's, its audio counts against
+        # that key's day); its text was charged when it was queued, and the queue runs one job at a
+        # time, so neither of those limits applies again here.
+        principal = principal_of_key(self.db, owner)
+        acting_for.set(
+            replace(principal, limits={**principal.limits, "text_chars_per_day": 0, "concurrent_generations": 0})
+        )
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job_id, worker, stop), daemon=True)
         beat.start()

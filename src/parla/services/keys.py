@@ -22,9 +22,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, exists, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -240,3 +241,43 @@ class KeyService:
             self._cache.clear()  # guessed keys must not grow it without bound
         self._cache[digest] = (principal, now + CACHE_S)
         return principal
+
+
+# -- ownership ----------------------------------------------------------------------------------
+
+
+def caller_key_id() -> str | None:
+    """The key the work is done for, to record as the owner of what it makes (None: no key)."""
+    return acting_for.get().key_id
+
+
+def sees_everything(principal: Principal | None = None) -> bool:
+    """Admin keys, and everyone while no key exists, see every row; other keys their own."""
+    principal = principal or acting_for.get()
+    return principal.key_id is None or principal.is_admin
+
+
+def visible(owner_column: Any) -> ColumnElement[bool]:
+    """A WHERE condition: the rows of ``owner_column``'s table the caller may see."""
+    principal = acting_for.get()
+    return true() if sees_everything(principal) else owner_column == principal.key_id
+
+
+def may_see(owner_key_id: str | None) -> bool:
+    """Whether the caller may see (and so change or delete) a row owned by ``owner_key_id``: one
+    owned by another key, or by the admins, is as good as absent (a 404, which tells nothing)."""
+    principal = acting_for.get()
+    return sees_everything(principal) or owner_key_id == principal.key_id
+
+
+def principal_of_key(db: Database, key_id: str | None) -> Principal:
+    """The principal of a stored key (a job runs for the key that queued it); no key: ``OPEN``."""
+    if key_id is None:
+        return OPEN
+    with db.session() as session:
+        row = session.get(ApiKey, key_id)
+        if row is None:
+            return Principal(key_id=key_id, name="a deleted key", scopes=frozenset())
+        return Principal(
+            key_id=row.id, name=row.name, scopes=frozenset(Scope(s) for s in row.scopes), limits=dict(row.limits or {})
+        )

@@ -41,7 +41,7 @@ from parla.engines.registry import EngineRegistry, UnknownEngineError
 from parla.errors import InvalidInputError, ServiceUnavailableError, TooLargeError
 from parla.languages import base_language, language_code
 from parla.offload import offload
-from parla.services.keys import acting_for
+from parla.services.keys import acting_for, caller_key_id
 from parla.services.runtime_config import GOVERNED_SOURCES
 from parla.services.usage import UsageLimits
 from parla.services.voices import VoiceLibrary
@@ -594,6 +594,7 @@ class SpeechService:
             session.add(
                 Generation(
                     id=plan.id,
+                    owner_key_id=caller_key_id(),
                     created_at=out.recorded_at,
                     text=plan.text,
                     voice=plan.voice.name,

@@ -39,6 +39,7 @@ from parla.audio.quality import (
 from parla.engines.base import VoiceRef
 from parla.errors import ConflictError, InvalidInputError, NotFoundError, TooLargeError
 from parla.languages import UnknownLanguageError, base_language, language_code
+from parla.services.keys import caller_key_id, may_see, visible
 from parla.services.transcription import Transcriber
 from parla.settings import Settings
 from parla.store.blobs import LocalBlobStore
@@ -270,9 +271,12 @@ class VoiceLibrary:
         return self._builtin.get(ALIASES.get(key, key))
 
     def _find(self, session: Any, id_or_name: str) -> Voice | None:
+        """A library voice the caller may see (its key's own, or any for admin), by id or name."""
         voice = session.get(Voice, id_or_name)
         if voice is None:
             voice = session.scalar(select(Voice).where(func.lower(Voice.name) == id_or_name.strip().lower()))
+        if voice is not None and not may_see(voice.owner_key_id):
+            return None
         return voice  # type: ignore[no-any-return]
 
     def _get(self, session: Any, id_or_name: str) -> Voice:
@@ -325,13 +329,14 @@ class VoiceLibrary:
 
     def list_all(self) -> list[dict[str, Any]]:
         with self.db.session() as session:
-            voices = session.scalars(select(Voice).order_by(Voice.name)).all()
+            voices = session.scalars(select(Voice).where(visible(Voice.owner_key_id)).order_by(Voice.name)).all()
             library = [VoicePublic.of(v).model_dump(mode="json") | {"samples": len(v.samples)} for v in voices]
         return [v.describe() for v in BUILTIN_VOICES] + [dict(v) for v in self.engine_voices()] + library
 
     def list_library(self) -> list[VoicePublic]:
         with self.db.session() as session:
-            return [VoicePublic.of(v) for v in session.scalars(select(Voice).order_by(Voice.name)).all()]
+            voices = session.scalars(select(Voice).where(visible(Voice.owner_key_id)).order_by(Voice.name)).all()
+            return [VoicePublic.of(v) for v in voices]
 
     def get(self, id_or_name: str) -> VoicePublic:
         with self.db.session() as session:
@@ -361,7 +366,13 @@ class VoiceLibrary:
         try:
             with self.db.session() as session:
                 self._refuse_taken(session, name)
-                voice = Voice(name=name, description=data.description, language=data.language, tags=data.tags)
+                voice = Voice(
+                    name=name,
+                    description=data.description,
+                    language=data.language,
+                    tags=data.tags,
+                    owner_key_id=caller_key_id(),
+                )
                 session.add(voice)
                 session.flush()
                 session.refresh(voice, ["samples"])

@@ -42,6 +42,8 @@ class Generation(Base):
     __tablename__ = "generations"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    """The API key that made it (None: made without keys, or before them: the admins')."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     text: Mapped[str] = mapped_column(Text)
     voice: Mapped[str] = mapped_column(String(255), index=True)
@@ -73,6 +75,8 @@ class Voice(Base):
     __tablename__ = "voices"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    """The API key that made it (None: made without keys, or before them: the admins')."""
     name: Mapped[str] = mapped_column(String(255), unique=True)
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     language: Mapped[str] = mapped_column(String(16), default="en")
@@ -124,6 +128,8 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    """The API key that made it (None: made without keys, or before them: the admins')."""
     kind: Mapped[str] = mapped_column(String(32), default="speech")
     source: Mapped[str] = mapped_column(String(32), default="job")
     """The generation's ``source`` once done: which API queued it."""
@@ -176,6 +182,8 @@ class Character(Base):
     __tablename__ = "characters"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    """The API key that made it (None: made without keys, or before them: the admins')."""
     name: Mapped[str] = mapped_column(String(255), unique=True)
     llm_model: Mapped[str | None] = mapped_column(String(512), nullable=True)
     llm_config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
