@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +240,25 @@ def test_mock_can_take_a_realistic_time(settings: Settings) -> None:
     started = time.monotonic()
     _speak(mock, "some text")
     assert time.monotonic() - started >= 0.3
+
+
+def test_piper_keeps_its_seedable_graph_for_the_next_start(tmp_path: Path) -> None:
+    """The rewritten graph is written once to the cache and read from there afterwards: the same
+    bytes as the rewrite makes (so the same voice and seeds), without the onnx package at start."""
+    from parla.engines.piper import bundled_model, seedable_model, seedable_model_file
+
+    model = bundled_model()[0]
+    cache = tmp_path / "cache" / "piper"
+    graph, inputs = seedable_model_file(model, cache)
+    assert isinstance(graph, Path) and graph.parent == cache
+    assert (graph.read_bytes(), inputs) == seedable_model(model)
+    assert not list(cache.glob(".*.part"))  # written whole, then renamed
+    modified = graph.stat().st_mtime_ns
+    assert seedable_model_file(model, cache) == (graph, inputs)
+    assert graph.stat().st_mtime_ns == modified  # read, not made again
+
+    # A cache that cannot be written: the graph in memory, the voice still loads.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the directory would go")
+    in_memory, same_inputs = seedable_model_file(model, blocked / "piper")
+    assert isinstance(in_memory, bytes) and same_inputs == inputs

