@@ -645,6 +645,27 @@ def bench_engines(
     run_engines_bench(names=engine or [], rounds=rounds, text=text, console=console)
 
 
+@bench_app.command("load")
+def bench_load(
+    clients: Annotated[int, typer.Option(min=1, max=512, help="Clients at once.")] = 16,
+    seconds: Annotated[float, typer.Option(min=1, help="How long they keep asking.")] = 30,
+    mix: Annotated[
+        str, typer.Option(help="Weights of the kinds of request: speech, transcription, voice (upload), job.")
+    ] = "speech=6,transcription=2,voice=1,job=1",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write every number to this JSON file.")] = None,
+) -> None:
+    """Many clients, mixed requests, with a key: throughput, p50/p95/p99, errors by status, memory."""
+    from parla.bench.load import parse_mix, run_load_bench
+
+    try:
+        weights = parse_mix(mix)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] --mix {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    run_load_bench(clients=clients, seconds=seconds, mix=weights, console=console, json_path=json_path)
+
+
 @bench_app.command("clone")
 def bench_clone(
     directory: Annotated[Path, typer.Argument(help="Speakers: folders with ref.wav (+ ref.txt) and judge.wav.")],

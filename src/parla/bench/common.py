@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -90,11 +90,15 @@ def cpu_count() -> int:
 
 
 @contextmanager
-def serve_in_child() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def serve_in_child(
+    prepare: Callable[[Path], None] | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``parla serve`` on a free port with a data dir of its own, until the block ends; yields its URL
-    and process once its default engine is loaded."""
+    and process once its default engine is loaded. ``prepare(data_dir)`` runs before it starts."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="parla-bench-") as data:
+        if prepare is not None:
+            prepare(Path(data))
         env = {**os.environ, "PARLA_DATA_DIR": data, "PARLA_LOG_LEVEL": "warning", "PARLA_DATABASE_URL": ""}
         proc = subprocess.Popen(
             [sys.executable, "-m", "parla", "serve", "--port", str(port)], env=env, stdin=subprocess.DEVNULL
