@@ -436,3 +436,26 @@ async def test_a_job_runs_for_the_key_that_queued_it(app: InProcessApp) -> None:
     generation = state["generation_id"]
     assert (await app.client.get(f"/v1/history/{generation}", headers=a)).status_code == 200
     assert (await app.client.get(f"/v1/history/{generation}", headers=b)).status_code == 404
+
+
+async def test_characters_belong_to_the_key_that_made_them(app: InProcessApp) -> None:
+    from tests.characters_data import character_form
+
+    keys = app.services.keys
+    a = bearer(keys.create("a", "speak,voices")[1])
+    b = bearer(keys.create("b", "speak,voices")[1])
+    admin = bearer(keys.create("root", "admin")[1])
+    form = character_form("Keeper", voice_cloning_audio=None, style_tuning_file=None, character_image=None)
+    made = await app.client.post("/create-character", headers=a, **form)
+    assert made.status_code == 200, made.text
+    character = made.json()["character_id"]
+
+    def listed(response: httpx.Response) -> set[int]:
+        return {c["id"] for c in response.json()["characters"]}
+
+    assert character in listed(await app.client.get("/get-characters", headers=a))
+    assert character not in listed(await app.client.get("/get-characters", headers=b))
+    assert (await app.client.get(f"/get-character/{character}", headers=b)).status_code == 404
+    assert (await app.client.delete(f"/delete-character/{character}", headers=b)).status_code == 404
+    assert (await app.client.get(f"/get-character/{character}", headers=admin)).status_code == 200
+    assert (await app.client.delete(f"/delete-character/{character}", headers=a)).status_code == 200

@@ -35,6 +35,7 @@ from parla.characters.shapes import (
 )
 from parla.errors import ConflictError, InvalidInputError, NotFoundError, ParlaError
 from parla.knowledge.store import KnowledgeBase
+from parla.services.keys import caller_key_id, may_see, visible
 from parla.services.voices import VoiceCreate, VoiceLibrary
 from parla.store.blobs import LocalBlobStore
 from parla.store.db import Database
@@ -53,7 +54,7 @@ def knowledge_owner(character_id: int) -> str:
 def _row(session: Session, character_id: int) -> Character:
     # Ids beyond a 64-bit integer cannot be in any database (and SQLite's driver raises on them).
     row = session.get(Character, character_id) if 0 < character_id < 2**63 else None
-    if row is None:
+    if row is None or not may_see(row.owner_key_id):  # another key's character is as good as absent
         raise NotFoundError(f"character {character_id} not found", param="character_id")
     return row
 
@@ -95,7 +96,9 @@ class CharacterStore:
 
     def list_all(self) -> list[CharacterPublic]:
         with self.db.session() as session:
-            rows = session.scalars(select(Character).order_by(Character.id)).all()
+            rows = session.scalars(
+                select(Character).where(visible(Character.owner_key_id)).order_by(Character.id)
+            ).all()
             return [CharacterPublic.of(row) for row in rows]
 
     def image_path(self, character_id: int, filename: str) -> Path:
@@ -142,6 +145,7 @@ class CharacterStore:
                         owns_voice=voice_id is not None,
                         knowledge_files=[],
                         style_examples=new.style_examples,
+                        owner_key_id=caller_key_id(),
                     )
                     session.add(row)
                     session.flush()
