@@ -121,6 +121,9 @@ class Capabilities:
     """Speaks a whole dialogue script in one generation, its speakers tagged ``[S1]`` and ``[S2]``
     (Dia): the dialogue service hands it the script whole (cues as text when it has ``nonverbal``)
     with one voice whose samples are each speaker's, their transcripts tagged by speaker."""
+    phonemes: bool = False
+    """Reads IPA phonemes in the text between ``[[`` and ``]]`` (Piper's notation): SSML's
+    ``<phoneme>`` and pronunciations given as phonemes need it."""
     max_script_bytes: int | None = None
     """Most UTF-8 bytes of text it reads in one generation, its voice's transcripts included (Dia:
     1024, its encoder's positions); ``None``: no limit. A script is cut at turns to stay under it."""
@@ -140,6 +143,7 @@ class Capabilities:
             "min_dialogue_turns": self.min_dialogue_turns,
             "scripted_dialogue": self.scripted_dialogue,
             "max_script_bytes": self.max_script_bytes,
+            "phonemes": self.phonemes,
         }
 
 

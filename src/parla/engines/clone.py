@@ -137,6 +137,7 @@ class CloneEngine(Engine):
         sample_rate=22050,
         languages=("en",),
         streaming=True,
+        phonemes=True,
         cloning=True,
         instructions=True,
         parameters=PiperEngine.capabilities.parameters,

@@ -205,6 +205,7 @@ class PiperEngine(Engine):
         sample_rate=22050,
         languages=("en",),
         streaming=True,
+        phonemes=True,
         instructions=True,
         parameters=(
             Param("noise_scale", float, 0.667, 0.0, 1.5, "Variation of the voice (VITS prior noise)."),

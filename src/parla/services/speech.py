@@ -49,7 +49,7 @@ from parla.settings import Settings
 from parla.store.blobs import LocalBlobStore
 from parla.store.db import Database
 from parla.store.models import Generation, new_id, utcnow
-from parla.text import normalize_text, split_for_speech
+from parla.text.markup import MarkupError, speech_pieces
 
 log = logging.getLogger(__name__)
 
@@ -121,20 +121,33 @@ class SpeechPlan:
     source: str
     ignored: tuple[str, ...] = ()
     """Parameters the client gave that the engine does not use: reported, never silently dropped."""
+    pauses: tuple[float, ...] = ()
+    """Seconds of silence after each piece (pause tags, SSML breaks); none when empty."""
+    rates: tuple[float, ...] = ()
+    """Each piece's speaking rate, a factor on ``speed`` (SSML prosody); 1 when empty."""
+    lead: float = 0.0
+    """Seconds of silence before the first piece."""
 
     def requests(self) -> list[SynthesisRequest]:
+        rates = self.rates or (1.0,) * len(self.pieces)
         return [
             SynthesisRequest(
                 text=piece,
                 voice=self.voice,
-                speed=self.speed,
+                speed=self.speed * rate,
                 seed=self.seed,
                 language=self.language,
                 instructions=self.instructions,
                 parameters=self.parameters,
             )
-            for piece in self.pieces
+            for piece, rate in zip(self.pieces, rates, strict=True)
         ]
+
+    def silence_after(self, index: int) -> float:
+        """Seconds of silence after piece ``index`` (-1: before the first)."""
+        if index < 0:
+            return self.lead
+        return self.pauses[index] if index < len(self.pauses) else 0.0
 
 
 @dataclass(frozen=True)
@@ -339,9 +352,20 @@ class SpeechService:
             params = engine.resolve_parameters(options.parameters, voice_ref.preset(engine.name))
         except ValueError as exc:
             raise InvalidInputError(str(exc), param="parameters") from None
-        pieces = split_for_speech(normalize_text(text, language))
+        try:
+            split = speech_pieces(text, language)
+        except MarkupError as exc:
+            raise InvalidInputError(f"input: {exc}", param="input") from None
+        pieces = split.texts
         if not any(_SPEAKABLE.search(piece) for piece in pieces):
             raise InvalidInputError("input has nothing to speak (no words in it)", param="input")
+        if split.has_phonemes and not engine.capabilities.phonemes:
+            readers = [name for name in self.registry.names() if self.registry.get(name).capabilities.phonemes]
+            raise InvalidInputError(
+                f"engine {engine.name!r} cannot read phonemes (<phoneme>, or a pronunciation given as phonemes); "
+                f"these can: {', '.join(readers)}",
+                param="input",
+            )
         language_problem = engine.language_problem(language)
         if language_problem:
             raise InvalidInputError(f"{language_problem}; {self._who_speaks(language)}", param="language")
@@ -362,6 +386,9 @@ class SpeechService:
             parameters=params,
             source=source,
             ignored=tuple(engine.ignored_parameters(options.parameters, consumed=REQUEST_CONTROLS)),
+            pauses=tuple(split.pauses) if any(split.pauses) else (),
+            rates=tuple(split.rates) if any(rate != 1.0 for rate in split.rates) else (),
+            lead=split.lead,
         )
 
     def file_voice(
@@ -438,10 +465,20 @@ class SpeechService:
         requests = plan.requests()
 
         def pieces() -> Iterator[Iterator[AudioChunk]]:
+            if plan.lead:
+                yield silence(plan.lead)
             for done, piece in enumerate(engine.synthesize_pieces(requests), start=1):
                 yield piece
+                if plan.silence_after(done - 1):
+                    yield silence(plan.silence_after(done - 1))
                 if progress:
                     progress(done, len(requests))
+
+        def silence(seconds: float) -> Iterator[AudioChunk]:
+            # Longer by the two crossfades that overlap it with its neighbours, so that the gap
+            # between them is the length asked for.
+            rate = engine.capabilities.sample_rate
+            return iter([AudioChunk(np.zeros(round(rate * (seconds + 2 * CROSSFADE_S)), dtype=np.float32), rate)])
 
         return self.registry.runner(engine.name).stream(lambda: crossfaded(pieces(), CROSSFADE_S))
 
