@@ -459,3 +459,17 @@ async def test_characters_belong_to_the_key_that_made_them(app: InProcessApp) ->
     assert (await app.client.delete(f"/delete-character/{character}", headers=b)).status_code == 404
     assert (await app.client.get(f"/get-character/{character}", headers=admin)).status_code == 200
     assert (await app.client.delete(f"/delete-character/{character}", headers=a)).status_code == 200
+
+
+async def test_only_admins_make_pronunciations_for_every_voice(app: InProcessApp) -> None:
+    keys = app.services.keys
+    a = bearer(keys.create("a", "speak,voices")[1])
+    admin = bearer(keys.create("root", "admin")[1])
+    entry = {"word": "Nguyen", "respelling": "win"}
+    refused = await app.client.post("/v1/pronunciations", json=entry, headers=a)
+    assert refused.status_code == 403 and "admin" in refused.json()["detail"]
+    assert (await app.client.post("/v1/pronunciations", json=entry, headers=admin)).status_code == 201
+    voice = (await app.client.post("/v1/voices", json={"name": "Ada"}, headers=a)).json()["id"]
+    own = await app.client.post("/v1/pronunciations", json={**entry, "voice": voice}, headers=a)
+    assert own.status_code == 201, own.text
+    assert (await app.client.get("/v1/pronunciations", headers=a)).status_code == 200

@@ -8,7 +8,7 @@ import pytest
 
 from parla.audio.decode import decode_audio
 from parla.text.markup import MarkupError, parse, speech_pieces
-from tests.conftest import speech_body
+from tests.conftest import Listener, speech_body
 
 
 def test_pause_tags_and_breaks_become_pauses_after_the_text_before_them() -> None:
@@ -91,3 +91,54 @@ def test_pauses_are_exact_on_the_real_voices(client: httpx.Client, voice: str) -
     plain = duration("The lamp is on the table. The door is open.")
     paused = duration("The lamp is on the table. [pause:0.8] The door is open.")
     assert paused - plain == pytest.approx(0.8, abs=0.05)
+
+
+# -- the pronunciation dictionary -------------------------------------------------------------------
+
+
+async def test_pronunciation_entries_are_kept_changed_and_removed(api: httpx.AsyncClient) -> None:
+    made = await api.post("/v1/pronunciations", json={"word": "Nguyen", "respelling": "win"})
+    assert made.status_code == 201, made.text
+    entry = made.json()
+    assert (await api.post("/v1/pronunciations", json={"word": "nguyen", "respelling": "new"})).status_code == 409
+    nothing = await api.post("/v1/pronunciations", json={"word": "Nguyen"})
+    assert nothing.status_code == 422 and "respelling" in nothing.json()["detail"]
+    brackets = await api.post("/v1/pronunciations", json={"word": "x", "phonemes": "[[ a ]]"})
+    assert brackets.status_code == 422
+    listed = (await api.get("/v1/pronunciations")).json()["pronunciations"]
+    assert any(e["id"] == entry["id"] for e in listed)
+    changed = await api.patch(f"/v1/pronunciations/{entry['id']}", json={"phonemes": "wˈɪn"})
+    assert changed.status_code == 200 and changed.json()["phonemes"] == "wˈɪn"
+    assert (await api.delete(f"/v1/pronunciations/{entry['id']}")).status_code == 204
+    assert (await api.delete(f"/v1/pronunciations/{entry['id']}")).status_code == 404
+    unknown_voice = await api.post("/v1/pronunciations", json={"word": "x", "respelling": "y", "voice": "nobody"})
+    assert unknown_voice.status_code == 404
+
+
+def test_the_dictionary_rewrites_words_not_markup() -> None:
+    pieces = speech_pieces(
+        "<speak>I said Nguyen, not nguyenese. <break time='1s'/> NGUYEN again.</speak>",
+        rewrite=lambda text: __import__("re").sub(r"(?i)(?<!\w)nguyen(?!\w)", "win", text),
+    )
+    assert pieces.texts[0] == "I said win, not nguyenese." and "win again." in pieces.texts[-1]
+
+
+@pytest.mark.model
+def test_a_dictionary_entry_changes_what_whisper_hears(client: httpx.Client, listener: Listener) -> None:
+    """A made-up word, respelled and then given as phonemes: what the listener hears follows."""
+    text = "Please bring me the zorblat now."
+
+    def heard() -> str:
+        response = client.post("/v1/audio/speech", json=speech_body(input=text, voice="joe", response_format="wav"))
+        assert response.status_code == 200, response.text
+        return listener.transcribe(response.content).lower()
+
+    assert "bicycle" not in heard()
+    entry = client.post("/v1/pronunciations", json={"word": "zorblat", "respelling": "bicycle"}).json()
+    try:
+        assert "bicycle" in heard()
+        client.patch(f"/v1/pronunciations/{entry['id']}", json={"respelling": None, "phonemes": "tˈeɪbəl"})
+        assert "table" in heard()  # Piper reads the phonemes
+    finally:
+        client.delete(f"/v1/pronunciations/{entry['id']}")
+    assert "bicycle" not in heard()

@@ -23,6 +23,7 @@ from parla.services.dialogue import DialogueService
 from parla.services.history import HistoryService
 from parla.services.jobs import JobService
 from parla.services.mappings import VoiceMappings
+from parla.services.pronunciations import PronunciationDictionary
 from parla.services.runtime_config import ConfigService
 from parla.services.speech import SpeechService
 from parla.services.transcription import Transcriber
@@ -55,6 +56,10 @@ def provide_engines(services: ServicesDep) -> EngineRegistry:
 
 def provide_voices(services: ServicesDep) -> VoiceLibrary:
     return services.voices
+
+
+def provide_pronunciations(services: ServicesDep) -> PronunciationDictionary:
+    return services.pronunciations
 
 
 def provide_transcriber(services: ServicesDep) -> Transcriber:
@@ -93,6 +98,7 @@ SettingsDep = Annotated[Settings, Depends(provide_settings)]
 BlobsDep = Annotated[LocalBlobStore, Depends(provide_blobs)]
 EnginesDep = Annotated[EngineRegistry, Depends(provide_engines)]
 VoicesDep = Annotated[VoiceLibrary, Depends(provide_voices)]
+PronunciationsDep = Annotated[PronunciationDictionary, Depends(provide_pronunciations)]
 TranscriberDep = Annotated[Transcriber, Depends(provide_transcriber)]
 SpeechDep = Annotated[SpeechService, Depends(provide_speech)]
 ConfigDep = Annotated[ConfigService, Depends(provide_config)]

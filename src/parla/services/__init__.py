@@ -13,6 +13,7 @@ from parla.services.history import HistoryService
 from parla.services.jobs import JobService
 from parla.services.keys import KeyService
 from parla.services.mappings import VoiceMappings
+from parla.services.pronunciations import PronunciationDictionary
 from parla.services.queue import JobQueue
 from parla.services.runtime_config import ConfigService
 from parla.services.speech import SpeechService
@@ -40,6 +41,7 @@ class Services:
     mappings: VoiceMappings
     characters: CharacterService
     keys: KeyService
+    pronunciations: PronunciationDictionary
 
     @classmethod
     def build(cls, settings: Settings, *, engines: EngineRegistry | None = None, role: str = "server") -> Services:
@@ -103,6 +105,7 @@ class Services:
             queue=jobs.queue,
             dialogue=dialogue,
             keys=KeyService(db),
+            pronunciations=speech.pronunciations,
             mappings=mappings,
             characters=characters,
         )

@@ -42,6 +42,7 @@ from parla.errors import InvalidInputError, ServiceUnavailableError, TooLargeErr
 from parla.languages import base_language, language_code
 from parla.offload import offload
 from parla.services.keys import acting_for, caller_key_id
+from parla.services.pronunciations import PronunciationDictionary
 from parla.services.runtime_config import GOVERNED_SOURCES
 from parla.services.usage import UsageLimits
 from parla.services.voices import VoiceLibrary
@@ -303,10 +304,12 @@ class SpeechService:
         blobs: LocalBlobStore,
         save_outputs: Callable[[], bool] | None = None,
         usage: UsageLimits | None = None,
+        pronunciations: PronunciationDictionary | None = None,
     ) -> None:
         self.settings = settings
         # What each API key may use; charged for whoever the work is done for (``acting_for``).
         self.usage = usage or UsageLimits.from_settings(settings, db)
+        self.pronunciations = pronunciations or PronunciationDictionary(db, voices)
         self.registry = registry
         self.voices = voices
         self.db = db
@@ -353,7 +356,8 @@ class SpeechService:
         except ValueError as exc:
             raise InvalidInputError(str(exc), param="parameters") from None
         try:
-            split = speech_pieces(text, language)
+            rewrite = self.pronunciations.rewriter(voice_ref.id, phonemes=engine.capabilities.phonemes)
+            split = speech_pieces(text, language, rewrite)
         except MarkupError as exc:
             raise InvalidInputError(f"input: {exc}", param="input") from None
         pieces = split.texts

@@ -240,3 +240,20 @@ class GenerationLease(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     key_id: Mapped[str] = mapped_column(String(36), index=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Pronunciation(Base):
+    """How to say a word: a respelling (any engine) or IPA phonemes (engines that read them), for
+    every voice or for one."""
+
+    __tablename__ = "pronunciations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    word: Mapped[str] = mapped_column(String(100), index=True)
+    respelling: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    phonemes: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    voice_id: Mapped[str | None] = mapped_column(ForeignKey("voices.id", ondelete="CASCADE"), nullable=True, index=True)
+    """None: for every voice (an admin's to make); else this voice's, and goes with it."""
+    owner_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

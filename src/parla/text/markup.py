@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from xml.parsers import expat
 
@@ -287,14 +288,16 @@ def _split_keeping_phonemes(text: str, language: str) -> list[str]:
     return [re.sub("[\ue000-\uf8ff]", lambda m: back.get(m.group(0), ""), piece) for piece in pieces]
 
 
-def speech_pieces(text: str, language: str = "en") -> Pieces:
-    """``text`` (plain, with pause tags, or SSML) normalised and split for synthesis."""
+def speech_pieces(text: str, language: str = "en", rewrite: Callable[[str], str] | None = None) -> Pieces:
+    """``text`` (plain, with pause tags, or SSML) normalised and split for synthesis; ``rewrite``
+    (the pronunciation dictionary) is applied to what is said, never to the markup."""
     texts: list[str] = []
     pauses: list[float] = []
     rates: list[float] = []
     lead = 0.0
     for run in parse(text):
-        pieces = _split_keeping_phonemes(run.text, language) if run.text else []
+        said = rewrite(run.text) if rewrite is not None and run.text else run.text
+        pieces = _split_keeping_phonemes(said, language) if said else []
         if not pieces:
             if texts:
                 pauses[-1] += run.pause_after
