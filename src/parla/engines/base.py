@@ -121,6 +121,8 @@ class Capabilities:
     """Speaks a whole dialogue script in one generation, its speakers tagged ``[S1]`` and ``[S2]``
     (Dia): the dialogue service hands it the script whole (cues as text when it has ``nonverbal``)
     with one voice whose samples are each speaker's, their transcripts tagged by speaker."""
+    blending: bool = False
+    """Speaks a blend of voices (``VoiceRef.blend``) as one voice between them."""
     phonemes: bool = False
     """Reads IPA phonemes in the text between ``[[`` and ``]]`` (Piper's notation): SSML's
     ``<phoneme>`` and pronunciations given as phonemes need it."""
@@ -144,6 +146,7 @@ class Capabilities:
             "scripted_dialogue": self.scripted_dialogue,
             "max_script_bytes": self.max_script_bytes,
             "phonemes": self.phonemes,
+            "blending": self.blending,
         }
 
 
@@ -171,6 +174,10 @@ class VoiceRef:
     """The language each of ``samples`` is spoken in (and its transcript written in), in order;
     ``None``, or no entry at all, means ``language``. Beside ``samples`` rather than in its pairs,
     which every cloning engine unpacks: only the engines that read a transcript need it."""
+
+    blend: tuple[tuple[VoiceRef, float], ...] = ()
+    """A blend of voices (``alloy(2)+Ada(1)``): its parts with their weights, summing to 1. Only
+    engines with ``Capabilities.blending`` speak it."""
 
     def sample_language(self, index: int) -> str:
         """The language ``samples[index]`` is spoken in."""

@@ -138,6 +138,7 @@ class CloneEngine(Engine):
         languages=("en",),
         streaming=True,
         phonemes=True,
+        blending=True,
         cloning=True,
         instructions=True,
         parameters=PiperEngine.capabilities.parameters,
@@ -181,6 +182,10 @@ class CloneEngine(Engine):
         ``None`` for Piper's own voice."""
         from parla.engines import conversion
 
+        if voice.blend:
+            # Each part as it speaks alone (Piper's own voice: the adaptation that changes nothing).
+            parts = [(self.adaptation_for(part) or preset_adaptation(), weight) for part, weight in voice.blend]
+            return conversion.blend(parts)
         if not voice.samples:
             preset = voice.preset(self.name)
             return preset_adaptation(**{k: v for k, v in preset.items() if k in PRESET_KEYS}) if preset else None

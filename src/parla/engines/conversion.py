@@ -169,6 +169,33 @@ class Adaptation:
         return cls(cfg=cfg, **kw)
 
 
+def blend(parts: Sequence[tuple[Adaptation, float]]) -> Adaptation:
+    """One adaptation between several (weights summing to 1): every mapped quantity is the weighted
+    mean of the parts' (log pitch line, envelope maps, formant scaling, EQ, aperiodicity, pace), so
+    the blend's pitch, formants and timbre lie between theirs. The parts' nearest-neighbour
+    corrections are left out: they correct towards one speaker's own frames, which a voice between
+    speakers has none of."""
+    first = parts[0][0]
+
+    def mean(name: str) -> Any:
+        return sum(weight * np.asarray(getattr(part, name), dtype=np.float64) for part, weight in parts)
+
+    return Adaptation(
+        length_scale=float(mean("length_scale")),
+        f0_a=float(mean("f0_a")),
+        f0_b=float(mean("f0_b")),
+        w=mean("w"),
+        mu=mean("mu"),
+        gv=mean("gv"),
+        d_uv=mean("d_uv"),
+        alpha=float(mean("alpha")),
+        ap_diff=mean("ap_diff"),
+        eq=mean("eq"),
+        eq_uv=mean("eq_uv"),
+        cfg=first.cfg,
+    )
+
+
 @functools.cache
 def _coding(n: int) -> tuple[np.ndarray, np.ndarray]:
     """pyworld's envelope coding as what it is, two linear maps in the log domain: ``code``

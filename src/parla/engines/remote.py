@@ -184,6 +184,7 @@ def capabilities_from(described: dict[str, Any]) -> Capabilities:
         # Absent from an older worker's answer: no limit known, as before.
         max_script_bytes=None if limit is None else int(limit),
         phonemes=bool(described.get("phonemes", False)),
+        blending=bool(described.get("blending", False)),
     )
 
 

@@ -549,7 +549,7 @@ class SpeechService:
             name = voice.engine  # an engine's own voice (a Kokoro style) goes to that engine
         elif chosen_here:
             # A cloned voice, or a built-in one that is an adaptation preset, needs the cloning engine.
-            adapted = voice.samples or voice.preset(self.settings.default_clone_engine)
+            adapted = voice.samples or voice.blend or voice.preset(self.settings.default_clone_engine)
             name = self.settings.default_clone_engine if adapted else self.settings.default_engine
             if name in self.registry.names() and self.registry.get(name).language_problem(language):
                 name = self._speaking(language, voice) or name
@@ -565,6 +565,12 @@ class SpeechService:
                 f"use {self.settings.default_clone_engine!r}"
                 + (f" (engines that clone: {', '.join(cloning)})" if cloning else ""),
                 param="model",
+            )
+        if voice.blend and not engine.capabilities.blending:
+            blending = [n for n in self.registry.names() if self.registry.get(n).capabilities.blending]
+            raise InvalidInputError(
+                f"engine {engine.name!r} cannot blend voices ({voice.name!r}); these can: {', '.join(blending)}",
+                param="voice",
             )
         if voice.engine and voice.engine != engine.name:
             raise InvalidInputError(

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,9 @@ class VoiceBase(BaseModel):
 
 class VoiceCreate(VoiceBase):
     name: str = Field(..., min_length=1, max_length=100)
+    blend: str | None = Field(
+        None, max_length=1000, description="Make this voice a blend of others: alloy(2)+Ada(1) (no samples then)."
+    )
 
 
 class VoiceUpdate(BaseModel):
@@ -175,6 +179,7 @@ class VoicePublic(VoiceBase):
     id: str
     name: str
     builtin: bool = False
+    blend: str | None = None
     samples: list[SamplePublic] = Field(default_factory=list)
     total_duration_s: float = 0.0
     created_at: datetime
@@ -189,6 +194,7 @@ class VoicePublic(VoiceBase):
             description=voice.description,
             language=voice.language,
             tags=list(voice.tags or []),
+            blend=voice.blend,
             samples=samples,
             total_duration_s=round(sum(s.duration_s for s in samples), 3),
             created_at=voice.created_at,
@@ -230,6 +236,30 @@ def _archived_language(raw: Any) -> str | None:
         return language_code(raw) if isinstance(raw, str) and raw.strip() else None
     except UnknownLanguageError:
         return None
+
+
+BLEND_PART = re.compile(r"\s*([^()+]+?)\s*(?:\(\s*([0-9]*\.?[0-9]+)\s*\))?\s*")
+MAX_BLEND_PARTS = 8
+
+
+def parse_blend(spec: str) -> list[tuple[str, float]] | None:
+    """``alloy(2)+Ada(1)`` (Kokoro-FastAPI's syntax; a part without a weight weighs 1) as names and
+    weights summing to 1; None when ``spec`` is not a blend. A blend that is malformed is a 400."""
+    if "+" not in spec:
+        return None
+    parts = []
+    for raw in spec.split("+"):
+        match = BLEND_PART.fullmatch(raw)
+        if match is None or not match.group(1).strip():
+            raise InvalidInputError(f"voice blend {spec!r}: write parts as name(weight)+name(weight)", param="voice")
+        weight = float(match.group(2)) if match.group(2) else 1.0
+        if weight <= 0:
+            raise InvalidInputError(f"voice blend {spec!r}: weights are above 0", param="voice")
+        parts.append((match.group(1).strip(), weight))
+    if len(parts) > MAX_BLEND_PARTS:
+        raise InvalidInputError(f"voice blend {spec!r}: at most {MAX_BLEND_PARTS} voices", param="voice")
+    total = sum(weight for _, weight in parts)
+    return [(name, weight / total) for name, weight in parts]
 
 
 class VoiceLibrary:
@@ -297,6 +327,14 @@ class VoiceLibrary:
         builtin = self._builtin_for(id_or_name)
         if builtin is not None:
             return builtin.ref(self.presets(builtin.name))
+        if "+" in id_or_name and not self._exists(id_or_name):
+            # An engine's own blend first (Kokoro mixes its style vectors itself), then Parla's.
+            own = self.engine_voice(id_or_name)
+            if own is not None:
+                return own
+            parts = parse_blend(id_or_name)
+            if parts is not None:
+                return self._blend(id_or_name, parts)
         with self.db.session() as session:
             voice = self._find(session, id_or_name)
             alias = self.aliases(id_or_name) if voice is None and self.aliases else None
@@ -316,6 +354,9 @@ class VoiceLibrary:
                     "or id",
                     param="voice",
                 )
+            if voice.blend:
+                blend = self._blend(voice.blend, parse_blend(voice.blend) or [])
+                return replace(blend, name=voice.name, id=voice.id, language=voice.language)
             if not voice.samples:
                 raise InvalidInputError(f"voice {voice.name!r} has no samples yet: add one first", param="voice")
             return VoiceRef(
@@ -326,6 +367,43 @@ class VoiceLibrary:
                 sample_languages=tuple(_sample_language(s, voice) for s in voice.samples),
                 key=_voice_key(voice),
             )
+
+    def _checked_blend(self, spec: str | None) -> str | None:
+        """A blend to keep as a voice: it must be one, and each of its voices must exist now."""
+        if spec is None:
+            return None
+        parts = parse_blend(spec)
+        if parts is None or len(parts) < 2:
+            raise InvalidInputError(f"blend {spec!r}: name two voices or more, as alloy(2)+Ada(1)", param="blend")
+        self._blend(spec, parts)
+        return spec.strip()
+
+    def _exists(self, id_or_name: str) -> bool:
+        with self.db.session() as session:
+            return self._find(session, id_or_name) is not None
+
+    def _blend(self, spec: str, parts: list[tuple[str, float]]) -> VoiceRef:
+        """The voices of a blend, each resolved as it would be alone, with their weights."""
+        refs = []
+        for name, weight in parts:
+            try:
+                ref = self.resolve(name)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"in the blend {spec!r}: {exc.detail}", param="voice") from None
+            if ref.engine is not None:
+                raise InvalidInputError(
+                    f"in the blend {spec!r}: {name!r} is engine {ref.engine!r}'s own voice, which only it speaks",
+                    param="voice",
+                )
+            refs.append((ref, weight))
+        canonical = "+".join(f"{ref.id or ref.name}({weight:.4g})" for ref, weight in refs)
+        return VoiceRef(
+            name=spec,
+            id=canonical,
+            language=refs[0][0].language,
+            key=hashlib.sha256("|".join(f"{ref.key or ref.name}:{w:.6f}" for ref, w in refs).encode()).hexdigest(),
+            blend=tuple(refs),
+        )
 
     def list_all(self) -> list[dict[str, Any]]:
         with self.db.session() as session:
@@ -371,6 +449,7 @@ class VoiceLibrary:
                     description=data.description,
                     language=data.language,
                     tags=data.tags,
+                    blend=self._checked_blend(data.blend),
                     owner_key_id=caller_key_id(),
                 )
                 session.add(voice)

@@ -81,6 +81,8 @@ class Voice(Base):
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     language: Mapped[str] = mapped_column(String(16), default="en")
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    blend: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    """A blend of other voices (``alloy(2)+Ada(1)``) this voice speaks as, instead of samples."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
