@@ -224,3 +224,13 @@ async def test_bad_requests(
     response = await api.request(method, path, **kwargs)
     assert response.status_code == status, response.text
     assert isinstance(response.json()["detail"], str)
+
+
+async def test_a_mapping_update_with_nulls_keeps_its_style_and_speaker(api: httpx.AsyncClient) -> None:
+    # Found by the API fuzzing: a null primary_speaker was written to a column that must have one (a 500).
+    made = await api.post("/voice_mappings", json={"voice_id": "nulls", "style": "calm", "primary_speaker": "S2"})
+    assert made.status_code in (200, 201), made.text
+    updated = await api.put("/voice_mappings/nulls", json={"style": None, "primary_speaker": None})
+    assert updated.status_code == 200, updated.text
+    assert (updated.json()["style"], updated.json()["primary_speaker"]) == ("calm", "S2")
+    await api.delete("/voice_mappings/nulls")

@@ -167,6 +167,11 @@ class VoiceMappings:
 
     def update(self, voice_id: str, data: MappingUpdate) -> MappingPublic:
         changes = data.model_dump(exclude_unset=True)
+        # A mapping always has a style and a primary speaker: null there leaves them as they are
+        # (the Dia server's clients send every field, unset ones as null).
+        for required in ("style", "primary_speaker"):
+            if changes.get(required, "") is None:
+                del changes[required]
         with self.db.session() as session:
             mapping = session.get(VoiceMapping, voice_id)
             if mapping is None:
