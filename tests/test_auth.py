@@ -148,6 +148,10 @@ async def test_the_job_websocket_needs_a_key_too(tmp_path: Path) -> None:
             assert "API key" in closed.value.rcvd.reason
             with connect(socket_url + f"?api_key={secret}") as socket:
                 assert "not" in socket.recv(timeout=10)  # past the key: the job is not found
+            speech_url = url.replace("http", "ws", 1) + "/v1/audio/speech/ws"
+            with connect(speech_url) as socket, pytest.raises(ConnectionClosed) as closed:
+                socket.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     finally:
         services.close()
 
