@@ -131,7 +131,7 @@ def serve(
 
     import uvicorn
 
-    from parla.api.auth import startup_problem
+    from parla.api.auth import is_loopback, startup_problem
     from parla.app import create_app
     from parla.engines.supervisor import Supervisor
     from parla.engines.weights import hub_offline
@@ -145,7 +145,9 @@ def serve(
     }
     overrides = {name: value for name, value in options.items() if value is not None}
     settings = _serve_settings(overrides)
-    problem = startup_problem(settings, _key_service(settings).required())
+    # The database is asked (and brought up to date) only when its answer matters: beyond loopback.
+    needs_keys = settings.auth == "on" and not is_loopback(settings.host)
+    problem = startup_problem(settings, _key_service(settings).required()) if needs_keys else None
     if problem is not None:
         err.print(f"[red]error:[/red] {escape(problem)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
