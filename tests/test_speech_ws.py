@@ -52,7 +52,7 @@ def test_the_first_sentence_is_heard_before_the_last_token_is_sent(
         events, audio = events_until(socket, "sentence.done")
         assert [e["type"] for e in events] == ["sentence.start", "sentence.done"]
         assert events[0]["text"] == first
-        samples = np.frombuffer(audio, dtype="<i2").astype(np.float32) / 32768
+        samples = np.frombuffer(audio, dtype="<i2").astype(np.float32) / np.float32(32768)
         assert wer(first, listener.transcribe(encode_audio(samples, PCM_RATE, "wav"))) < 0.3
         assert events[1]["duration_s"] == pytest.approx(len(samples) / PCM_RATE, abs=0.05)
         for token in second.split(" "):
@@ -60,7 +60,7 @@ def test_the_first_sentence_is_heard_before_the_last_token_is_sent(
         socket.send(json.dumps({"type": "end"}))
         events, audio = events_until(socket, "done")
         assert [e["type"] for e in events] == ["sentence.start", "sentence.done", "done"]
-        samples = np.frombuffer(audio, dtype="<i2").astype(np.float32) / 32768
+        samples = np.frombuffer(audio, dtype="<i2").astype(np.float32) / np.float32(32768)
         assert wer(second, listener.transcribe(encode_audio(samples, PCM_RATE, "wav"))) < 0.3
 
 
