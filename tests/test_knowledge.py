@@ -75,6 +75,17 @@ def test_documents_of_every_kind_become_passages() -> None:
     )
 
 
+def test_each_line_of_a_json_record_names_its_record() -> None:
+    # A line is retrieved and read alone: "room: the Long Hall" must say whose room it is.
+    data = json.dumps({"exhibits": [{"title": "The Sea Eagle", "room": "the Long Hall"}, {"room": "the attic"}]})
+    lines = passages(data.encode(), "museum.json")[0].splitlines()
+    assert lines == [
+        "exhibits: title: The Sea Eagle",
+        "exhibits: The Sea Eagle: room: the Long Hall",
+        "exhibits: room: the attic",
+    ]
+
+
 def test_long_text_is_cut_into_overlapping_passages() -> None:
     sentence = "The tide comes in twice a day along the northern shore. "
     parts = passages((sentence * 60).encode(), "long.txt")

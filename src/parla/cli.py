@@ -682,13 +682,42 @@ def bench_clone(
 
 @bench_app.command("characters")
 def bench_characters(
-    rounds: Annotated[int, typer.Option(help="Rounds over the three questions.")] = 3,
+    qa_file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A question set for --qa (default: the shipped one, parla/bench/qa/questions.json).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    qa: Annotated[
+        bool,
+        typer.Option(
+            "--qa",
+            help="Measure answers instead of speed: each set's character is asked its questions through the server"
+            " (/ask-question-stream) and scored: exact-answer accuracy, unsupported-answer rate (an answer whose"
+            " numbers, names or content words the knowledge file does not hold), refusal accuracy on unanswerable"
+            " questions, time to first token and first audio.",
+        ),
+    ] = False,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds over the three questions (speed mode).")] = 3,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="With --qa: also write every answer and figure to this JSON file.")
+    ] = None,
 ) -> None:
     """A character's spoken answer: time to first token, first audio and total, streaming against
-    answer-then-speak, and the language model alone."""
-    from parla.bench.characters import run_characters_bench
+    answer-then-speak, and the language model alone. With --qa [FILE]: how well characters answer
+    from their knowledge (see `parla bench characters --help` for the measures)."""
+    from parla.bench.characters import SHIPPED_QA, QAError, run_characters_bench, run_qa_bench
 
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    if qa or qa_file is not None:
+        try:
+            run_qa_bench(qa_path=qa_file or SHIPPED_QA, console=console, json_path=json_path)
+        except QAError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        return
     run_characters_bench(rounds=rounds, console=console)
 
 

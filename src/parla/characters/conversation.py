@@ -5,19 +5,25 @@ The model writes on a worker thread and its tokens cross to the event loop throu
 bridge (``iterate_in_thread``), as an engine's audio does. Each sentence is spoken through the
 speech service as soon as it is complete; the answer's audio is then kept as one ordinary
 generation (history, retention), served at ``audio_url``.
+
+A character with a knowledge base answers through ``grounding.Grounding``: declined when no passage
+can answer, else the model's answer (greedy) checked sentence by sentence against the passages,
+and replaced by the passage sentence that answers when it is not supported; only checked sentences
+are shown and spoken.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterator
+from contextlib import aclosing, closing
 from typing import Any
 
 from parla.audio.encode import AudioFormat
 from parla.characters.checks import CharacterChecks
-from parla.characters.llm import LlamaCppChat, LLMError, Message, OpenAICompatibleChat, chat_model_for
+from parla.characters.grounding import DEFAULT_UNKNOWN_ANSWER, Grounding
+from parla.characters.llm import LlamaCppChat, LLMConfig, LLMError, Message, OpenAICompatibleChat, chat_model_for
 from parla.characters.prompting import SentenceStream, StyleExample, build_messages, knowledge_context
 from parla.characters.runtime import LlamaRuntime
 from parla.characters.shapes import (
@@ -42,6 +48,8 @@ RELEVANCE_FLOOR = 0.6
 whatever text it is given, so a weakly related passage is a wrong answer waiting to happen."""
 ANSWER_FORMAT: AudioFormat = "wav"
 """The Titans character API serves answers as WAV files."""
+FACTUAL_MAX_TOKENS = 80
+"""A factual answer is a sentence or two (``grounding.MAX_PIECES``); the model is not let ramble on."""
 LIVE_FORMAT: AudioFormat = "pcm"
 """``speech.audio.delta`` carries OpenAI's ``pcm``: 24 kHz 16-bit little-endian mono."""
 
@@ -129,26 +137,56 @@ class Conversation:
 
     # -- the parts of an answer ---------------------------------------------------------------------
 
-    def context(self, persona: Persona, question: str) -> tuple[list[Message], list[Passage]]:
-        """The retrieved passages and the messages for the model (blocking: embeds the question)."""
+    def context(self, persona: Persona, question: str) -> tuple[list[Message], list[Passage], Grounding | None]:
+        """The retrieved passages, the messages for the model, and how the answer is checked against
+        the passages (``None``: it is not, see ``grounding_for``). Blocking: embeds the question."""
         found = self.knowledge.search(knowledge_owner(persona.id), question, k=PASSAGES_PER_ANSWER)
         found = [p for p in found if p.score >= RELEVANCE_FLOOR * found[0].score] if found else []
+        grounding = self.grounding_for(persona, question, found)
         messages = build_messages(
             name=persona.name,
             question=question,
             passages=found,
             style_examples=persona.style_examples,
             system_prompt=persona.llm.system_prompt,
+            facts=grounding.prompt_facts() if grounding is not None else None,
         )
-        return messages, found
+        return messages, found, grounding
 
-    def tokens(self, persona: Persona, messages: list[Message]) -> Iterator[str]:
+    @staticmethod
+    def grounding_for(persona: Persona, question: str, found: list[Passage]) -> Grounding | None:
+        """The check a character's answer goes through; none for a character without knowledge, one
+        configured to answer from general knowledge, or a chat question to the character itself."""
+        if not found or persona.llm.general_knowledge:
+            return None
+        grounding = Grounding(question, found, persona.name, persona.llm.unknown_answer or DEFAULT_UNKNOWN_ANSWER)
+        return None if grounding.is_chat else grounding
+
+    def tokens(
+        self, persona: Persona, messages: list[Message], config: LLMConfig | None = None
+    ) -> Generator[str, None, None]:
         """The answer as the model writes it (blocking); the model's failures become a 502."""
         model = chat_model_for(persona.llm, self.embedded, self.remote)
         try:
-            yield from model.stream(messages, persona.llm)
+            yield from model.stream(messages, config or persona.llm)
         except LLMError as exc:
             raise UpstreamError(f"the language model failed: {exc}") from None
+
+    def grounded_pieces(self, persona: Persona, messages: list[Message], grounding: Grounding) -> Iterator[str]:
+        """The checked answer, sentence by sentence (blocking): the decline without asking the model
+        when no passage can answer; else the model's sentences while the passages support them, or
+        the passage sentence that answers (``Grounding.pieces``)."""
+        if not grounding.answerable:
+            yield grounding.decline()
+            return
+        # Greedy decoding: a factual answer should be the model's most likely reading of the
+        # passages, the same each time, not a sample (temperature 0.7 made up colours and captains).
+        config = persona.llm.model_copy(
+            update={"temperature": 0.0, "max_tokens": min(persona.llm.max_tokens, FACTUAL_MAX_TOKENS)}
+        )
+        # Closed when the check ends the answer early, which stops the model (and frees it).
+        with closing(self.tokens(persona, messages, config)) as tokens:
+            yield from grounding.pieces(tokens)
 
     def speech_plan(self, persona: Persona, text: str, fmt: AudioFormat = ANSWER_FORMAT) -> SpeechPlan:
         """Blocking: the voice is looked up in the database."""
@@ -164,14 +202,27 @@ class Conversation:
 
     # -- answering ----------------------------------------------------------------------------------
 
+    @staticmethod
+    def _answer(
+        question: str, text: str, found: list[Passage], persona: Persona, grounding: Grounding | None
+    ) -> Answer:
+        answer = Answer(question, text, found, persona.id, persona.name)
+        if grounding is not None:
+            answer.source = grounding.source
+            answer.supporting_passages = grounding.supporting_passages()
+        return answer
+
     async def answer(self, character_id: int, question: str) -> Answer:
         """The whole answer: text, then its audio kept as a generation (the Titans character API's ask endpoints)."""
         question = self.checks.question(question)
         persona = await offload(self.persona, character_id)
         await offload(self.require_language_model, persona)
-        messages, found = await offload(self.context, persona, question)
-        text = (await offload(lambda: "".join(self.tokens(persona, messages)))).strip()
-        answer = Answer(question, text, found, persona.id, persona.name)
+        messages, found, grounding = await offload(self.context, persona, question)
+        if grounding is not None:
+            text = " ".join(await offload(lambda: list(self.grounded_pieces(persona, messages, grounding))))
+        else:
+            text = (await offload(lambda: "".join(self.tokens(persona, messages)))).strip()
+        answer = self._answer(question, text, found, persona, grounding)
         if not text:
             answer.warnings.append("the language model gave an empty answer")
             return answer
@@ -190,11 +241,27 @@ class Conversation:
         # The model and speech are checked before the model starts: fail fast, not mid-answer.
         await offload(self.require_language_model, persona)
         await offload(self.speech_plan, persona, question)
-        messages, found = await offload(self.context, persona, question)
+        messages, found, grounding = await offload(self.context, persona, question)
         # The writer and the speaker run side by side; their events meet here, in the order they happen.
         events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         spoken: list[AudioChunk] = []
+
+        async def write_checked(grounding: Grounding) -> None:
+            """A checked answer goes out a sentence at a time, once it is checked: nothing unsupported
+            is shown or spoken."""
+            try:
+                checked = iterate_in_thread(lambda: self.grounded_pieces(persona, messages, grounding))
+                async with aclosing(checked) as pieces:
+                    first = True
+                    async for piece in pieces:
+                        events.put_nowait({"type": "answer.delta", "delta": piece if first else " " + piece})
+                        first = False
+                        if speak:
+                            sentences.put_nowait(piece)
+                events.put_nowait({"type": "answer.written"})
+            finally:
+                sentences.put_nowait(None)
 
         async def write() -> None:
             splitter = SentenceStream()
@@ -231,7 +298,7 @@ class Conversation:
                 events.put_nowait(exc)
                 raise
 
-        tasks = [asyncio.create_task(reporting(write()))]
+        tasks = [asyncio.create_task(reporting(write() if grounding is None else write_checked(grounding)))]
         if speak:
             tasks.append(asyncio.create_task(reporting(say())))
         text = ""
@@ -246,7 +313,14 @@ class Conversation:
                     pending.discard(kind)
                     if kind == "answer.written":
                         text = text.strip()
-                        yield {"type": "answer.done", "text": text, "knowledge_context": knowledge_context(found)}
+                        answer = self._answer(question, text, found, persona, grounding)
+                        yield {
+                            "type": "answer.done",
+                            "text": text,
+                            "knowledge_context": knowledge_context(found),
+                            "answer_source": answer.source,
+                            "supporting_passages": answer.supporting_passages,
+                        }
                     continue
                 if kind == "answer.delta":
                     text += event["delta"]
@@ -255,7 +329,7 @@ class Conversation:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        answer = Answer(question, text, found, persona.id, persona.name)
+        answer = self._answer(question, text, found, persona, grounding)
         if text:
             plan = await offload(self.speech_plan, persona, text)
             # The sentences already spoken are the answer's audio; without them (speak off), it is made now.

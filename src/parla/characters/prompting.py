@@ -67,7 +67,8 @@ def knowledge_context(passages: Iterable[Passage]) -> str:
 GROUNDING_DEMO: list[Message] = [
     {
         "role": "user",
-        "content": "Here is what you know:\nThe museum opens at nine in the morning and closes at five.\n\n"
+        "content": "Here is what you know:\n2. The museum shop sells maps.\n1. The museum opens at nine in the morning"
+        " and closes at five.\n\n"
         "Question: When does the museum open?",
     },
     {"role": "assistant", "content": "The museum opens at nine in the morning."},
@@ -128,15 +129,25 @@ def build_messages(
     passages: list[Passage],
     style_examples: list[StyleExample],
     system_prompt: str | None = None,
+    facts: list[str] | None = None,
 ) -> list[Message]:
+    """The conversation the model continues. With knowledge, the style examples come first and the
+    worked grounded exchange (``GROUNDING_DEMO``) last before the question: a 135M model copies the
+    nearest exchange, so the nearest one answers from the text given (the style examples, answered
+    from nowhere, would otherwise teach it to invent). ``facts``: the passage sentences most likely to
+    answer (``Grounding.prompt_facts``), numbered, given instead of the whole passages: a short
+    context is both a quicker first token and less to mix up."""
     messages: list[Message] = [{"role": "system", "content": system_prompt or default_system_prompt(name)}]
-    if passages:
-        messages.extend(GROUNDING_DEMO)
     for example in style_examples[:MAX_STYLE_EXAMPLES]:
         messages.append({"role": "user", "content": example.question})
         messages.append({"role": "assistant", "content": example.response})
-    if passages:
-        # Best last: the passage nearest the question is the one a small model leans on.
+    if facts:
+        messages.extend(GROUNDING_DEMO)
+        # Best last: the sentence nearest the question is the one a small model leans on.
+        numbered = [f"{i}. {fact}" for i, fact in reversed(list(enumerate(facts, start=1)))]
+        content = "Here is what you know:\n" + "\n".join(numbered) + f"\n\nQuestion: {question}"
+    elif passages:
+        messages.extend(GROUNDING_DEMO)
         context = "\n\n".join(p.text for p in reversed(passages))
         content = f"Here is what you know:\n{context}\n\nQuestion: {question}"
     else:

@@ -209,6 +209,11 @@ class Answer:
     generation_id: str | None = None
     audio_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    source: str = "generated"
+    """Which path answered: ``generated`` (the model), ``extracted`` (a passage sentence, the model's
+    answer being unsupported), ``declined`` (the knowledge base does not say)."""
+    supporting_passages: list[dict[str, object]] = field(default_factory=list)
+    """The passages (``Document N`` as in ``knowledge_context``) and sentences the answer stands on."""
 
     @property
     def knowledge_context(self) -> str:

@@ -23,14 +23,37 @@ class DocumentError(ValueError):
     """The file cannot be read as a knowledge base; the message says why."""
 
 
+_RECORD_NAMES = ("name", "title", "id", "label")
+"""Keys whose value names a record, in the order they are looked for."""
+
+
+def _record_name(record: dict[str, Any]) -> str | None:
+    for key in _RECORD_NAMES:
+        if isinstance(record.get(key), str | int) and str(record[key]).strip():
+            return str(record[key]).strip()
+    return None
+
+
 def _text_of_json(value: Any, path: str = "") -> list[str]:
-    """One line per leaf, with the keys that lead to it, so "population: 2.1 million" stays readable."""
+    """One line per leaf, with the keys that lead to it, so "population: 2.1 million" stays readable.
+    A record in a list also gives each of its lines its name ("exhibits: The Sea Eagle: room: the Long
+    Hall"): a line is retrieved and read on its own, and "room: the Long Hall" alone is nobody's room."""
     if isinstance(value, dict):
         return [line for key, item in value.items() for line in _text_of_json(item, f"{path}{key}: ")]
     if isinstance(value, list):
         if all(isinstance(item, str | int | float) for item in value):
             return [f"{path}{', '.join(str(v) for v in value)}"] if value else []
-        return [line for item in value for line in _text_of_json(item, path)]
+        lines: list[str] = []
+        for item in value:
+            if not isinstance(item, dict) or (name := _record_name(item)) is None:
+                lines += _text_of_json(item, path)
+                continue
+            for key, field in item.items():
+                if key in _RECORD_NAMES and str(field).strip() == name:
+                    lines.append(f"{path}{key}: {name}")
+                else:
+                    lines += _text_of_json(field, f"{path}{name}: {key}: ")
+        return lines
     return [f"{path}{value}"] if value is not None and str(value).strip() else []
 
 

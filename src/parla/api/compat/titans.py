@@ -122,6 +122,9 @@ def _answer(request: Request, answer: Answer) -> dict[str, Any]:
         "audio_url": audio_url,
         "knowledge_context": answer.knowledge_context,
         "knowledge_sources": [{"source": p.source, "score": p.score} for p in answer.passages],
+        # Which path answered (generated, extracted, declined) and the passages that support it.
+        "answer_source": answer.source,
+        "supporting_passages": answer.supporting_passages,
         "character_name": answer.character_name,
         "generation_id": answer.generation_id,
         "warnings": answer.warnings,
