@@ -251,7 +251,7 @@ async def test_text_and_audio_per_day_are_counted_and_a_refusal_costs_nothing(ap
     keys = app.services.keys
     texter = keys.create("texter", "speak", {"text_chars_per_day": 30})[1]
     first = await app.client.post(
-        "/v1/audio/speech", json={**SPEECH, "input": "x" * 0 + "Twenty characters ok."}, headers=bearer(texter)
+        "/v1/audio/speech", json={**SPEECH, "input": "Twenty characters ok."}, headers=bearer(texter)
     )
     assert first.status_code == 200
     too_long = await app.client.post(
