@@ -21,8 +21,9 @@ from fastapi import Depends, FastAPI, Security
 from fastapi.params import Depends as DependsParam
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket
 
-from parla.errors import AuthenticationError, PermissionDeniedError
+from parla.errors import AuthenticationError, ParlaError, PermissionDeniedError
 from parla.offload import offload
 from parla.services.keys import OPEN, Principal, Scope, acting_for
 from parla.settings import Settings
@@ -107,6 +108,18 @@ async def authorize_websocket(connection: HTTPConnection, scope: Scope) -> Princ
     if not principal.allows(scope):
         raise PermissionDeniedError(f"this API key lacks the '{scope}' scope this needs")
     return await _acting(connection, principal)
+
+
+async def accept_authorized(websocket: WebSocket, scope: Scope) -> bool:
+    """Accept a WebSocket and check its key: False (and closed with 1008, policy violation, the
+    WebSocket's 401/403, its reason the error's detail) when it may not go on."""
+    await websocket.accept()
+    try:
+        await authorize_websocket(websocket, scope)
+    except ParlaError as exc:
+        await websocket.close(code=1008, reason=exc.detail[:120])
+        return False
+    return True
 
 
 def mark_scopes(app: FastAPI) -> None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from parla.api.auth import ADMIN, SPEAK, authorize_websocket
+from parla.api.auth import ADMIN, SPEAK, accept_authorized
 from parla.api.deps import BlobsDep, JobsDep
 from parla.audio.encode import CONTENT_TYPES
 from parla.errors import NotFoundError, ParlaError
@@ -115,11 +115,7 @@ def job_events(job_id: str, jobs: JobsDep) -> StreamingResponse:
 
 
 async def job_socket(websocket: WebSocket, job_id: str, jobs: JobsDep) -> None:
-    await websocket.accept()
-    try:
-        await authorize_websocket(websocket, Scope.SPEAK)
-    except ParlaError as exc:  # 1008: policy violation, the WebSocket's 401/403
-        await websocket.close(code=1008, reason=exc.detail[:120])
+    if not await accept_authorized(websocket, Scope.SPEAK):
         return
     try:
         async for update in _updates(jobs, job_id):

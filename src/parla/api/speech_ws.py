@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from parla.api.auth import authorize_websocket
+from parla.api.auth import accept_authorized
 from parla.characters.prompting import SentenceStream
 from parla.errors import ParlaError, validation_detail
 from parla.offload import offload
@@ -158,11 +158,7 @@ class _Socket:
 
 @router.websocket("/v1/audio/speech/ws")
 async def speech_socket(websocket: WebSocket) -> None:
-    await websocket.accept()
-    try:
-        await authorize_websocket(websocket, Scope.SPEAK)
-    except ParlaError as exc:  # 1008: policy violation, the WebSocket's 401/403
-        await websocket.close(code=1008, reason=exc.detail[:120])
+    if not await accept_authorized(websocket, Scope.SPEAK):
         return
     services = websocket.app.state.services
     await _Socket(websocket, services.speech, services.history).run()
