@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from rich.console import Console
 
+from parla.audio.decode import decode_audio
 from tests.conftest import Listener, LiveServer, wer
 
 pytestmark = pytest.mark.slow
@@ -37,16 +39,20 @@ def texts(n: int) -> list[str]:
 
 @pytest.mark.model
 def test_64_concurrent_streams_each_say_their_own_text(server: LiveServer, listener: Listener) -> None:
+    """Each of 64 simultaneous streams is the audio of its own text: the same samples as that text
+    spoken alone with the same seed, and Whisper hears its own sentence in it rather than another."""
     sentences = texts(64)
+
+    def body(text: str) -> dict[str, object]:
+        return {"model": "tts-1", "input": text, "voice": "joe", "response_format": "wav", "stream": True, "seed": 7}
 
     async def all_at_once() -> list[bytes]:
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(base_url=server.url, timeout=600, limits=limits) as client:
 
             async def one(text: str) -> bytes:
-                body = {"model": "tts-1", "input": text, "voice": "joe", "response_format": "wav", "stream": True}
                 parts = []
-                async with client.stream("POST", "/v1/audio/speech", json=body) as response:
+                async with client.stream("POST", "/v1/audio/speech", json=body(text)) as response:
                     assert response.status_code == 200
                     async for part in response.aiter_bytes():
                         parts.append(part)
@@ -55,13 +61,18 @@ def test_64_concurrent_streams_each_say_their_own_text(server: LiveServer, liste
             return await asyncio.gather(*(one(t) for t in sentences))
 
     results = asyncio.run(all_at_once())
+    for text, audio in zip(sentences[:16], results[:16], strict=True):
+        alone = decode_audio(httpx.post(f"{server.url}/v1/audio/speech", json=body(text), timeout=120).content)[0]
+        together = decode_audio(audio)[0]
+        assert len(together) == len(alone), text
+        assert np.corrcoef(together, alone)[0, 1] > 0.99, text
     heard = [listener.transcribe(audio) for audio in results]
-    for i, text in enumerate(sentences):
-        own = wer(text, heard[i])
-        # Each response closer to its own text than to any other's: nothing mixed or swapped.
-        assert own < 0.5, (text, heard[i])
-        closest = min(range(len(sentences)), key=lambda j: wer(sentences[j], heard[i]))
-        assert wer(sentences[closest], heard[i]) == own, (text, heard[i], sentences[closest])
+    own = [wer(text, said) for text, said in zip(sentences, heard, strict=True)]
+    # Whisper tiny mishears a word here and there ("sat beside" as "boats at this side"); what
+    # matters is that no response is nearer another request's sentence than its own.
+    assert sum(own) / len(own) < 0.25, list(zip(sentences, heard, strict=True))
+    for i, said in enumerate(heard):
+        assert all(own[i] <= wer(other, said) for other in sentences), (sentences[i], said)
 
 
 @pytest.mark.model
