@@ -291,19 +291,55 @@ def test_concurrent_generations_are_capped(tmp_path: Path) -> None:
         services.close()
 
 
+@pytest.mark.slow
 def test_limits_are_shared_by_two_server_processes_on_redis(tmp_path: Path, redis_server: str) -> None:
-    # Two apps with their own services (as two `parla serve --workers 2` processes have) on one
-    # database and one Redis: one key's requests per minute counted across both.
-    settings = mock_settings(tmp_path / "data", redis_url=redis_server, in_process_worker=False)
-    first, second = Services.build(settings), Services.build(settings)
+    """Two `parla serve` processes on one data dir and one Redis: one key's requests per minute are
+    counted across both (in-process counters would each allow four)."""
+    import os
+    import subprocess
+    import sys
+    from functools import partial
+
+    from parla.bench.common import free_port
+    from parla.services.keys import KeyService
+    from parla.store.db import Database
+    from tests.conftest import wait_for
+
+    data = tmp_path / "data"
+    data.mkdir()
+    db = Database(f"sqlite:///{data / 'parla.db'}")
+    db.migrate()
+    secret = KeyService(db).create("shared", "speak", {"requests_per_minute": 4})[1]
+    db.dispose()
+    env = {
+        **os.environ,
+        "PARLA_DATA_DIR": str(data),
+        "PARLA_DATABASE_URL": "",
+        "PARLA_REDIS_URL": redis_server,
+        "PARLA_DEFAULT_ENGINE": "mock",
+        "PARLA_DEFAULT_CLONE_ENGINE": "mock",
+        "PARLA_LLM_RUNTIME_AUTOINSTALL": "false",
+        "PARLA_LOG_LEVEL": "warning",
+    }
+    ports = [free_port(), free_port()]
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "parla", "serve", "--port", str(port)], env=env, stdin=subprocess.DEVNULL
+        )
+        for port in ports
+    ]
     try:
-        secret = first.keys.create("shared", "speak", {"requests_per_minute": 4})[1]
-        with serving(create_app(services=first)) as a, serving(create_app(services=second)) as b:
-            codes = [httpx.get(f"{url}/v1/voices", headers=bearer(secret)).status_code for url in (a, b, a, b, b)]
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        for url in urls:
+            health = f"{url}/health"
+            wait_for(partial(httpx.get, health, timeout=2), f"{url} did not start")
+        a, b = urls
+        codes = [httpx.get(f"{url}/v1/voices", headers=bearer(secret)).status_code for url in (a, b, a, b, b)]
         assert codes == [200, 200, 200, 200, 429]
     finally:
-        first.close()
-        second.close()
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def test_database_counters_hold_under_concurrency(database_url: str) -> None:
