@@ -29,11 +29,30 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class TimedWord:
+    """One spoken word and when it is heard, in seconds (from the start of its chunk, where an
+    engine reports it; from the start of the whole audio, once the speech service has placed it)."""
+
+    word: str
+    start: float
+    end: float
+
+    def shifted(self, seconds: float) -> TimedWord:
+        return TimedWord(self.word, round(self.start + seconds, 3), round(self.end + seconds, 3))
+
+    def describe(self) -> dict[str, Any]:
+        """As clients read it (Kokoro-FastAPI's names, which its captioned-speech clients expect)."""
+        return {"word": self.word, "start_time": self.start, "end_time": self.end}
+
+
+@dataclass(frozen=True)
 class AudioChunk:
-    """A piece of mono float32 audio in [-1, 1]."""
+    """A piece of mono float32 audio in [-1, 1], with the words said in it where the engine knows
+    when each is heard (``Capabilities.word_timing``; times from the chunk's start)."""
 
     samples: npt.NDArray[np.float32]
     sample_rate: int
+    words: tuple[TimedWord, ...] = ()
 
     @property
     def duration(self) -> float:
@@ -126,6 +145,12 @@ class Capabilities:
     phonemes: bool = False
     """Reads IPA phonemes in the text between ``[[`` and ``]]`` (Piper's notation): SSML's
     ``<phoneme>`` and pronunciations given as phonemes need it."""
+    word_timing: bool = False
+    """Says when each word is heard (``AudioChunk.words``) from its own durations (Piper's phoneme
+    lengths); the speech service aligns other engines' audio with Whisper when asked for timestamps."""
+    seed_varies: bool = False
+    """Another seed gives another rendering (sampled noise or tokens): a piece that came out wrong
+    is worth speaking again with a new seed. Deterministic engines (espeak-ng, Kokoro) are not."""
     max_script_bytes: int | None = None
     """Most UTF-8 bytes of text it reads in one generation, its voice's transcripts included (Dia:
     1024, its encoder's positions); ``None``: no limit. A script is cut at turns to stay under it."""
@@ -147,6 +172,8 @@ class Capabilities:
             "max_script_bytes": self.max_script_bytes,
             "phonemes": self.phonemes,
             "blending": self.blending,
+            "word_timing": self.word_timing,
+            "seed_varies": self.seed_varies,
         }
 
 
@@ -223,6 +250,9 @@ class SynthesisRequest:
     language: str = "en"
     instructions: str | None = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    timestamps: bool = False
+    """The caller wants each word's time: an engine with ``Capabilities.word_timing`` puts them on
+    its chunks (``AudioChunk.words``); others may ignore it."""
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,8 @@ class CloneEngine(Engine):
         streaming=True,
         phonemes=True,
         blending=True,
+        word_timing=True,
+        seed_varies=True,
         cloning=True,
         instructions=True,
         parameters=PiperEngine.capabilities.parameters,
@@ -358,4 +360,7 @@ class CloneEngine(Engine):
 
         if adaptation is None:
             return chunk
-        return AudioChunk(conversion.convert(chunk.samples, chunk.sample_rate, adaptation), chunk.sample_rate)
+        # The conversion keeps the timing (frame by frame, same length): Piper's word times stand.
+        return AudioChunk(
+            conversion.convert(chunk.samples, chunk.sample_rate, adaptation), chunk.sample_rate, chunk.words
+        )

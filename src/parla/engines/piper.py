@@ -18,7 +18,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from parla.engines.base import AudioChunk, Capabilities, Engine, EngineContext, EngineSettings, Param, SynthesisRequest
+from parla.engines.base import (
+    AudioChunk,
+    Capabilities,
+    Engine,
+    EngineContext,
+    EngineSettings,
+    Param,
+    SynthesisRequest,
+    TimedWord,
+)
+from parla.engines.piper_timing import WordPlace, locate_words, timed_words
+from parla.text.spoken import marked_words, spoken_words
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +120,16 @@ def seedable_model(model_path: Path) -> tuple[bytes, list[str]]:
         ]
     del graph.node[:]
     graph.node.extend(nodes)
+    # The frames each phoneme id lasts (VITS's rounded-up durations, its only Ceil): an output too,
+    # so word timestamps come from the model itself (piper's own ``add_alignment_output`` does the
+    # same). Asking for it costs nothing: the graph computes it anyway.
+    ceil = [out for node in graph.node if node.op_type == "Ceil" for out in node.output]
+    if len(ceil) == 1 and all(o.name != ceil[0] for o in graph.output):
+        graph.output.append(helper.make_empty_tensor_value_info(ceil[0]))
     return model.SerializeToString(), noise_inputs
 
 
-SEEDABLE_VERSION = 1
+SEEDABLE_VERSION = 2
 """Bump when ``seedable_model`` changes what it writes: cached graphs of older versions are not used."""
 
 
@@ -162,6 +179,10 @@ class _LoadedModel:
         session = onnxruntime.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
         piper_config = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
         self.voice = PiperVoice(session=session, config=piper_config)
+        outputs = [o.name for o in session.get_outputs()]
+        self.audio_output = outputs[0]
+        self.durations_output = outputs[1] if len(outputs) > 1 else None
+        """The frames each phoneme id lasts (see ``seedable_model``); ``None`` for a graph without them."""
 
 
 # Engines built on Piper (``piper``, ``clone``) share one session per model file instead of each
@@ -207,6 +228,8 @@ class PiperEngine(Engine):
         streaming=True,
         phonemes=True,
         instructions=True,
+        word_timing=True,
+        seed_varies=True,
         parameters=(
             Param("noise_scale", float, 0.667, 0.0, 1.5, "Variation of the voice (VITS prior noise)."),
             Param("noise_w_scale", float, 0.8, 0.0, 1.5, "Variation of phoneme durations."),
@@ -294,28 +317,74 @@ class PiperEngine(Engine):
         self, ids: list[int], *, length_scale: float, noise_scale: float, noise_w_scale: float, seed: int | None
     ) -> npt.NDArray[np.float32]:
         """Raw model output for one sentence's phoneme ids, peak-normalised."""
+        audio, _ = self.render_timed(
+            ids, length_scale=length_scale, noise_scale=noise_scale, noise_w_scale=noise_w_scale, seed=seed
+        )
+        return audio
+
+    def render_timed(
+        self,
+        ids: list[int],
+        *,
+        length_scale: float,
+        noise_scale: float,
+        noise_w_scale: float,
+        seed: int | None,
+        durations: bool = False,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64] | None]:
+        """``render``'s audio, and with ``durations`` the samples each phoneme id lasts in it
+        (``None`` when the graph does not give them)."""
         rng = np.random.default_rng(seed)
         feeds: dict[str, Any] = {
             "input": np.array([ids], dtype=np.int64),
             "input_lengths": np.array([len(ids)], dtype=np.int64),
             "scales": np.array([noise_scale, length_scale, noise_w_scale], dtype=np.float32),
         }
-        assert self._model is not None
-        for name in self._model.noise_inputs:
+        model = self._model
+        assert model is not None
+        for name in model.noise_inputs:
             feeds[name] = rng.standard_normal((1, NOISE_CHANNELS, NOISE_FRAMES), dtype=np.float32)
-        audio = np.asarray(self._voice.session.run(None, feeds)[0], dtype=np.float32).reshape(-1)
+        timed = durations and model.durations_output is not None
+        wanted = [model.audio_output, model.durations_output] if timed else [model.audio_output]
+        result = self._voice.session.run(wanted, feeds)
+        audio = np.asarray(result[0], dtype=np.float32).reshape(-1)
         peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-        return audio * (PEAK / peak) if peak > 1e-6 else np.zeros_like(audio)
+        audio = audio * (PEAK / peak) if peak > 1e-6 else np.zeros_like(audio)
+        if not timed:
+            return audio, None
+        # Frames to samples: the model's hop, measured rather than read from its config (the two agree
+        # for Piper's voices; the audio's own length cannot be wrong).
+        frames = np.asarray(result[1]).reshape(-1).astype(np.int64)
+        hop = audio.size // max(1, int(frames.sum()))
+        return audio, frames * hop
 
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
         self.load()
         params = apply_instructions(self.resolve_parameters(request.parameters), request.instructions)
-        for ids in self.phoneme_ids(request.text):
-            audio = self.render(
-                ids,
+        sentences = self.phonemes(request.text)
+        places = self.word_places(request.text, sentences) if request.timestamps else None
+        for index, phonemes in enumerate(sentences):
+            audio, durations = self.render_timed(
+                self.phonemes_to_ids(phonemes),
                 length_scale=params["length_scale"] / request.speed,
                 noise_scale=params["noise_scale"],
                 noise_w_scale=params["noise_w_scale"],
                 seed=request.seed,
+                durations=places is not None,
             )
-            yield AudioChunk(audio, self.sample_rate)
+            words: tuple[TimedWord, ...] = ()
+            if places is not None and durations is not None:
+                words = timed_words(places, index, phonemes, durations, self.phoneme_id_map, self.sample_rate)
+            yield AudioChunk(audio, self.sample_rate, words)
+
+    def word_places(self, text: str, sentences: list[list[str]]) -> list[WordPlace]:
+        """Where each of the text's spoken words is in Piper's reading of it (``sentences``): each
+        word read alone by espeak-ng, and those readings aligned with the whole one, which joins
+        some words ("of the": ``ʌvðə``) and splits others (numbers)."""
+        readings = []
+        for word, in_phonemes in marked_words(text):
+            if in_phonemes:
+                readings.append(list(word))
+            else:
+                readings.append([p for sentence in self.phonemes(word) for p in sentence])
+        return locate_words(spoken_words(text), readings, sentences)

@@ -38,6 +38,7 @@ import struct
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import quote
@@ -185,6 +186,8 @@ def capabilities_from(described: dict[str, Any]) -> Capabilities:
         max_script_bytes=None if limit is None else int(limit),
         phonemes=bool(described.get("phonemes", False)),
         blending=bool(described.get("blending", False)),
+        word_timing=bool(described.get("word_timing", False)),
+        seed_varies=bool(described.get("seed_varies", False)),
     )
 
 
@@ -324,7 +327,8 @@ class RemoteEngine(Engine):
         return reason
 
     def _take_worker(self, info: dict[str, Any]) -> None:
-        capabilities = capabilities_from(info["capabilities"])
+        # Word times do not cross the wire (the worker sends audio only): the server aligns them.
+        capabilities = replace(capabilities_from(info["capabilities"]), word_timing=False)
         status = info.get("status") or {}
         presets = {str(voice): dict(preset) for voice, preset in (info.get("voice_presets") or {}).items()}
         described = info.get("description")
