@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,17 @@ class Transcriber:
     def unload(self) -> None:
         with self._lock:
             self._models.clear()
+
+    @contextmanager
+    def whisper_for(self, language: str) -> Iterator[tuple[str, Any, str]]:
+        """The faster-whisper model that hears ``language`` (as ``choose`` picks it), by name and loaded,
+        with Whisper's name of the language, the caller's alone until the block ends: for callers that
+        drive the model themselves (forced alignment, ``parla.services.alignment``) and must not share
+        it with a transcription meanwhile. Raises ``InvalidInputError`` as ``choose`` does."""
+        with self._lock:
+            # with a language given, ``choose`` never listens to the samples
+            name, spoken = self.choose(np.zeros(0, dtype=np.float32), language)
+            yield name, self._loaded(name), spoken or "en"
 
     def transcribe(
         self,
