@@ -166,6 +166,14 @@ class Settings(BaseSettings):
     """Each API key's default limits (see ``KeyLimits``); nothing limits requests while no key exists."""
     max_input_chars: int = Field(default=100_000, ge=1)
     """Longest text accepted by a generation request, in characters."""
+    check_min_chars: int = Field(default=1000, ge=0)
+    """Texts at least this long are checked piece by piece: Whisper hears each piece, and one whose word
+    error rate passes ``check_max_wer`` is spoken again with another seed (on engines where a seed
+    changes the audio). A request's ``check`` (true/false) overrides it; 0 checks every text."""
+    check_max_wer: float = Field(default=0.4, gt=0, le=1)
+    """Word error rate above which a checked piece counts as wrong."""
+    check_tries: int = Field(default=3, ge=1, le=10)
+    """Renderings of a wrong piece, the first included; the best is kept and, if still wrong, flagged."""
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     """Largest audio upload accepted, in bytes."""
     cors_origins: Annotated[list[str], NoDecode] = Field(

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, Response
 from parla.api.auth import ADMIN, SPEAK
 from parla.api.deps import ConfigDep, HistoryDep
 from parla.audio.encode import CONTENT_TYPES
+from parla.services.alignment import captions
 from parla.services.history import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -81,6 +82,28 @@ def get_generation(generation_id: str, history: HistoryDep) -> GenerationPublic:
 @router.get("/{generation_id}/audio", summary="A generation's audio, when it was kept", dependencies=[SPEAK])
 def generation_audio(generation_id: str, history: HistoryDep) -> FileResponse:
     return _audio(history, generation_id, "inline")
+
+
+@router.get(
+    "/{generation_id}/captions",
+    summary="A generation's words as captions (SRT, WebVTT) or timestamps (JSON)",
+    dependencies=[SPEAK],
+    response_model=None,
+)
+def generation_captions(
+    generation_id: str, history: HistoryDep, format: Literal["srt", "vtt", "json"] = "vtt"
+) -> Response | dict[str, Any]:
+    """For a generation made with ``timestamps: true``: its words grouped in cues, as subtitle
+    files players read, or each word's start and end."""
+    words = history.words(generation_id)
+    if format == "json":
+        return {"id": generation_id, "timestamps": [w.describe() for w in words]}
+    media = "application/x-subrip" if format == "srt" else "text/vtt"
+    return Response(
+        captions(words, format),
+        media_type=f"{media}; charset=utf-8",
+        headers={"Content-Disposition": f'inline; filename="{generation_id}.{format}"'},
+    )
 
 
 @router.delete("/{generation_id}", status_code=204, summary="Delete a generation and its audio", dependencies=[SPEAK])

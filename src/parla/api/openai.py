@@ -13,16 +13,17 @@ from contextlib import aclosing
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import Field
 
 from parla.api.auth import SPEAK
 from parla.api.deps import EnginesDep, SettingsDep, SpeechDep, VoicesDep
 from parla.api.streams import started
 from parla.audio.encode import CONTENT_TYPES
+from parla.engines.base import TimedWord
 from parla.errors import NotFoundError
 from parla.offload import offload
-from parla.services.speech import OPENAI_MODELS, SpeechOptions, SpeechPlan, SpeechService, ignored_header
+from parla.services.speech import OPENAI_MODELS, Rendered, SpeechOptions, SpeechPlan, SpeechService, ignored_header
 
 router = APIRouter(tags=["OpenAI"])
 
@@ -39,11 +40,16 @@ def _sse(event: dict[str, Any]) -> bytes:
 
 
 async def _sse_stream(speech: SpeechService, plan: SpeechPlan) -> AsyncGenerator[bytes, None]:
+    """OpenAI's speech events; with timestamps, ``speech.audio.words`` events between them as the
+    words are timed (each word once, on the whole audio's clock)."""
     total = 0
-    async with aclosing(speech.stream(plan)) as audio:
+    async with aclosing(speech.stream_timed(plan)) as audio:
         async for data in audio:
-            total += len(data)
-            yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+            if isinstance(data, bytes):
+                total += len(data)
+                yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+            else:
+                yield _sse({"type": "speech.audio.words", "words": [w.describe() for w in data]})
     words = len(plan.text.split())
     yield _sse(
         {
@@ -53,10 +59,14 @@ async def _sse_stream(speech: SpeechService, plan: SpeechPlan) -> AsyncGenerator
     )
 
 
-@router.post("/v1/audio/speech", summary="Generate speech (OpenAI)", dependencies=[SPEAK])
-async def create_speech(body: SpeechRequest, speech: SpeechDep) -> StreamingResponse:
+@router.post("/v1/audio/speech", summary="Generate speech (OpenAI)", dependencies=[SPEAK], response_model=None)
+async def create_speech(body: SpeechRequest, speech: SpeechDep) -> StreamingResponse | JSONResponse:
+    """The audio, streamed as it is made; with ``timestamps`` and no stream format, a JSON object with
+    the whole audio (base64) and each word's start and end, as ``/dev/captioned_speech`` answers."""
     plan = await offload(speech.prepare, body, source="openai")
     headers = {"X-Generation-Id": plan.id, "X-Seed": str(plan.seed), **ignored_header(plan.ignored)}
+    if body.timestamps and body.stream_format == "audio":
+        return JSONResponse(_captioned(await speech.render(plan)), headers=headers)
     if body.stream_format == "sse":
         return StreamingResponse(
             await started(_sse_stream(speech, plan)), media_type="text/event-stream", headers=headers
@@ -65,6 +75,56 @@ async def create_speech(body: SpeechRequest, speech: SpeechDep) -> StreamingResp
     return StreamingResponse(
         await started(speech.stream(plan)), media_type=CONTENT_TYPES[body.response_format], headers=headers
     )
+
+
+def _captioned(rendered: Rendered) -> dict[str, Any]:
+    return {
+        "id": rendered.id,
+        "audio": base64.b64encode(rendered.audio).decode(),
+        "audio_format": CONTENT_TYPES[rendered.format],
+        "timestamps": [w.describe() for w in rendered.words],
+        "duration": round(rendered.duration, 3),
+    }
+
+
+class CaptionedSpeechRequest(SpeechRequest):
+    """Kokoro-FastAPI's captioned speech request: OpenAI's, streamed by default, timed by default."""
+
+    stream: bool = True
+    return_timestamps: bool = True
+
+
+@router.post("/dev/captioned_speech", summary="Speech with word timestamps (Kokoro-FastAPI)", dependencies=[SPEAK])
+async def captioned_speech(body: CaptionedSpeechRequest, speech: SpeechDep) -> Response:
+    """Kokoro-FastAPI's form: streamed, one JSON object per line, each with a stretch of the encoded
+    audio (base64) and the words timed since the line before; else one such object for the whole."""
+    options = body.model_copy(update={"timestamps": body.return_timestamps})
+    plan = await offload(speech.prepare, options, source="openai")
+    headers = {"X-Generation-Id": plan.id, "X-Seed": str(plan.seed), **ignored_header(plan.ignored)}
+    if not body.stream:
+        return JSONResponse(_captioned(await speech.render(plan)), headers=headers)
+    return StreamingResponse(
+        await started(_captioned_lines(speech, plan)), media_type="application/x-ndjson", headers=headers
+    )
+
+
+async def _captioned_lines(speech: SpeechService, plan: SpeechPlan) -> AsyncGenerator[bytes, None]:
+    audio_format = CONTENT_TYPES[plan.format]
+
+    def line(audio: bytes, words: list[TimedWord]) -> bytes:
+        item = {"audio": base64.b64encode(audio).decode(), "audio_format": audio_format}
+        return (json.dumps({**item, "timestamps": [w.describe() for w in words]}) + "\n").encode()
+
+    words: list[TimedWord] = []
+    async with aclosing(speech.stream_timed(plan)) as parts:
+        async for data in parts:
+            if isinstance(data, bytes):
+                yield line(data, words)
+                words = []
+            else:
+                words.extend(data)
+    if words:  # timed after the last audio (a piece Whisper aligned)
+        yield line(b"", words)
 
 
 def _model(model_id: str, **extra: Any) -> dict[str, Any]:

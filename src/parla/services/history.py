@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field, computed_field
 from sqlalchemy import ColumnElement, delete, func, select
 
+from parla.engines.base import TimedWord
 from parla.errors import InvalidInputError, NotFoundError
 from parla.services.keys import may_see, visible
 from parla.services.runtime_config import GOVERNED_SOURCES, ConfigService
@@ -132,6 +133,14 @@ class GenerationPublic(BaseModel):
     )
     source: str
     has_audio: bool = Field(description="Whether the audio file was kept (and not yet cleaned up).")
+    has_timestamps: bool = Field(
+        False, description="Whether its words were timed: captions at /v1/history/{id}/captions."
+    )
+    checks: dict[str, Any] | None = Field(
+        None,
+        description="What hearing its pieces found, when they were checked: pieces checked, retried and"
+        " flagged, mean and largest word error rate, and the pieces spoken again or still wrong.",
+    )
 
     @classmethod
     def of(cls, row: Generation) -> GenerationPublic:
@@ -153,6 +162,8 @@ class GenerationPublic(BaseModel):
             real_time_factor=row.real_time_factor,
             source=row.source,
             has_audio=row.file is not None,
+            has_timestamps=row.words is not None,
+            checks=row.checks,
         )
 
 
@@ -224,6 +235,16 @@ class HistoryService:
     def get(self, generation_id: str) -> GenerationPublic:
         with self.db.session() as session:
             return GenerationPublic.of(self._row(session, generation_id))
+
+    def words(self, generation_id: str) -> list[TimedWord]:
+        """The timed words of a generation; 404 when its request did not ask for timestamps."""
+        with self.db.session() as session:
+            words = self._row(session, generation_id).words
+        if words is None:
+            raise NotFoundError(
+                f"generation {generation_id!r} has no timestamps: ask for them with timestamps: true when speaking"
+            )
+        return [TimedWord(str(word), float(start), float(end)) for word, start, end in words]
 
     def audio(self, generation_id: str) -> tuple[Path, str]:
         """The audio file of a generation and its format; 404 when it was not kept or is gone."""

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Iterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,13 @@ from parla.audio.encode import (
     sized_wav,
 )
 from parla.audio.quality import MAX_SECONDS
-from parla.engines.base import AudioChunk, Engine, SynthesisRequest, VoiceRef
+from parla.engines.base import AudioChunk, Engine, SynthesisRequest, TimedWord, VoiceRef
 from parla.engines.registry import EngineRegistry, UnknownEngineError
 from parla.errors import InvalidInputError, ServiceUnavailableError, TooLargeError
 from parla.languages import base_language, language_code
 from parla.offload import offload
+from parla.services.alignment import align_words
+from parla.services.checks import CheckReport, PieceChecker, PieceResult
 from parla.services.keys import acting_for, caller_key_id
 from parla.services.pronunciations import PronunciationDictionary
 from parla.services.runtime_config import GOVERNED_SOURCES
@@ -94,6 +96,16 @@ class SpeechOptions(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Same seed, same audio.")
     language: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict, description="Engine parameters (see /v1/models).")
+    timestamps: bool = Field(
+        False,
+        description="Each spoken word's start and end in seconds: from the engine's own durations where it has"
+        " them (Piper, clone), else by aligning the audio with Whisper.",
+    )
+    check: bool | None = Field(
+        None,
+        description="Hear each piece with Whisper and speak again, with another seed, a piece that came out"
+        " wrong; default: texts of check_min_chars (1000) characters or more.",
+    )
 
     @field_validator("voice", mode="before")
     @classmethod
@@ -128,6 +140,10 @@ class SpeechPlan:
     """Each piece's speaking rate, a factor on ``speed`` (SSML prosody); 1 when empty."""
     lead: float = 0.0
     """Seconds of silence before the first piece."""
+    timestamps: bool = False
+    """Time each spoken word (``SpeechOptions.timestamps``)."""
+    check: bool = False
+    """Hear each piece and speak a wrong one again (``services.checks``)."""
 
     def requests(self) -> list[SynthesisRequest]:
         rates = self.rates or (1.0,) * len(self.pieces)
@@ -140,6 +156,7 @@ class SpeechPlan:
                 language=self.language,
                 instructions=self.instructions,
                 parameters=self.parameters,
+                timestamps=self.timestamps,
             )
             for piece, rate in zip(self.pieces, rates, strict=True)
         ]
@@ -165,6 +182,10 @@ class Rendered:
     """The kept file, or ``None`` when outputs are not saved."""
     created_at: datetime
     """When its generation was recorded."""
+    words: tuple[TimedWord, ...] = ()
+    """Each spoken word's time, when the plan asked for timestamps."""
+    checks: dict[str, Any] | None = None
+    """What hearing the pieces found (``CheckReport.describe``), when they were checked."""
 
 
 def crossfaded(pieces: Iterable[Iterable[AudioChunk]], seconds: float) -> Iterator[AudioChunk]:
@@ -176,6 +197,11 @@ def crossfaded(pieces: Iterable[Iterable[AudioChunk]], seconds: float) -> Iterat
     for piece in pieces:
         held: AudioChunk | None = None
         for chunk in piece:
+            if chunk.words:  # placed already (``_Timeline``): they leave first, on a chunk of their own
+                yield AudioChunk(np.zeros(0, dtype=np.float32), chunk.sample_rate, chunk.words)
+                chunk = AudioChunk(chunk.samples, chunk.sample_rate)
+            if not chunk.samples.size:
+                continue
             if held is not None:
                 yield held
                 held = None
@@ -197,6 +223,29 @@ def crossfaded(pieces: Iterable[Iterable[AudioChunk]], seconds: float) -> Iterat
         yield tail
 
 
+class _Timeline:
+    """Where each piece lands in the joined audio (``crossfaded`` overlaps neighbours by
+    ``overlap`` seconds), so that the words the engine or Whisper timed within a piece are placed
+    on the whole audio's clock."""
+
+    def __init__(self, overlap: float) -> None:
+        self.overlap = overlap
+        self.next_start = 0.0
+
+    def place(self, piece: Iterable[AudioChunk]) -> Iterator[AudioChunk]:
+        """``piece``'s chunks, their words (timed from each chunk's start) moved to the whole audio's
+        clock; once the piece ends, the next one's start is known."""
+        start, offset = self.next_start, 0.0
+        for chunk in piece:
+            if chunk.words:
+                chunk = AudioChunk(
+                    chunk.samples, chunk.sample_rate, tuple(w.shifted(start + offset) for w in chunk.words)
+                )
+            yield chunk
+            offset += chunk.duration
+        self.next_start = start + offset - min(self.overlap, offset)
+
+
 def _blend(tail: AudioChunk, chunk: AudioChunk, n: int) -> AudioChunk:
     """``tail`` faded out over the start of ``chunk`` (at most ``n`` samples overlap)."""
     x = chunk.samples
@@ -215,6 +264,8 @@ async def encode_live(chunks: AsyncGenerator[AudioChunk, None], fmt: AudioFormat
     encoder: StreamEncoder | None = None
     async with aclosing(chunks):
         async for chunk in chunks:
+            if not chunk.samples.size:  # words only (timestamps): nothing to encode
+                continue
             if encoder is None:
                 encoder = await offload(open_encoder, fmt, chunk.sample_rate)
             data = await offload(encoder.encode, chunk.samples)  # PyAV resamples: off the event loop
@@ -243,6 +294,7 @@ class _Output:
         self.committed: Path | None = None
         self.recorded_at = utcnow()
         self.engine = plan.engine
+        self.words: list[TimedWord] = []
 
     @property
     def duration(self) -> float:
@@ -373,6 +425,8 @@ class SpeechService:
         language_problem = engine.language_problem(language)
         if language_problem:
             raise InvalidInputError(f"{language_problem}; {self._who_speaks(language)}", param="language")
+        if options.timestamps and not engine.capabilities.word_timing:
+            self._check_hearable(engine.name, language)
         self.usage.charge_text(acting_for.get(), len(text))  # last: a refused request is not charged
         return SpeechPlan(
             id=new_id(),
@@ -393,7 +447,20 @@ class SpeechService:
             pauses=tuple(split.pauses) if any(split.pauses) else (),
             rates=tuple(split.rates) if any(rate != 1.0 for rate in split.rates) else (),
             lead=split.lead,
+            timestamps=options.timestamps,
+            check=options.check if options.check is not None else len(text) >= self.settings.check_min_chars,
         )
+
+    def _check_hearable(self, engine: str, language: str) -> None:
+        """Refuse timestamps that would need Whisper in a language no recogniser here hears."""
+        try:
+            self.voices.transcriber.choose(np.zeros(0, dtype=np.float32), language)
+        except InvalidInputError as exc:
+            raise InvalidInputError(
+                f"engine {engine!r} does not time its words, and Whisper cannot align {language!r} speech here:"
+                f" {exc.detail}",
+                param="timestamps",
+            ) from None
 
     def file_voice(
         self, path: Path, *, transcript: str | None = None, model: str | None = None, language: str | None = None
@@ -461,20 +528,36 @@ class SpeechService:
 
     # -- out ---------------------------------------------------------------------------------------
 
-    def audio(self, plan: SpeechPlan, progress: Progress | None = None) -> AsyncGenerator[AudioChunk, None]:
+    def audio(
+        self, plan: SpeechPlan, progress: Progress | None = None, report: CheckReport | None = None
+    ) -> AsyncGenerator[AudioChunk, None]:
         """Raw audio chunks as the engine makes them (no encoding, no record): every piece in
         order, joined with short crossfades, synthesised on the engine's thread.
-        ``progress(done, total)`` is called after each piece."""
+        ``progress(done, total)`` is called after each piece. With ``plan.timestamps``, chunks with
+        no samples carry the words, timed on the whole audio's clock; with ``plan.check``, each piece
+        is heard before it is let out, and ``report`` says what was found."""
         engine = self.registry.get(plan.engine)
         requests = plan.requests()
+        report = report if report is not None else CheckReport()
+        report.pieces = len(requests)
+        checker = PieceChecker(
+            self.voices.transcriber, max_wer=self.settings.check_max_wer, tries=self.settings.check_tries
+        )
+        timeline = _Timeline(CROSSFADE_S)
 
         def pieces() -> Iterator[Iterator[AudioChunk]]:
             if plan.lead:
-                yield silence(plan.lead)
-            for done, piece in enumerate(engine.synthesize_pieces(requests), start=1):
-                yield piece
+                yield timeline.place(silence(plan.lead))
+            for done, (request, piece) in enumerate(
+                zip(requests, engine.synthesize_pieces(requests), strict=True), start=1
+            ):
+                if plan.check:
+                    piece = self._checked(engine, request, piece, checker, report, done - 1)
+                if plan.timestamps and not engine.capabilities.word_timing:
+                    piece = self._aligned(piece, request)
+                yield timeline.place(piece)
                 if plan.silence_after(done - 1):
-                    yield silence(plan.silence_after(done - 1))
+                    yield timeline.place(silence(plan.silence_after(done - 1)))
                 if progress:
                     progress(done, len(requests))
 
@@ -501,9 +584,26 @@ class SpeechService:
         ``audio``: audio made elsewhere for ``plan`` (a dialogue's turns, a character's sentences)
         instead of the plan's own. The file is kept when the runtime config saves outputs, or
         always with ``keep`` (audio served by URL afterwards, such as a character's answer)."""
-        async with aclosing(self._encode(plan, audio or self.audio(plan, progress), keep=keep)) as encoded:
+        async with aclosing(self.stream_timed(plan, progress, keep=keep, audio=audio)) as encoded:
             async for data in encoded:
                 if isinstance(data, bytes):
+                    yield data
+
+    async def stream_timed(
+        self,
+        plan: SpeechPlan,
+        progress: Progress | None = None,
+        *,
+        keep: bool = False,
+        audio: AsyncGenerator[AudioChunk, None] | None = None,
+    ) -> AsyncGenerator[bytes | tuple[TimedWord, ...], None]:
+        """``stream``, with the words of ``plan.timestamps`` between the bytes as soon as they are
+        timed (for a piece Whisper aligns, once the piece's audio is out)."""
+        report = CheckReport()
+        chunks = audio or self.audio(plan, progress, report)
+        async with aclosing(self._encode(plan, chunks, keep=keep, report=report)) as encoded:
+            async for data in encoded:
+                if not isinstance(data, _Output):
                     yield data
 
     async def render(
@@ -518,11 +618,13 @@ class SpeechService:
         ``stream`` does; a WAV handed over whole carries its true sizes, not the streaming marker."""
         parts: list[bytes] = []
         out: _Output | None = None
-        async with aclosing(self._encode(plan, audio or self.audio(plan, progress), keep=keep)) as encoded:
+        report = CheckReport()
+        chunks = audio or self.audio(plan, progress, report)
+        async with aclosing(self._encode(plan, chunks, keep=keep, report=report)) as encoded:
             async for data in encoded:
                 if isinstance(data, _Output):
                     out = data
-                else:
+                elif isinstance(data, bytes):
                     parts.append(data)
         assert out is not None
         whole = b"".join(parts)
@@ -534,6 +636,8 @@ class SpeechService:
             sample_rate=out.output_rate,
             path=out.committed,
             created_at=out.recorded_at,
+            words=tuple(out.words),
+            checks=report.describe(),
         )
 
     # -- inside ------------------------------------------------------------------------------------
@@ -611,20 +715,25 @@ class SpeechService:
         return f"engines that speak {language!r}: {'; '.join(able)} (name one as the model)"
 
     async def _encode(
-        self, plan: SpeechPlan, chunks: AsyncGenerator[AudioChunk, None], *, keep: bool
-    ) -> AsyncGenerator[bytes | _Output, None]:
-        """Encode ``chunks`` as they come, then keep and record; the last item is the finished
-        output (for ``render``'s facts). Closing this early closes ``chunks`` at once, which stops
-        the synthesis, and removes what was written."""
+        self, plan: SpeechPlan, chunks: AsyncGenerator[AudioChunk, None], *, keep: bool, report: CheckReport
+    ) -> AsyncGenerator[bytes | tuple[TimedWord, ...] | _Output, None]:
+        """Encode ``chunks`` as they come (their words passed on as they are), then keep and
+        record; the last item is the finished output (for ``render``'s facts). Closing this early
+        closes ``chunks`` at once, which stops the synthesis, and removes what was written."""
         out = _Output(plan, self.blobs if keep or await offload(self._keeps, plan) else None)
         try:
             async with self.usage.generating(acting_for.get()), aclosing(chunks):
                 async for chunk in chunks:
+                    if chunk.words:
+                        out.words.extend(chunk.words)
+                        yield chunk.words
+                    if not chunk.samples.size:
+                        continue
                     data = await offload(out.feed, chunk)  # PyAV encodes: off the event loop
                     if data:
                         yield data
             yield await offload(out.close)
-            await offload(self._record, plan, out)
+            await offload(self._record, plan, out, report)
         except BaseException:
             out.abort()
             raise
@@ -635,7 +744,60 @@ class SpeechService:
         (the Dia server API's outputs) and says not to save outputs."""
         return plan.source not in GOVERNED_SOURCES or self.save_outputs()
 
-    def _record(self, plan: SpeechPlan, out: _Output) -> None:
+    def _checked(
+        self,
+        engine: Engine,
+        request: SynthesisRequest,
+        piece: Iterator[AudioChunk],
+        checker: PieceChecker,
+        report: CheckReport,
+        index: int,
+    ) -> Iterator[AudioChunk]:
+        """``piece`` once Whisper has heard it: when it is wrong and a new seed gives the engine a new
+        rendering, spoken again (up to ``checker.tries`` in all) and the best kept, flagged if still
+        wrong. A language no recogniser here knows leaves the pieces unchecked, and says so."""
+        chunks = list(piece)
+        if report.unchecked or not chunks:
+            return iter(chunks)
+        rate = chunks[0].sample_rate
+        try:
+            hearing = checker.hear(np.concatenate([c.samples for c in chunks]), rate, request.text, request.language)
+        except InvalidInputError as exc:
+            report.unchecked = exc.detail
+            return iter(chunks)
+        tries, first = 1, hearing
+        while checker.fails(hearing) and engine.capabilities.seed_varies and tries < checker.tries:
+            seed = ((request.seed or 0) + 7919 * tries) % 2**31  # another draw, the same for the same plan
+            again = list(engine.synthesize(replace(request, seed=seed)))
+            tries += 1
+            if not again:
+                continue
+            heard_again = checker.hear(np.concatenate([c.samples for c in again]), rate, request.text, request.language)
+            if heard_again.wer < hearing.wer:
+                chunks, hearing = again, heard_again
+        if tries > 1:
+            log.info("piece %d spoken %d times; WER %.2f, first %.2f", index, tries, hearing.wer, first.wer)
+        report.results.append(
+            PieceResult(index, request.text, hearing.heard, hearing.wer, tries, checker.fails(hearing), first.wer)
+        )
+        return iter(chunks)
+
+    def _aligned(self, piece: Iterator[AudioChunk], request: SynthesisRequest) -> Iterator[AudioChunk]:
+        """``piece`` as it comes, then its words, aligned by Whisper with the piece's text (an engine
+        that does not time its own words); they are timed from the end of the piece, where they come."""
+        chunks = []
+        for chunk in piece:
+            chunks.append(chunk)
+            yield AudioChunk(chunk.samples, chunk.sample_rate)  # Whisper's times only
+        if not chunks:
+            return
+        rate = chunks[0].sample_rate
+        samples = np.concatenate([c.samples for c in chunks])
+        words = align_words(self.voices.transcriber, samples, rate, request.text, request.language)
+        length = samples.size / rate
+        yield AudioChunk(np.zeros(0, dtype=np.float32), rate, tuple(w.shifted(-length) for w in words))
+
+    def _record(self, plan: SpeechPlan, out: _Output, report: CheckReport | None = None) -> None:
         self.usage.charge_audio(acting_for.get(), out.duration)
         with self.db.session() as session:
             session.add(
@@ -662,5 +824,7 @@ class SpeechService:
                     first_audio_s=out.first_audio,
                     file=out.key if out.committed else None,
                     source=plan.source,
+                    words=[[w.word, w.start, w.end] for w in out.words] if plan.timestamps else None,
+                    checks=report.describe() if report else None,
                 )
             )

@@ -63,6 +63,10 @@ class Generation(Base):
     source: Mapped[str] = mapped_column(String(32), default="api", index=True)
     """The API that asked for it (``openai``, ``generate``, ``voicebox``, ``character``...): each
     API lists, keeps and deletes its own."""
+    words: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    """Each spoken word as ``[word, start, end]`` (seconds), when timestamps were asked for: its captions."""
+    checks: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """What hearing its pieces found (``services.checks.CheckReport.describe``), when they were checked."""
 
     @property
     def real_time_factor(self) -> float:
