@@ -668,6 +668,27 @@ def bench_load(
     run_load_bench(clients=clients, seconds=seconds, mix=weights, console=console, json_path=json_path)
 
 
+@bench_app.command("long")
+def bench_long(
+    text: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A text file to speak (default: the shipped 10,000 characters).", exists=True, dir_okay=False
+        ),
+    ] = None,
+    engine: Annotated[
+        list[str] | None,
+        typer.Option("--engine", "-e", help="An engine to measure (repeat; default: piper, clone, espeak, kokoro)."),
+    ] = None,
+) -> None:
+    """A long text through each engine with every piece heard by Whisper: the share of pieces spoken
+    again with another seed, those still wrong, and the word error rate before and after."""
+    from parla.bench.long import run_long_bench
+
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    run_long_bench(names=engine or [], text_path=text, console=console)
+
+
 @bench_app.command("clone")
 def bench_clone(
     directory: Annotated[Path, typer.Argument(help="Speakers: folders with ref.wav (+ ref.txt) and judge.wav.")],

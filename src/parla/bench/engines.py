@@ -21,7 +21,8 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,7 +212,60 @@ def run_engines_bench(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     paragraph = text or PARAGRAPH
-    with tempfile.TemporaryDirectory(prefix="parla-bench-engines-") as tmp:
+    with engines_up(names, console, base, "parla-bench-engines-") as bench:
+        services, registry, facts = bench.services, bench.registry, bench.facts
+        settings, supervisor = services.settings, bench.supervisor
+        rows = [Measured(name, runs, voice, note=note) for name, runs, voice, note in bench.lineup]
+        runnable = [r for r in rows if r.note is None]
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("engines", total=len(runnable) * rounds)
+
+            async def measure_all() -> None:
+                # One event loop for every engine: the engines' managers belong to the loop they ran on.
+                for row in runnable:
+                    bar.update(task, description=f"{row.name} ({row.voice})")
+                    try:
+                        await _measure(services, row, rounds, paragraph, SHORT, lambda: bar.advance(task))
+                    except Exception as exc:
+                        row.note = f"failed: {type(exc).__name__}: {exc}"
+                        continue
+                    after = {f.name: f for f in await asyncio.to_thread(survey, settings, registry, supervisor)}
+                    _memory(row, after.get(row.name), registry.get(row.name))
+                    facts[row.name] = after.get(row.name) or facts[row.name]
+                    if not isinstance(registry.get(row.name), RemoteEngine):
+                        # Free it before the next engine loads, so each RSS holds one model, not all so far.
+                        await registry.unload(row.name)
+
+            asyncio.run(measure_all())
+        console.print(_table(rows, rounds, facts))
+        return rows
+
+
+@dataclass
+class Bench:
+    """Engines brought up as ``parla serve`` brings them up, in a data directory of the bench's own."""
+
+    services: Services
+    registry: EngineRegistry
+    facts: dict[str, EngineFacts]
+    supervisor: Supervisor | None
+    lineup: list[tuple[str, str, str | None, str | None]]
+    """Per engine asked for: its name, how it runs, a voice it speaks, and why it cannot be measured
+    (``None`` when it can)."""
+
+
+@contextmanager
+def engines_up(names: Sequence[str], console: Console, base: Settings | None, prefix: str) -> Iterator[Bench]:
+    """``names`` (every engine known here when empty) up and ready to speak, each with a voice
+    (``_voice_for``) or the reason it has none; all stopped and the data directory removed after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         data = Path(tmp)
         settings = bench_settings(base or Settings(), data / "data")
         supervisor = _supervisor(settings, names)
@@ -225,51 +279,19 @@ def run_engines_bench(
             wanted = list(dict.fromkeys(names)) if names else sorted(facts)
             _wait_for_workers(registry, wanted, console)
             facts = {f.name: f for f in survey(settings, registry, supervisor)}
-            rows: list[Measured] = []
+            lineup: list[tuple[str, str, str | None, str | None]] = []
             for name in wanted:
                 fact = facts.get(name)
                 if fact is None:
-                    rows.append(Measured(name, "-", note=f"unknown engine; known: {', '.join(sorted(facts))}"))
-                    continue
-                row = Measured(name, fact.runs)
-                rows.append(row)
-                if not fact.available:
-                    row.note = fact.reason or "not available"
-                    continue
-                try:
-                    row.voice = _voice_for(services, registry.get(name), data)
-                except Exception as exc:
-                    row.note = f"skipped: {exc}"
-            runnable = [r for r in rows if r.note is None]
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            ) as bar:
-                task = bar.add_task("engines", total=len(runnable) * rounds)
-
-                async def measure_all() -> None:
-                    # One event loop for every engine: the engines' managers belong to the loop they ran on.
-                    for row in runnable:
-                        bar.update(task, description=f"{row.name} ({row.voice})")
-                        try:
-                            await _measure(services, row, rounds, paragraph, SHORT, lambda: bar.advance(task))
-                        except Exception as exc:
-                            row.note = f"failed: {type(exc).__name__}: {exc}"
-                            continue
-                        after = {f.name: f for f in await asyncio.to_thread(survey, settings, registry, supervisor)}
-                        _memory(row, after.get(row.name), registry.get(row.name))
-                        facts[row.name] = after.get(row.name) or facts[row.name]
-                        if not isinstance(registry.get(row.name), RemoteEngine):
-                            # Free it before the next engine loads, so each RSS holds one model, not all so far.
-                            await registry.unload(row.name)
-
-                asyncio.run(measure_all())
-            console.print(_table(rows, rounds, facts))
-            return rows
+                    lineup.append((name, "-", None, f"unknown engine; known: {', '.join(sorted(facts))}"))
+                elif not fact.available:
+                    lineup.append((name, fact.runs, None, fact.reason or "not available"))
+                else:
+                    try:
+                        lineup.append((name, fact.runs, _voice_for(services, registry.get(name), data), None))
+                    except Exception as exc:
+                        lineup.append((name, fact.runs, None, f"skipped: {exc}"))
+            yield Bench(services, registry, facts, supervisor, lineup)
         finally:
             services.close()
             if supervisor is not None:
