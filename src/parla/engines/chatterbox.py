@@ -205,6 +205,7 @@ class ChatterboxEngine(HeavyEngine):
         "with emotion exaggeration (chatterbox-tts, torch)."
     )
     capabilities = Capabilities(
+        seed_varies=True,  # it samples: another seed, another rendering
         sample_rate=SAMPLE_RATE,
         languages=LANGUAGES,
         streaming=True,

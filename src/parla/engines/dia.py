@@ -166,6 +166,7 @@ class DiaEngine(HeavyEngine):
         "transcripts (transformers, torch); English; dialogue only."
     )
     capabilities = Capabilities(
+        seed_varies=True,  # it samples: another seed, another rendering
         sample_rate=SAMPLE_RATE,
         languages=LANGUAGES,
         streaming=False,  # a piece's audio is decoded whole once generated

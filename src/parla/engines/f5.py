@@ -126,6 +126,7 @@ class F5Engine(HeavyEngine):
     memory_size = MEMORY_CACHE
     description = "F5-TTS: voice cloning from a recording and its transcript, by flow matching (f5-tts, torch)."
     capabilities = Capabilities(
+        seed_varies=True,  # it samples: another seed, another rendering
         sample_rate=SAMPLE_RATE,
         languages=LANGUAGES,
         streaming=True,

@@ -202,6 +202,7 @@ class HiggsEngine(HeavyEngine):
         " described scene, and multi-speaker scripts (boson-multimodal, torch); English, Chinese, German, Korean."
     )
     capabilities = Capabilities(
+        seed_varies=True,  # it samples: another seed, another rendering
         sample_rate=SAMPLE_RATE,
         languages=LANGUAGES,
         streaming=False,  # a piece's audio is decoded whole once generated

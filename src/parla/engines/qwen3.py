@@ -219,6 +219,7 @@ class Qwen3Engine(HeavyEngine):
         " (qwen-tts, torch)."
     )
     capabilities = Capabilities(
+        seed_varies=True,  # it samples: another seed, another rendering
         sample_rate=SAMPLE_RATE,
         languages=LANGUAGES,
         streaming=True,

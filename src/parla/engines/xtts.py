@@ -163,6 +163,7 @@ class XttsEngine(HeavyEngine):
     memory_size = MEMORY_CACHE
     description = "Coqui XTTS-v2: multilingual voice cloning from a few seconds of reference audio (coqui-tts, torch)."
     capabilities = Capabilities(
+        seed_varies=True,  # it samples: another seed, another rendering
         sample_rate=SAMPLE_RATE,
         languages=LANGUAGES,
         streaming=True,
