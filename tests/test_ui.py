@@ -429,3 +429,74 @@ def test_the_studio_asks_for_a_key_and_works_with_it(browser: Browser, tmp_path:
             context.close()
     finally:
         services.close()
+
+
+# -- speak: word timings ----------------------------------------------------------------------
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@needs_chromium
+def test_speak_word_timings_show_each_word_and_link_its_captions(page: Page, client: httpx.Client) -> None:
+    text = "The tide is out. The boats rest on the sand."
+    expected = ["The", "tide", "is", "out", "The", "boats", "rest", "on", "the", "sand"]
+    strip = page.locator("#speak-words")
+    words = strip.locator("button.word")
+
+    # Unticked, the request is as before and no words come.
+    page.get_by_label("Text", exact=True).fill(text)
+    page.get_by_label("Voice").select_option("joe")
+    page.get_by_label("Format").select_option("wav")
+    with page.expect_request(lambda r: r.url.endswith("/v1/audio/speech")) as plain:
+        page.get_by_role("button", name="Generate").click()
+    assert not {"timestamps", "stream_format"} & set(plain.value.post_data_json)
+    expect(page.locator("#speak-output .player")).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
+    expect(words).to_have_count(0)
+    expect(strip).to_be_hidden()
+    expect(page.locator("#speak-captions")).to_be_hidden()
+
+    # Ticked: the speech plays as it streams, the words arrive with it. (Which words are marked is
+    # recorded in the page: on a loaded machine the playback may be over before a check could look.)
+    page.evaluate(
+        """() => {
+            window.marked = [];
+            new MutationObserver((changes) => {
+                for (const c of changes) if (c.target.classList.contains('current'))
+                    window.marked.push([c.target.textContent, c.target.getAttribute('aria-current')]);
+            }).observe(document.querySelector('#speak-words'), {subtree: true, attributeFilter: ['class']});
+        }"""
+    )
+    page.get_by_label("Word timings").check()
+    with page.expect_request(lambda r: r.url.endswith("/v1/audio/speech")) as timed:
+        page.get_by_role("button", name="Generate").click()
+    assert timed.value.post_data_json | {"timestamps": True, "stream_format": "sse"} == timed.value.post_data_json
+    expect(page.locator("#speak-output .player")).to_have_attribute("data-state", "done", timeout=TIMEOUT_MS)
+    expect(page.locator("#speak-error")).to_be_hidden()
+    expect(page.get_by_role("group", name="Words with their times")).to_be_visible()
+    expect(words).to_have_count(len(expected), timeout=TIMEOUT_MS)
+    assert [w.strip(".,") for w in words.all_inner_texts()] == expected
+    starts = [float(s) for s in strip.evaluate("el => [...el.querySelectorAll('.word')].map(w => w.dataset.start)")]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts), starts  # strictly increasing
+    assert re.fullmatch(r"\d+\.\d\d–\d+\.\d\d s", words.first.get_attribute("title") or "")
+    result = player_result(page, "#speak-output .player")
+    assert result["duration"] > starts[-1]
+
+    # A click on a word plays from there, and that word is the one marked.
+    page.evaluate("window.marked = []")
+    words.nth(5).click()
+    page.wait_for_function("window.marked.length > 0", timeout=TIMEOUT_MS)
+    word, current = page.evaluate("window.marked[0]")
+    assert (word.strip(".,"), current) == ("boats", "true")
+    shot(page, "speak-word-timings")
+
+    # The captions of the generation, as the links give them.
+    captions = page.locator("#speak-captions")
+    expect(captions).to_be_visible()
+    srt = captions.get_by_role("link", name="SRT")
+    expect(captions.get_by_role("link", name="WebVTT")).to_have_attribute("href", re.compile(r"/captions\?format=vtt$"))
+    href = srt.get_attribute("href") or ""
+    assert re.search(r"/v1/history/[^/]+/captions\?format=srt$", href), href
+    body = page.evaluate("url => fetch(url).then(r => r.text())", href)
+    assert body.startswith("1\n00:00:00,"), body[:80]
+    generation_id = page.locator("#speak-output .player").get_attribute("data-generation-id")
+    assert client.get(f"/v1/history/{generation_id}/captions", params={"format": "srt"}).text == body

@@ -1,8 +1,10 @@
 // Speak: text to speech with any voice and engine, heard while it is being made.
-// Calls POST /v1/audio/speech (streamed), reads GET /v1/models for each engine's parameters.
+// Calls POST /v1/audio/speech (streamed; with "Word timings", as server-sent events carrying the
+// audio and each word's times), reads GET /v1/models for each engine's parameters, and links
+// GET /v1/history/{id}/captions for the captions of a timed generation.
 
-import { call } from "../api.js";
-import { Player } from "../audio.js";
+import { apiUrl, call, events } from "../api.js";
+import { base64Bytes, Player } from "../audio.js";
 import { $, h, showError, uid } from "../dom.js";
 import { bindEngineSelect, bindVoiceSelect, engines, loadModels, loadVoices } from "../store.js";
 
@@ -19,6 +21,8 @@ let root;
 let player;
 let paramInputs = new Map();
 let paramsShown = null; // the engine and parameters on screen (values typed in survive a reload)
+let words = []; // the timed words on screen: {start, end, el}
+let currentWord = -1;
 
 export function mount(section) {
   root = section;
@@ -35,6 +39,11 @@ export function mount(section) {
         <div class="field"><label for="speak-voice">Voice</label><select id="speak-voice" name="voice"></select></div>
         <div class="field"><label for="speak-engine">Engine</label><select id="speak-engine" name="model"></select></div>
         <div class="field"><label for="speak-format">Format</label><select id="speak-format" name="response_format"></select></div>
+        <div class="field">
+          <span class="check"><input id="speak-timestamps" name="timestamps" type="checkbox" aria-describedby="speak-timestamps-hint">
+            <label for="speak-timestamps">Word timings</label></span>
+          <small class="hint" id="speak-timestamps-hint">Show each word as it is spoken; captions to download.</small>
+        </div>
         <div class="field">
           <label for="speak-speed">Speed <output id="speak-speed-out" for="speak-speed">1.00×</output></label>
           <input id="speak-speed" name="speed" type="range" min="0.25" max="4" step="0.05" value="1">
@@ -70,7 +79,12 @@ export function mount(section) {
   bindEngineSelect($("#speak-engine", root), { filter: (m) => m.capabilities.single_speaker });
   window.addEventListener("parla:models", renderParams);
   player = new Player({ label: "Generated speech" });
-  $("#speak-output", root).append(player.el);
+  $("#speak-output", root).append(
+    player.el,
+    h("div", { class: "words", id: "speak-words", role: "group", "aria-label": "Words with their times", hidden: true }),
+    h("p", { class: "captions", id: "speak-captions", hidden: true }),
+  );
+  player.onTime(markWord);
 
   const text = $("#speak-text", root);
   text.addEventListener("input", () => ($("#speak-count", root).textContent = `${text.value.length} characters`));
@@ -203,14 +217,25 @@ async function generate() {
     return;
   }
   const request = body();
+  const timed = $("#speak-timestamps", root).checked;
+  if (timed) Object.assign(request, { timestamps: true, stream_format: "sse" });
   const button = $("#speak-generate", root);
   const controller = player.begin();
+  clearWords(timed);
   button.disabled = true;
   button.setAttribute("aria-busy", "true");
   try {
-    const response = await call("POST", "/v1/audio/speech", { json: request, signal: controller.signal, headers: { Accept: "*/*" } });
-    player.el.dataset.generationId = response.headers.get("X-Generation-Id") || "";
-    await player.playResponse(response, request.response_format);
+    const accept = timed ? "text/event-stream" : "*/*";
+    const response = await call("POST", "/v1/audio/speech", { json: request, signal: controller.signal, headers: { Accept: accept } });
+    const id = response.headers.get("X-Generation-Id") || "";
+    player.el.dataset.generationId = id;
+    if (timed) {
+      await playEvents(response, request.response_format);
+      seekable();
+      if (id && player.el.dataset.state === "done") showCaptions(id);
+    } else {
+      await player.playResponse(response, request.response_format);
+    }
   } catch (err) {
     if (err.name !== "AbortError") {
       showError(error, err);
@@ -219,5 +244,130 @@ async function generate() {
   } finally {
     button.disabled = false;
     button.removeAttribute("aria-busy");
+    if (!words.length) $("#speak-words", root).hidden = true; // no placeholder left after a failure
+    seekable();
   }
+}
+
+// -- word timings -------------------------------------------------------------------------------
+
+/**
+ * Follow the speech's server-sent events: the audio deltas go, decoded, into a stream the player
+ * plays as it arrives (as it plays a plain audio response); the words go on the strip.
+ * Rejects with what went wrong (an error event, a broken stream, Stop's AbortError).
+ */
+async function playEvents(response, format) {
+  let audio;
+  const stream = new ReadableStream({ start: (controller) => (audio = controller) });
+  let failed = null; // the player's own failure, which also ends the reading
+  const playing = player.playResponse(new Response(stream), format).then(
+    () => null,
+    (err) => (failed = err),
+  );
+  let failure = null;
+  let done = false;
+  try {
+    for await (const { event, data } of events(response)) {
+      if (failed) break;
+      if (event === "speech.audio.done") done = true;
+      else if (event === "speech.audio.delta") audio.enqueue(base64Bytes(data.audio));
+      else if (event === "speech.audio.words") addWords(data.words || []);
+      else if (event === "error") {
+        const detail = data && typeof data === "object" ? data.detail || data.message || (data.error && data.error.message) : data;
+        throw new Error(detail || "the speech could not be made");
+      }
+    }
+    if (!done && !failed) throw new Error("the speech stream ended before it was done");
+    audio.close();
+  } catch (err) {
+    failure = err;
+    audio.error(err);
+  }
+  await playing;
+  if (failure || failed) throw failure || failed;
+}
+
+/** Empty the strip (and the caption links); it shows while a timed generation is on screen. */
+function clearWords(timed) {
+  words = [];
+  currentWord = -1;
+  const strip = $("#speak-words", root);
+  strip.replaceChildren();
+  strip.hidden = !timed;
+  strip.removeAttribute("data-seekable");
+  const captions = $("#speak-captions", root);
+  captions.replaceChildren();
+  captions.hidden = true;
+}
+
+const time = (value) => Number(value).toFixed(2);
+
+function addWords(list) {
+  const strip = $("#speak-words", root);
+  const canSeek = strip.dataset.seekable === "true";
+  for (const item of list) {
+    const start = Number(item.start_time);
+    const end = Number(item.end_time);
+    if (!item.word || !Number.isFinite(start) || !Number.isFinite(end)) continue;
+    const entry = { start, end };
+    entry.el = h(
+      "button",
+      {
+        type: "button",
+        class: "word",
+        dataset: { start: String(start), end: String(end) },
+        title: `${time(start)}–${time(end)} s`,
+        "aria-disabled": canSeek ? undefined : "true",
+        onclick: () => playFromWord(entry),
+      },
+      item.word,
+    );
+    words.push(entry);
+    strip.append(entry.el, " ");
+  }
+  if (player.playing()) markWord(player.position());
+}
+
+/** The words can be clicked once the audio element has the audio (seeking live would cut it). */
+function seekable() {
+  const strip = $("#speak-words", root);
+  if (!strip || !player.audio.getAttribute("src")) return;
+  strip.dataset.seekable = "true";
+  for (const word of words) word.el.removeAttribute("aria-disabled");
+}
+
+function playFromWord(word) {
+  if ($("#speak-words", root).dataset.seekable !== "true") return;
+  player.seek(word.start);
+  markWord(word.start);
+  player.audio.play().catch(() => {});
+}
+
+/** Highlight the word being spoken at `at` seconds (none between words). */
+function markWord(at) {
+  let index = -1;
+  for (let i = 0; i < words.length; i++) {
+    if (words[i].start > at + 0.005) break;
+    index = i;
+  }
+  if (index >= 0 && at >= words[index].end) index = -1;
+  if (index === currentWord) return;
+  if (currentWord >= 0 && words[currentWord]) {
+    words[currentWord].el.classList.remove("current");
+    words[currentWord].el.removeAttribute("aria-current");
+  }
+  currentWord = index;
+  if (index >= 0) {
+    words[index].el.classList.add("current");
+    words[index].el.setAttribute("aria-current", "true");
+  }
+}
+
+/** Links to the generation's captions (the key, when there is one, goes as the studio's cookie). */
+function showCaptions(id) {
+  const captions = $("#speak-captions", root);
+  const link = (format, label) =>
+    h("a", { href: apiUrl(`/v1/history/${encodeURIComponent(id)}/captions`, { format }), download: `speech.${format}` }, label);
+  captions.replaceChildren("Captions: ", link("srt", "SRT"), " · ", link("vtt", "WebVTT"));
+  captions.hidden = false;
 }
