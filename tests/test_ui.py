@@ -316,6 +316,24 @@ def test_the_history_searches_plays_and_deletes(page: Page, client: httpx.Client
     expect(page.locator("#history-count")).to_have_text("No generations match.")
 
 
+@pytest.mark.model
+@pytest.mark.slow
+@needs_chromium
+def test_the_history_shows_what_the_checks_heard_and_offers_captions(page: Page, client: httpx.Client) -> None:
+    word = f"heron{uuid.uuid4().hex[:5]}"
+    text = f"The {word} waited by the water. Then the tide came in."
+    body = {"input": text, "voice": "joe", "response_format": "wav", "check": True, "timestamps": True}
+    made = client.post("/v1/audio/speech", json=body)
+    assert made.status_code == 200, made.text
+    open_view(page, "history")
+    page.get_by_label("Search the text").fill(word)
+    item = page.locator("#history-list li")
+    expect(item).to_have_count(1)
+    expect(item.locator(".checks")).to_contain_text("Heard: 2 of 2 pieces")
+    captions = item.get_by_role("link", name="Captions")
+    expect(captions).to_have_attribute("href", re.compile(r"/captions\?format=srt$"))
+
+
 # -- characters and status --------------------------------------------------------------------
 
 

@@ -136,6 +136,19 @@ function renderPage(page) {
   list.replaceChildren(...page.items.map(item));
 }
 
+/** What hearing a long text's pieces found, with the pieces still wrong, when they were checked. */
+function checksLine(checks) {
+  if (!checks) return null;
+  if (!checks.checked) return h("p", { class: "muted meta" }, `Not checked: ${checks.unchecked || "nothing to hear"}`);
+  const flagged = (checks.details || []).filter((d) => d.flagged);
+  const summary = `Heard: ${checks.checked} of ${checks.pieces} pieces, ${checks.retried} spoken again, `
+    + `${checks.flagged} still wrong · WER mean ${checks.mean_wer.toFixed(2)}, largest ${checks.max_wer.toFixed(2)}`;
+  return h("p", { class: flagged.length ? "meta warn checks" : "muted meta checks" },
+    summary,
+    ...flagged.map((d) => h("span", { class: "flagged", title: `heard: ${d.heard}` }, ` · piece ${d.piece + 1}: “${d.text}”`)),
+  );
+}
+
 function item(gen) {
   const audioUrl = apiUrl(`/v1/history/${encodeURIComponent(gen.id)}/audio`);
   const short = gen.text.length > 160 ? `${gen.text.slice(0, 160)}…` : gen.text;
@@ -145,6 +158,7 @@ function item(gen) {
     h("p", { class: "text", title: gen.text }, short),
     h("p", { class: "muted meta" },
       `${when(gen.created_at)} · ${gen.voice} · ${gen.engine} · ${gen.source} · ${gen.format} · ${seconds(gen.duration_s)} · RTF ${gen.real_time_factor.toFixed(2)}`),
+    checksLine(gen.checks),
     h("div", { class: "actions" },
       h("button", {
         type: "button",
@@ -161,6 +175,13 @@ function item(gen) {
       gen.has_audio
         ? h("a", { class: "button secondary small", href: audioUrl, download: `${gen.id}.${gen.format}` }, "Download")
         : h("span", { class: "muted" }, "audio not kept"),
+      gen.has_timestamps
+        ? h("a", {
+            class: "button secondary small",
+            href: apiUrl(`/v1/history/${encodeURIComponent(gen.id)}/captions`, { format: "srt" }),
+            download: `${gen.id}.srt`,
+          }, "Captions")
+        : null,
       h("button", {
         type: "button",
         class: "danger small",
