@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from parla.audio.encode import FORMATS
@@ -464,6 +464,7 @@ def engines_install(
     Parla with the engine's extra and its pinned recipe. Safe to re-run: the same recipe does nothing."""
     import time
 
+    from parla.bench.common import step_bar
     from parla.engines import envs
     from parla.engines.catalog import UnknownCatalogEntryError, entry
     from parla.engines.weights import find_weights
@@ -488,14 +489,7 @@ def engines_install(
     )
     current: list[tuple[str, float]] = []  # the step under way and when it started (one at most)
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
+    with step_bar(err) as bar:
         task = bar.add_task("checking", total=None)
 
         def finish_step(mark: str) -> None:

@@ -14,6 +14,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 PCM_RATE = 24_000
 """The sample rate of the server's ``pcm`` format."""
@@ -119,3 +121,15 @@ def serve_in_child(
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def step_bar(console: Console) -> Progress:
+    """The bar long work shows: what it is on, how far, and for how long (gone once it ends)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from parla.bench.common import memory_mb
+from parla.bench.common import memory_mb, step_bar
 from parla.bench.speech import PARAGRAPH, SHORT
 from parla.devices import torch_vram_mb
 from parla.engines.base import Engine
@@ -209,22 +209,13 @@ def run_engines_bench(
     *, names: Sequence[str], rounds: int, text: str | None, console: Console, base: Settings | None = None
 ) -> list[Measured]:
     """Measure ``names`` (every engine known here when empty) and print the table; returns the rows."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     paragraph = text or PARAGRAPH
     with engines_up(names, console, base, "parla-bench-engines-") as bench:
         services, registry, facts = bench.services, bench.registry, bench.facts
         settings, supervisor = services.settings, bench.supervisor
         rows = [Measured(name, runs, voice, note=note) for name, runs, voice, note in bench.lineup]
         runnable = [r for r in rows if r.note is None]
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
+        with step_bar(console) as bar:
             task = bar.add_task("engines", total=len(runnable) * rounds)
 
             async def measure_all() -> None:

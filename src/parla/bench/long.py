@@ -19,9 +19,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from parla.bench.common import step_bar
 from parla.bench.engines import engines_up
 from parla.engines.remote import RemoteEngine
 from parla.services import Services
@@ -107,14 +107,7 @@ def run_long_bench(
     wanted = list(names) or ["piper", "clone", "espeak", "kokoro"]
     with engines_up(wanted, console, base, "parla-bench-long-") as bench:
         runs = [LongRun(name, voice, note) for name, _, voice, note in bench.lineup]
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
+        with step_bar(console) as bar:
 
             async def speak_all() -> None:
                 for run in runs:
