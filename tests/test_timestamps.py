@@ -23,6 +23,7 @@ from parla.engines.piper import PiperEngine
 from parla.engines.piper_timing import align, locate_words, timed_words
 from parla.engines.registry import EngineRegistry
 from parla.evaluation import Speaker
+from parla.services.alignment import captions
 from parla.services.transcription import Transcriber
 from parla.text.normalize import normalize_text
 from parla.text.spoken import spoken_words
@@ -101,6 +102,23 @@ def test_word_times_add_up_the_durations_of_their_phoneme_ids() -> None:
     words = timed_words(places, 0, phonemes, durations, id_map, 1000)
     assert words == (TimedWord("hi", 0.2, 0.6), TimedWord("yo", 0.8, 1.2))
     assert timed_words(places, 0, phonemes, durations[:-1], id_map, 1000) == ()  # ids it does not know: no times
+
+
+def test_captions_end_a_cue_where_a_sentence_or_clause_ends() -> None:
+    words = [
+        TimedWord("The", 0.0, 0.1),
+        TimedWord("tide", 0.15, 0.4),
+        TimedWord("is", 0.45, 0.5),
+        TimedWord("out", 0.55, 0.8, "."),
+        TimedWord("The", 0.9, 1.0),
+        TimedWord("boats", 1.05, 1.3),
+        TimedWord("rest", 1.35, 1.6, ","),
+        TimedWord("then", 1.9, 2.1),
+        TimedWord("float", 2.15, 2.5, "."),
+    ]
+    srt = captions(words, "srt")
+    assert list(cue_texts(srt)) == ["The tide is out.", "The boats rest, then float."]  # short: no comma break
+    assert captions(words, "vtt").startswith("WEBVTT\n\n00:00:00.000 --> 00:00:00.800\nThe tide is out.\n")
 
 
 # -- through the API --------------------------------------------------------------------------------
@@ -212,7 +230,10 @@ def test_the_kokoro_captioned_form_and_captions_for_the_whole_text(client: httpx
     vtt = client.get(f"/v1/history/{generation}/captions")
     assert srt.status_code == vtt.status_code == 200
     assert srt.text.startswith("1\n00:00:00,") and vtt.text.startswith("WEBVTT")
-    assert " ".join(cue_texts(srt.text)) == " ".join(spoken(TEXT))
+    cues = list(cue_texts(srt.text))
+    assert spoken_words(" ".join(cues)) == spoken(TEXT)
+    # A cue ends where a sentence does, and shows its punctuation.
+    assert any(cue.endswith("every evening.") for cue in cues) and not any("evening. " in cue for cue in cues)
     timestamps = client.get(f"/v1/history/{generation}/captions", params={"format": "json"}).json()["timestamps"]
     assert [w["word"] for w in timestamps] == spoken(TEXT)
 

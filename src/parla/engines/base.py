@@ -36,9 +36,11 @@ class TimedWord:
     word: str
     start: float
     end: float
+    after: str = ""
+    """The punctuation written right after it ("," "." "?"): where captions end a cue."""
 
     def shifted(self, seconds: float) -> TimedWord:
-        return TimedWord(self.word, round(self.start + seconds, 3), round(self.end + seconds, 3))
+        return TimedWord(self.word, round(self.start + seconds, 3), round(self.end + seconds, 3), self.after)
 
     def describe(self) -> dict[str, Any]:
         """As clients read it (Kokoro-FastAPI's names, which its captioned-speech clients expect)."""

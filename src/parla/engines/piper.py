@@ -29,7 +29,7 @@ from parla.engines.base import (
     TimedWord,
 )
 from parla.engines.piper_timing import WordPlace, locate_words, timed_words
-from parla.text.spoken import marked_words, spoken_words
+from parla.text.spoken import punctuation_after, spoken_tokens
 
 log = logging.getLogger(__name__)
 
@@ -381,10 +381,14 @@ class PiperEngine(Engine):
         """Where each of the text's spoken words is in Piper's reading of it (``sentences``): each
         word read alone by espeak-ng, and those readings aligned with the whole one, which joins
         some words ("of the": ``ʌvðə``) and splits others (numbers)."""
+        tokens = [(token, word, in_phonemes) for token, word, in_phonemes in spoken_tokens(text) if word]
         readings = []
-        for word, in_phonemes in marked_words(text):
+        for _, word, in_phonemes in tokens:
             if in_phonemes:
                 readings.append(list(word))
             else:
                 readings.append([p for sentence in self.phonemes(word) for p in sentence])
-        return locate_words(spoken_words(text), readings, sentences)
+        places = locate_words([word for _, word, _ in tokens], readings, sentences)
+        if not places:  # no sound of any word found: nothing to time
+            return []
+        return [replace(p, after=punctuation_after(t, p.word)) for p, (t, _, _) in zip(places, tokens, strict=True)]

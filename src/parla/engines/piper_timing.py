@@ -34,6 +34,8 @@ class WordPlace:
     sentence: int
     first: int
     last: int
+    after: str = ""
+    """The punctuation written after the word (``TimedWord.after``)."""
 
 
 def locate_words(
@@ -143,5 +145,5 @@ def timed_words(
             continue
         start = starts(place.first)
         end = float(edges[spans[place.last][1]]) / rate if place.last >= place.first else start
-        words.append(TimedWord(place.word, round(start, 3), round(end, 3)))
+        words.append(TimedWord(place.word, round(start, 3), round(end, 3), place.after))
     return tuple(words)

@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from parla.audio.dsp import resample
 from parla.engines.base import TimedWord
-from parla.text.spoken import spoken_tokens
+from parla.text.spoken import punctuation_after, spoken_tokens
 
 if TYPE_CHECKING:
     from parla.services.transcription import Transcriber
@@ -260,7 +260,8 @@ def align_words(
     timed = []
     for (raw, word), (start, stop) in zip(chunks, spans, strict=True):
         start = min(max(start, 0.0), duration)
-        timed.append(TimedWord(word or raw, round(start, 3), round(min(max(stop, start), duration), 3)))
+        end = round(min(max(stop, start), duration), 3)
+        timed.append(TimedWord(word or raw, round(start, 3), end, punctuation_after(raw, word)))
     return timed
 
 
@@ -268,7 +269,11 @@ def align_words(
 
 
 CUE_GAP_S = 0.4
-"""A pause this long between two words starts a new cue: it is where a sentence or clause ends."""
+"""A pause this long between two words starts a new cue (words timed without their punctuation)."""
+ENDS_CUE = frozenset(".!?;:…")
+"""Punctuation after a word that ends its cue: a sentence's or a clause's end."""
+MIN_WORDS_AT_COMMA = 4
+"""A cue of this many words ends at a comma too, so that lines break where the speaker breathes."""
 
 
 def _cues(words: Sequence[TimedWord], max_words: int, max_seconds: float) -> list[list[TimedWord]]:
@@ -280,6 +285,8 @@ def _cues(words: Sequence[TimedWord], max_words: int, max_seconds: float) -> lis
             or len(cue) >= max_words
             or word.start - cue[-1].end > CUE_GAP_S
             or word.end - cue[0].start > max_seconds
+            or bool(ENDS_CUE & set(cue[-1].after))
+            or ("," in cue[-1].after and len(cue) >= MIN_WORDS_AT_COMMA)
         ):
             cues.append([word])
         else:
@@ -302,9 +309,10 @@ def captions(
     max_words: int = 7,
     max_seconds: float = 3.5,
 ) -> str:
-    """Subtitles for timed words: cues of consecutive words, a new one after a pause of more than
-    ``CUE_GAP_S`` (where sentences end: ``spoken_words`` keeps no punctuation to break at) or once a cue
-    has ``max_words`` words or would last over ``max_seconds``. ``srt``: numbered cues with
+    """Subtitles for timed words: cues of consecutive words, each written with the punctuation after
+    it, a new cue after a sentence or clause (``ENDS_CUE``; a comma once a cue has
+    ``MIN_WORDS_AT_COMMA`` words), after a pause of more than ``CUE_GAP_S``, or once a cue has
+    ``max_words`` words or would last over ``max_seconds``. ``srt``: numbered cues with
     ``00:00:01,234 --> 00:00:02,345``; ``vtt``: WebVTT, its header and ``00:00:01.234 --> 00:00:02.345``."""
     if fmt not in ("srt", "vtt"):
         raise ValueError(f"captions are srt or vtt, not {fmt!r}")
@@ -313,7 +321,7 @@ def captions(
     for number, cue in enumerate(_cues(words, max_words, max_seconds), start=1):
         start, end = cue[0].start, max(cue[-1].end, cue[0].start)
         timing = f"{_timestamp(start, separator)} --> {_timestamp(end, separator)}"
-        line = " ".join(w.word for w in cue)
+        line = " ".join(w.word + w.after for w in cue)
         blocks.append(f"{number}\n{timing}\n{line}\n" if fmt == "srt" else f"{timing}\n{line}\n")
     body = "\n".join(blocks)
     return body if fmt == "srt" else "WEBVTT\n\n" + body

@@ -244,7 +244,7 @@ class HistoryService:
             raise NotFoundError(
                 f"generation {generation_id!r} has no timestamps: ask for them with timestamps: true when speaking"
             )
-        return [TimedWord(str(word), float(start), float(end)) for word, start, end in words]
+        return [TimedWord(str(w[0]), float(w[1]), float(w[2]), str(w[3]) if len(w) > 3 else "") for w in words]
 
     def audio(self, generation_id: str) -> tuple[Path, str]:
         """The audio file of a generation and its format; 404 when it was not kept or is gone."""

@@ -824,7 +824,7 @@ class SpeechService:
                     first_audio_s=out.first_audio,
                     file=out.key if out.committed else None,
                     source=plan.source,
-                    words=[[w.word, w.start, w.end] for w in out.words] if plan.timestamps else None,
+                    words=[[w.word, w.start, w.end, w.after] for w in out.words] if plan.timestamps else None,
                     checks=report.describe() if report else None,
                 )
             )

@@ -64,7 +64,8 @@ class Generation(Base):
     """The API that asked for it (``openai``, ``generate``, ``voicebox``, ``character``...): each
     API lists, keeps and deletes its own."""
     words: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
-    """Each spoken word as ``[word, start, end]`` (seconds), when timestamps were asked for: its captions."""
+    """Each spoken word as ``[word, start, end, punctuation after it]`` (seconds), when timestamps were
+    asked for: its captions."""
     checks: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     """What hearing its pieces found (``services.checks.CheckReport.describe``), when they were checked."""
 

@@ -50,6 +50,13 @@ def spoken_words(text: str) -> list[str]:
     return [word for _, word, _ in spoken_tokens(text) if word is not None]
 
 
+def punctuation_after(token: str, word: str | None) -> str:
+    """The punctuation a token has after its word (``"out."`` -> ``"."``; none for a phoneme word)."""
+    if not word or word not in token:
+        return ""
+    return token[token.rindex(word) + len(word) :]
+
+
 def marked_words(text: str) -> list[tuple[str, bool]]:
     """``spoken_words(text)``, each with whether it is written in phonemes (inside ``[[ ]]``)."""
     return [(word, in_phonemes) for _, word, in_phonemes in spoken_tokens(text) if word is not None]
