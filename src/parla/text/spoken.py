@@ -55,8 +55,3 @@ def punctuation_after(token: str, word: str | None) -> str:
     if not word or word not in token:
         return ""
     return token[token.rindex(word) + len(word) :]
-
-
-def marked_words(text: str) -> list[tuple[str, bool]]:
-    """``spoken_words(text)``, each with whether it is written in phonemes (inside ``[[ ]]``)."""
-    return [(word, in_phonemes) for _, word, in_phonemes in spoken_tokens(text) if word is not None]
