@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -74,6 +75,7 @@ def test_bench_speech_measures_every_voice_and_format(tmp_path: Path) -> None:
         text=True,
         timeout=600,
         check=False,
+        env={**os.environ, "PARLA_ENGINE_IDLE_TRIM_S": "1"},  # the idle server's memory read 3 s on
     )
     assert result.returncode == 0, result.stderr[-2000:]
     printed = result.stdout
@@ -107,6 +109,8 @@ def test_bench_speech_measures_every_voice_and_format(tmp_path: Path) -> None:
     assert 0 < memory["rss_start_mib"] <= memory["rss_peak_mib"]
     assert memory["rss_after_single_mib"] > 0 and len(memory["rss_after_load_mib"]) == 6
     assert isinstance(memory["targets"]["flat"]["pass"], bool)
+    # idle, the engines have given back their working memory (onnxruntime's arena, freed buffers)
+    assert memory["idle_trim_s"] == 1 and memory["rss_idle_after_load_mib"] < min(memory["rss_after_load_mib"]) - 20
     assert 0 <= data["targets_passed"] <= data["targets_total"] == 9 * 2 + 6 * 2 + 3
 
 

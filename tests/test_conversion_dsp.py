@@ -64,3 +64,49 @@ def test_converting_does_not_import_scipy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _voice_like(rate: int, seconds: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A vowel-like buzz whose pitch glides from 70 to 320 Hz through a formant filter, with noise,
+    a stretch of digital silence and a noise burst: every kind of frame the conversion analyses.
+    Returns the signal and its pitch per sample."""
+    rng = np.random.default_rng(seed)
+    n = int(rate * seconds)
+    t = np.arange(n) / rate
+    f0 = 70 * (320 / 70) ** (t / seconds)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    buzz = sum(np.sin(k * phase) / k for k in range(1, 40) if k * f0.max() < rate / 2 or k < 20)
+    spectrum = np.fft.rfft(buzz)
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    formants = sum(1 / (1 + ((freqs - fc) / 90) ** 2) for fc in (700, 1200, 2600))
+    x = np.fft.irfft(spectrum * (0.05 + formants), n) + 0.01 * rng.standard_normal(n)
+    x[n // 3 : n // 3 + rate // 5] = 0.0  # digital silence
+    x[2 * n // 3 : 2 * n // 3 + rate // 10] = 0.3 * rng.standard_normal(rate // 10)  # a fricative
+    return x / np.abs(x).max() * 0.5, f0
+
+
+def test_cheaptrick_is_pyworlds() -> None:
+    """The batched NumPy CheapTrick gives pyworld's envelopes: every frame, voiced (pitch from 70 to
+    320 Hz) or not (f0 0: analysed as 500 Hz), at the signal's edges too, to a hundredth of a dB."""
+    import pyworld
+
+    from parla.engines.cheaptrick import cheaptrick
+
+    x, pitch = _voice_like(conversion.FS, 3.0, 1)
+    times = np.arange(0, 3.0, 0.005)
+    f0 = pitch[np.minimum((times * conversion.FS).astype(int), len(x) - 1)]
+    f0[::7] = 0.0  # unvoiced frames among them
+    f0[3::11] = 40.0  # below CheapTrick's floor for this FFT size: also analysed as 500 Hz
+    want = pyworld.cheaptrick(x, f0, times, conversion.FS, fft_size=conversion.FFT)
+    got = cheaptrick(x, f0, times, conversion.FS, conversion.FFT)
+    assert got.shape == want.shape
+    # frames whose window (three periods) sees nothing but the zeros
+    analysed = np.where(f0 <= 3 * conversion.FS / (conversion.FFT - 3), 500.0, f0)
+    reach = np.round(1.5 * conversion.FS / analysed).astype(int)
+    centre = np.round(times * conversion.FS).astype(int)
+    silent = np.array([not x[max(0, c - r) : c + r + 1].any() for c, r in zip(centre, reach, strict=True)])
+    assert 20 < silent.sum() < 60
+    db = 10 * np.abs(np.log10(got[~silent]) - np.log10(want[~silent]))
+    assert db.max() < 0.01, db.max()
+    # a frame of exact silence has no envelope to speak of: both are some 270 dB below the signal
+    assert np.isfinite(got).all() and got[silent].max() < 1e-20 * want[~silent].max()

@@ -184,6 +184,7 @@ class _Heavy(Engine):
         self.events: list[tuple[str, str]] = []
         self.seconds = 0.0
         self.unloaded = threading.Event()
+        self.released = threading.Event()
 
     def _load(self) -> None:
         self.events.append(("load", threading.current_thread().name))
@@ -191,6 +192,10 @@ class _Heavy(Engine):
     def _unload(self) -> None:
         self.events.append(("unload", threading.current_thread().name))
         self.unloaded.set()
+
+    def release_memory(self) -> None:
+        self.events.append(("release", threading.current_thread().name))
+        self.released.set()
 
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
         self.load()
@@ -254,8 +259,26 @@ async def test_an_idle_model_is_unloaded_after_its_ttl_and_loads_again_when_used
         registry.shutdown()
 
 
+async def test_an_idle_engine_gives_back_its_working_memory_and_keeps_its_model() -> None:
+    heavy = _Heavy()
+    heavy.seconds = 0.4
+    registry = EngineRegistry([heavy], idle_trim_s=0.2)
+    try:
+        await _speak(registry, heavy)  # longer than the wait: nothing is released under a synthesis
+        assert [kind for kind, _ in heavy.events] == ["load", "spoke"]
+        assert await asyncio.to_thread(heavy.released.wait, 5)
+        assert heavy.loaded and heavy.events[-1][1].startswith("engine-heavy")
+        heavy.released.clear()
+        await _speak(registry, heavy)
+        assert await asyncio.to_thread(heavy.released.wait, 5)  # again after each idle spell
+        assert [kind for kind, _ in heavy.events] == ["load", "spoke", "release", "spoke", "release"]
+    finally:
+        registry.shutdown()
+
+
 def test_the_idle_ttl_is_a_setting_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings(_env_file=None).engine_idle_ttl_s == 0
+    assert Settings(_env_file=None).engine_idle_trim_s == 30  # memory goes back; the model stays
     monkeypatch.setenv("PARLA_ENGINE_IDLE_TTL_S", "300")
     monkeypatch.setenv("PARLA_ENGINES__PIPER__IDLE_TTL_S", "0")
     monkeypatch.setenv("PARLA_ENGINES__DIA__URL", "http://127.0.0.1:9")

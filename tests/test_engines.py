@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 
@@ -198,6 +199,52 @@ async def test_runner_serves_requests_in_order_without_mixing(settings: Settings
     runner.shutdown()
 
 
+async def test_an_engine_may_serve_two_requests_at_once_but_unloads_alone(settings: Settings) -> None:
+    """``concurrency = 2``: two requests run at the same time, each with only its own chunks; an
+    unload waits for both, and a request that comes after the unload waits for it."""
+    from parla.engines.base import AudioChunk
+
+    both_inside = threading.Barrier(2, timeout=10)
+    release = threading.Event()
+    log: list[str] = []
+    lock = threading.Lock()
+
+    class Overlapping(Engine):
+        name = "overlapping"
+        capabilities = Capabilities(sample_rate=100)
+        concurrency = 2
+
+        def synthesize(self, request: SynthesisRequest):  # type: ignore[no-untyped-def]
+            if request.text != "c":
+                both_inside.wait()  # raises (BrokenBarrierError) unless a and b are in here together
+                release.wait(10)
+            for i in range(3):
+                yield AudioChunk(np.full(10, ord(request.text) + i, dtype=np.float32), 100)
+            with lock:
+                log.append(f"end {request.text}")
+
+    engine = Overlapping()
+    runner = EngineRunner(engine)
+    assert runner.workers == 2
+
+    async def collect(tag: str) -> list[float]:
+        return [float(c.samples[0]) async for c in runner.stream(lambda: engine.synthesize(_request(engine, tag)))]
+
+    a = asyncio.create_task(collect("a"))
+    b = asyncio.create_task(collect("b"))
+    await asyncio.sleep(0.3)
+    unload = asyncio.create_task(runner.call(lambda: log.append("unload"), alone=True))
+    await asyncio.sleep(0.1)
+    c = asyncio.create_task(collect("c"))
+    await asyncio.sleep(0.3)
+    assert log == []  # the unload waits for a and b, and c for the unload
+    release.set()
+    got = await asyncio.gather(a, b, unload, c)
+    assert got[0] == [97, 98, 99] and got[1] == [98, 99, 100] and got[3] == [99, 100, 101]
+    assert sorted(log[:2]) == ["end a", "end b"] and log[2:] == ["unload", "end c"]
+    runner.shutdown()
+
+
 async def test_closing_a_stream_stops_synthesis(settings: Settings) -> None:
     made: list[int] = []
 
@@ -231,6 +278,27 @@ def test_piper_acts_on_pace_words_in_instructions(services: Services) -> None:
     slow = _speak(piper, text, seed=2, instructions="Speak slowly and calmly.").size
     fast = _speak(piper, text, seed=2, instructions="Read it quickly, it is urgent!").size
     assert slow > 1.1 * plain > 1.1 * fast
+
+
+@pytest.mark.model
+def test_piper_gives_back_its_working_memory_and_speaks_the_same_after(services: Services) -> None:
+    """onnxruntime's arena keeps what the longest sentence needed (about 150 MB); released, the
+    process is that much smaller, and the next sentence is the same audio."""
+
+    def rss_mib() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    piper = services.engines.get("piper")
+    text = (
+        "These take the shape of a long round arch, with its path high above, and its two ends apparently "
+        "beyond the horizon, where the light of the evening sun falls on the hills and the quiet valley below."
+    )
+    before = _speak(piper, text, seed=5)
+    held = rss_mib()
+    piper.release_memory()
+    released = rss_mib()
+    assert held - released > 50, (held, released)
+    assert np.array_equal(_speak(piper, text, seed=5), before)
 
 
 def test_mock_can_take_a_realistic_time(settings: Settings) -> None:

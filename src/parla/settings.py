@@ -199,6 +199,10 @@ class Settings(BaseSettings):
     engine_idle_ttl_s: float = Field(default=0.0, ge=0)
     """Unload a local engine's model after this many seconds without a request (it loads again at
     the next one); 0 keeps models loaded. ``PARLA_ENGINES__<NAME>__IDLE_TTL_S`` sets it per engine."""
+    engine_idle_trim_s: float = Field(default=30.0, ge=0)
+    """Give back a local engine's working memory (onnxruntime's arena: some 150 MB after a long
+    sentence on Piper) after this many seconds without a request; the model stays loaded and the
+    next request allocates it again. 0 keeps it."""
     testing: bool = Field(default=False, validation_alias=AliasChoices("testing", "parla_testing"))
     """The model microservice API's testing mode (``TESTING=true``): every request goes to the mock
     worker on port 8999."""

@@ -246,7 +246,11 @@ def create_worker_app(name: str, settings: Settings, services: Services | None =
             # The idle TTL applies here, where the model is: a gateway never unloads a worker's model.
             section = settings.engines.get(name)
             ttl = section.idle_ttl_s if section is not None and section.idle_ttl_s is not None else None
-            registry = EngineRegistry([engine], idle_ttl_s=settings.engine_idle_ttl_s if ttl is None else ttl)
+            registry = EngineRegistry(
+                [engine],
+                idle_ttl_s=settings.engine_idle_ttl_s if ttl is None else ttl,
+                idle_trim_s=settings.engine_idle_trim_s,
+            )
             app.state.services = await offload(Services.build, settings, engines=registry)
         else:
             app.state.services = services

@@ -319,7 +319,9 @@ class Engine(ABC):
     - ``device``: where its model runs (reported by ``status``);
     - ``voice_presets``: per built-in voice name (``alloy``...), this engine's settings for that
       voice (parameters it takes, or whatever its ``synthesize`` reads from ``VoiceRef.preset``);
-    - ``settings_model`` (class level): its settings model, an ``EngineSettings`` subclass.
+    - ``settings_model`` (class level): its settings model, an ``EngineSettings`` subclass;
+    - ``concurrency``: how many requests it may serve at once (its runner's threads; see
+      ``parla.engines.runner``). 1 unless the engine is safe for more and they feed the cores better.
 
     The constructor contract: ``Engine(settings=None, context=None)``, where ``settings`` is an
     instance of ``settings_model`` (its defaults when omitted) and ``context`` an ``EngineContext``.
@@ -334,6 +336,7 @@ class Engine(ABC):
     capabilities: Capabilities
     device: str = "cpu"
     voice_presets: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
+    concurrency: int = 1
     settings_model: ClassVar[type[EngineSettings]] = EngineSettings
     settings: EngineSettings
     """This engine's settings: an instance of ``settings_model`` (subclasses narrow the type)."""
@@ -407,6 +410,11 @@ class Engine(ABC):
     @property
     def loaded(self) -> bool:
         return self._loaded
+
+    def release_memory(self) -> None:  # noqa: B027 - most engines keep nothing worth giving back
+        """Give back the working memory the last requests left behind (buffers and caches that the
+        next request makes again), keeping the model. Called on the runner thread once the engine
+        has been idle ``PARLA_ENGINE_IDLE_TRIM_S`` seconds, so it must cost little."""
 
     def _load(self) -> None:  # noqa: B027 - engines without a model (mock, espeak) need nothing here
         """Subclasses load their model here."""

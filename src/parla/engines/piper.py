@@ -28,6 +28,7 @@ from parla.engines.base import (
     SynthesisRequest,
     TimedWord,
 )
+from parla.engines.memory import trim_heap
 from parla.engines.piper_timing import WordPlace, locate_words, timed_words
 from parla.text.spoken import punctuation_after, spoken_tokens
 
@@ -183,6 +184,23 @@ class _LoadedModel:
         self.audio_output = outputs[0]
         self.durations_output = outputs[1] if len(outputs) > 1 else None
         """The frames each phoneme id lasts (see ``seedable_model``); ``None`` for a graph without them."""
+        self.running = threading.Lock()
+        """One run of the model at a time, whichever engine asks (``piper``, ``clone``'s requests):
+        onnxruntime's threads already use every core, so a second run at once only makes both
+        slower and holds a second run's working memory."""
+
+    def run(self, wanted: list[str], feeds: dict[str, Any], *, give_back: bool = False) -> list[Any]:
+        """One run of the graph. ``give_back``: afterwards, return the working memory onnxruntime's
+        arena keeps from the largest run so far (about 150 MB after a long sentence) to the
+        system; the next run allocates it again."""
+        import onnxruntime
+
+        options = None
+        if give_back:
+            options = onnxruntime.RunOptions()
+            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        with self.running:
+            return list(self.voice.session.run(wanted, feeds, options))
 
 
 # Engines built on Piper (``piper``, ``clone``) share one session per model file instead of each
@@ -331,9 +349,10 @@ class PiperEngine(Engine):
         noise_w_scale: float,
         seed: int | None,
         durations: bool = False,
+        give_back: bool = False,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64] | None]:
         """``render``'s audio, and with ``durations`` the samples each phoneme id lasts in it
-        (``None`` when the graph does not give them)."""
+        (``None`` when the graph does not give them). ``give_back``: see ``_LoadedModel.run``."""
         rng = np.random.default_rng(seed)
         feeds: dict[str, Any] = {
             "input": np.array([ids], dtype=np.int64),
@@ -346,7 +365,7 @@ class PiperEngine(Engine):
             feeds[name] = rng.standard_normal((1, NOISE_CHANNELS, NOISE_FRAMES), dtype=np.float32)
         timed = durations and model.durations_output is not None
         wanted = [model.audio_output, model.durations_output] if timed else [model.audio_output]
-        result = self._voice.session.run(wanted, feeds)
+        result = model.run(wanted, feeds, give_back=give_back)
         audio = np.asarray(result[0], dtype=np.float32).reshape(-1)
         peak = float(np.max(np.abs(audio))) if audio.size else 0.0
         audio = audio * (PEAK / peak) if peak > 1e-6 else np.zeros_like(audio)
@@ -357,6 +376,17 @@ class PiperEngine(Engine):
         frames = np.asarray(result[1]).reshape(-1).astype(np.int64)
         hop = audio.size // max(1, int(frames.sum()))
         return audio, frames * hop
+
+    def release_memory(self) -> None:
+        """The arena's working memory back to the system: onnxruntime gives it back only at the end
+        of a run, so a run of one phoneme asks it to. Then the heap's freed pages (``trim_heap``)."""
+        model = self._model
+        if model is None:
+            return
+        self.render_timed(
+            self.phonemes_to_ids(["ə"]), length_scale=1.0, noise_scale=0.0, noise_w_scale=0.0, seed=0, give_back=True
+        )
+        trim_heap()
 
     def synthesize(self, request: SynthesisRequest) -> Iterator[AudioChunk]:
         self.load()

@@ -60,9 +60,12 @@ def _build(ep: EntryPoint, settings: Settings) -> Engine:
 
 
 class EngineRegistry:
-    def __init__(self, engines: Iterable[Engine], *, idle_ttl_s: Mapping[str, float] | float = 0.0) -> None:
+    def __init__(
+        self, engines: Iterable[Engine], *, idle_ttl_s: Mapping[str, float] | float = 0.0, idle_trim_s: float = 0.0
+    ) -> None:
         """``idle_ttl_s``: seconds unused after which an engine's model is unloaded (0: never), for
-        all engines or by name. Never for a remote engine: the worker's model is the worker's."""
+        all engines or by name; ``idle_trim_s``: after which its working memory is given back. Never
+        for a remote engine: the worker's model is the worker's."""
         self._engines = {e.name: e for e in engines}
 
         def ttl(engine: Engine) -> float:
@@ -70,7 +73,10 @@ class EngineRegistry:
                 return 0.0
             return idle_ttl_s.get(engine.name, 0.0) if isinstance(idle_ttl_s, Mapping) else idle_ttl_s
 
-        self._managers = {name: ModelManager(e, idle_ttl_s=ttl(e)) for name, e in self._engines.items()}
+        self._managers = {
+            name: ModelManager(e, idle_ttl_s=ttl(e), idle_trim_s=0.0 if isinstance(e, RemoteEngine) else idle_trim_s)
+            for name, e in self._engines.items()
+        }
         self.broken: dict[str, str] = {}
         """Entry points that failed to import, with the reason (shown by /health)."""
 
@@ -103,7 +109,11 @@ class EngineRegistry:
                 return section.idle_ttl_s
             return settings.engine_idle_ttl_s
 
-        registry = cls(engines.values(), idle_ttl_s={name: idle_ttl_s(name) for name in engines})
+        registry = cls(
+            engines.values(),
+            idle_ttl_s={name: idle_ttl_s(name) for name in engines},
+            idle_trim_s=settings.engine_idle_trim_s,
+        )
         registry.broken = broken
         return registry
 

@@ -114,6 +114,7 @@ def worker_environment(settings: Settings, name: str) -> dict[str, str]:
         "PARLA_LOG_LEVEL": settings.log_level,
         "PARLA_DEVICE": settings.device,
         "PARLA_ENGINE_IDLE_TTL_S": str(settings.engine_idle_ttl_s),
+        "PARLA_ENGINE_IDLE_TRIM_S": str(settings.engine_idle_trim_s),
         "PARLA_MODELS_DIR": str(settings.resolved_models_dir.resolve()),
         "PARLA_ENGINES_DIR": str(settings.resolved_engines_dir.resolve()),
         "PARLA_SUPERVISE_ENGINES": "false",
