@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import numpy.typing as npt
@@ -111,3 +113,51 @@ def test_normalisation_respects_the_peak_ceiling_and_leaves_silence() -> None:
     assert np.max(np.abs(loud)) <= 10 ** (-1 / 20) + 1e-6
     silence = np.zeros(RATE, dtype=np.float32)
     assert np.array_equal(normalize_loudness(silence, RATE), silence)
+
+
+def _recording_with_pauses() -> tuple[np.ndarray, int]:
+    """Three spoken phrases after 0.5 s of noise, with 1 s and 0.15 s of silence added between them."""
+    from parla.audio.dsp import resample
+    from tests.conftest import someone_saying
+
+    parts = []
+    for text, pause in (("The first phrase is here.", 1.0), ("A second one follows.", 0.15), ("And the last.", 0.5)):
+        samples, rate = decode_audio(someone_saying(text))
+        parts += [resample(samples, rate, 16000), np.zeros(int(16000 * pause), dtype=np.float32)]
+    audio = np.concatenate([np.zeros(8000, dtype=np.float32), *parts])
+    return audio + 0.002 * np.random.default_rng(0).standard_normal(len(audio)).astype(np.float32), 16000
+
+
+def test_speech_spans_are_faster_whispers() -> None:
+    """The VAD run here finds the spans faster-whisper's ``get_speech_timestamps`` finds with the
+    same options (the model is the one it ships), in speech with long and short pauses, in noise
+    and in silence."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    from parla.audio.vad import speech_spans
+
+    speech, _ = _recording_with_pauses()
+    noise = 0.05 * np.random.default_rng(1).standard_normal(16000 * 3).astype(np.float32)
+    options = VadOptions(threshold=0.5, min_silence_duration_ms=300, speech_pad_ms=100)
+    for audio in (speech, noise, np.zeros(16000, dtype=np.float32), speech[: 16000 * 2 + 77]):
+        want = [(s["start"], s["end"]) for s in get_speech_timestamps(audio, options, sampling_rate=16000)]
+        assert speech_spans(audio, threshold=0.5, min_silence_ms=300, pad_ms=100) == want
+    seconds = [(start / 16000, end / 16000) for start, end in speech_spans(speech)]
+    assert len(seconds) == 3  # a span per phrase (espeak-ng ends each with 0.3 s of silence)
+    assert 0.3 < seconds[0][0] < 0.5  # 0.5 s of noise first, less 0.1 s of padding
+    assert seconds[1][0] - seconds[0][1] > 1.0  # the 1 s pause, and more
+    assert len(speech) / 16000 - 0.8 < seconds[-1][1] < len(speech) / 16000 - 0.5  # 0.5 s pause + 0.3 s
+
+
+def test_checking_a_recording_does_not_import_faster_whisper() -> None:
+    """A voice sample's upload finds its speech without loading CTranslate2 and the tokenizers."""
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from parla.audio.quality import analyse\n"
+        "t = np.arange(32000) / 16000\n"
+        "report, spans = analyse((0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 16000)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('faster_whisper', 'ctranslate2', 'tokenizers')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -55,13 +55,12 @@ def _db(value: float) -> float:
 
 
 def speech_regions(samples: FloatArray, rate: int) -> list[tuple[float, float]]:
-    """Spans of speech in seconds, found by the Silero VAD inside faster-whisper."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
+    """Spans of speech in seconds, found by the Silero VAD that faster-whisper ships (``vad``)."""
+    from parla.audio.vad import speech_spans
 
     audio16k = resample(samples, rate, VAD_RATE) if rate != VAD_RATE else samples
-    options = VadOptions(threshold=0.5, min_silence_duration_ms=300, speech_pad_ms=100)
-    stamps = get_speech_timestamps(audio16k.astype(np.float32), options, sampling_rate=VAD_RATE)
-    return [(s["start"] / VAD_RATE, s["end"] / VAD_RATE) for s in stamps]
+    spans = speech_spans(audio16k.astype(np.float32), threshold=0.5, min_silence_ms=300, pad_ms=100)
+    return [(start / VAD_RATE, end / VAD_RATE) for start, end in spans]
 
 
 def analyse(samples: FloatArray, rate: int) -> tuple[QualityReport, list[tuple[float, float]]]:
