@@ -149,15 +149,18 @@ def test_speech_spans_are_faster_whispers() -> None:
     assert len(speech) / 16000 - 0.8 < seconds[-1][1] < len(speech) / 16000 - 0.5  # 0.5 s pause + 0.3 s
 
 
-def test_checking_a_recording_does_not_import_faster_whisper() -> None:
-    """A voice sample's upload finds its speech without loading CTranslate2 and the tokenizers."""
+def test_checking_a_recording_imports_neither_faster_whisper_nor_scipy() -> None:
+    """A voice sample's upload finds its speech and measures its loudness without loading
+    CTranslate2, the tokenizers or scipy (some 110 MB that the server would keep)."""
     code = (
         "import sys\n"
         "import numpy as np\n"
         "from parla.audio.quality import analyse\n"
         "t = np.arange(32000) / 16000\n"
-        "report, spans = analyse((0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 16000)\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('faster_whisper', 'ctranslate2', 'tokenizers')))\n"
+        "report, spans = analyse((0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 22050)\n"
+        "assert report.loudness_lufs > -30\n"
+        "heavy = ('faster_whisper', 'ctranslate2', 'tokenizers', 'scipy')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

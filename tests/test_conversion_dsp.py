@@ -1,7 +1,9 @@
-"""The voice conversion's NumPy STFT, inverse STFT and resampler compute what scipy.signal's do.
+"""The NumPy STFT, inverse STFT, resampler and loudness filter compute what scipy.signal's do, and
+the batched CheapTrick what pyworld's does.
 
-``conversion`` does not import scipy (``scipy.signal`` costs some 77 MB of resident memory); these
-tests compare its versions with scipy's own, which stays installed for other modules. No models."""
+The server's speech path does not import scipy (``scipy.signal`` costs some 72 MB of resident
+memory); these tests compare its versions with scipy's own, which stays installed for other
+modules. No models."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import numpy as np
 import pytest
 from scipy.signal import istft, resample_poly, stft
 
+from parla.audio import dsp
+from parla.audio.dsp import loudness_lufs
 from parla.engines import conversion
 
 LENGTHS = [1024, 1025, 1103, 5000, 16001, 14 * 22050, 14 * 22050 + 7]
@@ -45,9 +49,32 @@ def test_resampling_is_scipys_resample_poly(rate: int, to: int, n: int) -> None:
     x = np.random.default_rng(n).standard_normal(n)
     g = gcd(rate, to)
     want = resample_poly(x, to // g, rate // g)
-    got = conversion._resample(x, rate, to)
+    got = dsp.resample_poly(x, rate, to)
     assert got.shape == want.shape
     assert np.abs(got - want).max() < 1e-9
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 24000, 44100, 48000])
+@pytest.mark.parametrize("seconds", [0.1, 0.39, 3.0, 12.3])
+def test_loudness_is_what_scipys_filters_give(rate: int, seconds: float) -> None:
+    """The K-weighting by impulse response, block by block, measures what ``lfilter`` does."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(rate)
+    t = np.arange(int(rate * seconds)) / rate
+    x = 0.2 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 0.7 * t)) + 0.05 * rng.standard_normal(t.size)
+    x[: x.size // 3] *= 0.01  # a quiet stretch, for the gates
+    filtered = x.astype(np.float64)
+    for b, a in dsp._k_weighting(rate):
+        filtered = lfilter(b, a, filtered)
+    assert np.abs(dsp._convolve(x.astype(np.float64), dsp._k_impulse(rate)) - filtered).max() < 1e-9
+    original = dsp._convolve
+    try:  # the whole measurement, with scipy's filter in place of the impulse response
+        dsp._convolve = lambda signal, _: filtered  # type: ignore[assignment]
+        want = loudness_lufs(x.astype(np.float32), rate)
+    finally:
+        dsp._convolve = original
+    assert abs(loudness_lufs(x.astype(np.float32), rate) - want) < 1e-6
 
 
 def test_converting_does_not_import_scipy() -> None:

@@ -55,7 +55,7 @@ voice stays consistent across them.
 Needs numpy, pyworld (0.3.5 imports pkg_resources: keep setuptools<81), praat-parselmouth. Not scipy:
 importing ``scipy.signal`` costs some 77 MB of resident memory (it pulls in much of scipy), for the
 three routines used here, so the STFT, its inverse and the polyphase resampler are NumPy versions
-of scipy's (``_stft``, ``_istft``, ``_resample``: the same numbers to rounding, and no slower).
+of scipy's (``_stft``, ``_istft``, and ``dsp.resample_poly``: the same numbers to rounding, and no slower).
 No speaker-embedding model, no torch, no network.
 """
 
@@ -67,7 +67,6 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from math import gcd
 from typing import Any, TypeVar
 
 import numpy as np
@@ -79,6 +78,7 @@ with warnings.catch_warnings():
 import parselmouth
 from parselmouth.praat import call
 
+from parla.audio.dsp import resample_poly as _resample
 from parla.engines.cheaptrick import cheaptrick
 
 logging.getLogger(__name__).info("loaded the voice conversion (parselmouth, pyworld) on first use")
@@ -223,70 +223,6 @@ def _warp_matrix(n: int, alpha: float) -> np.ndarray:
     np.add.at(stretch, (i0, np.arange(bins)), 1 - g)
     np.add.at(stretch, (i1, np.arange(bins)), g)
     return np.asarray(decode @ stretch @ code)
-
-
-@functools.lru_cache(maxsize=16)
-def _polyphase(up: int, down: int) -> tuple[int, int, int, tuple[tuple[int, int, int, np.ndarray], ...]]:
-    """scipy's ``resample_poly(x, up, down)`` filter (``firwin(2 * 10 * max(up, down) + 1, 1 / max(up,
-    down), window=("kaiser", 5.0)) * up``, zero-padded in front as it does for its delay compensation),
-    cut into ``up`` phases and laid out for ``_resample``: (taps per phase R, the input sample the first
-    output's window starts at, the window's width, blocks). Output ``j * up + c`` uses phase ``phi[c]``
-    on inputs ``base[c] + j * down - r`` (r < R); the windows of consecutive ``c`` overlap, so a block of
-    them is one small dense matrix (the phases' taps, placed at each window's offset) applied to a
-    strided view of the input: numpy's matrix product instead of scipy's compiled loop. A block holds
-    about R * up / down phases, so its windows span about 2R samples: twice the multiplications of a
-    direct polyphase loop, in a dozen or two matrix products per call instead of one step per phase."""
-    max_rate = max(up, down)
-    half = 10 * max_rate
-    n = 2 * half + 1
-    cutoff = 1.0 / max_rate
-    m = np.arange(n, dtype=np.float64) - 0.5 * (n - 1)
-    h = cutoff * np.sinc(cutoff * m) * np.kaiser(n, 5.0)
-    h = h / h.sum() * up
-    pre = down - half % down
-    skip = (half + pre) // down  # outputs of the full convolution dropped in front (its delay)
-    taps = -(-(pre + n) // up)
-    hp = np.zeros(taps * up)
-    hp[pre : pre + n] = h
-    phases = hp.reshape(taps, up).T  # phases[phi, r] = hp[phi + r * up]
-    pos = (np.arange(up) + skip) * down
-    phi, base = pos % up, pos // up
-    offset = base - base[0]
-    width = int(offset[-1]) + taps
-    size = max(1, min(up, round(taps * up / down)))
-    blocks = []
-    for c0 in range(0, up, size):
-        c = np.arange(c0, min(up, c0 + size))
-        lo = int(offset[c0])
-        mat = np.zeros((int(offset[c[-1]]) + taps - lo, len(c)))
-        rows = offset[c][None, :] + taps - 1 - np.arange(taps)[:, None] - lo  # (r, c): input r samples back
-        mat[rows, c - c0] = phases[phi[c]].T
-        blocks.append((c0, c0 + len(c), lo, mat))
-    return taps, int(base[0]), width, tuple(blocks)
-
-
-def _resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
-    """``scipy.signal.resample_poly(x, to / g, rate / g)`` (g = gcd): the same filter, delay and length,
-    equal to ~1e-15 (summation order), and faster (22.05 -> 16 kHz, 14 s: ~1.5 ms, scipy ~4.5 ms)."""
-    x = np.asarray(x, dtype=np.float64)
-    if rate == to:
-        return x
-    g = gcd(rate, to)
-    up, down = to // g, rate // g
-    n_out = -(-len(x) * up // down)
-    taps, start, width, blocks = _polyphase(up, down)
-    rows = -(-n_out // up)  # output j * up + c is row j, column c
-    padded = np.zeros(max(start + (rows - 1) * down + width, taps - 1 + len(x)))
-    padded[taps - 1 : taps - 1 + len(x)] = x  # zeros before and after, as scipy's padtype="constant"
-    windows = np.lib.stride_tricks.as_strided(
-        padded[start:], shape=(rows, width), strides=(down * padded.itemsize, padded.itemsize), writeable=False
-    )
-    out = np.empty((rows, up))
-    chunk = 2048  # rows at a time: bounds the copies of the (overlapping) windows to a few MB
-    for j in range(0, rows, chunk):
-        for c0, c1, lo, mat in blocks:
-            out[j : j + chunk, c0:c1] = np.ascontiguousarray(windows[j : j + chunk, lo : lo + len(mat)]) @ mat
-    return out.reshape(-1)[:n_out]
 
 
 def _hann(n: int) -> np.ndarray:
