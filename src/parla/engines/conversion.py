@@ -665,42 +665,25 @@ def _calibrate(ad: Adaptation, pairs: list[tuple[np.ndarray, np.ndarray]], piper
         ad.f0_a = float(mc + dm + k * (ad.f0_a - mc))
 
 
-def _shift_pitch(
-    y: np.ndarray, rate: int, ad: Adaptation, frames: int, x16: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def _shift_pitch(y: np.ndarray, rate: int, ad: Adaptation, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """PSOLA (Praat's manipulation) of ``y`` to the adaptation's pitch, and the F0 Praat tracked in
     ``y`` on the analysis grid (``frames`` frames, 0: unvoiced): the manipulation tracks the pitch
-    anyway (the same tracker and range as ``_pitch``), so it is read from there, not tracked twice.
-
-    Praat's "To Manipulation" tracks the pitch and finds the glottal pulses (cross-correlation)
-    at the sound's own rate; here both are found in ``x16``, the 16 kHz copy the conversion
-    analyses anyway, where the pulse search costs 40 % less: the pulses land within 0.01 ms of
-    the full-rate ones (median; jitter and pitch the same), and the overlap-add still moves the
-    full-rate waveform. The manipulation is then assembled from those parts, which is what
-    "To Manipulation" does inside (the same output, to 1e-16, from the same parts)."""
-    sound = parselmouth.Sound(np.asarray(y, dtype=np.float64), sampling_frequency=rate)
-    call(sound, "Subtract mean")
-    tracked = parselmouth.Sound(
-        np.asarray(_resample(y, rate, FS) if x16 is None else x16, dtype=np.float64), sampling_frequency=FS
-    )
-    call(tracked, "Subtract mean")
-    pitch = tracked.to_pitch(0.01, *PIPER_F0)
-    pulses = call([tracked, pitch], "To PointProcess (cc)")
-    hz = pitch.selected_array["frequency"]
-    index = np.round(pitch.xs() / 0.01).astype(int)
-    keep = (hz > 0) & (index >= 0) & (index < frames)
+    anyway (the same tracker and range as ``_pitch``), so it is read from there, not tracked twice."""
+    snd = parselmouth.Sound(np.asarray(y, dtype=np.float64), sampling_frequency=rate)
+    manip = call(snd, "To Manipulation", 0.01, PIPER_F0[0], PIPER_F0[1])
+    tier = call(manip, "Extract pitch tier")
     f0 = np.zeros(frames)
-    # (Tracked every 20 ms, which halves the tracking, the cloned voices' similarity fell by 0.015 in
-    # `parla bench clone`; analysing every other voiced frame's envelope saved a tenth of the
-    # conversion and raised the word error rate: neither is done.)
-    f0[index[keep]] = hz[keep]
-    # A manipulation holds a sound, its pulses and a pitch tier; Praat makes one only from a sound,
-    # so one is made from a moment of silence (too short to cost anything) and given the parts.
-    silence = parselmouth.Sound(np.zeros(round(0.1 * rate)), sampling_frequency=rate)
-    manip = call(silence, "To Manipulation", 0.01, 60, 350)
-    call([manip, sound], "Replace original sound")
-    call([manip, pulses], "Replace pulses")
-    tier = call(pitch, "Down to PitchTier")
+    if call(tier, "Get number of points") > 0:
+        # (time, Hz) of each voiced frame of Praat's pitch: one point per frame, 10 ms apart. (Tracked
+        # every 20 ms, which halves the tracking, most of this step's cost, the cloned voices'
+        # similarity fell by 0.015 in `parla bench clone`; analysing every other voiced frame's
+        # envelope saved a tenth of the conversion and raised the word error rate; the pulses found
+        # in the 16 kHz copy instead of at the full rate (a sixth of the conversion less; they land
+        # within 0.01 ms) cost one development voice a word in its test sentences: none is done.)
+        points = call(call(tier, "Down to TableOfReal", "Hertz"), "To Matrix").values
+        index = np.round(points[:, 0] / 0.01).astype(int)
+        inside = (index >= 0) & (index < frames)
+        f0[index[inside]] = points[inside, 1]
     call(tier, "Formula", f"exp({ad.f0_a!r} + {ad.f0_b!r} * ln(self))")
     call([tier, manip], "Replace pitch tier")
     out = call(manip, "Get resynthesis (overlap-add)").values[0]
@@ -755,7 +738,7 @@ def convert(audio: np.ndarray, rate: int, adaptation: Adaptation, training_sampl
     x16 = np.ascontiguousarray(_resample(audio, rate, FS))
     frames = int(len(x16) / FS * 1000 / cfg.frame_ms) + 1
     if cfg.pitch and cfg.frame_ms == 10.0:
-        shifted, f0 = _shift_pitch(audio, rate, ad, frames, x16)
+        shifted, f0 = _shift_pitch(audio, rate, ad, frames)
     else:
         shifted = _shift_pitch(audio, rate, ad, frames)[0] if cfg.pitch else audio
         f0 = _pitch(x16, cfg, PIPER_F0)
