@@ -708,19 +708,6 @@ def _gain_grid(rate: int, nfft: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return lo, np.minimum(lo + 1, FFT // 2), bins - lo
 
 
-def _stft_decoding(
-    rate: int, nfft: int, decode: np.ndarray, eq: np.ndarray, eq_uv: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The decoding matrix and the two EQ curves read on the STFT's bins at ``rate`` instead of the
-    analysis grid's (linear interpolation between analysis bins; above 8 kHz the 8 kHz value)."""
-    lo, hi, w = _gain_grid(rate, nfft)
-
-    def onto(values: np.ndarray) -> np.ndarray:
-        return np.asarray(values[..., lo] * (1 - w) + values[..., hi] * w)
-
-    return onto(decode), onto(np.asarray(eq)), onto(np.asarray(eq_uv))
-
-
 def convert(audio: np.ndarray, rate: int, adaptation: Adaptation, training_sample: int | None = None) -> np.ndarray:
     """Piper audio (rendered with adaptation.length_scale) -> converted float32 audio, same rate.
     training_sample: this is Piper's rendition of that training sample (calibration): its frames
@@ -744,9 +731,8 @@ def convert(audio: np.ndarray, rate: int, adaptation: Adaptation, training_sampl
         f0 = _pitch(x16, cfg, PIPER_F0)
     voiced = f0 > 0
     t = np.arange(len(f0)) * cfg.frame_ms / 1000
-    # The filter is worked out in the coded domain (n_coded numbers a frame, not FFT/2+1): its
-    # smoothing in time and its interpolation onto the STFT's frames and bins are linear, so they
-    # commute with decoding, which is then one matrix product straight onto the STFT's grid.
+    # The filter's difference is kept in the coded domain (n_coded numbers a frame) until it is
+    # smoothed in time, which is linear and so commutes with decoding.
     # unvoiced and silent frames: y - x = uv * d_uv, whatever the envelope
     diff = np.tile(0.5 * cfg.uv * ad.d_uv, (len(f0), 1))
     if voiced.any():
@@ -772,19 +758,21 @@ def convert(audio: np.ndarray, rate: int, adaptation: Adaptation, training_sampl
     k = np.concatenate([np.arange(1, h + 2), np.arange(h, 0, -1)]).astype(float)
     pad = np.pad(track, ((h, h), (0, 0)), mode="edge")
     track = sum(k[i] * pad[i : i + len(track)] for i in range(len(k))) / k.sum()
+    voicing = track[:, -1:]
+    dlog = track[:, :-1] @ decode + voicing * ad.eq + (1 - voicing) * ad.eq_uv  # (frames, FFT/2+1)
+    dlog = np.clip(dlog, -cfg.max_cut_db / 8.686, cfg.max_boost_db / 8.686)
     nfft, hop = 1024, 256
     fr, tt, spec = _stft(shifted, rate, nfft, hop)
-    # analysis frames onto the STFT's frames, then decoded onto its bins (above 8 kHz the 8 kHz value)
-    fi = np.clip(tt / (cfg.frame_ms / 1000.0), 0, len(track) - 1)
+    # map analysis frames/bins onto the STFT grid (above 8 kHz hold the 8 kHz value)
+    fi = np.clip(tt / (cfg.frame_ms / 1000.0), 0, len(dlog) - 1)
     i0 = np.floor(fi).astype(int)
-    i1 = np.minimum(i0 + 1, len(track) - 1)
+    i1 = np.minimum(i0 + 1, len(dlog) - 1)
     g = (fi - i0)[:, None]
-    track = track[i0] * (1 - g) + track[i1] * g  # (T, n_coded + 1)
-    to_bins, eq, eq_uv = _stft_decoding(rate, nfft, decode, ad.eq, ad.eq_uv)
-    vt = track[:, -1:]
-    dt = track[:, :-1] @ to_bins + vt * eq + (1 - vt) * eq_uv  # (T, bins) log amplitude
-    dt = np.clip(dt, -cfg.max_cut_db / 8.686, cfg.max_boost_db / 8.686)
-    spec = spec * np.exp(dt.T.astype(np.float32))  # (bins, T), as the STFT
+    dt = dlog[i0] * (1 - g) + dlog[i1] * g  # (T, FFT/2+1)
+    lo, hi, w = _gain_grid(rate, nfft)
+    # exp in single precision: NumPy's double-precision exp is not vectorised here (ten times slower)
+    gain = np.exp((dt[:, lo] * (1 - w) + dt[:, hi] * w).astype(np.float32)).T  # (bins, T), as the STFT
+    spec = spec * gain
     if cfg.breath > 0 and np.any(ad.ap_diff > 0):
         # bands of D4C coding are centred at 3, 6, 9 ... kHz; more aperiodicity -> mix in noise
         centres = np.concatenate([[0.0], 3000.0 * (np.arange(len(ad.ap_diff)) + 1)])
