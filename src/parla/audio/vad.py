@@ -1,11 +1,11 @@
 """Where speech is in a recording: the Silero VAD model that faster-whisper ships, run here.
 
 faster-whisper's own ``get_speech_timestamps`` is a module of that package, and importing it
-imports the package: CTranslate2 and the tokenizers, some 36 MB of a server's memory, for a voice
-sample's upload that never transcribes anything. Only the model file is taken from the package
-(found, not imported); it is run with onnxruntime, which Piper has loaded already, and its
-per-window probabilities are turned into spans as faster-whisper does (the same spans: the test
-compares them), with what Parla asks of it: no longest span, no shortest one.
+imports the package (the transcriber, CTranslate2, the tokenizers): some 36 MB in a process of its
+own, kept for good, for a voice sample's upload that never transcribes anything. Only the model
+file is taken from the package (found, not imported); it is run with onnxruntime, which Piper has
+loaded already, and its per-window probabilities are turned into spans as faster-whisper does (the
+same spans: the test compares them), with what Parla asks of it: no longest span, no shortest one.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ pyworld's ``cheaptrick`` analyses one frame at a time in C: window, FFT, smoothi
 about 65 µs a frame at 16 kHz. The voice conversion analyses every voiced frame of every sentence
 twice (the original and the pitch-shifted signal), which made it a third of the conversion's cost.
 Here every step is done for all frames together: the frames are gathered into one matrix and
-each step is one batched array operation (the FFTs among them), giving the same envelopes to
-rounding (``tests/test_conversion.py`` holds it to pyworld's) in well under half the time.
+each step is one batched array operation (the FFTs among them), giving the same envelopes to a
+hundredth of a dB (``tests/test_conversion_dsp.py`` holds it to pyworld's) in about half the time
+(the 384 voiced frames of a 6.6 s sentence: 11 ms against 18-24 ms).
 
 The steps, for a frame at time t with fundamental f0 (f0 at or below ``3 fs / (fft_size - 3)``
 counts as 500 Hz, as WORLD's does):
