@@ -23,7 +23,7 @@ LAZY_MODULES = (
     "chromadb",  # the knowledge store
     "tokenizers",  # the MiniLM embedder
     "llama_cpp",  # the characters' language model
-    "scipy",  # DSP of character recordings and loudness; the cloning engine imports it when it loads
+    "scipy",  # DSP of character recordings (speech, uploads and the cloning engine use NumPy's own)
     "av",  # decoding uploads, encoding anything but WAV
     "alembic",  # migrations
 )
@@ -38,6 +38,19 @@ def _imported_by(code: str) -> list[str]:
 
 def test_importing_the_app_imports_no_subsystem_a_request_has_not_needed() -> None:
     assert _imported_by("import parla.app") == []
+
+
+def test_checking_a_recording_imports_neither_faster_whisper_nor_scipy() -> None:
+    """A voice sample's upload finds its speech (Silero, run from faster-whisper's model file) and
+    measures its loudness without loading faster-whisper, CTranslate2, the tokenizers or scipy."""
+    code = (
+        "import numpy as np\n"
+        "from parla.audio.quality import analyse\n"
+        "t = np.arange(32000) / 16000\n"
+        "report, spans = analyse((0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 22050)\n"
+        "assert report.loudness_lufs > -30"
+    )
+    assert _imported_by(code) == []
 
 
 def test_a_database_already_migrated_starts_without_alembic(tmp_path: Path) -> None:

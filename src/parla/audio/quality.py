@@ -16,10 +16,11 @@ import numpy as np
 import numpy.typing as npt
 
 from parla.audio.dsp import loudness_lufs, normalize_loudness, resample
+from parla.audio.vad import RATE as VAD_RATE
+from parla.audio.vad import speech_spans
 
 FloatArray = npt.NDArray[np.float32]
 
-VAD_RATE = 16_000
 SAMPLE_RATE = 24_000
 """Rate cleaned samples are stored at: what most cloning engines (XTTS, Chatterbox, F5) take."""
 TARGET_LUFS = -20.0
@@ -56,8 +57,6 @@ def _db(value: float) -> float:
 
 def speech_regions(samples: FloatArray, rate: int) -> list[tuple[float, float]]:
     """Spans of speech in seconds, found by the Silero VAD that faster-whisper ships (``vad``)."""
-    from parla.audio.vad import speech_spans
-
     audio16k = resample(samples, rate, VAD_RATE) if rate != VAD_RATE else samples
     spans = speech_spans(audio16k.astype(np.float32), threshold=0.5, min_silence_ms=300, pad_ms=100)
     return [(start / VAD_RATE, end / VAD_RATE) for start, end in spans]

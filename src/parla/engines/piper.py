@@ -193,10 +193,10 @@ class _LoadedModel:
         """One run of the graph. ``give_back``: afterwards, return the working memory onnxruntime's
         arena keeps from the largest run so far (about 150 MB after a long sentence) to the
         system; the next run allocates it again."""
-        import onnxruntime
-
         options = None
         if give_back:
+            import onnxruntime  # loaded with the session already: a lookup, and only when idle
+
             options = onnxruntime.RunOptions()
             options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         with self.running:
