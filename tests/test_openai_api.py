@@ -164,15 +164,17 @@ def test_concurrent_requests_each_say_their_own_text(server: LiveServer, listene
 
     with ThreadPoolExecutor(len(texts)) as pool:
         results = list(pool.map(fetch, texts))
-    for text, together in zip(texts[:3], results[:3], strict=True):  # the samples it makes alone
+    for text, together in zip(texts, results, strict=True):  # the samples it makes alone
         assert np.array_equal(decode_audio(together)[0], decode_audio(fetch(text))[0]), text
     heard = [listener.transcribe(audio) for audio in results]
-    for i, text in enumerate(texts):
-        own = wer(text, heard[i])
-        # Whisper tiny mishears a word now and then in a short sentence ("canoe slid" as
-        # "can use lid"); a mixed-up response would be far off, and closer to another text.
-        assert own < 0.4, (text, heard[i])
-        assert all(own < wer(other, heard[i]) for j, other in enumerate(texts) if j != i)
+    errors = [wer(text, heard[i]) for i, text in enumerate(texts)]
+    # Whisper tiny mishears short sentences now and then, worse in a converted voice ("canoe slid"
+    # as "can use lid", "Four hours of steady work" as "for our sub-steady work" in one run of
+    # eight): what says each response is its own text is that, as a whole, they are heard, and
+    # each is nearer its own text than any other (a mixed-up response would be nearer another's).
+    assert np.mean(errors) < 0.25, list(zip(texts, heard, strict=True))
+    for i, own in enumerate(errors):
+        assert all(own < wer(other, heard[i]) for j, other in enumerate(texts) if j != i), (texts[i], heard[i])
 
 
 async def test_voice_may_be_an_object_and_new_openai_names_work(api: httpx.AsyncClient) -> None:
