@@ -26,6 +26,7 @@ LAZY_MODULES = (
     "scipy",  # DSP of character recordings (speech, uploads and the cloning engine use NumPy's own)
     "av",  # decoding uploads, encoding anything but WAV
     "alembic",  # migrations
+    "parselmouth",  # Praat: the Kokoro engine's time stretch (the voice conversion's PSOLA is NumPy)
 )
 
 
@@ -49,6 +50,18 @@ def test_checking_a_recording_imports_neither_faster_whisper_nor_scipy() -> None
         "t = np.arange(32000) / 16000\n"
         "report, spans = analyse((0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 22050)\n"
         "assert report.loudness_lufs > -30"
+    )
+    assert _imported_by(code) == []
+
+
+def test_converting_a_voice_imports_no_praat_and_no_scipy() -> None:
+    code = (
+        "import numpy as np\n"
+        "from parla.engines import conversion\n"
+        "from parla.engines.clone import preset_adaptation\n"
+        "t = np.arange(22050) / 22050\n"
+        "x = (0.3 * np.sign(np.sin(2 * np.pi * 110 * t))).astype(np.float32)\n"
+        "assert len(conversion.convert(x, 22050, preset_adaptation(pitch=1.3))) == len(x)"
     )
     assert _imported_by(code) == []
 

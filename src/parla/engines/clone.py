@@ -38,7 +38,7 @@ from parla.engines.piper import PiperEngine, PiperSettings
 
 log = logging.getLogger(__name__)
 
-VERSION = "5"
+VERSION = "6"  # 6: the pitch tracked by psola.track_pitch, not Praat (other voicing decisions)
 """Bumped whenever the adaptation method changes, so stale cached adaptations are not reused."""
 MEMORY_CACHE = 32
 """Adaptations kept in memory (a few hundred kB each; up to about 2.5 MB for five minutes of samples)."""
@@ -66,7 +66,7 @@ def espeak_voices(language: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-CONVERSION_PACKAGES = ("pyworld", "parselmouth")
+CONVERSION_PACKAGES = ("pyworld",)
 """What ``conversion`` imports, beside NumPy (not scipy: its STFT and resampler are NumPy, see there)."""
 PIPER_MEDIAN_F0 = 85.0
 """Median pitch of the bundled voice in Hz (measured with Praat on a read paragraph)."""
@@ -170,12 +170,12 @@ class CloneEngine(Engine):
         """How conditioning was found (the tests read it)."""
 
     def unavailable_reason(self) -> str | None:
-        # Looked for, not imported: the conversion's libraries (parselmouth, pyworld) hold some 90 MB,
+        # Looked for, not imported: the conversion's library (pyworld) and the arrays it allocates,
         # which a server that speaks only in Piper's own voice never needs.
         # The first adapted voice imports them (``conversion``, logged there).
         missing = [name for name in CONVERSION_PACKAGES if importlib.util.find_spec(name) is None]
         if missing:
-            return f"{', '.join(missing)} not installed (pip install pyworld praat-parselmouth)"
+            return f"{', '.join(missing)} not installed (pip install pyworld)"
         return self.piper.unavailable_reason()
 
     def _load(self) -> None:

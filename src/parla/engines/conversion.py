@@ -3,11 +3,12 @@
 Method
 ------
 Adaptation (``adapt``) uses parallel data made from the transcript: Piper reads each reference
-transcript, both signals are analysed at 16 kHz (F0 by Praat's autocorrelation tracker, the one the
-PSOLA step uses: Dio doubles the F0 of Piper's joe voice, whose fundamental is weak; CheapTrick
-envelope coded to ``n_coded`` WORLD mel-cepstral coefficients), and dynamic time warping on the
-(mean-normalised) envelopes pairs each reference frame with Piper's frame for the same sound.
-All samples' pairs are pooled, so more samples give more data. From the pairs we learn
+transcript, both signals are analysed at 16 kHz (F0 by Praat's autocorrelation tracker, in NumPy
+(``psola.track_pitch``), the one the PSOLA step uses: Dio doubles the F0 of Piper's joe voice,
+whose fundamental is weak; CheapTrick envelope coded to ``n_coded`` WORLD mel-cepstral
+coefficients), and dynamic time warping on the (mean-normalised) envelopes pairs each reference
+frame with Piper's frame for the same sound. All samples' pairs are pooled, so more samples give
+more data. From the pairs we learn
 
 * spectral envelope (formants, timbre, channel): first one frequency-axis scaling (vocal-tract
   length; grid search), then a ridge regression of the *difference* ``target - warped piper`` on
@@ -42,7 +43,7 @@ All samples' pairs are pooled, so more samples give more data. From the pairs we
   level/range correction from the same loop exists (``calib_pitch``) but is off: it hurt.
 
 Conversion (``convert``) keeps Piper's own waveform instead of resynthesising it with WORLD
-(WORLD resynthesis costs intelligibility): pitch is moved with PSOLA (Praat via parselmouth),
+(WORLD resynthesis costs intelligibility): pitch is moved with PSOLA (``psola``: Praat's algorithms in NumPy),
 then the waveform is filtered in the STFT domain by the per-frame spectral *difference* between
 the mapped and the original envelope (the same thing an MLSA filter does in differential
 conversion, but with numpy FFTs), with aperiodicity-driven noise mixed into voiced frames.  The
@@ -52,7 +53,7 @@ level changes and CheapTrick's pitch-dependent bias cancel.  Every
 parameter is fixed at adaptation time, so sentence-sized pieces convert independently and the
 voice stays consistent across them.
 
-Needs numpy, pyworld (0.3.5 imports pkg_resources: keep setuptools<81), praat-parselmouth. Not scipy:
+Needs numpy and pyworld (0.3.5 imports pkg_resources: keep setuptools<81); not Praat (see ``psola``). Not scipy:
 importing ``scipy.signal`` costs some 77 MB of resident memory (it pulls in much of scipy), for the
 three routines used here, so the STFT, its inverse and the polyphase resampler are NumPy versions
 of scipy's (``_stft``, ``_istft``, and ``dsp.resample_poly``: the same numbers to rounding, and no slower).
@@ -75,13 +76,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import pyworld as pw
 
-import parselmouth
-from parselmouth.praat import call
-
 from parla.audio.dsp import resample_poly as _resample
+from parla.engines import psola
 from parla.engines.cheaptrick import cheaptrick
 
-logging.getLogger(__name__).info("loaded the voice conversion (parselmouth, pyworld) on first use")
+logging.getLogger(__name__).info("loaded the voice conversion (pyworld) on first use")
 
 FS = 16000  # analysis rate
 FFT = 1024  # CheapTrick FFT size at 16 kHz
@@ -665,38 +664,22 @@ def _calibrate(ad: Adaptation, pairs: list[tuple[np.ndarray, np.ndarray]], piper
         ad.f0_a = float(mc + dm + k * (ad.f0_a - mc))
 
 
-def _shift_pitch(y: np.ndarray, rate: int, ad: Adaptation, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """PSOLA (Praat's manipulation) of ``y`` to the adaptation's pitch, and the F0 Praat tracked in
-    ``y`` on the analysis grid (``frames`` frames, 0: unvoiced): the manipulation tracks the pitch
-    anyway (the same tracker and range as ``_pitch``), so it is read from there, not tracked twice."""
-    snd = parselmouth.Sound(np.asarray(y, dtype=np.float64), sampling_frequency=rate)
-    manip = call(snd, "To Manipulation", 0.01, PIPER_F0[0], PIPER_F0[1])
-    tier = call(manip, "Extract pitch tier")
-    f0 = np.zeros(frames)
-    if call(tier, "Get number of points") > 0:
-        # (time, Hz) of each voiced frame of Praat's pitch: one point per frame, 10 ms apart. (Tracked
-        # every 20 ms, which halves the tracking, most of this step's cost, the cloned voices'
-        # similarity fell by 0.015 in `parla bench clone`; analysing every other voiced frame's
-        # envelope saved a tenth of the conversion and raised the word error rate; the pulses found
-        # in the 16 kHz copy instead of at the full rate (a sixth of the conversion less; they land
-        # within 0.01 ms) cost one development voice a word in its test sentences: none is done.)
-        points = call(call(tier, "Down to TableOfReal", "Hertz"), "To Matrix").values
-        index = np.round(points[:, 0] / 0.01).astype(int)
-        inside = (index >= 0) & (index < frames)
-        f0[index[inside]] = points[inside, 1]
-    call(tier, "Formula", f"exp({ad.f0_a!r} + {ad.f0_b!r} * ln(self))")
-    call([tier, manip], "Replace pitch tier")
-    out = call(manip, "Get resynthesis (overlap-add)").values[0]
-    return (out[: len(y)] if len(out) >= len(y) else np.pad(out, (0, len(y) - len(out)))), f0
+def _shift_pitch(
+    y: np.ndarray, rate: int, y16: np.ndarray, ad: Adaptation, cfg: Config
+) -> tuple[np.ndarray, np.ndarray]:
+    """PSOLA of ``y`` (``y16``: it at 16 kHz) to the adaptation's pitch, and the F0 tracked in it on
+    the analysis grid (0: unvoiced), which finds its glottal pulses."""
+    f0 = _pitch(y16, cfg, PIPER_F0)
+    step = cfg.frame_ms / 1000
+    pulses = psola.glottal_pulses(y, rate, f0, step)
+    target = np.where(f0 > 0, np.exp(ad.f0_a + ad.f0_b * np.log(np.maximum(f0, 1.0))), 0.0)
+    return psola.shift_pitch(y, rate, pulses, target, step), f0
 
 
 def _pitch(x16: np.ndarray, cfg: Config, f0_range: tuple[float, float]) -> np.ndarray:
-    """F0 per analysis frame (0: unvoiced), by Praat's tracker, as ``_analyse`` finds it."""
-    t = np.arange(int(len(x16) / FS * 1000 / cfg.frame_ms) + 1) * cfg.frame_ms / 1000
-    pitch = parselmouth.Sound(x16, sampling_frequency=FS).to_pitch(cfg.frame_ms / 1000, *f0_range)
-    pf = pitch.selected_array["frequency"]
-    idx = np.clip(np.round((t - pitch.xs()[0]) / pitch.time_step).astype(int), 0, len(pf) - 1)
-    return np.ascontiguousarray(pf[idx], dtype=np.float64)
+    """F0 per analysis frame (0: unvoiced), as ``_analyse`` and the PSOLA step find it."""
+    frames = int(len(x16) / FS * 1000 / cfg.frame_ms) + 1
+    return psola.track_pitch(x16, FS, frames, cfg.frame_ms / 1000, *f0_range)
 
 
 def _gain_grid(rate: int, nfft: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -723,12 +706,10 @@ def convert(audio: np.ndarray, rate: int, adaptation: Adaptation, training_sampl
         return audio.astype(np.float32)
     code, decode = _coding(cfg.n_coded)
     x16 = np.ascontiguousarray(_resample(audio, rate, FS))
-    frames = int(len(x16) / FS * 1000 / cfg.frame_ms) + 1
-    if cfg.pitch and cfg.frame_ms == 10.0:
-        shifted, f0 = _shift_pitch(audio, rate, ad, frames)
+    if cfg.pitch:
+        shifted, f0 = _shift_pitch(audio, rate, x16, ad, cfg)
     else:
-        shifted = _shift_pitch(audio, rate, ad, frames)[0] if cfg.pitch else audio
-        f0 = _pitch(x16, cfg, PIPER_F0)
+        shifted, f0 = audio, _pitch(x16, cfg, PIPER_F0)
     voiced = f0 > 0
     t = np.arange(len(f0)) * cfg.frame_ms / 1000
     # The filter's difference is kept in the coded domain (n_coded numbers a frame) until it is
