@@ -27,6 +27,8 @@ that only ever spoke. The three steps here follow Praat's published algorithms:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from parla.audio.dsp import resample_poly
@@ -126,7 +128,14 @@ def track_pitch(x: np.ndarray, rate: int, frames: int, step: float, floor: float
     total = local[0].copy()
     back = np.zeros(freq.shape, dtype=np.int64)
     columns = np.arange(freq.shape[1])
+    # A frame with no voiced candidate after another: the one path goes on unvoiced (a third of
+    # the frames of speech: pauses and voiceless sounds), no matrix to compare.
+    silent = np.asarray(~voiced[:, 1:].any(axis=1), dtype=bool)
+    carried = np.asarray(silent[1:] & silent[:-1], dtype=bool)
     for k in range(1, frames):
+        if carried[k - 1]:
+            total[0] += local[k, 0]
+            continue
         value = total[:, None] - cost[k - 1]
         back[k] = np.argmax(value, axis=0)
         total = value[back[k], columns] + local[k]
@@ -158,27 +167,30 @@ def _best_match(
     """Where, with its centre between ``t1 + lo`` and ``t1 + hi``, a stretch of ``period`` seconds is
     most like the stretch around ``t1``: (its centre, the normalised correlation, its absolute peak).
     ``energy``: the cumulative sum of ``x`` squared, from 0. Correlation -1: nothing to compare."""
+    # Plain Python arithmetic on scalars: this runs once per pulse, and NumPy's per-call overhead
+    # on scalars would be most of its time.
     n = len(x)
     half = period / 2
     i1 = round((t1 - half) * rate)
     length = round((t1 + half) * rate) - i1 + 1
-    first = max(int(np.floor((t1 + lo - half) * rate)), 0)
-    last = min(int(np.ceil((t1 + hi - half) * rate)), n - length)
+    first = max(math.floor((t1 + lo - half) * rate), 0)
+    last = min(math.ceil((t1 + hi - half) * rate), n - length)
     if length < 3 or i1 < 0 or i1 + length > n or last - first < 2:
         return t1 + (lo + hi) / 2, -1.0, 0.0
-    reference = x[i1 : i1 + length]
-    product = np.correlate(x[first : last + length], reference, mode="valid")
-    norm = (energy[first + length : last + length + 1] - energy[first : last + 1]) * (energy[i1 + length] - energy[i1])
-    corr = product / np.sqrt(np.maximum(norm, 1e-300))
-    best = int(np.argmax(corr))
+    product = np.correlate(x[first : last + length], x[i1 : i1 + length], mode="valid")
+    norm = energy[first + length : last + length + 1] - energy[first : last + 1]
+    norm *= energy[i1 + length] - energy[i1]
+    np.maximum(norm, 1e-300, out=norm)
+    corr = (product / np.sqrt(norm)).tolist()
+    best = max(range(len(corr)), key=corr.__getitem__)
     shift = 0.0
     if 0 < best < len(corr) - 1:
         curvature = 2 * corr[best] - corr[best - 1] - corr[best + 1]
         if curvature > 0:
             shift = 0.5 * (corr[best + 1] - corr[best - 1]) / curvature
     start = first + best
-    peak = float(np.max(np.abs(x[start : start + length])))
-    return t1 + (start + shift - i1) / rate, float(corr[best]), peak
+    peak = float(np.abs(x[start : start + length]).max())
+    return t1 + (start + shift - i1) / rate, corr[best], peak
 
 
 def glottal_pulses(x: np.ndarray, rate: int, f0: np.ndarray, step: float) -> np.ndarray:
